@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Install what upwire needs, idempotently; a second run on a ready machine takes seconds.
+#
+# Usage: scripts/install.sh demo   .venv (python3.11 -m venv) + `pip install -e .`
+#        scripts/install.sh all    demo + Debian packages the tests need (chromium), `pip install -e '.[test]'`,
+#                                  npm packages of tests/interop/node/, and the Autobahn testsuite
+#                                  (../shared/autobahn/setup.sh, only where that folder exists)
+# Environment: PYTHON (default python3.11), AUTOBAHN_HOME (where the Autobahn venv lives, default
+# ${XDG_CACHE_HOME:-~/.cache}/autobahn-py3, so that shared/ stays untouched and the build is reused).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODE="${1:-}"
+case "$MODE" in
+  demo|all) ;;
+  *) echo "usage: scripts/install.sh demo|all" >&2; exit 2 ;;
+esac
+cd "$REPO"
+
+say() { echo "install.sh: $*"; }
+
+# --- Debian packages (only when something is missing; `apt-get update` at most once) ---------------
+APT_UPDATED=0
+apt_ensure() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  command -v apt-get >/dev/null || { echo "install.sh: missing ${missing[*]} and no apt-get" >&2; exit 1; }
+  local sudo=()
+  if [[ "$(id -u)" -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "install.sh: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  say "apt-get install ${missing[*]}"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    "${sudo[@]}" apt-get update -q >/dev/null
+    APT_UPDATED=1
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# --- Python 3.11+ and the venv ---------------------------------------------------------------------
+PY="${PYTHON:-python3.11}"
+if ! command -v "$PY" >/dev/null; then
+  PY=python3
+fi
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
+  { echo "install.sh: upwire needs Python >= 3.11 (tried $PY; set PYTHON=...)" >&2; exit 1; }
+# Debian's own python3 ships venv/ensurepip separately
+"$PY" -c 'import ensurepip, venv' 2>/dev/null || apt_ensure python3-venv
+
+VENV="$REPO/.venv"
+if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  say "creating .venv with $PY"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+fi
+
+# pip only when pyproject.toml changed since the last install of this mode (an `all` install covers `demo`)
+if [[ "$MODE" == all ]]; then target=".[test]"; else target="."; fi
+hash="$(sha256sum < pyproject.toml | cut -d' ' -f1)"
+installed() { [[ "$(cat "$VENV/.upwire-install-$1" 2>/dev/null)" == "$hash" ]]; }
+if installed all || { [[ "$MODE" == demo ]] && installed demo; }; then
+  say ".venv is up to date"
+else
+  say "pip install -e '$target'"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$target"
+  echo "$hash" > "$VENV/.upwire-install-$MODE"
+fi
+
+[[ "$MODE" == demo ]] && { say "demo ready"; exit 0; }
+
+# --- everything the tests need ---------------------------------------------------------------------
+debs=(chromium)                      # browser tests: Debian's /usr/bin/chromium, driven by playwright
+command -v npm >/dev/null || debs+=(nodejs npm)
+apt_ensure "${debs[@]}"
+
+NODE_DIR="$REPO/tests/interop/node"
+if [[ -f "$NODE_DIR/package.json" ]]; then
+  node_stamp="$NODE_DIR/node_modules/.upwire-stamp"
+  node_want="$(cat "$NODE_DIR/package.json" "$NODE_DIR/package-lock.json" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+  if [[ ! -f "$node_stamp" || "$(cat "$node_stamp")" != "$node_want" ]]; then
+    if [[ -f "$NODE_DIR/package-lock.json" ]]; then
+      say "npm ci in tests/interop/node"
+      (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+      say "npm install in tests/interop/node"
+      (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    echo "$node_want" > "$node_stamp"
+  else
+    say "tests/interop/node/node_modules is up to date"
+  fi
+fi
+
+# The CI checkout has a read-only shared/ beside the repo; a plain clone elsewhere may not.
+AUTOBAHN_DIR="$REPO/../shared/autobahn"
+if [[ -x "$AUTOBAHN_DIR/setup.sh" ]]; then
+  export AUTOBAHN_HOME="${AUTOBAHN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/autobahn-py3}"
+  say "Autobahn testsuite in $AUTOBAHN_HOME"
+  PYTHON="$PY" "$AUTOBAHN_DIR/setup.sh" | tail -1
+else
+  say "../shared/autobahn not found: Autobahn conformance tests will be skipped"
+fi
+say "all ready"
