@@ -1,0 +1,34 @@
+'use strict';
+// A `ws` echo server on 127.0.0.1 with a free port: answers every message with the same bytes and
+// the same type, and reports what it sees (see peer.js). Its first line on stdout is
+// {"event": "listening", "port": N}. Stdin commands act on the most recent connection.
+//
+// Options: --max-payload=BYTES (default 64 MiB), --deflate=on|off (default off).
+
+const { WebSocketServer } = require('ws');
+const { report, watch, obeyStdin, option } = require('./peer');
+
+const server = new WebSocketServer({
+  host: '127.0.0.1',
+  port: 0,
+  maxPayload: Number(option('max-payload', String(64 * 1024 * 1024))),
+  perMessageDeflate: option('deflate', 'off') === 'on',
+});
+
+let latest = null;
+
+server.on('connection', (ws, request) => {
+  latest = ws;
+  report({ event: 'connection', path: request.url, headers: request.headers });
+  watch(ws, (data, isBinary) => {
+    ws.send(data, { binary: isBinary });
+  });
+});
+
+server.on('listening', () => report({ event: 'listening', port: server.address().port }));
+server.on('error', (error) => {
+  report({ event: 'error', message: String(error && error.message) });
+  process.exit(1);
+});
+
+obeyStdin(() => latest);
