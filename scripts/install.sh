@@ -98,7 +98,7 @@ fi
 # The CI checkout has a read-only shared/ beside the repo; a plain clone elsewhere may not.
 AUTOBAHN_DIR="$REPO/../shared/autobahn"
 if [[ -x "$AUTOBAHN_DIR/setup.sh" ]]; then
-  export AUTOBAHN_HOME="${AUTOBAHN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/autobahn-py3}"
+  export AUTOBAHN_HOME="${AUTOBAHN_HOME:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/autobahn-py3}"
   say "Autobahn testsuite in $AUTOBAHN_HOME"
   PYTHON="$PY" "$AUTOBAHN_DIR/setup.sh" | tail -1
 else
