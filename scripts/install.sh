@@ -58,9 +58,10 @@ if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>
   "$PY" -m venv "$VENV"
 fi
 
-# pip only when pyproject.toml changed since the last install of this mode (an `all` install covers `demo`)
+# pip only when pyproject.toml changed since the last install of this mode (an `all` install covers `demo`),
+# or when the package appeared since (the editable install maps only the packages it found)
 if [[ "$MODE" == all ]]; then target=".[test]"; else target="."; fi
-hash="$(sha256sum < pyproject.toml | cut -d' ' -f1)"
+hash="$({ cat pyproject.toml; [[ -f upwire/__init__.py ]] && echo "package: upwire"; } | sha256sum | cut -d' ' -f1)"
 installed() { [[ "$(cat "$VENV/.upwire-install-$1" 2>/dev/null)" == "$hash" ]]; }
 if installed all || { [[ "$MODE" == demo ]] && installed demo; }; then
   say ".venv is up to date"
