@@ -1,0 +1,62 @@
+"""upwire: WebSockets for Python, built from the wire up.
+
+    import upwire
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with upwire.serve(echo, "localhost", 8765) as server:
+        await server.serve_forever()
+
+The protocol lives in the sans-I/O core `upwire.protocol`; this package adds the asyncio client and server.
+"""
+
+from upwire.client import ClientConnection, connect
+from upwire.connection import Connection
+from upwire.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    PayloadTooBig,
+    ProtocolError,
+    UsageError,
+    WebSocketError,
+)
+from upwire.protocol.close import CloseCode
+from upwire.protocol.connection import State
+from upwire.protocol.frames import Opcode
+from upwire.protocol.http import Headers, Request, Response
+from upwire.server import Server, ServerConnection, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClientConnection",
+    "CloseCode",
+    "ConcurrencyError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Headers",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
+    "Opcode",
+    "PayloadTooBig",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Server",
+    "ServerConnection",
+    "State",
+    "UsageError",
+    "WebSocketError",
+    "connect",
+    "serve",
+]

@@ -1,0 +1,197 @@
+"""The `upwire` command: `upwire serve` (echo or hello server) and `upwire connect` (a client for the terminal).
+
+Exit codes: 0 success or a normal close, 1 a failed or abnormally closed connection, 2 bad usage (including
+a bad URI). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from upwire.client import connect, parse_uri
+from upwire.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketError,
+)
+from upwire.server import ServerConnection, serve
+
+__all__ = ["main"]
+
+
+async def echo_handler(ws: ServerConnection) -> None:
+    """Send every message back as it came (text as text, binary as binary)."""
+    async for message in ws:
+        await ws.send(message)
+
+
+async def hello_handler(ws: ServerConnection) -> None:
+    """Answer each name with a greeting: "Alice" -> "Hello Alice!"."""
+    async for name in ws:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        print(f"<<< {name}", flush=True)
+        greeting = f"Hello {name}!"
+        await ws.send(greeting)
+        print(f">>> {greeting}", flush=True)
+
+
+def _parse_size(text: str) -> int | None:
+    if text.lower() in ("none", "unlimited", "0"):
+        return None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1].lower(), 1)
+    number = text[:-1] if scale != 1 else text
+    try:
+        return int(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64k, 16m, none)") from None
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    handler = echo_handler if args.mode == "echo" else hello_handler
+    options: dict[str, object] = {"max_message_size": args.max_message_size}
+    if args.no_ping:
+        options["ping_interval"] = None
+    async with serve(handler, args.host, args.port, **options) as server:
+        print(f"upwire {args.mode} server listening on ws://{args.host}:{server.port}/", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        await stop
+        print("shutting down", flush=True)
+    return 0
+
+
+def _show(message: str | bytes, interactive: bool) -> None:
+    if isinstance(message, bytes):
+        text = f"<binary, {len(message)} bytes> {message[:64].hex()}"
+    else:
+        text = message
+    print(f"< {text}" if interactive else text, flush=True)
+
+
+def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    """Read stdin in a thread (portable for TTYs and pipes) and hand each line to the loop."""
+    try:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
+    finally:
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+async def _connect(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty()
+    try:
+        ws = await connect(args.uri, max_message_size=args.max_message_size)
+    except InvalidStatus as exc:
+        print(f"upwire: {exc}", file=sys.stderr)
+        return 1
+    except InvalidHandshake as exc:
+        print(f"upwire: handshake with {args.uri} failed: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"upwire: timed out connecting to {args.uri}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"upwire: cannot connect to {args.uri}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if interactive:
+        print(f"connected to {args.uri}; type a message and press Enter (Ctrl-D to quit)", flush=True)
+
+    async def receive() -> int:
+        try:
+            async for message in ws:
+                _show(message, interactive)
+        except ConnectionClosed as exc:
+            print(f"upwire: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    receiver = asyncio.create_task(receive())
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    threading.Thread(target=_read_lines, args=(loop, lines), daemon=True).start()
+    while not receiver.done():
+        getter = asyncio.ensure_future(lines.get())
+        await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            break
+        line = getter.result()
+        if line is None:
+            break
+        try:
+            await ws.send(line)
+        except ConnectionClosed:
+            break
+    # Closing is in order with the messages: every reply sent before the server saw our close arrives.
+    await ws.close()
+    status = await receiver
+    if interactive:
+        print(f"closed: code {ws.close_code}" + (f" ({ws.close_reason})" if ws.close_reason else ""))
+    return status
+
+
+def _check_uri(text: str) -> str:
+    try:
+        parse_uri(text)
+    except InvalidURI as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the `upwire` command."""
+    parser = argparse.ArgumentParser(prog="upwire", description="WebSockets from the wire up.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run an echo or hello WebSocket server")
+    mode = serve_cmd.add_mutually_exclusive_group()
+    mode.add_argument("--echo", dest="mode", action="store_const", const="echo",
+                      help="send every message back (the default)")
+    mode.add_argument("--hello", dest="mode", action="store_const", const="hello",
+                      help='answer each name with "Hello <name>!"')
+    serve_cmd.set_defaults(mode="echo")
+    serve_cmd.add_argument("--host", default="localhost", help="interface (default: localhost)")
+    serve_cmd.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    serve_cmd.add_argument("--max-message-size", type=_parse_size, default=1 << 20,
+                           help="largest message accepted, e.g. 1m, 16m, none (default: 1m)")
+    serve_cmd.add_argument("--no-ping", action="store_true", help="disable keepalive pings")
+
+    connect_cmd = commands.add_parser("connect", help="connect to a server; lines typed are sent")
+    connect_cmd.add_argument("uri", type=_check_uri, help="ws:// or wss:// URI")
+    connect_cmd.add_argument("--max-message-size", type=_parse_size, default=1 << 20,
+                             help="largest message accepted (default: 1m)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `upwire` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        return asyncio.run(_connect(args))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"upwire: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except WebSocketError as exc:
+        print(f"upwire: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

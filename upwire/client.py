@@ -1,0 +1,223 @@
+"""The asyncio WebSocket client: `connect("ws://...")`.
+
+Owns: parsing ws:// and wss:// URIs, opening the TCP (and TLS) connection, sending the Upgrade request and
+checking the answer through `protocol.handshake`, within `open_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from upwire.connection import Connection, ConnectionOptions
+from upwire.exceptions import InvalidHandshake, InvalidURI
+from upwire.protocol.connection import Connection as ProtocolConnection
+from upwire.protocol.connection import Role
+from upwire.protocol.handshake import ClientHandshake
+from upwire.protocol.http import Headers, HeadersLike, ResponseReader, serialize_request
+
+__all__ = ["ClientConnection", "WebSocketURI", "connect", "parse_uri"]
+
+USER_AGENT = "upwire (Python)"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketURI:
+    """A parsed ws:// or wss:// URI."""
+
+    secure: bool
+    host: str
+    port: int
+    target: str
+
+    @property
+    def host_header(self) -> str:
+        """The Host header value: the port is left out when it is the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Parse a WebSocket URI (RFC 6455 §3).
+
+    Raises:
+        InvalidURI: for another scheme, a missing host, a bad port, or a fragment.
+    """
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(uri, str(exc)) from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(uri, "the scheme must be ws:// or wss://")
+    if not parts.hostname:
+        raise InvalidURI(uri, "no host")
+    if parts.fragment or uri.endswith("#"):
+        # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
+        raise InvalidURI(uri, "a WebSocket URI cannot have a #fragment")
+    if parts.username or parts.password:
+        raise InvalidURI(uri, "credentials in the URI are not supported; send an Authorization header")
+    secure = parts.scheme == "wss"
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), target)
+
+
+class ClientConnection(Connection):
+    """A connection opened by `connect`."""
+
+    def __init__(self, options: ConnectionOptions, handshake: ClientHandshake) -> None:
+        super().__init__(options)
+        self._handshake = handshake
+        self._reader = ResponseReader(handshake.request)
+        self._opening: asyncio.Future[None] = self.loop.create_future()
+        self.request = handshake.request
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the Upgrade request."""
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.write(serialize_request(self._handshake.request))
+
+    def _handshake_data(self, data: bytes) -> None:
+        try:
+            response = self._reader.feed(data)
+            if response is None:
+                return
+            self.response = response
+            self.subprotocol = self._handshake.check_response(response)
+        except InvalidHandshake as exc:
+            self._handshake_failed(exc)
+            return
+        protocol = ProtocolConnection(
+            Role.CLIENT,
+            max_message_size=self.options.max_message_size,
+            max_frame_size=self.options.max_frame_size,
+        )
+        if not self._opening.done():
+            self._opening.set_result(None)
+        self._opened(protocol, self._reader.trailing_data)
+
+    def _handshake_failed(self, error: InvalidHandshake) -> None:
+        if not self._opening.done():
+            self._opening.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The server closed its side; during the handshake this may complete an error response."""
+        if self.protocol is None and not self._opening.done():
+            try:
+                response = self._reader.feed_eof()
+                if response is not None:
+                    self.response = response
+                    self._handshake.check_response(response)
+                raise InvalidHandshake("connection closed during the opening handshake", 0)
+            except InvalidHandshake as exc:
+                self._handshake_failed(exc)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail the opening if it was still in progress."""
+        if not self._opening.done():
+            error = InvalidHandshake(
+                f"connection lost during the opening handshake{f': {exc}' if exc else ''}", 0
+            )
+            self._opening.set_exception(error)
+        super().connection_lost(exc)
+
+
+class connect:  # noqa: N801 - used like a function: `async with connect(...)` or `await connect(...)`
+    """Open a WebSocket connection to `uri`.
+
+    Use as `async with connect(uri) as ws:` (closes on exit) or `ws = await connect(uri)`.
+
+    Args:
+        uri: a ws:// or wss:// URI.
+        subprotocols: subprotocols to offer, in order of preference.
+        additional_headers: more header fields for the Upgrade request.
+        origin: an Origin header value.
+        user_agent: the User-Agent header (None to send none).
+        ssl: an `ssl.SSLContext` for wss:// (default: verify certificates with the system's CAs).
+        server_hostname: the name to check the server certificate against (default: the URI's host).
+        **options: the connection options of `ConnectionOptions` (max_message_size, open_timeout, ...).
+
+    Raises:
+        InvalidURI: for a URI that is not ws:// or wss://.
+        InvalidStatus: when the server answers with an HTTP status other than 101.
+        InvalidHandshake: when the server's answer breaks RFC 6455.
+        OSError: when the TCP connection fails (refused, unreachable...).
+        TimeoutError: when the opening handshake takes longer than `open_timeout`.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        subprotocols: Sequence[str] = (),
+        additional_headers: HeadersLike = (),
+        origin: str | None = None,
+        user_agent: str | None = USER_AGENT,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        **options: Any,
+    ) -> None:
+        self.uri = parse_uri(uri)
+        self.options = ConnectionOptions(**options)
+        headers = Headers()
+        if origin is not None:
+            headers.add("Origin", origin)
+        if user_agent is not None:
+            headers.add("User-Agent", user_agent)
+        for name, value in Headers(additional_headers).items():
+            headers.add(name, value)
+        self._headers = headers
+        self._subprotocols = list(subprotocols)
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self.connection: ClientConnection | None = None
+
+    async def _create(self) -> ClientConnection:
+        uri = self.uri
+        handshake = ClientHandshake(
+            uri.host_header, uri.target, subprotocols=self._subprotocols, extra_headers=self._headers
+        )
+        ssl_context = self._ssl
+        if uri.secure and ssl_context is None:
+            ssl_context = ssl_module.create_default_context()
+        elif not uri.secure and ssl_context is not None:
+            raise InvalidURI(f"ws://{uri.host_header}{uri.target}", "an ssl context needs wss://")
+        loop = asyncio.get_running_loop()
+        options = self.options
+        async with asyncio.timeout(options.open_timeout):
+            _, connection = await loop.create_connection(
+                lambda: ClientConnection(options, handshake),
+                uri.host,
+                uri.port,
+                ssl=ssl_context,
+                server_hostname=(self._server_hostname or uri.host) if ssl_context else None,
+            )
+            try:
+                await connection._opening
+            except BaseException:
+                if connection.transport is not None:
+                    connection.transport.abort()
+                raise
+        self.connection = connection
+        return connection
+
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
+        return self._create().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        return await self._create()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.connection is not None:
+            await self.connection.close()

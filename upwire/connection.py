@@ -1,0 +1,585 @@
+"""The asyncio connection: `send`, `recv`, `async for`, `ping`, `close` over the sans-I/O core.
+
+Owns: moving bytes between an asyncio transport and `upwire.protocol.Connection`, waking the tasks that wait
+on it, backpressure both ways, keepalive pings and timeouts. It decides nothing about the protocol: every rule
+of RFC 6455 is applied by the core, which tells this layer what to write and when to close TCP.
+
+One object per connection is both the asyncio `Protocol` (transport callbacks) and the user-facing API, so an
+idle connection costs one object, a deque and a few timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from upwire.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    UsageError,
+)
+from upwire.protocol.connection import Connection as ProtocolConnection
+from upwire.protocol.connection import State
+from upwire.protocol.events import CloseReceived, Pong, ProtocolFailure
+from upwire.protocol.http import Request, Response
+
+__all__ = ["Connection", "ConnectionOptions", "Data"]
+
+logger = logging.getLogger("upwire")
+
+Data = str | bytes
+Sendable = (
+    str
+    | bytes
+    | bytearray
+    | memoryview
+    | Iterable[str | bytes | bytearray | memoryview]
+    | AsyncIterable[str | bytes | bytearray | memoryview]
+)
+
+
+class ConnectionOptions:
+    """The options shared by clients and servers, with their defaults.
+
+    Args:
+        max_message_size: largest incoming message in bytes (None: no limit); past it, close 1009.
+        max_frame_size: largest incoming frame payload (default: max_message_size).
+        max_queue: incoming messages buffered before reading from the socket pauses (None: no limit).
+        write_limit: bytes buffered for writing above which `send` waits (the high-water mark).
+        ping_interval: seconds between keepalive pings (None: no keepalive).
+        ping_timeout: seconds to wait for the pong before failing the connection with 1011 (None: wait).
+        open_timeout: seconds allowed for the opening handshake.
+        close_timeout: seconds allowed for the closing handshake and the TCP close.
+        idle_timeout: seconds without any received byte after which the connection is closed with 1001
+            (None: no limit).
+    """
+
+    __slots__ = (
+        "close_timeout",
+        "idle_timeout",
+        "max_frame_size",
+        "max_message_size",
+        "max_queue",
+        "open_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "write_limit",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = 1 << 20,
+        max_frame_size: int | None = -1,
+        max_queue: int | None = 16,
+        write_limit: int = 64 * 1024,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        open_timeout: float | None = 10.0,
+        close_timeout: float | None = 10.0,
+        idle_timeout: float | None = None,
+    ) -> None:
+        for name, value in (
+            ("max_message_size", max_message_size),
+            ("max_queue", max_queue),
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("open_timeout", open_timeout),
+            ("close_timeout", close_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, not {value!r}")
+        if write_limit <= 0:
+            raise ValueError(f"write_limit must be positive, not {write_limit!r}")
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
+        self.max_queue = max_queue
+        self.write_limit = write_limit
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.idle_timeout = idle_timeout
+
+
+class Connection(asyncio.Protocol):
+    """A WebSocket connection driven by asyncio; see `ServerConnection` and `ClientConnection`.
+
+    Attributes:
+        request: the opening handshake request (path, query, headers).
+        response: the opening handshake response.
+        subprotocol: the negotiated subprotocol, or None.
+    """
+
+    def __init__(self, options: ConnectionOptions) -> None:
+        self.options = options
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.protocol: ProtocolConnection | None = None
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.subprotocol: str | None = None
+        self._messages: deque[Data] = deque()
+        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._fragment_lock: asyncio.Lock | None = None
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._closed: asyncio.Future[None] = self.loop.create_future()
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_received = 0.0
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address, as the socket reports it (host, port[, ...])."""
+        return None if self.transport is None else self.transport.get_extra_info("peername")
+
+    @property
+    def local_address(self) -> Any:
+        """This side's address (host, port[, ...])."""
+        return None if self.transport is None else self.transport.get_extra_info("sockname")
+
+    @property
+    def state(self) -> State:
+        """OPEN, CLOSING or CLOSED (before the handshake completes: OPEN is not reached yet)."""
+        if self.protocol is None:
+            return State.CLOSED if self._closed.done() else State.OPEN
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closing or closed (see the core's `close_code`)."""
+        return None if self.protocol is None else self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason matching `close_code`."""
+        return "" if self.protocol is None else self.protocol.close_reason
+
+    # ------------------------------------------------------------------ receiving
+
+    async def recv(self) -> Data:
+        """Wait for the next message: `str` for text, `bytes` for binary.
+
+        Raises:
+            ConnectionClosedOK: after a normal closure (1000/1001), once every message was received.
+            ConnectionClosedError: after an error or an abnormal closure.
+            ConcurrencyError: when another task is already waiting in `recv`.
+        """
+        if self._messages:
+            message = self._messages.popleft()
+            if self._reading_paused and len(self._messages) <= self._resume_threshold():
+                self._resume_reading()
+            return message
+        if self._recv_waiter is not None:
+            raise ConcurrencyError(
+                "another task is already waiting in recv(); only one task may receive at a time"
+            )
+        if self._closed.done() or self._input_ended():
+            raise self._closed_error()
+        waiter: asyncio.Future[Data] = self.loop.create_future()
+        self._recv_waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._recv_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        """Yield messages until the connection closes; a normal closure ends the loop quietly."""
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    def _input_ended(self) -> bool:
+        protocol = self.protocol
+        return protocol is not None and (
+            protocol.close_received is not None or protocol.failure is not None
+        )
+
+    def _resume_threshold(self) -> int:
+        max_queue = self.options.max_queue
+        return 0 if max_queue is None else max_queue // 4
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _deliver(self, events: list[Any]) -> None:
+        """Hand the core's events to waiting tasks; the hot path for incoming messages."""
+        messages = self._messages
+        for event in events:
+            if isinstance(event, str | bytes):
+                waiter = self._recv_waiter
+                if waiter is not None and not waiter.done() and not messages:
+                    waiter.set_result(event)
+                else:
+                    messages.append(event)
+            elif isinstance(event, Pong):
+                self._pong_received(event.data)
+            elif isinstance(event, CloseReceived | ProtocolFailure):
+                if isinstance(event, ProtocolFailure):
+                    logger.info("failing the connection with %d: %s", event.code, event.message)
+                self._wake_recv_on_end()
+        max_queue = self.options.max_queue
+        if max_queue is not None and len(messages) >= max_queue and not self._reading_paused:
+            # Backpressure: the application is not keeping up; stop reading until it catches up.
+            self._reading_paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def _wake_recv_on_end(self) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done() and not self._messages:
+            waiter.set_exception(self._closed_error())
+
+    def _closed_error(self) -> ConnectionClosed:
+        protocol = self.protocol
+        code = 1006 if protocol is None else protocol.close_code or 1006
+        reason = "" if protocol is None else protocol.close_reason
+        sent = None if protocol is None else protocol.close_sent
+        clean = (
+            protocol is not None
+            and protocol.close_received is not None
+            and sent is not None
+            and code in (1000, 1001)
+            and (sent[0] is None or sent[0] in (1000, 1001))
+        )
+        if clean:
+            return ConnectionClosedOK(code, reason)
+        return ConnectionClosedError(code, reason)
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, message: Sendable) -> None:
+        """Send a message: `str` as text, bytes-like as binary, an (async) iterable as one fragmented message.
+
+        Frames of different messages never interleave, whatever the number of tasks sending at once. Waits
+        while the transport's write buffer is above `write_limit`.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            TypeError: for other types.
+        """
+        if isinstance(message, str | bytes | bytearray | memoryview):
+            lock = self._fragment_lock
+            if lock is not None and lock.locked():
+                async with lock:
+                    self._send_whole(message)
+            else:
+                self._send_whole(message)
+        elif isinstance(message, Iterable | AsyncIterable):
+            await self._send_fragments(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or an iterable")
+        if self._writing_paused:
+            await self._drain()
+
+    def _send_whole(self, message: str | bytes | bytearray | memoryview) -> None:
+        protocol = self._open_protocol()
+        protocol.send_message(message)
+        self._flush()
+
+    def _open_protocol(self) -> ProtocolConnection:
+        protocol = self.protocol
+        if protocol is None or protocol.state is not State.OPEN or protocol.close_sent is not None:
+            raise self._closed_error()
+        return protocol
+
+    async def _send_fragments(self, fragments: Any) -> None:
+        if self._fragment_lock is None:
+            self._fragment_lock = asyncio.Lock()
+        async with self._fragment_lock:
+            iterator = aiter(fragments) if isinstance(fragments, AsyncIterable) else None
+            sync_iterator = None if iterator is not None else iter(fragments)
+            sentinel = object()
+            previous: Any = sentinel
+            try:
+                while True:
+                    if iterator is not None:
+                        item = await anext(iterator, sentinel)
+                    else:
+                        item = next(sync_iterator, sentinel)  # type: ignore[call-overload]
+                    if item is sentinel:
+                        break
+                    if not isinstance(item, str | bytes | bytearray | memoryview):
+                        raise TypeError(f"cannot send a fragment of type {type(item).__name__}")
+                    if previous is not sentinel:
+                        self._open_protocol().send_fragment(previous, fin=False)
+                        self._flush()
+                        if self._writing_paused:
+                            await self._drain()
+                    previous = item
+            except BaseException:
+                if previous is not sentinel or self._fragmenting():
+                    # The message cannot be finished; the peer must not wait for it forever.
+                    self._abort_message()
+                raise
+            if previous is not sentinel:
+                self._open_protocol().send_fragment(previous, fin=True)
+                self._flush()
+
+    def _fragmenting(self) -> bool:
+        return self.protocol is not None and self.protocol._out_fragment_type is not None
+
+    def _abort_message(self) -> None:
+        protocol = self.protocol
+        if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
+            protocol.send_close(1011, "message could not be completed")
+            self._flush()
+            self._start_close_timer()
+
+    def _flush(self) -> None:
+        """Write what the core queued and close TCP when the core says so."""
+        protocol = self.protocol
+        transport = self.transport
+        if protocol is None or transport is None:
+            return
+        out = protocol.data_to_send()
+        if out and not transport.is_closing():
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        if protocol.transport_should_close and not transport.is_closing():
+            transport.close()
+            self._start_close_timer()
+
+    async def _drain(self) -> None:
+        if not self._writing_paused:
+            return
+        if self._closed.done():
+            raise self._closed_error()
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def pause_writing(self) -> None:
+        """Called by the transport when its write buffer goes above `write_limit`."""
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        """Called by the transport when its write buffer drains below the low-water mark."""
+        self._writing_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------ ping
+
+    def ping(self, data: bytes | str | None = None) -> asyncio.Future[float]:
+        """Send a ping; return a future that resolves with the round-trip time in seconds.
+
+        `rtt = await ws.ping()` waits for the pong; `waiter = ws.ping()` sends now and lets you wait later.
+
+        Args:
+            data: the ping payload (at most 125 bytes); 4 random bytes by default.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            ValueError: when `data` is already used by a ping still waiting for its pong.
+        """
+        payload = data.encode() if isinstance(data, str) else data
+        if payload is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        elif payload in self._pings:
+            raise ValueError("a ping with this data is already waiting for its pong")
+        protocol = self._open_protocol()
+        try:
+            protocol.send_ping(payload)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        future: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (future, self.loop.time())
+        self._flush()
+        return future
+
+    def _pong_received(self, data: bytes) -> None:
+        if data not in self._pings:
+            return  # RFC 6455 §5.5.3: an unsolicited pong is ignored.
+        now = self.loop.time()
+        # A pong acknowledges its ping and every earlier one (pings are answered in order).
+        for payload in list(self._pings):
+            future, sent_at = self._pings.pop(payload)
+            if not future.done():
+                future.set_result(now - sent_at)
+            if payload == data:
+                break
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake and wait until the TCP connection is closed.
+
+        Idempotent: after the first call, later calls only wait.
+
+        Args:
+            code: the close code (1000 normal, 1001 going away, 3000-4999 for applications, ...).
+            reason: a short reason, at most 123 bytes of UTF-8.
+
+        Raises:
+            UsageError: for a code that may not be sent or a reason that is too long.
+        """
+        protocol = self.protocol
+        if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
+            if self._fragmenting():
+                code, reason = 1011, "closed while a fragmented message was being sent"
+            protocol.send_close(code, reason)
+            self._flush()
+            self._start_close_timer()
+        elif protocol is None and self.transport is not None:
+            self.transport.close()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self._closed)
+
+    def _start_close_timer(self) -> None:
+        timeout = self.options.close_timeout
+        if self._close_timer is None and timeout is not None and not self._closed.done():
+            self._close_timer = self.loop.call_later(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if self.transport is not None and not self._closed.done():
+            logger.info("closing handshake timed out; aborting the TCP connection")
+            self.transport.abort()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close with `code` without waiting (keepalive timeout, idle timeout, handler errors)."""
+        protocol = self.protocol
+        if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
+            protocol.send_close(code, reason)
+            self._flush()
+        self._start_close_timer()
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Record the transport and set its write buffer limit."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.options.write_limit)
+
+    def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
+        """Switch to WebSocket frames once the opening handshake succeeded."""
+        self.protocol = protocol
+        self._last_received = self.loop.time()
+        self._schedule_keepalive()
+        self._schedule_idle_check()
+        if early_data:
+            self.data_received(early_data)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed received bytes to the core, deliver its events and write its answers."""
+        protocol = self.protocol
+        if protocol is None:
+            self._handshake_data(data)
+            return
+        events = protocol.receive_data(data)
+        if events:
+            self._deliver(events)
+        if self._idle_timer is not None:
+            self._last_received = self.loop.time()
+        self._flush()
+        if protocol.close_received is not None and protocol.close_sent is not None:
+            # RFC 6455 §7.1.1: the client waits for the server to close TCP, within close_timeout.
+            self._start_close_timer()
+
+    def _handshake_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def eof_received(self) -> bool | None:
+        """The peer closed its side; let asyncio close the transport."""
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Mark the connection closed and wake every waiting task."""
+        if self.protocol is not None:
+            self.protocol.receive_eof()
+        for timer in (self._close_timer, self._keepalive_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._close_timer = self._keepalive_timer = self._idle_timer = None
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._wake_recv_on_end()
+        error = self._closed_error()
+        for future, _ in self._pings.values():
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # mark retrieved: nobody may be waiting for this ping
+        self._pings.clear()
+        self._writing_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    # ------------------------------------------------------------------ keepalive and idle timeout
+
+    def _schedule_keepalive(self) -> None:
+        interval = self.options.ping_interval
+        if interval is not None and not self._closed.done():
+            self._keepalive_timer = self.loop.call_later(interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._keepalive_timer = None
+        protocol = self.protocol
+        if protocol is None or protocol.state is not State.OPEN or protocol.close_sent is not None:
+            return
+        waiter = self.ping()
+        timeout = self.options.ping_timeout
+        if timeout is not None:
+            timer = self.loop.call_later(timeout, self._keepalive_timed_out, waiter)
+            waiter.add_done_callback(lambda _: timer.cancel())
+        waiter.add_done_callback(self._keepalive_answered)
+
+    def _keepalive_answered(self, waiter: asyncio.Future[float]) -> None:
+        if not waiter.cancelled() and waiter.exception() is None:
+            self._schedule_keepalive()
+
+    def _keepalive_timed_out(self, waiter: asyncio.Future[float]) -> None:
+        if not waiter.done():
+            waiter.cancel()
+            logger.info("no pong within ping_timeout; closing the connection with 1011")
+            self._fail(1011, "keepalive ping timeout")
+
+    def _schedule_idle_check(self, delay: float | None = None) -> None:
+        timeout = self.options.idle_timeout
+        if timeout is not None and not self._closed.done():
+            self._idle_timer = self.loop.call_later(
+                timeout if delay is None else delay, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        timeout = self.options.idle_timeout
+        assert timeout is not None
+        idle_for = self.loop.time() - self._last_received
+        if idle_for >= timeout:
+            logger.info("nothing received for %.1f s; closing the connection with 1001", idle_for)
+            self._fail(1001, "idle timeout")
+        else:
+            self._schedule_idle_check(timeout - idle_for)

@@ -1,0 +1,120 @@
+"""The exceptions upwire raises, rooted in one `WebSocketError`.
+
+Owns: the error hierarchy and the wording of messages. Knows nothing about sockets or the protocol's rules;
+every other module raises these.
+
+Two families matter most, as in h11: `ProtocolError` means the *peer* broke RFC 6455 (it carries the close code
+sent on the wire), `UsageError` means *this program* misused the library (it is a bug to fix in the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConcurrencyError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
+    "PayloadTooBig",
+    "ProtocolError",
+    "UsageError",
+    "WebSocketError",
+]
+
+
+class WebSocketError(Exception):
+    """Base class of every exception raised by upwire."""
+
+
+class ProtocolError(WebSocketError):
+    """The peer violated the WebSocket protocol.
+
+    Attributes:
+        close_code: the close code sent to the peer because of this error (1002, 1007, 1009, ...).
+    """
+
+    def __init__(self, message: str, close_code: int = 1002) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class PayloadTooBig(ProtocolError):
+    """A frame or message exceeded a configured size limit (close code 1009)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 1009)
+
+
+class InvalidHandshake(WebSocketError):
+    """The opening handshake failed.
+
+    On the server side, `status`, `headers` and `body` describe the HTTP error response that was (or will be)
+    sent; on the client side, they describe what the server answered when it answered with HTTP.
+
+    Attributes:
+        status: the HTTP status code (400, 403, 426, ...), or 0 when no HTTP response applies.
+        headers: the response headers.
+        body: the response body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = list(headers)
+        self.body = body
+
+
+class InvalidStatus(InvalidHandshake):
+    """The server answered the opening handshake with an HTTP status other than 101."""
+
+
+class InvalidURI(InvalidHandshake, ValueError):
+    """A WebSocket URI could not be used (wrong scheme, no host, bad port...)."""
+
+    def __init__(self, uri: str, why: str) -> None:
+        super().__init__(f"invalid WebSocket URI {uri!r}: {why}", status=0)
+        self.uri = uri
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed; raised by `recv`, `send` and friends after the end.
+
+    Attributes:
+        code: the close code received from the peer (1005 if its close frame had none, 1006 if the connection
+            was lost without a close frame).
+        reason: the close reason received from the peer.
+    """
+
+    def __init__(self, code: int, reason: str, detail: str = "") -> None:
+        text = f"connection closed: code {code}" + (f" ({reason})" if reason else "")
+        if detail:
+            text += f"; {detail}"
+        super().__init__(text)
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed cleanly with 1000 (normal) or 1001 (going away)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection closed with an error code, or was lost without a closing handshake."""
+
+
+class UsageError(WebSocketError):
+    """The library was used in a way it does not allow (a bug in the calling code)."""
+
+
+class ConcurrencyError(UsageError, RuntimeError):
+    """Two tasks did at once what only one may do (for example, two concurrent `recv` calls)."""

@@ -1,0 +1,520 @@
+"""The WebSocket connection state machine (RFC 6455 §5-§8), for a client or a server, after the handshake.
+
+Owns: every rule about a *sequence* of frames — message reassembly from fragments, control frames between
+fragments, incremental UTF-8 validation, message and frame size limits, ping/pong, the closing handshake,
+and turning the peer's protocol errors into the right close code. Frame-header rules live in `frames`, close
+payload rules in `close`.
+
+Must not know: sockets, asyncio, clocks or threads. Bytes come in through `receive_data`, events come out;
+commands (`send_message`, `send_ping`, `send_close`, ...) queue bytes that `data_to_send` hands over.
+
+States (RFC 6455 §4-§7; CONNECTING is the handshake's business, see `handshake`):
+
+    OPEN ──send_close──────────► CLOSING ──peer's close──► CLOSED
+      │                            ▲
+      └──peer's close (echoed)─────┘        (any state) ──receive_eof──► CLOSED
+      └──peer breaks the protocol: close frame with 1002/1007/1009 sent, CLOSING, input discarded
+
+`transport_should_close` tells the I/O layer when to close TCP: a server closes first once the closing
+handshake is done (RFC 6455 §7.1.1); both sides close at once after failing the connection (§7.1.7).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from upwire.exceptions import ProtocolError, UsageError
+from upwire.protocol.close import build_close_payload, parse_close_payload
+from upwire.protocol.events import CloseReceived, Event, Ping, Pong, ProtocolFailure
+from upwire.protocol.frames import (
+    MaskKeys,
+    Opcode,
+    _size,
+    apply_mask,
+    check_header,
+    decode_header,
+    encode_header,
+)
+from upwire.protocol.utf8 import IncrementalUTF8Decoder
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Connection", "Role", "State"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+_TEXT = Opcode.TEXT.value
+_BINARY = Opcode.BINARY.value
+_CONTINUATION = Opcode.CONTINUATION.value
+_CLOSE = Opcode.CLOSE.value
+_PING = Opcode.PING.value
+_PONG = Opcode.PONG.value
+
+# Payloads at least this large are queued as a separate chunk after their header instead of being
+# concatenated with it, so a large message is never copied just to prepend 2-10 bytes.
+_SEPARATE_PAYLOAD_SIZE = 16 * 1024
+
+_mask_keys = MaskKeys()
+
+
+class Role(enum.Enum):
+    """Which end of the connection this state machine plays."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.IntEnum):
+    """Connection states after the opening handshake (RFC 6455 §4.1, §7)."""
+
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Connection:
+    """A sans-I/O WebSocket connection: bytes in, events out; commands in, bytes out.
+
+    Args:
+        role: CLIENT (masks what it sends, requires unmasked frames) or SERVER (the reverse).
+        max_message_size: the largest message accepted, in bytes; None for no limit. Past it, the
+            connection is failed with 1009.
+        max_frame_size: the largest frame payload accepted; None for no limit. Defaults to
+            `max_message_size`.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_close_received",
+        "_close_sent",
+        "_decoder",
+        "_discard_input",
+        "_expect_masked",
+        "_failure",
+        "_frame_fin",
+        "_frame_mask",
+        "_frame_offset",
+        "_frame_opcode",
+        "_frame_remaining",
+        "_max_frame_size",
+        "_max_message_size",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_out_fragment_type",
+        "_outgoing",
+        "role",
+        "state",
+        "transport_should_close",
+    )
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = -1,
+    ) -> None:
+        self.role = role
+        self.state = State.OPEN
+        # True once the I/O layer should close the TCP connection (after flushing `data_to_send`).
+        self.transport_should_close = False
+        self._max_message_size = max_message_size
+        self._max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
+        self._expect_masked = role is Role.SERVER
+        self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
+        self._discard_input = False
+        self._close_sent: tuple[int | None, str] | None = None
+        self._close_received: tuple[int, str] | None = None
+        self._failure: ProtocolError | None = None
+        # The message being received: opcode (0: none), parts, wire bytes so far, UTF-8 decoder.
+        self._msg_opcode = 0
+        self._msg_parts: list[bytes] | list[str] = []
+        self._msg_size = 0
+        self._decoder: IncrementalUTF8Decoder | None = None
+        # A text frame whose payload is consumed as it arrives (to fail fast on invalid UTF-8).
+        self._frame_remaining = 0
+        self._frame_mask: bytes | None = None
+        self._frame_offset = 0
+        self._frame_fin = False
+        self._frame_opcode = 0
+        # The message being sent in fragments: None, str or bytes (the type of its first fragment).
+        self._out_fragment_type: type | None = None
+
+    # ------------------------------------------------------------------ what the application sees
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code of the connection once it is closing or closed, else None.
+
+        The peer's code when it sent a close frame (1005 when that frame had none); the code this side sent
+        when it failed the connection; 1006 when the connection ended without a close frame.
+        """
+        if self._close_received is not None:
+            return self._close_received[0]
+        if self._failure is not None:
+            return self._failure.close_code
+        if self.state is State.CLOSED:
+            return 1006
+        return None
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason matching `close_code` ("" when there is none)."""
+        if self._close_received is not None:
+            return self._close_received[1]
+        if self._failure is not None:
+            return str(self._failure)
+        return ""
+
+    @property
+    def close_sent(self) -> tuple[int | None, str] | None:
+        """The (code, reason) of the close frame this side sent, or None."""
+        return self._close_sent
+
+    @property
+    def close_received(self) -> tuple[int, str] | None:
+        """The (code, reason) of the close frame the peer sent (1005 for no code), or None."""
+        return self._close_received
+
+    @property
+    def failure(self) -> ProtocolError | None:
+        """The peer's protocol error that failed this connection, or None."""
+        return self._failure
+
+    @property
+    def closing_handshake_done(self) -> bool:
+        """True when both close frames were exchanged."""
+        return self._close_sent is not None and self._close_received is not None
+
+    def data_to_send(self) -> list[bytes]:
+        """Return the bytes queued for the peer, in order, and forget them."""
+        out = self._outgoing
+        if out:
+            self._outgoing = []
+        return out
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Process bytes received from the peer.
+
+        Args:
+            data: the bytes, in order; any split is fine (partial headers, partial payloads).
+
+        Returns:
+            The events they complete, in order: `str`/`bytes` for complete messages, `Ping`, `Pong`,
+            `CloseReceived`, and `ProtocolFailure` when the peer broke the protocol.
+        """
+        events: list[Event] = []
+        if self._discard_input or not data:
+            return events
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray | memoryview = self._buffer
+        else:
+            source = data
+        view = memoryview(source)
+        try:
+            consumed = self._parse(view, events)
+        except ProtocolError as exc:
+            self._fail(exc, events)
+            consumed = len(view)
+        finally:
+            view.release()
+        if self._discard_input:
+            self._buffer = bytearray()
+        elif source is self._buffer:
+            del self._buffer[:consumed]
+        elif consumed < len(source):
+            self._buffer = bytearray(source[consumed:])
+        return events
+
+    def receive_eof(self) -> list[Event]:
+        """Process the end of the TCP stream from the peer.
+
+        Returns:
+            No events; afterwards `state` is CLOSED and `close_code` is 1006 unless a close frame came.
+        """
+        self.state = State.CLOSED
+        self._discard_input = True
+        self.transport_should_close = True
+        self._buffer = bytearray()
+        return []
+
+    def _parse(self, view: memoryview, events: list[Event]) -> int:
+        """Consume complete frames (and the available part of a streamed text frame) from `view`.
+
+        This is the hot loop: it works on offsets into one buffer and copies each payload once.
+
+        Returns:
+            How many bytes of `view` were consumed.
+        """
+        pos = 0
+        end = len(view)
+        if self._frame_remaining:
+            pos = self._stream_text(view, 0, events)
+            if self._frame_remaining:
+                return pos
+        while pos < end and not self._discard_input:
+            header = decode_header(view, pos)
+            if header is None:
+                break
+            violation = check_header(
+                header, expect_masked=self._expect_masked, max_frame_size=self._max_frame_size
+            )
+            if violation is not None:
+                raise ProtocolError(violation.message, violation.close_code)
+            opcode = header.opcode
+            length = header.length
+            if opcode < 8:
+                self._check_data_frame(opcode, length)
+            start = pos + header.header_length
+            stop = start + length
+            if stop > end:
+                # An incomplete text frame is consumed as it arrives so that invalid UTF-8 fails at once
+                # (RFC 6455 §8.1 allows failing as soon as the bytes seen cannot be valid).
+                if opcode == _TEXT or (opcode == _CONTINUATION and self._msg_opcode == _TEXT):
+                    self._start_streamed_text(header.fin, opcode, length, header.mask_key)
+                    return self._stream_text(view, start, events)
+                break
+            mask_key = header.mask_key
+            if mask_key is not None:
+                payload: bytes | memoryview = apply_mask(view[start:stop], mask_key)
+            else:
+                payload = view[start:stop]
+            pos = stop
+            if opcode >= 8:
+                self._control_frame(opcode, bytes(payload), events)
+            elif opcode == _CONTINUATION:
+                self._message_part(payload, header.fin, events)
+            elif header.fin:
+                # The common case: a whole message in one frame.
+                if opcode == _TEXT:
+                    events.append(_decode_text(payload))
+                else:
+                    events.append(bytes(payload))
+            else:
+                self._begin_message(opcode)
+                self._message_part(payload, False, events)
+        return pos
+
+    def _check_data_frame(self, opcode: int, length: int) -> None:
+        """Apply the fragmentation and message-size rules to a data frame's header."""
+        if opcode == _CONTINUATION:
+            if not self._msg_opcode:
+                # RFC 6455 §5.4: a continuation frame continues a fragmented message; there is none.
+                raise ProtocolError("continuation frame without a fragmented message to continue")
+            size = self._msg_size + length
+        else:
+            if self._msg_opcode:
+                # RFC 6455 §5.4: fragments of one message are not interleaved with another message.
+                raise ProtocolError(
+                    f"{Opcode(opcode).name} frame inside a fragmented message (expected a continuation)"
+                )
+            size = length
+        limit = self._max_message_size
+        if limit is not None and size > limit:
+            raise ProtocolError(
+                f"message of {_size(size)} or more exceeds max_message_size={_size(limit)}", 1009
+            )
+
+    def _begin_message(self, opcode: int) -> None:
+        self._msg_opcode = opcode
+        self._msg_parts = []
+        self._msg_size = 0
+        self._decoder = IncrementalUTF8Decoder() if opcode == _TEXT else None
+
+    def _message_part(self, payload: bytes | memoryview, fin: bool, events: list[Event]) -> None:
+        """Add one fragment's payload to the message being received; deliver it on FIN."""
+        self._msg_size += len(payload)
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                text = decoder.decode(payload, fin)
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"invalid UTF-8 in text message ({exc.reason})", 1007) from None
+            parts_text: list[str] = self._msg_parts  # type: ignore[assignment]
+            if text:
+                parts_text.append(text)
+            if fin:
+                events.append("".join(parts_text))
+                self._end_message()
+        else:
+            parts_bytes: list[bytes] = self._msg_parts  # type: ignore[assignment]
+            parts_bytes.append(bytes(payload))
+            if fin:
+                events.append(b"".join(parts_bytes))
+                self._end_message()
+
+    def _end_message(self) -> None:
+        self._msg_opcode = 0
+        self._msg_parts = []
+        self._msg_size = 0
+        self._decoder = None
+
+    def _start_streamed_text(
+        self, fin: bool, opcode: int, length: int, mask_key: bytes | None
+    ) -> None:
+        if opcode == _TEXT:
+            self._begin_message(_TEXT)
+        self._frame_remaining = length
+        self._frame_mask = mask_key
+        self._frame_offset = 0
+        self._frame_fin = fin
+        self._frame_opcode = opcode
+
+    def _stream_text(self, view: memoryview, start: int, events: list[Event]) -> int:
+        """Feed the available part of a text frame to the UTF-8 decoder; return the new position."""
+        take = min(self._frame_remaining, len(view) - start)
+        stop = start + take
+        chunk: bytes | memoryview = view[start:stop]
+        if self._frame_mask is not None:
+            chunk = apply_mask(chunk, self._frame_mask, self._frame_offset)
+        self._frame_offset += take
+        self._frame_remaining -= take
+        last = self._frame_remaining == 0
+        self._message_part(chunk, self._frame_fin and last, events)
+        return stop
+
+    def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
+        if opcode == _PING:
+            events.append(Ping(payload))
+            if self._close_sent is None:
+                # RFC 6455 §5.5.2: answer a ping with a pong carrying the same application data.
+                self._queue_frame(_PONG, payload)
+        elif opcode == _PONG:
+            # RFC 6455 §5.5.3: a pong may be unsolicited; it needs no answer.
+            events.append(Pong(payload))
+        else:
+            close = parse_close_payload(payload)
+            code = 1005 if close.code is None else close.code
+            self._close_received = (code, close.reason)
+            events.append(CloseReceived(code, close.reason))
+            # RFC 6455 §5.5.1: nothing is processed after a close frame.
+            self._discard_input = True
+            self._buffer = bytearray()
+            if self._close_sent is None:
+                # RFC 6455 §5.5.1: answer with a close frame echoing the status code (and the reason).
+                self._close_sent = (close.code, close.reason)
+                self._queue_frame(_CLOSE, payload)
+            self.state = State.CLOSING
+            if self.role is Role.SERVER:
+                # RFC 6455 §7.1.1: the server closes the TCP connection first.
+                self.transport_should_close = True
+
+    def _fail(self, error: ProtocolError, events: list[Event]) -> None:
+        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame, then drop TCP."""
+        self._failure = error
+        events.append(ProtocolFailure(error.close_code, str(error)))
+        if self._close_sent is None:
+            reason = str(error).encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._close_sent = (error.close_code, reason)
+            self._queue_frame(_CLOSE, build_close_payload(error.close_code, reason))
+        self._discard_input = True
+        self._end_message()
+        self._frame_remaining = 0
+        if self.state is State.OPEN:
+            self.state = State.CLOSING
+        self.transport_should_close = True
+
+    # ------------------------------------------------------------------ sending
+
+    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Queue a whole message: text for `str`, binary for bytes-like data.
+
+        Raises:
+            UsageError: after the closing handshake started, or in the middle of a fragmented message.
+        """
+        self._check_can_send_data()
+        if self._out_fragment_type is not None:
+            raise UsageError("a fragmented message is being sent; finish it before sending another")
+        if isinstance(data, str):
+            self._queue_frame(_TEXT, data.encode("utf-8"))
+        else:
+            self._queue_frame(_BINARY, data)
+
+    def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
+        """Queue one fragment of a message sent in pieces; `fin=True` ends the message.
+
+        The first fragment decides the message type (str: text, bytes: binary); the others must match.
+
+        Raises:
+            UsageError: after the closing handshake started, or when a fragment's type differs.
+        """
+        self._check_can_send_data()
+        kind = str if isinstance(data, str) else bytes
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        current = self._out_fragment_type
+        if current is None:
+            opcode = _TEXT if kind is str else _BINARY
+        elif current is not kind:
+            raise UsageError("fragments of one message must all be str or all be bytes")
+        else:
+            opcode = _CONTINUATION
+        self._out_fragment_type = None if fin else kind
+        self._queue_frame(opcode, payload, fin=fin)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queue a ping (at most 125 bytes of data).
+
+        Raises:
+            UsageError: when the data is too long or a close frame was already sent.
+        """
+        self._check_control(data, "ping")
+        self._queue_frame(_PING, data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Queue an unsolicited pong, e.g. as a unidirectional heartbeat (RFC 6455 §5.5.3)."""
+        self._check_control(data, "pong")
+        self._queue_frame(_PONG, data)
+
+    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start (or answer) the closing handshake; nothing is sent after this frame.
+
+        Raises:
+            UsageError: for a code that must not be sent, a reason over 123 bytes, or a second close.
+        """
+        if self._close_sent is not None:
+            raise UsageError("a close frame was already sent")
+        payload = build_close_payload(code, reason)
+        self._close_sent = (code, reason)
+        self._queue_frame(_CLOSE, payload)
+        if self.state is State.OPEN:
+            self.state = State.CLOSING
+
+    def _check_can_send_data(self) -> None:
+        if self._close_sent is not None or self.state is not State.OPEN:
+            raise UsageError("cannot send data: the closing handshake has started")
+
+    def _check_control(self, data: bytes, what: str) -> None:
+        if len(data) > 125:
+            raise UsageError(f"{what} data of {len(data)} bytes exceeds 125 bytes (RFC 6455 §5.5)")
+        if self._close_sent is not None or self.state is State.CLOSED:
+            raise UsageError(f"cannot send a {what}: a close frame was already sent")
+
+    def _queue_frame(
+        self, opcode: int, payload: bytes | bytearray | memoryview, *, fin: bool = True
+    ) -> None:
+        if self.role is Role.CLIENT:
+            # RFC 6455 §5.3: a client masks every frame with a fresh, unpredictable key.
+            mask_key = _mask_keys.next()
+            header = encode_header(opcode, len(payload), fin=fin, mask_key=mask_key)
+            masked = apply_mask(payload, mask_key)
+            if len(masked) >= _SEPARATE_PAYLOAD_SIZE:
+                self._outgoing += (header, masked)
+            else:
+                self._outgoing.append(header + masked)
+            return
+        header = encode_header(opcode, len(payload), fin=fin)
+        if len(payload) >= _SEPARATE_PAYLOAD_SIZE:
+            self._outgoing += (header, bytes(payload))
+        else:
+            self._outgoing.append(header + payload)
+
+
+def _decode_text(payload: bytes | memoryview) -> str:
+    try:
+        return str(payload, "utf-8")
+    except UnicodeDecodeError as exc:
+        # RFC 6455 §8.1: a text message that is not valid UTF-8 fails the connection with 1007.
+        raise ProtocolError(f"invalid UTF-8 in text message ({exc.reason})", 1007) from None

@@ -1,0 +1,387 @@
+"""WebSocket framing (RFC 6455 §5): opcodes, the frame header, masking, and an incremental frame parser.
+
+Owns: the bytes of one frame and the rules that can be checked from one frame header alone (reserved opcodes,
+RSV bits, control-frame limits, masking direction, length encodings). Message-level rules (fragmentation,
+UTF-8, the closing handshake) belong to `connection`.
+
+Must not know: sockets, asyncio, clocks, or which message a frame belongs to.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from typing import Final
+
+from upwire.exceptions import PayloadTooBig, ProtocolError
+
+__all__ = [
+    "CONTROL_OPCODES",
+    "DATA_OPCODES",
+    "Frame",
+    "FrameHeader",
+    "FrameParser",
+    "MaskKeys",
+    "Opcode",
+    "Violation",
+    "apply_mask",
+    "check_header",
+    "decode_header",
+    "encode_frame",
+    "encode_header",
+]
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455 §5.2, §11.8)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+DATA_OPCODES: Final = frozenset({Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY})
+CONTROL_OPCODES: Final = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
+_KNOWN_OPCODES: Final = frozenset(int(op) for op in Opcode)
+
+# RFC 6455 §5.5: all control frames MUST have a payload length of 125 bytes or less.
+MAX_CONTROL_PAYLOAD: Final = 125
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    """The fixed part of a frame as it appears on the wire.
+
+    Attributes:
+        fin: the FIN bit: this frame ends its message.
+        rsv: the three RSV bits as one number (RSV1 = 4, RSV2 = 2, RSV3 = 1).
+        opcode: the opcode as sent (an int: reserved opcodes are kept, not rejected here).
+        masked: the MASK bit.
+        length: the payload length.
+        mask_key: the 4-byte masking key, or None when the frame is not masked.
+        header_length: the size of the header in bytes (2 to 14).
+        length_bits: how the length was encoded: 7, 16 or 64 bits.
+    """
+
+    fin: bool
+    rsv: int
+    opcode: int
+    masked: bool
+    length: int
+    mask_key: bytes | None
+    header_length: int
+    length_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One complete frame with its payload unmasked.
+
+    Attributes:
+        header: the header as it was on the wire.
+        payload: the payload, unmasked.
+    """
+
+    header: FrameHeader
+    payload: bytes
+
+    @property
+    def opcode(self) -> int:
+        """The frame's opcode."""
+        return self.header.opcode
+
+    @property
+    def fin(self) -> bool:
+        """The FIN bit."""
+        return self.header.fin
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A rule of RFC 6455 that a frame breaks, with the close code an endpoint answers it with."""
+
+    close_code: int
+    message: str
+
+
+def decode_header(buffer: bytes | bytearray | memoryview, pos: int = 0) -> FrameHeader | None:
+    """Decode the frame header that starts at `buffer[pos]`.
+
+    Args:
+        buffer: received bytes.
+        pos: where the header starts.
+
+    Returns:
+        The header, or None when `buffer` does not yet hold all of it.
+    """
+    available = len(buffer) - pos
+    if available < 2:
+        return None
+    b0 = buffer[pos]
+    b1 = buffer[pos + 1]
+    length = b1 & 0x7F
+    header_length = 2
+    length_bits = 7
+    if length == 126:
+        header_length = 4
+        length_bits = 16
+        if available < 4:
+            return None
+        length = (buffer[pos + 2] << 8) | buffer[pos + 3]
+    elif length == 127:
+        header_length = 10
+        length_bits = 64
+        if available < 10:
+            return None
+        length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+    mask_key = None
+    masked = bool(b1 & 0x80)
+    if masked:
+        if available < header_length + 4:
+            return None
+        mask_key = bytes(buffer[pos + header_length : pos + header_length + 4])
+        header_length += 4
+    return FrameHeader(
+        fin=bool(b0 & 0x80),
+        rsv=(b0 >> 4) & 0x7,
+        opcode=b0 & 0x0F,
+        masked=masked,
+        length=length,
+        mask_key=mask_key,
+        header_length=header_length,
+        length_bits=length_bits,
+    )
+
+
+def check_header(
+    header: FrameHeader,
+    *,
+    expect_masked: bool | None,
+    allowed_rsv: int = 0,
+    max_frame_size: int | None = None,
+) -> Violation | None:
+    """Check the rules of RFC 6455 that one header alone can break.
+
+    Args:
+        header: the decoded header.
+        expect_masked: True for frames a server receives, False for a client, None for an observer that
+            accepts both directions.
+        allowed_rsv: the RSV bits that negotiated extensions define (0 without extensions).
+        max_frame_size: the largest payload accepted, or None for no limit.
+
+    Returns:
+        The first violated rule, or None when the header is acceptable.
+    """
+    opcode = header.opcode
+    length = header.length
+    if opcode not in _KNOWN_OPCODES:
+        # RFC 6455 §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved; an unknown one MUST fail the connection.
+        return Violation(1002, f"reserved opcode {opcode:#x}")
+    if header.rsv & ~allowed_rsv:
+        # RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defining them was negotiated.
+        return Violation(1002, f"RSV bits {header.rsv:03b} set without a negotiated extension")
+    if opcode >= 0x8:
+        # RFC 6455 §5.5: control frames MUST NOT be fragmented and carry at most 125 bytes.
+        if not header.fin:
+            return Violation(1002, f"fragmented control frame ({Opcode(opcode).name})")
+        if length > MAX_CONTROL_PAYLOAD:
+            return Violation(
+                1002, f"control frame ({Opcode(opcode).name}) of {length} bytes exceeds 125 bytes"
+            )
+    if header.length_bits == 64 and length >> 63:
+        # RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
+        return Violation(1002, "64-bit payload length with the most significant bit set")
+    if (header.length_bits == 16 and length < 126) or (header.length_bits == 64 and length < 65536):
+        # RFC 6455 §5.2: the minimal number of bytes MUST be used to encode the length.
+        return Violation(1002, f"length {length} not in its minimal {header.length_bits}-bit encoding")
+    if expect_masked is not None and header.masked != expect_masked:
+        # RFC 6455 §5.1: a server MUST close on an unmasked frame; a client MUST close on a masked one.
+        if expect_masked:
+            return Violation(1002, "unmasked frame from a client")
+        return Violation(1002, "masked frame from a server")
+    if max_frame_size is not None and length > max_frame_size:
+        return Violation(
+            1009, f"frame of {_size(length)} exceeds max_frame_size={_size(max_frame_size)}"
+        )
+    return None
+
+
+def _size(n: int) -> str:
+    """Format a byte count for error messages: 1048576 -> '1 MiB', 1000 -> '1000 bytes'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
+def apply_mask(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes:
+    """XOR `data` with the repeated 4-byte `mask_key` (RFC 6455 §5.3); masking and unmasking are the same.
+
+    Args:
+        data: the payload (or a piece of it).
+        mask_key: the 4-byte masking key.
+        offset: the position of `data[0]` within the whole payload, for payloads handled in pieces.
+
+    Returns:
+        The masked (or unmasked) bytes.
+    """
+    n = len(data)
+    if n == 0:
+        return b""
+    shift = offset & 3
+    if shift:
+        mask_key = mask_key[shift:] + mask_key[:shift]
+    # One big-int XOR runs at memory speed in C; a Python loop per byte would be ~100x slower.
+    repeated = mask_key * ((n + 3) >> 2)
+    value = int.from_bytes(data, "little") ^ int.from_bytes(repeated[:n], "little")
+    return value.to_bytes(n, "little")
+
+
+def encode_header(
+    opcode: int, length: int, *, fin: bool = True, rsv: int = 0, mask_key: bytes | None = None
+) -> bytes:
+    """Encode a frame header with the shortest length encoding (RFC 6455 §5.2).
+
+    Args:
+        opcode: the opcode.
+        length: the payload length.
+        fin: the FIN bit.
+        rsv: the RSV bits as one number (RSV1 = 4).
+        mask_key: the masking key, or None for an unmasked frame.
+
+    Returns:
+        The header bytes.
+    """
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if mask_key is not None else 0
+    if length < 126:
+        header = bytes((b0, mask_bit | length))
+    elif length < 65536:
+        header = bytes((b0, mask_bit | 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((b0, mask_bit | 127)) + length.to_bytes(8, "big")
+    if mask_key is not None:
+        header += mask_key
+    return header
+
+
+def encode_frame(
+    opcode: int,
+    payload: bytes | bytearray | memoryview,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask_key: bytes | None = None,
+) -> bytes:
+    """Encode a whole frame, masking the payload when `mask_key` is given.
+
+    Args:
+        opcode: the opcode.
+        payload: the payload, unmasked.
+        fin: the FIN bit.
+        rsv: the RSV bits as one number.
+        mask_key: the masking key (clients MUST mask, RFC 6455 §5.3), or None.
+
+    Returns:
+        The frame's bytes.
+    """
+    header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
+    if mask_key is not None:
+        return header + apply_mask(payload, mask_key)
+    return header + payload
+
+
+class MaskKeys:
+    """A source of unpredictable masking keys (RFC 6455 §5.3), drawn from `os.urandom` in batches."""
+
+    __slots__ = ("_pool", "_pos")
+
+    _BATCH = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        """Return a fresh 4-byte masking key."""
+        pos = self._pos
+        if pos + 4 > len(self._pool):
+            self._pool = os.urandom(self._BATCH)
+            pos = 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+
+class FrameParser:
+    """Incremental parser of complete frames over one receive buffer.
+
+    Feed bytes with `feed`, then call `next_frame` until it returns None. Used by observers (the dissector,
+    the tap) and tests; the connection state machine decodes headers with the same `decode_header` and
+    `check_header` but streams text payloads so invalid UTF-8 fails before a frame is complete.
+
+    In a strict role (`expect_masked` True or False) a violation raises `ProtocolError`; in the observer
+    role (`expect_masked=None`, `strict=False`) the frame is returned and the violation is recorded in
+    `violations` with the frame's index.
+    """
+
+    def __init__(
+        self,
+        *,
+        expect_masked: bool | None,
+        allowed_rsv: int = 0,
+        max_frame_size: int | None = None,
+        strict: bool = True,
+    ) -> None:
+        self._buffer = bytearray()
+        self._expect_masked = expect_masked
+        self._allowed_rsv = allowed_rsv
+        self._max_frame_size = max_frame_size
+        self._strict = strict
+        self.frames_parsed = 0
+        self.violations: list[tuple[int, Violation]] = []
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes to the buffer."""
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet part of a returned frame."""
+        return len(self._buffer)
+
+    def next_frame(self) -> Frame | None:
+        """Return the next complete frame, or None when more bytes are needed.
+
+        Raises:
+            ProtocolError: in a strict role, when a frame breaks a rule of RFC 6455.
+        """
+        buffer = self._buffer
+        header = decode_header(buffer)
+        if header is None:
+            return None
+        violation = check_header(
+            header,
+            expect_masked=self._expect_masked,
+            allowed_rsv=self._allowed_rsv,
+            max_frame_size=self._max_frame_size,
+        )
+        if violation is not None:
+            if self._strict:
+                if violation.close_code == 1009:
+                    raise PayloadTooBig(violation.message)
+                raise ProtocolError(violation.message, violation.close_code)
+        end = header.header_length + header.length
+        if len(buffer) < end:
+            return None
+        if violation is not None:
+            self.violations.append((self.frames_parsed, violation))
+        payload = bytes(buffer[header.header_length : end])
+        del buffer[:end]
+        if header.mask_key is not None:
+            payload = apply_mask(payload, header.mask_key)
+        self.frames_parsed += 1
+        return Frame(header, payload)

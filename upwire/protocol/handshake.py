@@ -1,0 +1,245 @@
+"""The opening handshake (RFC 6455 §4): the client's Upgrade request and the server's 101 answer.
+
+Owns: every rule of the opening handshake on both sides — request validation with the right HTTP error
+(400, 405, 426), `Sec-WebSocket-Key`/`Accept`, version, subprotocol negotiation, and the client's checks of
+the server's answer.
+
+Must not know: sockets, or how HTTP bytes are parsed (`http` does that).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from upwire.exceptions import InvalidHandshake, InvalidStatus
+from upwire.protocol.http import Headers, HeadersLike, Request, Response
+
+__all__ = [
+    "GUID",
+    "ClientHandshake",
+    "ServerHandshake",
+    "accept_key",
+    "generate_key",
+]
+
+# RFC 6455 §1.3: the GUID appended to the key before hashing.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+SubprotocolSelector = Callable[[Sequence[str]], str | None]
+
+
+def generate_key() -> str:
+    """Return a fresh Sec-WebSocket-Key: base64 of 16 random bytes (RFC 6455 §4.1)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def accept_key(key: str) -> str:
+    """Return the Sec-WebSocket-Accept value for `key` (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _error(status: int, message: str, headers: HeadersLike = ()) -> InvalidHandshake:
+    body = f"Failed to open a WebSocket connection: {message}.\n".encode()
+    all_headers = Headers(headers)
+    all_headers.add("Content-Type", "text/plain; charset=utf-8")
+    return InvalidHandshake(message, status, all_headers.items(), body)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid opening handshake request, ready to be answered with `response`."""
+
+    response: Response
+    subprotocol: str | None
+
+
+class ServerHandshake:
+    """Validate a client's Upgrade request and build the 101 response.
+
+    Args:
+        subprotocols: the subprotocols this server supports, in order of preference.
+        select_subprotocol: optional hook choosing from the client's offer (returns None for none).
+        extra_headers: header fields added to every 101 response.
+    """
+
+    def __init__(
+        self,
+        *,
+        subprotocols: Sequence[str] = (),
+        select_subprotocol: SubprotocolSelector | None = None,
+        extra_headers: HeadersLike = (),
+    ) -> None:
+        self._subprotocols = list(subprotocols)
+        self._select = select_subprotocol
+        self._extra_headers = Headers(extra_headers)
+
+    def accept(self, request: Request) -> Accepted:
+        """Check `request` against RFC 6455 §4.2.1 and build the 101 Switching Protocols response.
+
+        Raises:
+            InvalidHandshake: with the HTTP status, headers and body of the error response to send.
+        """
+        key = check_request(request)
+        subprotocol = self._choose_subprotocol(request.headers)
+        headers = Headers(
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept_key(key)),
+            ]
+        )
+        if subprotocol is not None:
+            headers.add("Sec-WebSocket-Protocol", subprotocol)
+        for name, value in self._extra_headers.items():
+            headers.add(name, value)
+        return Accepted(Response(101, headers), subprotocol)
+
+    def _choose_subprotocol(self, headers: Headers) -> str | None:
+        offered = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in _split(v)]
+        if not offered:
+            return None
+        if self._select is not None:
+            chosen = self._select(offered)
+            if chosen is not None and chosen not in offered:
+                raise ValueError(f"select_subprotocol chose {chosen!r}, which the client did not offer")
+            return chosen
+        for protocol in self._subprotocols:
+            if protocol in offered:
+                return protocol
+        return None
+
+
+def check_request(request: Request) -> str:
+    """Validate an opening handshake request; return its Sec-WebSocket-Key.
+
+    Raises:
+        InvalidHandshake: 405 for a method other than GET, 400 for a malformed request, 426 when the request
+            is not a WebSocket Upgrade or asks for a version other than 13.
+    """
+    headers = request.headers
+    # RFC 6455 §4.2.1 (1): the method MUST be GET and the version at least HTTP/1.1.
+    if request.method != "GET":
+        raise _error(405, f"method {request.method} is not allowed, use GET", [("Allow", "GET")])
+    if request.http_version in ("0.9", "1.0"):
+        raise _error(400, f"HTTP/{request.http_version} cannot upgrade; HTTP/1.1 is required")
+    # (2) A Host header field (h11 already requires it for HTTP/1.1; a blank one is not enough).
+    if not (headers.get("Host") or "").strip():
+        raise _error(400, "missing Host header")
+    # (3) Upgrade MUST include "websocket" (case-insensitive).
+    if "websocket" not in headers.tokens("Upgrade"):
+        raise _error(
+            426,
+            "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
+            [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        )
+    # (4) Connection MUST include the "Upgrade" token (case-insensitive).
+    if "upgrade" not in headers.tokens("Connection"):
+        raise _error(400, "the Connection header does not include the 'Upgrade' token")
+    # (6) Sec-WebSocket-Version MUST be 13; otherwise 426 listing the supported versions (§4.4).
+    versions = headers.get_all("Sec-WebSocket-Version")
+    if versions != ["13"]:
+        found = ", ".join(versions) if versions else "none"
+        raise _error(
+            426,
+            f"unsupported Sec-WebSocket-Version ({found}); this server speaks version 13",
+            [("Sec-WebSocket-Version", "13")],
+        )
+    # (5) Sec-WebSocket-Key MUST be base64 of 16 bytes, sent once.
+    keys = headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1:
+        raise _error(400, "there must be exactly one Sec-WebSocket-Key header")
+    key = keys[0].strip()
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise _error(400, f"Sec-WebSocket-Key {key!r} is not base64") from None
+    if len(raw) != 16:
+        raise _error(400, f"Sec-WebSocket-Key decodes to {len(raw)} bytes instead of 16")
+    return key
+
+
+def _split(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+class ClientHandshake:
+    """Build the client's Upgrade request and check the server's answer (RFC 6455 §4.1).
+
+    Args:
+        host: the Host header value (host[:port]).
+        target: the request target (path and query).
+        subprotocols: subprotocols to offer, in order of preference.
+        extra_headers: more header fields (Origin, User-Agent, cookies, auth...).
+        key: the Sec-WebSocket-Key; a fresh random one by default (tests pass fixed keys).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        target: str,
+        *,
+        subprotocols: Sequence[str] = (),
+        extra_headers: HeadersLike = (),
+        key: str | None = None,
+    ) -> None:
+        self.key = key or generate_key()
+        self.subprotocols = list(subprotocols)
+        headers = Headers(
+            [
+                ("Host", host),
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", self.key),
+                ("Sec-WebSocket-Version", "13"),
+            ]
+        )
+        if self.subprotocols:
+            headers.add("Sec-WebSocket-Protocol", ", ".join(self.subprotocols))
+        for name, value in Headers(extra_headers).items():
+            headers.add(name, value)
+        self.request = Request("GET", target, headers)
+
+    def check_response(self, response: Response) -> str | None:
+        """Check the server's answer; return the negotiated subprotocol (or None).
+
+        Raises:
+            InvalidStatus: when the status is not 101.
+            InvalidHandshake: when the 101 response breaks RFC 6455 §4.1.
+        """
+        if response.status != 101:
+            raise InvalidStatus(
+                f"server rejected the WebSocket handshake: HTTP {response.status} {response.reason}",
+                response.status,
+                response.headers.items(),
+                response.body,
+            )
+        headers = response.headers
+        if "websocket" not in headers.tokens("Upgrade"):
+            raise InvalidHandshake("101 response without 'Upgrade: websocket'", 101)
+        if "upgrade" not in headers.tokens("Connection"):
+            raise InvalidHandshake("101 response without 'Connection: Upgrade'", 101)
+        accepts = headers.get_all("Sec-WebSocket-Accept")
+        if accepts != [accept_key(self.key)]:
+            raise InvalidHandshake(
+                f"wrong Sec-WebSocket-Accept {', '.join(accepts) or '(missing)'}", 101
+            )
+        # RFC 6455 §4.1: an extension or subprotocol the client did not ask for fails the connection.
+        extensions = headers.get_all("Sec-WebSocket-Extensions")
+        if extensions:
+            raise InvalidHandshake(
+                f"server accepted extensions that were not offered: {', '.join(extensions)}", 101
+            )
+        chosen = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in _split(v)]
+        if not chosen:
+            return None
+        if len(chosen) > 1 or chosen[0] not in self.subprotocols:
+            raise InvalidHandshake(
+                f"server chose subprotocol {', '.join(chosen)}, which was not offered", 101
+            )
+        return chosen[0]

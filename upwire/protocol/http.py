@@ -1,0 +1,374 @@
+"""HTTP/1.1 messages for the opening handshake and plain HTTP answers, parsed with h11.
+
+Owns: reading an HTTP/1.1 request head (server) or response (client) from bytes under size limits, the
+`Request`/`Response`/`Headers` values, and writing requests and responses as bytes. The whole project parses
+HTTP with h11 (a well-kept sans-I/O parser); this module is its only user.
+
+Must not know: WebSocket rules (those are in `handshake`) or sockets.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+
+from upwire.exceptions import InvalidHandshake, UsageError
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_HEADERS",
+    "DEFAULT_MAX_REQUEST_LINE",
+    "Headers",
+    "HeadersLike",
+    "Request",
+    "RequestReader",
+    "Response",
+    "ResponseReader",
+    "serialize_request",
+    "serialize_response",
+]
+
+DEFAULT_MAX_REQUEST_LINE = 8192
+DEFAULT_MAX_HEADER_BYTES = 16384
+DEFAULT_MAX_HEADERS = 128
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+class Headers:
+    """HTTP header fields: ordered, repeatable, looked up without regard to case.
+
+    Args:
+        items: (name, value) pairs, or a mapping.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: HeadersLike = ()) -> None:
+        if isinstance(items, Headers):
+            self._items: list[tuple[str, str]] = list(items._items)
+        elif isinstance(items, Mapping):
+            self._items = [(str(k), str(v)) for k, v in items.items()]
+        else:
+            self._items = [(str(k), str(v)) for k, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the value of `name`; repeated fields are joined with ", " (RFC 9110 §5.3)."""
+        values = self.get_all(name)
+        if not values:
+            return default
+        return ", ".join(values)
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of `name`, in order."""
+        lower = name.lower()
+        return [v for k, v in self._items if k.lower() == lower]
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(k.lower() == name.lower() for k, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        """Return the (name, value) pairs, in order, names as received."""
+        return list(self._items)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field."""
+        self._items.append((name, value))
+
+    def tokens(self, name: str) -> list[str]:
+        """Return the comma-separated tokens of every `name` field, lower-cased (e.g. Connection)."""
+        return [
+            t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()
+        ]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class Request:
+    """An HTTP request head.
+
+    Attributes:
+        method: e.g. "GET".
+        target: the request target as sent, e.g. "/chat?room=1".
+        headers: the header fields.
+        http_version: e.g. "1.1".
+    """
+
+    method: str
+    target: str
+    headers: Headers
+    http_version: str = "1.1"
+
+    @property
+    def path(self) -> str:
+        """The path part of the target, e.g. "/chat"."""
+        return urlsplit(self.target).path or "/"
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string as a dict (the last value wins for repeated keys)."""
+        return dict(parse_qsl(urlsplit(self.target).query, keep_blank_values=True))
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string, without "?"."""
+        return urlsplit(self.target).query
+
+
+@dataclass(slots=True)
+class Response:
+    """An HTTP response.
+
+    Args:
+        status: the status code.
+        headers: header fields; Content-Length is added when writing a response with a body.
+        body: the body; a `str` is encoded as UTF-8 (and gets a text/plain content type if none is set).
+        reason: the reason phrase; the standard one when empty.
+    """
+
+    status: int
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    reason: str = ""
+
+    def __init__(
+        self,
+        status: int,
+        headers: HeadersLike = (),
+        body: bytes | str = b"",
+        reason: str = "",
+    ) -> None:
+        self.status = status
+        self.headers = Headers(headers)
+        if isinstance(body, str):
+            if "content-type" not in self.headers:
+                self.headers.add("Content-Type", "text/plain; charset=utf-8")
+            body = body.encode("utf-8")
+        self.body = body
+        self.reason = reason or _reason(status)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _check_field(text: str, what: str) -> str:
+    # A CR or LF in a field would let a value inject headers or a second response.
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise UsageError(f"invalid character in HTTP {what}: {text!r}")
+    return text
+
+
+def _write_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytearray:
+    out = bytearray(start_line.encode("ascii"))
+    out += b"\r\n"
+    for name, value in headers:
+        out += _check_field(name, "header name").encode("ascii")
+        out += b": "
+        out += _check_field(value, "header value").encode("latin-1")
+        out += b"\r\n"
+    out += b"\r\n"
+    return out
+
+
+def serialize_response(response: Response, *, close: bool = True) -> bytes:
+    """Write a response as bytes; a non-101 response gets Content-Length and, with `close`, Connection: close."""
+    headers = response.headers.items()
+    if response.status != 101:
+        if "content-length" not in response.headers:
+            headers.append(("Content-Length", str(len(response.body))))
+        if close and "connection" not in response.headers:
+            headers.append(("Connection", "close"))
+    head = _write_head(
+        f"HTTP/1.1 {response.status} {_check_field(response.reason, 'reason')}", headers
+    )
+    return bytes(head + response.body)
+
+
+def serialize_request(request: Request) -> bytes:
+    """Write a request head as bytes."""
+    line = f"{request.method} {_check_field(request.target, 'target')} HTTP/{request.http_version}"
+    return bytes(_write_head(line, request.headers.items()))
+
+
+def _raw_headers(headers: h11._headers.Headers) -> Headers:
+    """Convert h11's headers to ours, keeping the names as received."""
+    return Headers((name.decode("ascii"), value.decode("latin-1")) for name, value in headers.raw_items())
+
+
+class RequestReader:
+    """Read one request head on the server side.
+
+    Args:
+        max_request_line: the longest request line accepted (400 past it).
+        max_header_bytes: the largest request head accepted (431 past it).
+        max_headers: the most header fields accepted (431 past it).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+    ) -> None:
+        self._parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_request_line = max_request_line
+        self._max_headers = max_headers
+        self._seen = bytearray()
+        self.request: Request | None = None
+        self.trailing_data = b""
+
+    def feed(self, data: bytes) -> Request | None:
+        """Feed received bytes; return the request once its head is complete.
+
+        Raises:
+            InvalidHandshake: with the status to answer (400, 431) when the request is malformed or too large.
+        """
+        if self.request is not None:
+            self.trailing_data += data
+            return self.request
+        if len(self._seen) <= self._max_request_line:
+            self._seen += data[: self._max_request_line + 2]
+            line_end = self._seen.find(b"\r\n")
+            if (line_end < 0 and len(self._seen) > self._max_request_line) or (
+                line_end > self._max_request_line
+            ):
+                raise InvalidHandshake(
+                    f"request line longer than max_request_line={self._max_request_line} bytes",
+                    400,
+                )
+        self._parser.receive_data(data)
+        try:
+            event = self._parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            if status == 431:
+                raise InvalidHandshake(
+                    "request head larger than max_header_bytes", 431
+                ) from None
+            raise InvalidHandshake(f"malformed HTTP request: {exc}", status) from None
+        if event is h11.NEED_DATA:
+            return None
+        if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields a Request first
+            raise InvalidHandshake(f"unexpected HTTP event {type(event).__name__}", 400)
+        raw = event.headers.raw_items()
+        if len(raw) > self._max_headers:
+            raise InvalidHandshake(
+                f"{len(raw)} header fields exceed max_headers={self._max_headers}", 431
+            )
+        self.request = Request(
+            method=event.method.decode("ascii"),
+            target=event.target.decode("ascii", "replace"),
+            headers=_raw_headers(event.headers),
+            http_version=event.http_version.decode("ascii"),
+        )
+        # What follows the head: h11 keeps it unread once the request asks to switch protocols or ends.
+        self.trailing_data = bytes(self._parser.trailing_data[0])
+        return self.request
+
+
+class ResponseReader:
+    """Read the response to a request on the client side (101, or an HTTP error with a bounded body).
+
+    Args:
+        request: the request that was sent (h11 checks the response against it).
+        max_header_bytes: the largest response head accepted.
+        max_body_bytes: the most body bytes kept from an error response.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        self._parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        self._parser.send(
+            h11.Request(
+                method=request.method,
+                target=request.target,
+                headers=request.headers.items(),
+            )
+        )
+        self._max_body_bytes = max_body_bytes
+        self._response: Response | None = None
+        self._body = bytearray()
+        self.trailing_data = b""
+
+    def feed(self, data: bytes) -> Response | None:
+        """Feed received bytes; return the response once complete (for 101: once its head is).
+
+        Raises:
+            InvalidHandshake: (status 0) when the response is not valid HTTP/1.1.
+        """
+        self._parser.receive_data(data)
+        return self._next()
+
+    def feed_eof(self) -> Response | None:
+        """Tell the reader the server closed the connection; return the response if that completes it."""
+        self._parser.receive_data(b"")
+        return self._next()
+
+    def _next(self) -> Response | None:
+        while True:
+            try:
+                event = self._parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise InvalidHandshake(f"malformed HTTP response: {exc}", 0) from None
+            if event is h11.NEED_DATA:
+                return None
+            if event is h11.PAUSED:
+                return self._response
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    self._response = Response(
+                        101, _raw_headers(event.headers), reason=event.reason.decode("latin-1")
+                    )
+                    self.trailing_data = bytes(self._parser.trailing_data[0])
+                    return self._response
+                continue  # 1xx other than 101: ignore and keep reading (RFC 9110 §15.2)
+            if isinstance(event, h11.Response):
+                self._response = Response(
+                    event.status_code,
+                    _raw_headers(event.headers),
+                    reason=event.reason.decode("latin-1"),
+                )
+            elif isinstance(event, h11.Data):
+                room = self._max_body_bytes - len(self._body)
+                self._body += event.data[: max(room, 0)]
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                if self._response is None:
+                    raise InvalidHandshake("connection closed before an HTTP response", 0)
+                self._response.body = bytes(self._body)
+                return self._response

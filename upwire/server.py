@@ -1,0 +1,364 @@
+"""The asyncio WebSocket server: `serve(handler, host, port)`.
+
+Owns: accepting TCP connections, reading the HTTP request under limits, the `process_request` hook and
+routing by path, answering with 101 (through `protocol.handshake`) or a plain HTTP response, running one
+handler task per connection, and graceful shutdown (close 1001 to every client, then wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any
+
+from upwire.connection import Connection, ConnectionOptions
+from upwire.exceptions import ConnectionClosed, InvalidHandshake
+from upwire.protocol.connection import Connection as ProtocolConnection
+from upwire.protocol.connection import Role, State
+from upwire.protocol.handshake import ServerHandshake
+from upwire.protocol.http import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_REQUEST_LINE,
+    HeadersLike,
+    Request,
+    RequestReader,
+    Response,
+    serialize_response,
+)
+
+__all__ = ["Server", "ServerConnection", "serve"]
+
+logger = logging.getLogger("upwire")
+
+Handler = Callable[["ServerConnection"], Awaitable[None]]
+ProcessRequest = Callable[
+    ["ServerConnection", Request], "Response | None | Awaitable[Response | None]"
+]
+
+
+class ServerConnection(Connection):
+    """A connection accepted by a `Server`; the handler receives it."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server.options)
+        self.server = server
+        self._reader: RequestReader | None = RequestReader(
+            max_request_line=server.max_request_line,
+            max_header_bytes=server.max_header_bytes,
+            max_headers=server.max_headers,
+        )
+        self._early_data = b""
+        self._open_timer: asyncio.TimerHandle | None = None
+        self.handler_task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start reading the opening handshake, within `open_timeout`."""
+        super().connection_made(transport)
+        self.server._connections.add(self)
+        timeout = self.options.open_timeout
+        if timeout is not None:
+            self._open_timer = self.loop.call_later(timeout, self._open_timed_out)
+
+    def _open_timed_out(self) -> None:
+        self._open_timer = None
+        if self.protocol is None and self.transport is not None:
+            logger.info("opening handshake timed out for %s", self.remote_address)
+            self.transport.abort()
+
+    def _handshake_data(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            # The request is complete and being processed; keep what follows for the WebSocket.
+            self._early_data += data
+            return
+        try:
+            request = reader.feed(data)
+        except InvalidHandshake as exc:
+            self._reject(exc)
+            return
+        if request is None:
+            return
+        self._reader = None
+        self._early_data = reader.trailing_data
+        self.request = request
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.handler_task = self.loop.create_task(self._run(request))
+
+    def _reject(self, error: InvalidHandshake) -> None:
+        logger.info("rejecting the opening handshake from %s: %s", self.remote_address, error)
+        self._answer_http(Response(error.status, error.headers, error.body))
+
+    def _answer_http(self, response: Response) -> None:
+        """Write a plain HTTP response and close the TCP connection."""
+        self.response = response
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(serialize_response(response))
+            transport.close()
+
+    async def _run(self, request: Request) -> None:
+        server = self.server
+        try:
+            handler = server.handler_for(request.path)
+            if server.process_request is not None:
+                answer = server.process_request(self, request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                if answer is not None:
+                    self._answer_http(answer)
+                    return
+            if handler is None:
+                self._answer_http(Response(404, body=f"No WebSocket handler for {request.path}.\n"))
+                return
+            try:
+                accepted = server.handshake.accept(request)
+            except InvalidHandshake as exc:
+                self._reject(exc)
+                return
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.response = accepted.response
+            self.subprotocol = accepted.subprotocol
+            self.transport.write(serialize_response(accepted.response))
+            if self._open_timer is not None:
+                self._open_timer.cancel()
+                self._open_timer = None
+            protocol = ProtocolConnection(
+                Role.SERVER,
+                max_message_size=self.options.max_message_size,
+                max_frame_size=self.options.max_frame_size,
+            )
+            early, self._early_data = self._early_data, b""
+            self._opened(protocol, early)
+            if not self._reading_paused:
+                self.transport.resume_reading()
+        except Exception:
+            logger.exception("error while opening a connection from %s", self.remote_address)
+            self._answer_http(Response(500, body="Internal server error.\n"))
+            return
+        try:
+            await handler(self)
+        except ConnectionClosed:
+            logger.debug("handler ended by the connection closing", exc_info=True)
+        except Exception:
+            logger.exception("connection handler failed")
+            self._fail(1011, "internal error")
+        else:
+            if protocol.state is State.OPEN and protocol.close_sent is None:
+                await self.close(1000)
+        finally:
+            if protocol.close_sent is None and protocol.state is State.OPEN:
+                self._fail(1011, "handler was cancelled")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection and wake its waiters."""
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
+        self.server._connections.discard(self)
+        super().connection_lost(exc)
+
+
+class Server:
+    """A running WebSocket server; `serve()` creates it.
+
+    Attributes:
+        sockets: the listening sockets.
+    """
+
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Handler],
+        *,
+        options: ConnectionOptions,
+        process_request: ProcessRequest | None,
+        handshake: ServerHandshake,
+        max_request_line: int,
+        max_header_bytes: int,
+        max_headers: int,
+        shutdown_timeout: float,
+    ) -> None:
+        self._handler = handler
+        self.options = options
+        self.process_request = process_request
+        self.handshake = handshake
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.shutdown_timeout = shutdown_timeout
+        self._connections: set[ServerConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def handler_for(self, path: str) -> Handler | None:
+        """Return the handler for a request path (routing when `serve` got a mapping of paths)."""
+        if isinstance(self._handler, Mapping):
+            return self._handler.get(path)
+        return self._handler
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        """The listening sockets."""
+        return () if self._server is None else tuple(self._server.sockets)
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening socket (useful with `port=0`)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> set[ServerConnection]:
+        """The connections currently open (a copy)."""
+        return set(self._connections)
+
+    def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting connections and close every open one with `code` (graceful shutdown).
+
+        Returns at once; `wait_closed()` waits until every connection is closed and every handler returned,
+        for at most `shutdown_timeout` seconds, after which connections are aborted and handlers cancelled.
+        """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._shutdown(code, reason))
+
+    async def _shutdown(self, code: int, reason: str) -> None:
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            if connection.protocol is None:
+                if connection.transport is not None:
+                    connection.transport.abort()
+            else:
+                connection._fail(code, reason)
+        tasks = [c.handler_task for c in connections if c.handler_task is not None]
+        waits = [asyncio.ensure_future(c.wait_closed()) for c in connections]
+        done, pending = await asyncio.wait(
+            [*waits, *tasks], timeout=self.shutdown_timeout
+        ) if waits or tasks else (set(), set())
+        for connection in connections:
+            if connection.transport is not None and not connection._closed.done():
+                connection.transport.abort()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        for wait in waits:
+            wait.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed (after `close()`)."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+        elif self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; on cancellation, shut down gracefully."""
+        try:
+            await asyncio.Future()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    async def _start(self, host: str | None, port: int, ssl: ssl_module.SSLContext | None,
+                     sock: Any, backlog: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ServerConnection(self),
+            host=None if sock is not None else host,
+            port=None if sock is not None else port,
+            ssl=ssl,
+            sock=sock,
+            backlog=backlog,
+        )
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class serve:  # noqa: N801 - used like a function: `async with serve(...)` or `await serve(...)`
+    """Start a WebSocket server on `host:port` that runs `handler(connection)` for each client.
+
+    Use as `async with serve(handler, host, port) as server:` or `server = await serve(...)`.
+
+    Args:
+        handler: a coroutine function taking the connection; or a mapping from request path to such a
+            function (other paths get 404).
+        host: the interface to listen on ("localhost", "127.0.0.1", "0.0.0.0", None for all).
+        port: the TCP port; 0 picks a free one (see `Server.port`).
+        process_request: optional hook `(connection, request) -> Response | None` (may be async) called
+            before the upgrade; return a Response to answer with plain HTTP (health checks, auth failures,
+            static pages) instead of upgrading.
+        subprotocols: subprotocols the server supports, in order of preference.
+        select_subprotocol: optional hook choosing a subprotocol from the client's offer.
+        extra_headers: header fields added to every 101 response.
+        max_request_line: longest request line accepted (400 past it).
+        max_header_bytes: largest request head accepted (431 past it).
+        max_headers: most header fields accepted (431 past it).
+        shutdown_timeout: seconds `close()` waits for connections and handlers before aborting them.
+        ssl: an `ssl.SSLContext` to serve `wss://`.
+        sock: an already bound socket to serve on, instead of host and port.
+        backlog: the listen backlog.
+        **options: the connection options of `ConnectionOptions` (max_message_size, max_queue, ...).
+    """
+
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Handler],
+        host: str | None = "localhost",
+        port: int = 8765,
+        *,
+        process_request: ProcessRequest | None = None,
+        subprotocols: Sequence[str] = (),
+        select_subprotocol: Callable[[Sequence[str]], str | None] | None = None,
+        extra_headers: HeadersLike = (),
+        max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+        shutdown_timeout: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
+        sock: Any = None,
+        backlog: int = 1024,
+        **options: Any,
+    ) -> None:
+        self._server = Server(
+            handler,
+            options=ConnectionOptions(**options),
+            process_request=process_request,
+            handshake=ServerHandshake(
+                subprotocols=subprotocols,
+                select_subprotocol=select_subprotocol,
+                extra_headers=extra_headers,
+            ),
+            max_request_line=max_request_line,
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
+            shutdown_timeout=shutdown_timeout,
+        )
+        self._start_args = (host, port, ssl, sock, backlog)
+
+    async def _create(self) -> Server:
+        await self._server._start(*self._start_args)
+        return self._server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._create().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._create()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
