@@ -121,6 +121,11 @@ async def hello_server(tmp_path: Path) -> AsyncIterator[str]:
         process = subprocess.Popen(
             [sys.executable, str(HELLO_SERVER), "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO,
+            # The upwire of this checkout, installed or not.
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            },
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
