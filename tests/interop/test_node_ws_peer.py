@@ -165,6 +165,35 @@ async def test_node_ws_client_closing_with_4000_and_a_reason_is_seen_by_the_upwi
     assert closed["code"] == CLOSE_CODE
 
 
+async def test_upwire_server_sees_the_path_and_query_a_node_ws_client_asked_for(
+    upwire_server: StartServer, node_client: StartNodeClient
+) -> None:
+    seen: list[tuple[str, dict[str, str], str | None]] = []
+
+    async def note_request(ws: upwire.ServerConnection) -> None:
+        seen.append((ws.request.path, ws.request.query, ws.request.headers.get("host")))
+
+    url = await upwire_server(UpwireEchoHandler(note_request))
+    peer = await node_client(url + "/chat/room%201?user=ad%C3%A1&x=1")
+    await peer.send("hi")
+    assert_node_saw(await peer.next_event("message"), "hi")
+    host = url.removeprefix("ws://")
+    assert seen == [("/chat/room%201", {"user": "adá", "x": "1"}, host)]
+
+
+async def test_upwire_server_closes_with_1009_when_a_node_ws_client_sends_too_big_a_message(
+    upwire_server: StartServer, node_client: StartNodeClient
+) -> None:
+    handler = UpwireEchoHandler()
+    url = await upwire_server(handler, max_message_size=65536)
+    peer = await node_client(url)
+    await peer.send(b"\x00" * 65537)
+    closed = await peer.next_event("close")
+    await handler.record.wait_finished()
+    assert closed["code"] == 1009  # RFC 6455 §7.4.1: message too big
+    assert handler.record.messages == []
+
+
 # --- Node ws server, upwire client ------------------------------------------------------------
 
 
@@ -272,3 +301,17 @@ async def test_node_ws_server_closing_with_4000_and_a_reason_is_seen_by_the_upwi
     assert (ws.close_code, ws.close_reason) == (CLOSE_CODE, NODE_REASON)
     # RFC 6455 §5.5.1: the answering close frame typically echoes the status code received.
     assert (await peer.next_event("close"))["code"] == CLOSE_CODE
+
+
+async def test_upwire_client_sends_the_path_query_and_host_of_its_url_to_a_node_ws_server(
+    node_server: StartNodeServer,
+) -> None:
+    peer, url = await node_server()
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with upwire.connect(url + "/chat/room%201?user=ad%C3%A1&x=1") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+    connection = await peer.next_event("connection")
+    assert connection["path"] == "/chat/room%201?user=ad%C3%A1&x=1"
+    assert connection["headers"]["host"] == url.removeprefix("ws://")
+    assert connection["headers"]["sec-websocket-version"] == "13"

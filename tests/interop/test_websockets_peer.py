@@ -319,3 +319,21 @@ async def test_websockets_server_closing_with_4000_and_a_reason_is_seen_by_the_u
     assert (ws.close_code, ws.close_reason) == (CLOSE_CODE, PEER_REASON)
     # RFC 6455 §5.5.1: the answering close frame typically echoes the status code received.
     assert handler.record.close_code == CLOSE_CODE
+
+
+async def test_upwire_client_closes_with_1009_when_a_websockets_server_sends_too_big_a_message(
+    websockets_server: StartServer,
+) -> None:
+    async def send_too_much(ws: Any) -> None:
+        await ws.send(b"\x00" * 65537)
+
+    handler = WebsocketsEchoHandler(send_too_much)
+    url = await websockets_server(handler)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with upwire.connect(url, max_message_size=65536) as ws:
+            with pytest.raises(upwire.ConnectionClosed) as closed:
+                await ws.recv()
+        await handler.record.wait_finished()
+    assert (closed.value.code, ws.close_code) == (1009, 1009)  # RFC 6455 §7.4.1: message too big
+    # websockets reports the close frame it received from upwire: 1009, message too big.
+    assert handler.record.close_code == 1009
