@@ -53,24 +53,35 @@ def _parse_size(text: str) -> int | None:
     try:
         return int(number) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64k, 16m, none)") from None
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (e.g. 1048576, 64k, 16m, none)"
+        ) from None
 
 
 async def _serve(args: argparse.Namespace) -> int:
     handler = echo_handler if args.mode == "echo" else hello_handler
-    options: dict[str, object] = {"max_message_size": args.max_message_size}
-    if args.no_ping:
-        options["ping_interval"] = None
-    async with serve(handler, args.host, args.port, **options) as server:
+    ping_interval = None if args.no_ping else 20.0
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        max_message_size=args.max_message_size,
+        ping_interval=ping_interval,
+    ) as server:
         print(f"upwire {args.mode} server listening on ws://{args.host}:{server.port}/", flush=True)
         loop = asyncio.get_running_loop()
-        stop = loop.create_future()
+        stop: asyncio.Future[None] = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+                loop.add_signal_handler(sig, _set_once, stop)
         await stop
         print("shutting down", flush=True)
     return 0
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _show(message: str | bytes, interactive: bool) -> None:
@@ -107,7 +118,9 @@ async def _connect(args: argparse.Namespace) -> int:
         print(f"upwire: cannot connect to {args.uri}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if interactive:
-        print(f"connected to {args.uri}; type a message and press Enter (Ctrl-D to quit)", flush=True)
+        print(
+            f"connected to {args.uri}; type a message and press Enter (Ctrl-D to quit)", flush=True
+        )
 
     async def receive() -> int:
         try:
@@ -139,7 +152,9 @@ async def _connect(args: argparse.Namespace) -> int:
     await ws.close()
     status = await receiver
     if interactive:
-        print(f"closed: code {ws.close_code}" + (f" ({ws.close_reason})" if ws.close_reason else ""))
+        print(
+            f"closed: code {ws.close_code}" + (f" ({ws.close_reason})" if ws.close_reason else "")
+        )
     return status
 
 
@@ -158,21 +173,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_cmd = commands.add_parser("serve", help="run an echo or hello WebSocket server")
     mode = serve_cmd.add_mutually_exclusive_group()
-    mode.add_argument("--echo", dest="mode", action="store_const", const="echo",
-                      help="send every message back (the default)")
-    mode.add_argument("--hello", dest="mode", action="store_const", const="hello",
-                      help='answer each name with "Hello <name>!"')
+    mode.add_argument(
+        "--echo",
+        dest="mode",
+        action="store_const",
+        const="echo",
+        help="send every message back (the default)",
+    )
+    mode.add_argument(
+        "--hello",
+        dest="mode",
+        action="store_const",
+        const="hello",
+        help='answer each name with "Hello <name>!"',
+    )
     serve_cmd.set_defaults(mode="echo")
     serve_cmd.add_argument("--host", default="localhost", help="interface (default: localhost)")
     serve_cmd.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
-    serve_cmd.add_argument("--max-message-size", type=_parse_size, default=1 << 20,
-                           help="largest message accepted, e.g. 1m, 16m, none (default: 1m)")
+    serve_cmd.add_argument(
+        "--max-message-size",
+        type=_parse_size,
+        default=1 << 20,
+        help="largest message accepted, e.g. 1m, 16m, none (default: 1m)",
+    )
     serve_cmd.add_argument("--no-ping", action="store_true", help="disable keepalive pings")
 
     connect_cmd = commands.add_parser("connect", help="connect to a server; lines typed are sent")
     connect_cmd.add_argument("uri", type=_check_uri, help="ws:// or wss:// URI")
-    connect_cmd.add_argument("--max-message-size", type=_parse_size, default=1 << 20,
-                             help="largest message accepted (default: 1m)")
+    connect_cmd.add_argument(
+        "--max-message-size",
+        type=_parse_size,
+        default=1 << 20,
+        help="largest message accepted (default: 1m)",
+    )
     return parser
 
 

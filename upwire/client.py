@@ -61,7 +61,9 @@ def parse_uri(uri: str) -> WebSocketURI:
         # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
         raise InvalidURI(uri, "a WebSocket URI cannot have a #fragment")
     if parts.username or parts.password:
-        raise InvalidURI(uri, "credentials in the URI are not supported; send an Authorization header")
+        raise InvalidURI(
+            uri, "credentials in the URI are not supported; send an Authorization header"
+        )
     secure = parts.scheme == "wss"
     target = parts.path or "/"
     if parts.query:
@@ -133,7 +135,7 @@ class ClientConnection(Connection):
         super().connection_lost(exc)
 
 
-class connect:  # noqa: N801 - used like a function: `async with connect(...)` or `await connect(...)`
+class connect:  # a class used like a function: `async with connect(...)` or `await connect(...)`
     """Open a WebSocket connection to `uri`.
 
     Use as `async with connect(uri) as ws:` (closes on exit) or `ws = await connect(uri)`.
@@ -186,7 +188,10 @@ class connect:  # noqa: N801 - used like a function: `async with connect(...)` o
     async def _create(self) -> ClientConnection:
         uri = self.uri
         handshake = ClientHandshake(
-            uri.host_header, uri.target, subprotocols=self._subprotocols, extra_headers=self._headers
+            uri.host_header,
+            uri.target,
+            subprotocols=self._subprotocols,
+            extra_headers=self._headers,
         )
         ssl_context = self._ssl
         if uri.secure and ssl_context is None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from upwire.exceptions import (
@@ -308,7 +308,7 @@ class Connection(asyncio.Protocol):
             self._fragment_lock = asyncio.Lock()
         async with self._fragment_lock:
             iterator = aiter(fragments) if isinstance(fragments, AsyncIterable) else None
-            sync_iterator = None if iterator is not None else iter(fragments)
+            sync_iterator: Iterator[Any] = iter(()) if iterator is not None else iter(fragments)
             sentinel = object()
             previous: Any = sentinel
             try:
@@ -316,7 +316,7 @@ class Connection(asyncio.Protocol):
                     if iterator is not None:
                         item = await anext(iterator, sentinel)
                     else:
-                        item = next(sync_iterator, sentinel)  # type: ignore[call-overload]
+                        item = next(sync_iterator, sentinel)
                     if item is sentinel:
                         break
                     if not isinstance(item, str | bytes | bytearray | memoryview):
@@ -503,9 +503,16 @@ class Connection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._last_received = self.loop.time()
         self._flush()
+        if protocol.error_pending:
+            # Let the application answer the messages that came before the error, then fail.
+            self.loop.call_soon(self._resume_input)
         if protocol.close_received is not None and protocol.close_sent is not None:
             # RFC 6455 §7.1.1: the client waits for the server to close TCP, within close_timeout.
             self._start_close_timer()
+
+    def _resume_input(self) -> None:
+        if self.protocol is not None and not self._closed.done():
+            self.data_received(b"")
 
     def _handshake_data(self, data: bytes) -> None:
         raise NotImplementedError

@@ -36,7 +36,7 @@ logger = logging.getLogger("upwire")
 
 Handler = Callable[["ServerConnection"], Awaitable[None]]
 ProcessRequest = Callable[
-    ["ServerConnection", Request], "Response | None | Awaitable[Response | None]"
+    ["ServerConnection", Request], "Response | Awaitable[Response | None] | None"
 ]
 
 
@@ -237,9 +237,8 @@ class Server:
                 connection._fail(code, reason)
         tasks = [c.handler_task for c in connections if c.handler_task is not None]
         waits = [asyncio.ensure_future(c.wait_closed()) for c in connections]
-        done, pending = await asyncio.wait(
-            [*waits, *tasks], timeout=self.shutdown_timeout
-        ) if waits or tasks else (set(), set())
+        if waits or tasks:
+            await asyncio.wait([*waits, *tasks], timeout=self.shutdown_timeout)
         for connection in connections:
             if connection.transport is not None and not connection._closed.done():
                 connection.transport.abort()
@@ -268,8 +267,14 @@ class Server:
             self.close()
             await self.wait_closed()
 
-    async def _start(self, host: str | None, port: int, ssl: ssl_module.SSLContext | None,
-                     sock: Any, backlog: int) -> None:
+    async def _start(
+        self,
+        host: str | None,
+        port: int,
+        ssl: ssl_module.SSLContext | None,
+        sock: Any,
+        backlog: int,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ServerConnection(self),
@@ -288,7 +293,7 @@ class Server:
         await self.wait_closed()
 
 
-class serve:  # noqa: N801 - used like a function: `async with serve(...)` or `await serve(...)`
+class serve:  # a class used like a function: `async with serve(...)` or `await serve(...)`
     """Start a WebSocket server on `host:port` that runs `handler(connection)` for each client.
 
     Use as `async with serve(handler, host, port) as server:` or `server = await serve(...)`.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The classic hello client: asks for a name, sends it, prints the greeting.
 
-    python examples/hello/client.py [ws://localhost:8765/] [--name Alice]
+python examples/hello/client.py [ws://localhost:8765/] [--name Alice]
 """
 
 from __future__ import annotations

@@ -45,8 +45,10 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     async with upwire.serve(hello, args.host, args.port, process_request=serve_page) as server:
-        print(f"hello server on ws://{args.host}:{server.port}/ (page: http://{args.host}:{server.port}/)",
-              flush=True)
+        print(
+            f"hello server on ws://{args.host}:{server.port}/ (page: http://{args.host}:{server.port}/)",
+            flush=True,
+        )
         await server.serve_forever()
 
 

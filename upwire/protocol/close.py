@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from upwire.exceptions import ProtocolError, UsageError
 
-__all__ = ["CloseCode", "ClosePayload", "build_close_payload", "is_valid_close_code", "parse_close_payload"]
+__all__ = [
+    "CloseCode",
+    "ClosePayload",
+    "build_close_payload",
+    "is_valid_close_code",
+    "parse_close_payload",
+]
 
 
 class CloseCode(enum.IntEnum):
@@ -36,7 +42,9 @@ class CloseCode(enum.IntEnum):
 
 
 # RFC 6455 §7.4.1 and the IANA registry: the codes below 3000 that an endpoint may send.
-_SENDABLE_BELOW_3000 = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_SENDABLE_BELOW_3000 = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
 
 
 def is_valid_close_code(code: int) -> bool:
@@ -94,7 +102,9 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
             raise UsageError("a close reason needs a close code")
         return b""
     if not is_valid_close_code(code):
-        raise UsageError(f"close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")
+        raise UsageError(
+            f"close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"
+        )
     encoded = reason.encode("utf-8")
     if len(encoded) > 123:
         raise UsageError(f"close reason of {len(encoded)} bytes exceeds 123 bytes")

@@ -87,6 +87,7 @@ class Connection:
         "_close_sent",
         "_decoder",
         "_discard_input",
+        "_error_pending",
         "_expect_masked",
         "_failure",
         "_frame_fin",
@@ -123,6 +124,9 @@ class Connection:
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
         self._discard_input = False
+        # Parsing stopped before a frame that breaks the protocol, because messages came before it in the
+        # same batch: the application answers them first; `receive_data(b"")` then fails the connection.
+        self._error_pending = False
         self._close_sent: tuple[int | None, str] | None = None
         self._close_received: tuple[int, str] | None = None
         self._failure: ProtocolError | None = None
@@ -186,6 +190,11 @@ class Connection:
         """True when both close frames were exchanged."""
         return self._close_sent is not None and self._close_received is not None
 
+    @property
+    def error_pending(self) -> bool:
+        """True when a protocol error waits behind messages just returned; see `receive_data`."""
+        return self._error_pending
+
     def data_to_send(self) -> list[bytes]:
         """Return the bytes queued for the peer, in order, and forget them."""
         out = self._outgoing
@@ -201,12 +210,25 @@ class Connection:
         Args:
             data: the bytes, in order; any split is fine (partial headers, partial payloads).
 
+        A protocol error is reported in a batch of its own: when complete messages precede the offending
+        frame, parsing stops before it, `error_pending` becomes True and the messages are returned, so the
+        application can answer them before the close frame goes out (RFC 6455 §5.4 keeps frames in
+        order; answering what came before an error is what a peer expects). Further bytes are buffered
+        until `receive_data(b"")` is called, which reports the error.
+
         Returns:
             The events they complete, in order: `str`/`bytes` for complete messages, `Ping`, `Pong`,
             `CloseReceived`, and `ProtocolFailure` when the peer broke the protocol.
         """
         events: list[Event] = []
-        if self._discard_input or not data:
+        if self._discard_input:
+            return events
+        if self._error_pending:
+            if data:
+                self._buffer += data
+                return events
+            self._error_pending = False
+        elif not data:
             return events
         if self._buffer:
             self._buffer += data
@@ -256,47 +278,70 @@ class Connection:
             if self._frame_remaining:
                 return pos
         while pos < end and not self._discard_input:
-            header = decode_header(view, pos)
-            if header is None:
+            try:
+                stop = self._parse_frame(view, pos, end, events)
+            except ProtocolError as exc:
+                if not isinstance(exc, _NotRetryable) and any(
+                    isinstance(event, str | bytes) for event in events
+                ):
+                    self._error_pending = True
+                    return pos
+                raise
+            if stop < 0:
                 break
-            violation = check_header(
-                header, expect_masked=self._expect_masked, max_frame_size=self._max_frame_size
-            )
-            if violation is not None:
-                raise ProtocolError(violation.message, violation.close_code)
-            opcode = header.opcode
-            length = header.length
-            if opcode < 8:
-                self._check_data_frame(opcode, length)
-            start = pos + header.header_length
-            stop = start + length
-            if stop > end:
-                # An incomplete text frame is consumed as it arrives so that invalid UTF-8 fails at once
-                # (RFC 6455 §8.1 allows failing as soon as the bytes seen cannot be valid).
-                if opcode == _TEXT or (opcode == _CONTINUATION and self._msg_opcode == _TEXT):
-                    self._start_streamed_text(header.fin, opcode, length, header.mask_key)
-                    return self._stream_text(view, start, events)
-                break
-            mask_key = header.mask_key
-            if mask_key is not None:
-                payload: bytes | memoryview = apply_mask(view[start:stop], mask_key)
-            else:
-                payload = view[start:stop]
             pos = stop
-            if opcode >= 8:
-                self._control_frame(opcode, bytes(payload), events)
-            elif opcode == _CONTINUATION:
-                self._message_part(payload, header.fin, events)
-            elif header.fin:
-                # The common case: a whole message in one frame.
-                if opcode == _TEXT:
-                    events.append(_decode_text(payload))
-                else:
-                    events.append(bytes(payload))
-            else:
-                self._begin_message(opcode)
-                self._message_part(payload, False, events)
+            if self._frame_remaining:
+                break
         return pos
+
+    def _parse_frame(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
+        """Process the frame at `pos`; return where it ends, or -1 when it is not complete yet.
+
+        A frame that raises `ProtocolError` has changed no state (so it can be parsed again), except a
+        streamed text frame, which changes state but is never parsed again.
+        """
+        header = decode_header(view, pos)
+        if header is None:
+            return -1
+        violation = check_header(
+            header, expect_masked=self._expect_masked, max_frame_size=self._max_frame_size
+        )
+        if violation is not None:
+            raise ProtocolError(violation.message, violation.close_code)
+        opcode = header.opcode
+        length = header.length
+        if opcode < 8:
+            self._check_data_frame(opcode, length)
+        start = pos + header.header_length
+        stop = start + length
+        if stop > end:
+            # An incomplete text frame is consumed as it arrives so that invalid UTF-8 fails at once
+            # (RFC 6455 §8.1 allows failing as soon as the bytes seen cannot be valid).
+            if opcode == _TEXT or (opcode == _CONTINUATION and self._msg_opcode == _TEXT):
+                self._start_streamed_text(header.fin, opcode, length, header.mask_key)
+                try:
+                    return self._stream_text(view, start, events)
+                except ProtocolError as exc:
+                    raise _NotRetryable(str(exc), exc.close_code) from None
+            return -1
+        mask_key = header.mask_key
+        if mask_key is not None:
+            payload: bytes | memoryview = apply_mask(view[start:stop], mask_key)
+        else:
+            payload = view[start:stop]
+        if opcode >= 8:
+            self._control_frame(opcode, bytes(payload), events)
+        elif opcode == _CONTINUATION:
+            self._message_part(payload, header.fin, events)
+        elif header.fin:
+            # The common case: a whole message in one frame.
+            if opcode == _TEXT:
+                events.append(_decode_text(payload))
+            else:
+                events.append(bytes(payload))
+        else:
+            self._message_part(payload, False, events, first_opcode=opcode)
+        return stop
 
     def _check_data_frame(self, opcode: int, length: int) -> None:
         """Apply the fragmentation and message-size rules to a data frame's header."""
@@ -318,21 +363,36 @@ class Connection:
                 f"message of {_size(size)} or more exceeds max_message_size={_size(limit)}", 1009
             )
 
-    def _begin_message(self, opcode: int) -> None:
+    def _begin_message(self, opcode: int, decoder: IncrementalUTF8Decoder | None = None) -> None:
         self._msg_opcode = opcode
         self._msg_parts = []
         self._msg_size = 0
-        self._decoder = IncrementalUTF8Decoder() if opcode == _TEXT else None
+        if decoder is None and opcode == _TEXT:
+            decoder = IncrementalUTF8Decoder()
+        self._decoder = decoder
 
-    def _message_part(self, payload: bytes | memoryview, fin: bool, events: list[Event]) -> None:
-        """Add one fragment's payload to the message being received; deliver it on FIN."""
-        self._msg_size += len(payload)
-        decoder = self._decoder
+    def _message_part(
+        self, payload: bytes | memoryview, fin: bool, events: list[Event], first_opcode: int = 0
+    ) -> None:
+        """Add one fragment's payload to the message being received; deliver it on FIN.
+
+        With `first_opcode`, the fragment starts a new message. State changes only after the payload
+        passed its checks.
+        """
+        if first_opcode:
+            decoder = IncrementalUTF8Decoder() if first_opcode == _TEXT else None
+        else:
+            decoder = self._decoder
+        text = ""
         if decoder is not None:
             try:
                 text = decoder.decode(payload, fin)
             except UnicodeDecodeError as exc:
                 raise ProtocolError(f"invalid UTF-8 in text message ({exc.reason})", 1007) from None
+        if first_opcode:
+            self._begin_message(first_opcode, decoder)
+        self._msg_size += len(payload)
+        if decoder is not None:
             parts_text: list[str] = self._msg_parts  # type: ignore[assignment]
             if text:
                 parts_text.append(text)
@@ -510,6 +570,10 @@ class Connection:
             self._outgoing += (header, bytes(payload))
         else:
             self._outgoing.append(header + payload)
+
+
+class _NotRetryable(ProtocolError):
+    """A protocol error found after the state changed: it fails the connection at once."""
 
 
 def _decode_text(payload: bytes | memoryview) -> str:

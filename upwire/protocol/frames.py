@@ -197,7 +197,9 @@ def check_header(
         return Violation(1002, "64-bit payload length with the most significant bit set")
     if (header.length_bits == 16 and length < 126) or (header.length_bits == 64 and length < 65536):
         # RFC 6455 §5.2: the minimal number of bytes MUST be used to encode the length.
-        return Violation(1002, f"length {length} not in its minimal {header.length_bits}-bit encoding")
+        return Violation(
+            1002, f"length {length} not in its minimal {header.length_bits}-bit encoding"
+        )
     if expect_masked is not None and header.masked != expect_masked:
         # RFC 6455 §5.1: a server MUST close on an unmasked frame; a client MUST close on a masked one.
         if expect_masked:
@@ -369,11 +371,10 @@ class FrameParser:
             allowed_rsv=self._allowed_rsv,
             max_frame_size=self._max_frame_size,
         )
-        if violation is not None:
-            if self._strict:
-                if violation.close_code == 1009:
-                    raise PayloadTooBig(violation.message)
-                raise ProtocolError(violation.message, violation.close_code)
+        if violation is not None and self._strict:
+            if violation.close_code == 1009:
+                raise PayloadTooBig(violation.message)
+            raise ProtocolError(violation.message, violation.close_code)
         end = header.header_length + header.length
         if len(buffer) < end:
             return None

@@ -107,7 +107,9 @@ class ServerHandshake:
         if self._select is not None:
             chosen = self._select(offered)
             if chosen is not None and chosen not in offered:
-                raise ValueError(f"select_subprotocol chose {chosen!r}, which the client did not offer")
+                raise ValueError(
+                    f"select_subprotocol chose {chosen!r}, which the client did not offer"
+                )
             return chosen
         for protocol in self._subprotocols:
             if protocol in offered:

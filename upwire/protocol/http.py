@@ -20,8 +20,8 @@ from upwire.exceptions import InvalidHandshake, UsageError
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
-    "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_HEADERS",
+    "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_REQUEST_LINE",
     "Headers",
     "HeadersLike",
@@ -93,9 +93,7 @@ class Headers:
 
     def tokens(self, name: str) -> list[str]:
         """Return the comma-separated tokens of every `name` field, lower-cased (e.g. Connection)."""
-        return [
-            t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()
-        ]
+        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -222,7 +220,9 @@ def serialize_request(request: Request) -> bytes:
 
 def _raw_headers(headers: h11._headers.Headers) -> Headers:
     """Convert h11's headers to ours, keeping the names as received."""
-    return Headers((name.decode("ascii"), value.decode("latin-1")) for name, value in headers.raw_items())
+    return Headers(
+        (name.decode("ascii"), value.decode("latin-1")) for name, value in headers.raw_items()
+    )
 
 
 class RequestReader:
@@ -273,9 +273,7 @@ class RequestReader:
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             if status == 431:
-                raise InvalidHandshake(
-                    "request head larger than max_header_bytes", 431
-                ) from None
+                raise InvalidHandshake("request head larger than max_header_bytes", 431) from None
             raise InvalidHandshake(f"malformed HTTP request: {exc}", status) from None
         if event is h11.NEED_DATA:
             return None
