@@ -207,11 +207,21 @@ class NodePeer:
         """Make the peer send ``message`` as one unfragmented text or binary message."""
         await self.command("send", data=b64(as_bytes(message)), binary=isinstance(message, bytes))
 
-    async def send_fragments(self, fragments: list[bytes], *, binary: bool) -> None:
-        """Make the peer send one message as one frame per fragment (``fin`` on the last)."""
-        await self.command(
-            "send_fragments", fragments=[b64(piece) for piece in fragments], binary=binary
-        )
+    async def send_fragments(
+        self, fragments: list[bytes], *, binary: bool, ping_between: bytes | None = None
+    ) -> None:
+        """Make the peer send one message as one frame per fragment (``fin`` on the last).
+
+        With ``ping_between``, the peer also sends a ping with that payload after each fragment
+        but the last, in the middle of the message.
+        """
+        fields: dict[str, Any] = {
+            "fragments": [b64(piece) for piece in fragments],
+            "binary": binary,
+        }
+        if ping_between is not None:
+            fields["ping_between"] = b64(ping_between)
+        await self.command("send_fragments", **fields)
 
     async def ping(self, data: bytes) -> None:
         """Make the peer send a ping with ``data``."""

@@ -80,6 +80,21 @@ async def test_upwire_server_assembles_fragments_from_a_node_ws_client_even_insi
     assert handler.record.messages == ["wörld ✓", b"".join(BINARY_FRAGMENTS)]
 
 
+async def test_upwire_server_answers_pings_sent_between_the_fragments_of_a_node_ws_message(
+    upwire_server: StartServer, node_client: StartNodeClient
+) -> None:
+    handler = UpwireEchoHandler()
+    url = await upwire_server(handler)
+    peer = await node_client(url)
+    await peer.send_fragments(BINARY_FRAGMENTS, binary=True, ping_between=b"mid-message")
+    assert_node_saw(await peer.next_event("message"), b"".join(BINARY_FRAGMENTS))
+    pongs = [await peer.next_event("pong") for _ in BINARY_FRAGMENTS[1:]]
+    assert [pong["data"] for pong in pongs] == [b64(b"mid-message")] * 2
+    await peer.close(1000, "")
+    await handler.record.wait_finished()
+    assert handler.record.messages == [b"".join(BINARY_FRAGMENTS)]
+
+
 async def test_upwire_server_sends_fragmented_messages_that_a_node_ws_client_reassembles(
     upwire_server: StartServer, node_client: StartNodeClient
 ) -> None:
@@ -245,6 +260,20 @@ async def test_upwire_client_assembles_fragments_from_a_node_ws_server_even_insi
             binary = await ws.recv()
     assert_same_message(text, "wörld ✓")
     assert_same_message(binary, b"".join(BINARY_FRAGMENTS))
+
+
+async def test_upwire_client_answers_pings_sent_between_the_fragments_of_a_node_ws_message(
+    node_server: StartNodeServer,
+) -> None:
+    peer, url = await node_server()
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with upwire.connect(url) as ws:
+            await peer.next_event("connection")
+            await peer.send_fragments(SPLIT_UTF8_FRAGMENTS, binary=False, ping_between=b"mid")
+            text = await ws.recv()
+            pongs = [await peer.next_event("pong") for _ in SPLIT_UTF8_FRAGMENTS[1:]]
+    assert_same_message(text, "wörld ✓")
+    assert [pong["data"] for pong in pongs] == [b64(b"mid")] * 2
 
 
 async def test_upwire_client_ping_is_answered_by_a_node_ws_server_and_returns_a_round_trip_time(

@@ -10,7 +10,7 @@
 //   | {"event": "ping"|"pong", "data": base64} | {"event": "close", "code", "reason"}
 //   | {"event": "error", "message"} | {"event": "done", "command"} after each command has run.
 // Commands (stdin): {"op": "send", "data": base64, "binary": bool}
-//   | {"op": "send_fragments", "fragments": [base64, ...], "binary": bool}
+//   | {"op": "send_fragments", "fragments": [base64, ...], "binary": bool, "ping_between"?: base64}
 //   | {"op": "ping", "data": base64} | {"op": "close", "code": int, "reason": str}
 //   | {"op": "exit"}
 
@@ -64,10 +64,15 @@ async function run(ws, command) {
       break;
     case 'send_fragments': {
       // `fin: false` starts or continues a fragmented message; `ws` adds the continuation opcodes.
+      // With `ping_between`, a ping goes out after each non-final fragment: RFC 6455 §5.4 lets
+      // control frames sit in the middle of a fragmented message.
       const pieces = command.fragments.map((piece) => Buffer.from(piece, 'base64'));
       for (let index = 0; index < pieces.length; index += 1) {
         const fin = index === pieces.length - 1;
         await sendAsync(ws, pieces[index], { binary: command.binary, fin, compress: false });
+        if (!fin && command.ping_between !== undefined) {
+          ws.ping(Buffer.from(command.ping_between, 'base64'));
+        }
       }
       break;
     }
