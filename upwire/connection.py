@@ -34,6 +34,9 @@ __all__ = ["Connection", "ConnectionOptions", "Data"]
 logger = logging.getLogger("upwire")
 
 Data = str | bytes
+_MESSAGE_TYPES = (str, bytes)
+# A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
+_CLEAN_CODES = frozenset({1000, 1001, 1005})
 Sendable = (
     str
     | bytes
@@ -174,7 +177,7 @@ class Connection(asyncio.Protocol):
         """Wait for the next message: `str` for text, `bytes` for binary.
 
         Raises:
-            ConnectionClosedOK: after a normal closure (1000/1001), once every message was received.
+            ConnectionClosedOK: after a normal closure (1000, 1001 or no code), once every message was received.
             ConnectionClosedError: after an error or an abnormal closure.
             ConcurrencyError: when another task is already waiting in `recv`.
         """
@@ -226,7 +229,7 @@ class Connection(asyncio.Protocol):
         """Hand the core's events to waiting tasks; the hot path for incoming messages."""
         messages = self._messages
         for event in events:
-            if isinstance(event, str | bytes):
+            if isinstance(event, _MESSAGE_TYPES):
                 waiter = self._recv_waiter
                 if waiter is not None and not waiter.done() and not messages:
                     waiter.set_result(event)
@@ -259,8 +262,8 @@ class Connection(asyncio.Protocol):
             protocol is not None
             and protocol.close_received is not None
             and sent is not None
-            and code in (1000, 1001)
-            and (sent[0] is None or sent[0] in (1000, 1001))
+            and code in _CLEAN_CODES
+            and (sent[0] is None or sent[0] in _CLEAN_CODES)
         )
         if clean:
             return ConnectionClosedOK(code, reason)

@@ -105,7 +105,7 @@ class ConnectionClosed(WebSocketError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection closed cleanly with 1000 (normal) or 1001 (going away)."""
+    """The connection closed cleanly: 1000 (normal), 1001 (going away) or a close frame without a code."""
 
 
 class ConnectionClosedError(ConnectionClosed):
