@@ -7,7 +7,9 @@ itself in the tests.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import AnyStr
 
 # The masking key of the RFC 6455 §5.7 examples.
 KEY = b"\x37\xfa\x21\x3d"
@@ -85,3 +87,9 @@ def sent_close(connection: object) -> tuple[int | None, bytes]:
     if not payload:
         return None, b""
     return int.from_bytes(payload[:2], "big"), payload[2:]
+
+
+def split_at(data: AnyStr, cuts: list[int]) -> list[AnyStr]:
+    """Cut `data` at the (unsorted, possibly repeated) offsets `cuts`; empty pieces are kept."""
+    bounds = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
