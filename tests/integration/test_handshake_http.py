@@ -1,0 +1,309 @@
+"""The opening handshake and plain HTTP, probed over raw sockets against `upwire.serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .wire import ACCEPT, TEXT, RawPeer, parse_response, plain_get, upgrade_request
+
+# ---------------------------------------------------------------------------- a good request
+
+
+async def test_valid_upgrade_request_gets_101_with_the_correct_accept_key(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        response = await peer.upgrade()
+        assert response.status == 101
+        assert response.headers["upgrade"].lower() == "websocket"
+        assert response.headers["connection"].lower() == "upgrade"
+        assert response.headers["sec-websocket-accept"] == ACCEPT
+        # The connection now speaks WebSocket: a masked text frame comes back unmasked.
+        peer.send_frame(TEXT, "hi")
+        frame = await peer.read_frame()
+        assert (frame.fin, frame.opcode, frame.payload, frame.masked) == (True, TEXT, b"hi", False)
+        peer.close()
+
+
+# ---------------------------------------------------------------------------- bad requests
+
+HUGE_REQUEST_LINE = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+# 20 fields of ~1 KiB: a 20 KiB head, over the default max_header_bytes of 16 KiB.
+HUGE_HEADER_BLOCK = upgrade_request(extra=[(f"X-Pad-{i}", "p" * 1000) for i in range(20)])
+TOO_MANY_HEADERS = upgrade_request(extra=[(f"X-Field-{i}", "v") for i in range(200)])
+
+BAD_REQUESTS = {
+    "no-upgrade-header": (upgrade_request(headers={"Upgrade": None}), 426),
+    "wrong-version": (upgrade_request(headers={"Sec-WebSocket-Version": "8"}), 426),
+    "key-not-base64": (upgrade_request(headers={"Sec-WebSocket-Key": "not base64!"}), 400),
+    "key-wrong-length": (upgrade_request(headers={"Sec-WebSocket-Key": "c2hvcnQ="}), 400),
+    "no-key": (upgrade_request(headers={"Sec-WebSocket-Key": None}), 400),
+    "no-connection-upgrade": (upgrade_request(headers={"Connection": "keep-alive"}), 400),
+    "post": (upgrade_request(method="POST"), 405),
+    "oversized-request-line": (HUGE_REQUEST_LINE, 400),
+    "oversized-header-block": (HUGE_HEADER_BLOCK, 431),
+    "too-many-headers": (TOO_MANY_HEADERS, 431),
+    "garbage": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n", 400),
+    "http-1.0": (upgrade_request().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
+}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"), list(BAD_REQUESTS.values()), ids=list(BAD_REQUESTS)
+)
+async def test_bad_request_gets_an_error_status_and_the_connection_is_closed(
+    start_server: StartServer, request_bytes: bytes, status: int
+) -> None:
+    server = await start_server()
+    # Short: a server that wrongly accepts the request keeps the connection open and this times out.
+    async with asyncio.timeout(3):
+        peer = await RawPeer.connect(server.port)
+        peer.write(request_bytes)
+        # read_http_response reads to EOF: it returns only because the server closed the connection.
+        response = await peer.read_http_response()
+        assert response.status == status, response.raw[:300]
+        assert int(response.headers["content-length"]) == len(response.body)
+        assert b"Traceback" not in response.raw
+        assert b'File "' not in response.raw
+        assert b".py" not in response.body
+
+
+async def test_request_without_upgrade_gets_426_that_asks_for_websocket(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(headers={"Upgrade": None}))
+        response = await peer.read_http_response()
+        assert response.status == 426
+        assert response.headers["upgrade"].lower() == "websocket"
+        assert b"Upgrade" in response.body
+
+
+async def test_wrong_version_gets_426_naming_version_13(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(headers={"Sec-WebSocket-Version": "8"}))
+        response = await peer.read_http_response()
+        assert response.status == 426
+        # RFC 6455 §4.4: the server lists the versions it supports.
+        assert response.headers["sec-websocket-version"] == "13"
+
+
+@pytest.mark.parametrize(
+    ("key", "explanation"),
+    [("not base64!", b"is not base64"), ("c2hvcnQ=", b"decodes to 5 bytes instead of 16")],
+    ids=["not-base64", "wrong-length"],
+)
+async def test_bad_key_gets_400_with_a_body_that_says_what_is_wrong(
+    start_server: StartServer, key: str, explanation: bytes
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(headers={"Sec-WebSocket-Key": key}))
+        response = await peer.read_http_response()
+        assert response.status == 400
+        assert response.headers["content-type"].startswith("text/plain")
+        assert b"Sec-WebSocket-Key" in response.body
+        assert explanation in response.body
+
+
+async def test_post_gets_405_allowing_only_get(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(method="POST"))
+        response = await peer.read_http_response()
+        assert response.status == 405
+        assert response.headers["allow"] == "GET"
+
+
+async def test_oversized_header_block_sent_in_pieces_gets_431(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        # Read from the start: the server may answer (and close) before the whole head is written.
+        reading = asyncio.create_task(peer.read_to_eof())
+        try:
+            for start in range(0, len(HUGE_HEADER_BLOCK), 1000):
+                peer.write(HUGE_HEADER_BLOCK[start : start + 1000])
+                await peer.writer.drain()
+                await asyncio.sleep(0.002)
+        except ConnectionError:
+            pass  # the server answered and closed before the end of the head: expected
+        response = parse_response(await reading)
+        assert response.status == 431
+
+
+async def test_client_that_says_nothing_is_dropped_after_open_timeout(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(open_timeout=0.3)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await peer.read_to_eof() == b""
+        elapsed = loop.time() - started
+        assert 0.25 <= elapsed < 2.0, elapsed
+
+
+async def test_client_that_stops_mid_request_is_dropped_after_open_timeout(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(open_timeout=0.3)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request()[:40])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await peer.read_to_eof()
+        assert 0.25 <= loop.time() - started < 2.0
+
+
+# ---------------------------------------------------------------------------- process_request
+
+
+def check_request(
+    connection: upwire.ServerConnection, request: upwire.Request
+) -> upwire.Response | None:
+    """A health check on /health and a token on everything else."""
+    if request.path == "/health":
+        return upwire.Response(200, body="OK\n")
+    if request.headers.get("Authorization") != "Bearer secret":
+        return upwire.Response(401, {"WWW-Authenticate": "Bearer"}, "Missing or wrong token.\n")
+    return None
+
+
+async def test_process_request_answers_a_health_check_with_plain_http(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(process_request=check_request)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(plain_get("/health"))
+        response = await peer.read_http_response()
+        assert response.status == 200
+        assert response.body == b"OK\n"
+
+
+async def test_process_request_rejects_a_missing_token_with_401(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(process_request=check_request)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            await upwire.connect(uri(server))
+        assert caught.value.status == 401
+        assert caught.value.body == b"Missing or wrong token.\n"
+        assert ("WWW-Authenticate", "Bearer") in caught.value.headers
+
+
+async def test_process_request_returning_none_upgrades(start_server: StartServer) -> None:
+    server = await start_server(process_request=check_request)
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect(uri(server), additional_headers={"Authorization": "Bearer secret"}) as ws,
+    ):
+        await ws.send("through")
+        assert await ws.recv() == "through"
+
+
+async def test_async_process_request_works(start_server: StartServer) -> None:
+    async def slow_check(
+        connection: upwire.ServerConnection, request: upwire.Request
+    ) -> upwire.Response | None:
+        await asyncio.sleep(0.01)
+        if request.query.get("token") != "ok":
+            return upwire.Response(403, body="Forbidden.\n")
+        return None
+
+    server = await start_server(process_request=slow_check)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            await upwire.connect(uri(server, "/?token=no"))
+        assert caught.value.status == 403
+        async with upwire.connect(uri(server, "/?token=ok")) as ws:
+            await ws.send("in")
+            assert await ws.recv() == "in"
+
+
+# ---------------------------------------------------------------------------- routing and request data
+
+
+async def test_mapping_of_paths_dispatches_by_path_and_unknown_paths_get_404(
+    start_server: StartServer,
+) -> None:
+    async def handler_a(ws: upwire.ServerConnection) -> None:
+        await ws.send("a")
+
+    async def handler_b(ws: upwire.ServerConnection) -> None:
+        await ws.send("b")
+
+    server = await start_server({"/a": handler_a, "/b": handler_b})
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        for path, expected in [("/a", "a"), ("/b", "b"), ("/a?x=1", "a")]:
+            async with upwire.connect(uri(server, path)) as ws:
+                assert await ws.recv() == expected
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            await upwire.connect(uri(server, "/c"))
+        assert caught.value.status == 404
+
+
+async def test_handler_sees_path_query_and_headers_of_the_request(
+    start_server: StartServer,
+) -> None:
+    async def describe(ws: upwire.ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(
+            json.dumps(
+                {
+                    "path": ws.request.path,
+                    "query": ws.request.query,
+                    "custom": ws.request.headers.get("x-custom-header"),
+                    "CUSTOM": ws.request.headers["X-CUSTOM-HEADER"],
+                    "host": ws.request.headers["host"],
+                }
+            )
+        )
+
+    server = await start_server(describe)
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect(
+            uri(server, "/chat/room?user=alice&n=1"),
+            additional_headers={"X-Custom-Header": "yes"},
+        ) as ws,
+    ):
+        seen = json.loads(await ws.recv())
+    assert seen == {
+        "path": "/chat/room",
+        "query": {"user": "alice", "n": "1"},
+        "custom": "yes",
+        "CUSTOM": "yes",
+        "host": f"127.0.0.1:{server.port}",
+    }
+
+
+async def test_remote_address_is_the_clients_address(start_server: StartServer) -> None:
+    async def tell_address(ws: upwire.ServerConnection) -> None:
+        host, port = ws.remote_address[:2]
+        await ws.send(f"{host}:{port}")
+
+    server = await start_server(tell_address)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        host, port = ws.local_address[:2]
+        assert await ws.recv() == f"{host}:{port}"
+        assert host == "127.0.0.1"
+        assert ws.remote_address[:2] == ("127.0.0.1", server.port)
