@@ -1,0 +1,282 @@
+"""Messages between a real upwire client and server: echo, limits, fragments, concurrency, ping, close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .wire import BINARY, CONTINUATION, TEXT, RawPeer
+
+MESSAGES = {
+    "text": "hello",
+    "text-non-ascii": "héllo ✓ 😀",
+    "binary": b"\x00\x01\xfe\xff",
+    "empty-text": "",
+    "empty-binary": b"",
+    "binary-1MiB": bytes(range(256)) * 4096,
+    "text-1MiB": "é" * (1 << 19),
+}
+
+
+@pytest.mark.parametrize("message", list(MESSAGES.values()), ids=list(MESSAGES))
+async def test_message_is_echoed_with_its_type_and_content(
+    start_server: StartServer, message: str | bytes
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send(message)
+        reply = await ws.recv()
+        assert type(reply) is type(message)
+        assert reply == message
+
+
+async def test_message_of_exactly_max_message_size_is_accepted(start_server: StartServer) -> None:
+    server = await start_server(max_message_size=1000)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send(b"x" * 1000)
+        assert await ws.recv() == b"x" * 1000
+
+
+async def test_message_just_over_max_message_size_closes_with_1009(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_message_size=1000)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send(b"x" * 1001)
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            await ws.recv()
+        assert caught.value.code == 1009
+        assert ws.close_code == 1009
+
+
+async def test_fragmented_message_just_over_max_message_size_closes_with_1009(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_message_size=1000)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send([b"x" * 500, b"x" * 500, b"x"])
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            await ws.recv()
+        assert caught.value.code == 1009
+
+
+async def test_client_receiving_a_message_over_its_limit_closes_with_1009(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect(uri(server), max_message_size=100) as ws,
+    ):
+        await ws.send("y" * 99)
+        assert await ws.recv() == "y" * 99
+        # The server accepts 101 bytes (its limit is 1 MiB) and echoes them: too big for the client.
+        await ws.send("y" * 101)
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            await ws.recv()
+        assert caught.value.code == 1009
+
+
+# ---------------------------------------------------------------------------- fragmented sends
+
+
+def sync_fragments() -> Iterator[bytes]:
+    yield b"ab"
+    yield b"cd"
+    yield b"ef"
+
+
+async def async_fragments() -> AsyncIterator[str]:
+    for part in ["ab", "cd", "ef"]:
+        await asyncio.sleep(0)
+        yield part
+
+
+async def test_list_generator_and_async_generator_each_arrive_as_one_message(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send(["ab", "cd", "ef"])
+        assert await ws.recv() == "abcdef"
+        await ws.send(sync_fragments())
+        assert await ws.recv() == b"abcdef"
+        await ws.send(async_fragments())
+        assert await ws.recv() == "abcdef"
+        await ws.send([])  # no fragments: no message
+        await ws.send("after")
+        assert await ws.recv() == "after"
+
+
+@pytest.mark.parametrize(
+    ("make_fragments", "first_opcode", "payloads"),
+    [
+        (lambda: ["ab", "cd", "ef"], TEXT, [b"ab", b"cd", b"ef"]),
+        (sync_fragments, BINARY, [b"ab", b"cd", b"ef"]),
+        (async_fragments, TEXT, [b"ab", b"cd", b"ef"]),
+        (lambda: ["only"], TEXT, [b"only"]),
+    ],
+    ids=["list", "generator", "async-generator", "single-item"],
+)
+async def test_fragmented_send_goes_on_the_wire_as_one_frame_per_fragment(
+    start_server: StartServer, make_fragments: object, first_opcode: int, payloads: list[bytes]
+) -> None:
+    async def send_fragments(ws: upwire.ServerConnection) -> None:
+        await ws.send(make_fragments())  # type: ignore[operator]
+        await ws.recv()  # keep the connection open until the peer has looked
+
+    server = await start_server(send_fragments)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        frames = [await peer.read_frame() for _ in payloads]
+        assert [f.payload for f in frames] == payloads
+        assert [f.opcode for f in frames] == [first_opcode] + [CONTINUATION] * (len(payloads) - 1)
+        assert [f.fin for f in frames] == [False] * (len(payloads) - 1) + [True]
+        assert not any(f.masked for f in frames)
+        peer.close()
+
+
+async def test_sending_a_dict_raises_type_error_and_sends_nothing(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        with pytest.raises(TypeError):
+            await ws.send({"text": "hello"})  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await ws.send(42)  # type: ignore[arg-type]
+        # The connection is still usable and nothing was sent by the failed calls.
+        await ws.send("next")
+        assert await ws.recv() == "next"
+
+
+async def test_fifty_concurrent_senders_never_interleave_frames(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+
+    async def slow_fragments(sender: int) -> AsyncIterator[str]:
+        for part in range(4):
+            await asyncio.sleep(0)
+            yield f"[{sender}:{part}]" + "." * 8000
+
+    def expected(sender: int) -> str:
+        if sender % 2:
+            return "".join(f"[{sender}:{part}]" + "." * 8000 for part in range(4))
+        return f"[{sender}:whole]" + "-" * 20000
+
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+
+        async def send(sender: int) -> None:
+            # Odd senders send fragmented messages, even ones whole messages, all at once.
+            if sender % 2:
+                await ws.send(slow_fragments(sender))
+            else:
+                await ws.send(expected(sender))
+
+        await asyncio.gather(*(send(i) for i in range(50)))
+        received = [await ws.recv() for _ in range(50)]
+        assert sorted(received) == sorted(expected(i) for i in range(50))
+        assert ws.state is upwire.State.OPEN
+
+
+# ---------------------------------------------------------------------------- recv, ping
+
+
+async def test_second_concurrent_recv_raises_concurrency_error(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        first = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0.01)
+        with pytest.raises(upwire.ConcurrencyError):
+            await ws.recv()
+        await ws.send("for the first")
+        assert await first == "for the first"
+
+
+async def test_ping_resolves_with_the_round_trip_time_as_a_float(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        rtt = await ws.ping()
+        assert isinstance(rtt, float)
+        assert 0.0 <= rtt < 1.0
+        rtt = await ws.ping(b"payload")
+        assert isinstance(rtt, float)
+
+
+# ---------------------------------------------------------------------------- closing
+
+
+async def test_async_for_ends_quietly_on_a_1000_close(start_server: StartServer) -> None:
+    async def send_two_and_return(ws: upwire.ServerConnection) -> None:
+        await ws.send("one")
+        await ws.send("two")
+
+    server = await start_server(send_two_and_return)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        received = [message async for message in ws]
+        assert received == ["one", "two"]
+        assert ws.close_code == 1000
+
+
+async def test_async_for_raises_connection_closed_error_on_an_error_close(
+    start_server: StartServer,
+) -> None:
+    async def send_one_and_fail(ws: upwire.ServerConnection) -> None:
+        await ws.send("one")
+        await ws.close(4000, "application error")
+
+    server = await start_server(send_one_and_fail)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        received = []
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            async for message in ws:
+                received.append(message)
+        assert received == ["one"]
+        assert (caught.value.code, caught.value.reason) == (4000, "application error")
+
+
+async def test_close_code_and_reason_are_seen_by_both_sides(start_server: StartServer) -> None:
+    server_side: asyncio.Future[tuple[int, str, int | None, str]] = (
+        asyncio.get_running_loop().create_future()
+    )
+
+    async def record_close(ws: upwire.ServerConnection) -> None:
+        try:
+            await ws.recv()
+        except upwire.ConnectionClosed as exc:
+            await ws.wait_closed()
+            server_side.set_result((exc.code, exc.reason, ws.close_code, ws.close_reason))
+
+    server = await start_server(record_close)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server))
+        await ws.close(4000, "reason")
+        assert (ws.close_code, ws.close_reason) == (4000, "reason")
+        assert await server_side == (4000, "reason", 4000, "reason")
+
+
+async def test_after_close_send_and_recv_raise_connection_closed(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server))
+        await ws.close()
+        assert ws.state is upwire.State.CLOSED
+        with pytest.raises(upwire.ConnectionClosedOK):
+            await ws.send("too late")
+        with pytest.raises(upwire.ConnectionClosed):
+            await ws.send(["too", "late"])
+        with pytest.raises(upwire.ConnectionClosedOK):
+            await ws.recv()
+        with pytest.raises(upwire.ConnectionClosed):
+            await ws.ping()
+        await ws.close()  # idempotent
