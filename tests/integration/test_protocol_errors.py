@@ -1,0 +1,119 @@
+"""A raw-socket client that breaks RFC 6455, and what `upwire.serve` puts on the wire in answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer
+from .wire import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawPeer, encode_frame
+
+
+async def test_unmasked_client_frame_gets_a_1002_close_frame_then_the_server_drops_tcp(
+    start_server: StartServer,
+) -> None:
+    handler_saw: asyncio.Future[upwire.ConnectionClosed] = (
+        asyncio.get_running_loop().create_future()
+    )
+
+    async def record(ws: upwire.ServerConnection) -> None:
+        try:
+            await ws.recv()
+        except upwire.ConnectionClosed as exc:
+            handler_saw.set_result(exc)
+
+    server = await start_server(record)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "unmasked", mask_key=None)
+        # Read to EOF without closing our side: the server closes TCP right after its close frame.
+        frames = await peer.read_frames_to_eof()
+        assert [f.opcode for f in frames] == [CLOSE]
+        assert frames[0].close_code == 1002
+        assert not frames[0].masked
+        error = await handler_saw
+        assert isinstance(error, upwire.ConnectionClosedError)
+        assert error.code == 1002
+
+
+async def test_invalid_utf8_in_a_text_message_closes_with_1007(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, b"caf\xc3")  # a truncated two-byte sequence
+        frames = await peer.read_frames_to_eof()
+        assert [(f.opcode, f.close_code) for f in frames] == [(CLOSE, 1007)]
+
+
+async def test_invalid_utf8_split_across_fragments_closes_with_1007(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, b"ok \xe2\x82", fin=False)  # the start of "€"...
+        peer.send_frame(
+            CONTINUATION, b"\x28 bad", fin=True
+        )  # ...continued by a non-continuation byte
+        frames = await peer.read_frames_to_eof()
+        assert [(f.opcode, f.close_code) for f in frames] == [(CLOSE, 1007)]
+
+
+BROKEN_FRAMES = {
+    "reserved-opcode": encode_frame(0x3, b"x"),
+    "rsv1-without-extension": encode_frame(TEXT, b"x", rsv=4),
+    "fragmented-ping": encode_frame(PING, b"x", fin=False),
+    "ping-over-125-bytes": encode_frame(PING, b"x" * 126),
+    "continuation-without-start": encode_frame(CONTINUATION, b"x"),
+    "text-inside-fragmented-binary": encode_frame(BINARY, b"a", fin=False)
+    + encode_frame(TEXT, b"b"),
+    "close-with-1-byte-payload": encode_frame(CLOSE, b"\x03"),
+}
+
+
+@pytest.mark.parametrize("frame_bytes", list(BROKEN_FRAMES.values()), ids=list(BROKEN_FRAMES))
+async def test_frame_breaking_the_protocol_closes_with_1002(
+    start_server: StartServer, frame_bytes: bytes
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.write(frame_bytes)
+        frames = await peer.read_frames_to_eof()
+        assert [(f.opcode, f.close_code) for f in frames] == [(CLOSE, 1002)]
+
+
+async def test_echo_of_a_valid_message_arrives_before_the_1002_close_frame(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        # One write: a good message, then an unmasked (bad) frame.
+        peer.write(encode_frame(TEXT, "good") + encode_frame(TEXT, "bad", mask_key=None))
+        frames = await peer.read_frames_to_eof()
+        assert [(f.opcode, f.payload) for f in frames[:1]] == [(TEXT, b"good")]
+        assert [(f.opcode, f.close_code) for f in frames[1:]] == [(CLOSE, 1002)]
+
+
+async def test_server_closes_tcp_first_after_a_clean_closing_handshake(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "last")
+        echo = await peer.read_frame()
+        assert (echo.opcode, echo.payload) == (TEXT, b"last")
+        peer.send_close(1000, "bye")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # We never close our side: EOF can only come from the server (RFC 6455 §7.1.1), and quickly,
+        # not after close_timeout (10 s by default).
+        frames = await peer.read_frames_to_eof()
+        assert loop.time() - started < 2.0
+        assert [(f.opcode, f.close_code, f.close_reason) for f in frames] == [(CLOSE, 1000, "bye")]
+        assert peer.reader.at_eof()
