@@ -7,6 +7,8 @@ misbehaving peer (unmasked frames, bad UTF-8, no pongs, never reading) is just a
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -17,6 +19,12 @@ ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 MASK_KEY = b"\x37\xfa\x21\x3d"
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept answering `key` (RFC 6455 §4.2.2), computed here independently."""
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    return base64.b64encode(digest).decode()
 
 
 def upgrade_request(
@@ -67,6 +75,15 @@ def parse_response(raw: bytes) -> HttpResponse:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return HttpResponse(int(status), headers, body, raw)
+
+
+def request_headers(head: bytes) -> dict[str, str]:
+    """The header fields of a request head, names lower-cased (the request line is skipped)."""
+    _, *lines = head.decode("latin-1").split("\r\n")
+    return {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines if line)
+    }
 
 
 @dataclass
@@ -164,6 +181,19 @@ class RawPeer:
     async def connect(cls, port: int) -> RawPeer:
         """Open a TCP connection to 127.0.0.1:`port`."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    @classmethod
+    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> RawPeer:
+        """Play the server: read an Upgrade request and answer 101 (for client-side tests)."""
+        request = request_headers(await reader.readuntil(b"\r\n\r\n"))
+        key = request["sec-websocket-key"]
+        writer.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+            ).encode()
+        )
         return cls(reader, writer)
 
     @classmethod

@@ -1,0 +1,185 @@
+"""Keepalive pings and the idle, close and open timeouts, against raw-socket peers that misbehave in time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+import upwire
+
+from .helpers import StartServer
+from .wire import CLOSE, PING, PONG, TEXT, RawPeer, close_payload
+
+# Timeouts under test are a few tenths of a second; this bounds each test with room to spare.
+TEST_TIMEOUT_S = 5.0
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@contextlib.asynccontextmanager
+async def raw_server() -> AsyncIterator[tuple[int, asyncio.Queue[RawPeer]]]:
+    """A TCP server that completes the opening handshake by hand and hands each peer to the test."""
+    peers: asyncio.Queue[RawPeer] = asyncio.Queue()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await peers.put(await RawPeer.accept(reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], peers
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+# ---------------------------------------------------------------------------- keepalive
+
+
+async def test_keepalive_closes_with_1011_when_the_peer_never_answers_pings(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ping_interval=0.2, ping_timeout=0.2)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        opened = now()
+        ping = await peer.read_frame()
+        assert ping.opcode == PING
+        assert 0.15 <= now() - opened < 1.0
+        close = await peer.read_frame()  # the pong never goes out
+        assert (close.opcode, close.close_code) == (CLOSE, 1011)
+        assert 0.35 <= now() - opened < 1.5
+        peer.send_close(1011)
+        assert await peer.read_to_eof() == b""
+
+
+async def test_keepalive_keeps_open_a_connection_whose_peer_answers_pings(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ping_interval=0.2, ping_timeout=0.2)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        for _ in range(4):  # 0.8 s: twice ping_interval + ping_timeout
+            ping = await peer.read_frame()
+            assert ping.opcode == PING, ping
+            peer.send_frame(PONG, ping.payload)
+        peer.send_frame(TEXT, "still here")
+        frame = await peer.read_frame()
+        while frame.opcode == PING:
+            peer.send_frame(PONG, frame.payload)
+            frame = await peer.read_frame()
+        assert (frame.opcode, frame.payload) == (TEXT, b"still here")
+        peer.close()
+
+
+async def test_client_keepalive_closes_with_1011_when_the_server_never_answers_pings() -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S), raw_server() as (port, peers):
+        ws = await upwire.connect(f"ws://127.0.0.1:{port}/", ping_interval=0.2, ping_timeout=0.2)
+        peer = await peers.get()
+        ping = await peer.read_frame()
+        assert (ping.opcode, ping.masked) == (PING, True)
+        close = await peer.read_frame()
+        assert (close.opcode, close.close_code) == (CLOSE, 1011)
+        peer.send_frame(CLOSE, close_payload(1011), mask_key=None)
+        peer.close()
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            await ws.recv()
+        assert caught.value.code == 1011
+
+
+async def test_upwire_peers_keep_each_other_alive(start_server: StartServer) -> None:
+    server = await start_server(ping_interval=0.1, ping_timeout=0.1)
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=0.1, ping_timeout=0.1) as ws,
+    ):
+        await asyncio.sleep(0.6)
+        await ws.send("alive")
+        assert await ws.recv() == "alive"
+
+
+# ---------------------------------------------------------------------------- idle timeout
+
+
+async def test_idle_timeout_closes_with_1001_only_after_the_peer_goes_quiet(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle_timeout=0.3, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        # Talking every 0.1 s for 0.6 s (twice idle_timeout) keeps the connection open.
+        for i in range(6):
+            peer.send_frame(TEXT, str(i))
+            frame = await peer.read_frame()
+            assert (frame.opcode, frame.payload) == (TEXT, str(i).encode())
+            await asyncio.sleep(0.1)
+        quiet_since = now()
+        close = await peer.read_frame()
+        assert (close.opcode, close.close_code) == (CLOSE, 1001)
+        assert 0.15 <= now() - quiet_since < 1.0
+        peer.send_close(1001)
+        await peer.read_to_eof()
+
+
+# ---------------------------------------------------------------------------- close timeout
+
+
+async def test_close_timeout_aborts_tcp_when_the_client_never_answers_the_close_frame(
+    start_server: StartServer,
+) -> None:
+    handler_close_took: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def close_at_once(ws: upwire.ServerConnection) -> None:
+        started = now()
+        await ws.close(1000)
+        handler_close_took.set_result(now() - started)
+
+    server = await start_server(close_at_once, close_timeout=0.3, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        close = await peer.read_frame()
+        assert (close.opcode, close.close_code) == (CLOSE, 1000)
+        received = now()
+        assert await peer.read_to_eof() == b""  # no answer from us: the server gives up
+        assert 0.2 <= now() - received < 1.5
+        assert 0.2 <= await handler_close_took < 1.5
+
+
+async def test_close_timeout_aborts_tcp_when_the_server_never_answers_the_close_frame() -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S), raw_server() as (port, peers):
+        ws = await upwire.connect(f"ws://127.0.0.1:{port}/", close_timeout=0.3)
+        peer = await peers.get()
+        started = now()
+        await ws.close()
+        assert 0.2 <= now() - started < 1.5
+        assert ws.state is upwire.State.CLOSED
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, 1000)
+        assert await peer.read_to_eof() == b""
+
+
+# ---------------------------------------------------------------------------- open timeout
+
+
+async def test_client_open_timeout_when_the_server_never_answers_the_upgrade() -> None:
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            started = now()
+            with pytest.raises(TimeoutError):
+                await upwire.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.3)
+            assert 0.25 <= now() - started < 1.5
+    finally:
+        server.close()
