@@ -1,0 +1,401 @@
+"""Tests of `upwire.protocol.handshake`: the server's checks of the Upgrade request (with the HTTP error to
+send) and the client's checks of the 101 answer (RFC 6455 §4)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from upwire.exceptions import InvalidHandshake, InvalidStatus
+from upwire.protocol.handshake import (
+    GUID,
+    ClientHandshake,
+    ServerHandshake,
+    accept_key,
+    check_request,
+    generate_key,
+)
+from upwire.protocol.http import (
+    Headers,
+    Request,
+    RequestReader,
+    Response,
+    ResponseReader,
+    serialize_request,
+    serialize_response,
+)
+
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+RFC_REQUEST = (
+    b"GET /chat HTTP/1.1\r\n"
+    b"Host: server.example.com\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: http://example.com\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+
+VALID_FIELDS = [
+    ("Host", "server.example.com"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", RFC_KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+def request(
+    *,
+    method: str = "GET",
+    version: str = "1.1",
+    drop: tuple[str, ...] = (),
+    replace: dict[str, str] | None = None,
+    add: tuple[tuple[str, str], ...] = (),
+) -> Request:
+    """A valid Upgrade request, with fields dropped, replaced or added."""
+    replace = replace or {}
+    fields = [(n, replace.get(n, v)) for n, v in VALID_FIELDS if n not in drop]
+    return Request(method, "/chat", Headers([*fields, *add]), http_version=version)
+
+
+def refused(req: Request) -> InvalidHandshake:
+    with pytest.raises(InvalidHandshake) as info:
+        ServerHandshake().accept(req)
+    error = info.value
+    # Every refusal carries a body that says what is wrong, for the HTTP error response.
+    assert error.body.startswith(b"Failed to open a WebSocket connection: ")
+    assert str(error).encode() in error.body
+    return error
+
+
+def ok_response(key: str = RFC_KEY, **extra: str) -> Response:
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    headers += [(name.replace("_", "-"), value) for name, value in extra.items()]
+    return Response(101, headers)
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_accept_key_of_the_rfc_example() -> None:
+    assert accept_key(RFC_KEY) == RFC_ACCEPT
+
+
+def test_guid_is_the_rfc_one() -> None:
+    assert GUID == "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def test_generated_keys_are_base64_of_16_fresh_bytes() -> None:
+    keys = {generate_key() for _ in range(100)}
+    assert len(keys) == 100
+    assert all(len(base64.b64decode(k, validate=True)) == 16 for k in keys)
+
+
+# ---------------------------------------------------------------- server: accepted requests
+
+
+def test_rfc_example_request_is_accepted_with_the_rfc_accept_and_subprotocol() -> None:
+    req = RequestReader().feed(RFC_REQUEST)
+    assert req is not None
+    accepted = ServerHandshake(subprotocols=["chat"]).accept(req)
+    assert accepted.subprotocol == "chat"
+    assert accepted.response.status == 101
+    assert serialize_response(accepted.response) == (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: chat\r\n"
+        b"\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["websocket", "WebSocket", "WEBSOCKET", "foo, websocket", " websocket "]
+)
+def test_upgrade_header_is_a_case_insensitive_token_list(value: str) -> None:
+    assert check_request(request(replace={"Upgrade": value})) == RFC_KEY
+
+
+@pytest.mark.parametrize(
+    "value", ["Upgrade", "upgrade", "keep-alive, Upgrade", "UPGRADE,keep-alive"]
+)
+def test_connection_header_is_a_case_insensitive_token_list(value: str) -> None:
+    assert check_request(request(replace={"Connection": value})) == RFC_KEY
+
+
+def test_connection_tokens_may_come_in_several_fields() -> None:
+    req = request(replace={"Connection": "keep-alive"}, add=(("Connection", "Upgrade"),))
+    assert check_request(req) == RFC_KEY
+
+
+def test_header_names_are_case_insensitive() -> None:
+    req = Request("GET", "/", Headers([(n.lower(), v) for n, v in VALID_FIELDS]))
+    assert check_request(req) == RFC_KEY
+
+
+def test_server_prefers_its_own_subprotocol_order() -> None:
+    req = request(add=(("Sec-WebSocket-Protocol", "chat, superchat"),))
+    assert (
+        ServerHandshake(subprotocols=["superchat", "chat"]).accept(req).subprotocol == "superchat"
+    )
+
+
+def test_server_without_a_common_subprotocol_sends_none() -> None:
+    req = request(add=(("Sec-WebSocket-Protocol", "chat"),))
+    accepted = ServerHandshake(subprotocols=["mqtt"]).accept(req)
+    assert accepted.subprotocol is None
+    assert "Sec-WebSocket-Protocol" not in accepted.response.headers
+
+
+def test_select_subprotocol_hook_chooses_from_the_offer() -> None:
+    req = request(add=(("Sec-WebSocket-Protocol", "a, b"), ("Sec-WebSocket-Protocol", "c")))
+    seen: list[list[str]] = []
+
+    def select(offered: object) -> str:
+        seen.append(list(offered))  # type: ignore[call-overload]
+        return "c"
+
+    accepted = ServerHandshake(select_subprotocol=select).accept(req)
+    assert seen == [["a", "b", "c"]]
+    assert accepted.response.headers["Sec-WebSocket-Protocol"] == "c"
+
+
+def test_select_subprotocol_hook_may_not_invent_a_subprotocol() -> None:
+    req = request(add=(("Sec-WebSocket-Protocol", "a"),))
+    with pytest.raises(ValueError):
+        ServerHandshake(select_subprotocol=lambda offered: "z").accept(req)
+
+
+def test_extra_headers_are_added_to_the_101() -> None:
+    accepted = ServerHandshake(extra_headers=[("Server", "upwire")]).accept(request())
+    assert accepted.response.headers["Server"] == "upwire"
+
+
+# ---------------------------------------------------------------- server: refused requests
+
+
+def test_post_is_refused_with_405_and_allow_get() -> None:
+    error = refused(request(method="POST"))
+    assert error.status == 405
+    assert ("Allow", "GET") in error.headers
+
+
+@pytest.mark.parametrize("version", ["1.0", "0.9"])
+def test_http_before_1_1_is_refused_with_400(version: str) -> None:
+    error = refused(request(version=version))
+    assert error.status == 400
+    assert b"HTTP/1.1" in error.body
+
+
+@pytest.mark.parametrize("host", [None, "", "   "])
+def test_missing_or_blank_host_is_refused_with_400(host: str | None) -> None:
+    req = request(drop=("Host",)) if host is None else request(replace={"Host": host})
+    error = refused(req)
+    assert error.status == 400
+    assert b"Host" in error.body
+
+
+@pytest.mark.parametrize("value", [None, "h2c", "websockets", "web socket"])
+def test_request_without_upgrade_websocket_is_refused(value: str | None) -> None:
+    req = request(drop=("Upgrade",)) if value is None else request(replace={"Upgrade": value})
+    error = refused(req)
+    assert error.status == 426
+    assert b"Upgrade" in error.body
+
+
+@pytest.mark.parametrize("value", [None, "keep-alive", "close", "upgraded"])
+def test_request_without_connection_upgrade_is_refused_with_400(value: str | None) -> None:
+    req = request(drop=("Connection",)) if value is None else request(replace={"Connection": value})
+    error = refused(req)
+    assert error.status == 400
+    assert b"Connection" in error.body
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        base64.b64encode(bytes(15)).decode(),
+        base64.b64encode(bytes(17)).decode(),
+        "",
+        "not base64!!!!!!!!!!!!==",
+        "dGhlIHNhbXBsZSBub25jZQ",  # the RFC key without its padding
+        "dGhlIHNhbXBsZSBub25jZQ==dGhl",
+    ],
+    ids=["15-bytes", "17-bytes", "empty", "not-base64", "no-padding", "trailing-junk"],
+)
+def test_key_that_is_not_base64_of_16_bytes_is_refused_with_400(key: str) -> None:
+    error = refused(request(replace={"Sec-WebSocket-Key": key}))
+    assert error.status == 400
+    assert b"Sec-WebSocket-Key" in error.body
+
+
+def test_missing_key_is_refused_with_400() -> None:
+    error = refused(request(drop=("Sec-WebSocket-Key",)))
+    assert error.status == 400
+    assert b"Sec-WebSocket-Key" in error.body
+
+
+def test_two_keys_are_refused_with_400() -> None:
+    other = base64.b64encode(bytes(range(16))).decode()
+    error = refused(request(add=(("Sec-WebSocket-Key", other),)))
+    assert error.status == 400
+    assert b"Sec-WebSocket-Key" in error.body
+
+
+@pytest.mark.parametrize("version", [None, "8", "12", "14", "13, 8", "thirteen"])
+def test_version_other_than_13_is_refused_with_426_listing_13(version: str | None) -> None:
+    if version is None:
+        req = request(drop=("Sec-WebSocket-Version",))
+    else:
+        req = request(replace={"Sec-WebSocket-Version": version})
+    error = refused(req)
+    assert error.status == 426
+    assert ("Sec-WebSocket-Version", "13") in error.headers
+    assert b"Sec-WebSocket-Version" in error.body
+
+
+def test_refusal_is_a_complete_http_response() -> None:
+    error = refused(request(method="PUT"))
+    data = serialize_response(Response(error.status, error.headers, error.body))
+    assert data.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"Content-Type: text/plain; charset=utf-8\r\n" in data
+    assert b"Content-Length: %d\r\n" % len(error.body) in data
+    assert data.endswith(b"\r\n\r\n" + error.body)
+
+
+# ---------------------------------------------------------------- client
+
+
+def test_client_request_is_the_rfc_example_given_the_rfc_key() -> None:
+    handshake = ClientHandshake(
+        "server.example.com",
+        "/chat",
+        subprotocols=["chat", "superchat"],
+        extra_headers=[("Origin", "http://example.com")],
+        key=RFC_KEY,
+    )
+    data = serialize_request(handshake.request)
+    assert data.startswith(b"GET /chat HTTP/1.1\r\n")
+    received = RequestReader().feed(data)
+    assert received is not None
+    assert check_request(received) == RFC_KEY
+    for line in RFC_REQUEST.split(b"\r\n")[1:-2]:
+        assert line + b"\r\n" in data
+
+
+def test_client_uses_a_fresh_key_by_default() -> None:
+    first, second = ClientHandshake("a", "/"), ClientHandshake("a", "/")
+    assert first.key != second.key
+    assert len(base64.b64decode(first.key, validate=True)) == 16
+
+
+def test_client_accepts_a_valid_101_and_returns_no_subprotocol() -> None:
+    assert ClientHandshake("a", "/", key=RFC_KEY).check_response(ok_response()) is None
+
+
+def test_client_accepts_case_insensitive_upgrade_and_connection_tokens() -> None:
+    response = Response(
+        101,
+        [
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, UPGRADE"),
+            ("sec-websocket-accept", RFC_ACCEPT),
+        ],
+    )
+    assert ClientHandshake("a", "/", key=RFC_KEY).check_response(response) is None
+
+
+@pytest.mark.parametrize("status", [200, 301, 400, 403, 404, 426, 500])
+def test_client_requires_101(status: int) -> None:
+    response = Response(status, [("Content-Length", "3")], b"no!")
+    with pytest.raises(InvalidStatus) as info:
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(response)
+    assert info.value.status == status
+    assert info.value.body == b"no!"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [None, "", accept_key(base64.b64encode(bytes(16)).decode()), RFC_KEY, RFC_ACCEPT.lower()],
+    ids=["missing", "empty", "other-key", "key-itself", "lower-case"],
+)
+def test_client_requires_the_right_accept(accept: str | None) -> None:
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    if accept is not None:
+        headers.append(("Sec-WebSocket-Accept", accept))
+    with pytest.raises(InvalidHandshake):
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(Response(101, headers))
+
+
+def test_client_refuses_two_accept_headers() -> None:
+    response = ok_response()
+    response.headers.add("Sec-WebSocket-Accept", RFC_ACCEPT)
+    with pytest.raises(InvalidHandshake):
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(response)
+
+
+@pytest.mark.parametrize("missing", ["Upgrade", "Connection"])
+def test_client_requires_upgrade_and_connection(missing: str) -> None:
+    response = ok_response()
+    headers = [(n, v) for n, v in response.headers.items() if n != missing]
+    with pytest.raises(InvalidHandshake):
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(Response(101, headers))
+
+
+def test_client_requires_upgrade_to_be_websocket() -> None:
+    response = ok_response()
+    headers = [(n, "h2c" if n == "Upgrade" else v) for n, v in response.headers.items()]
+    with pytest.raises(InvalidHandshake):
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(Response(101, headers))
+
+
+def test_client_returns_the_chosen_subprotocol_when_offered() -> None:
+    handshake = ClientHandshake("a", "/", subprotocols=["chat", "superchat"], key=RFC_KEY)
+    assert handshake.check_response(ok_response(Sec_WebSocket_Protocol="superchat")) == "superchat"
+
+
+@pytest.mark.parametrize("offered", [[], ["chat"]])
+def test_client_refuses_a_subprotocol_it_did_not_offer(offered: list[str]) -> None:
+    handshake = ClientHandshake("a", "/", subprotocols=offered, key=RFC_KEY)
+    with pytest.raises(InvalidHandshake):
+        handshake.check_response(ok_response(Sec_WebSocket_Protocol="mqtt"))
+
+
+def test_client_refuses_more_than_one_subprotocol() -> None:
+    handshake = ClientHandshake("a", "/", subprotocols=["chat", "superchat"], key=RFC_KEY)
+    with pytest.raises(InvalidHandshake):
+        handshake.check_response(ok_response(Sec_WebSocket_Protocol="chat, superchat"))
+
+
+@pytest.mark.parametrize("extension", ["permessage-deflate", "x-webkit-deflate-frame"])
+def test_client_refuses_an_extension_it_did_not_offer(extension: str) -> None:
+    handshake = ClientHandshake("a", "/", key=RFC_KEY)
+    with pytest.raises(InvalidHandshake):
+        handshake.check_response(ok_response(Sec_WebSocket_Extensions=extension))
+
+
+def test_client_and_server_complete_the_handshake_over_bytes() -> None:
+    client = ClientHandshake("example.com:8080", "/chat?x=1", subprotocols=["v2", "v1"])
+    request_bytes = serialize_request(client.request)
+    reader = RequestReader()
+    received = None
+    for i in range(len(request_bytes)):
+        received = reader.feed(request_bytes[i : i + 1])
+    assert received is not None
+    assert received.query == {"x": "1"}
+    accepted = ServerHandshake(subprotocols=["v1"]).accept(received)
+    response_bytes = serialize_response(accepted.response)
+    response = ResponseReader(client.request).feed(response_bytes + b"\x81\x00")
+    assert response is not None
+    assert client.check_response(response) == "v1"

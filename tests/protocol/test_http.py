@@ -1,0 +1,322 @@
+"""Tests of `upwire.protocol.http`: headers, reading request and response heads under limits, writing them."""
+
+from __future__ import annotations
+
+import pytest
+
+from upwire.exceptions import InvalidHandshake, UsageError
+from upwire.protocol.http import (
+    DEFAULT_MAX_HEADER_BYTES,
+    Headers,
+    Request,
+    RequestReader,
+    Response,
+    ResponseReader,
+    serialize_request,
+    serialize_response,
+)
+
+# RFC 6455 §1.3 / §4.1 example request.
+RFC_REQUEST = (
+    b"GET /chat HTTP/1.1\r\n"
+    b"Host: server.example.com\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: http://example.com\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+RFC_RESPONSE = (
+    b"HTTP/1.1 101 Switching Protocols\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+    b"Sec-WebSocket-Protocol: chat\r\n"
+    b"\r\n"
+)
+
+
+def read_request(data: bytes, **limits: int) -> Request:
+    request = RequestReader(**limits).feed(data)
+    assert request is not None
+    return request
+
+
+def rejected(chunks: list[bytes], **limits: int) -> InvalidHandshake:
+    reader = RequestReader(**limits)
+    with pytest.raises(InvalidHandshake) as info:
+        for chunk in chunks:
+            reader.feed(chunk)
+    return info.value
+
+
+def request_with_headers(count: int) -> bytes:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(count - 1))
+    return b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+
+
+# ---------------------------------------------------------------- Headers
+
+
+def test_headers_are_looked_up_without_regard_to_case() -> None:
+    headers = Headers([("Sec-WebSocket-Key", "k"), ("host", "h")])
+    assert headers["sec-websocket-key"] == "k"
+    assert headers.get("HOST") == "h"
+    assert "SEC-WEBSOCKET-KEY" in headers
+    assert "Origin" not in headers
+    assert headers.get("Origin") is None
+    with pytest.raises(KeyError):
+        headers["Origin"]
+
+
+def test_repeated_headers_are_joined_with_a_comma() -> None:
+    headers = Headers([("Connection", "keep-alive"), ("connection", "Upgrade")])
+    assert headers.get_all("Connection") == ["keep-alive", "Upgrade"]
+    assert headers["Connection"] == "keep-alive, Upgrade"
+
+
+def test_tokens_are_split_trimmed_and_lower_cased() -> None:
+    headers = Headers([("Connection", "keep-alive, Upgrade"), ("Connection", " ,UPGRADE ,")])
+    assert headers.tokens("connection") == ["keep-alive", "upgrade", "upgrade"]
+    assert headers.tokens("Upgrade") == []
+
+
+def test_headers_keep_order_and_names_as_given() -> None:
+    headers = Headers({"A": "1"})
+    headers.add("b", "2")
+    assert headers.items() == [("A", "1"), ("b", "2")]
+    assert list(headers) == ["A", "b"]
+    assert len(headers) == 2
+    assert Headers(headers) == headers
+
+
+# ---------------------------------------------------------------- RequestReader
+
+
+def test_rfc_example_request_is_read() -> None:
+    request = read_request(RFC_REQUEST)
+    assert (request.method, request.target, request.http_version) == ("GET", "/chat", "1.1")
+    assert request.headers["sec-websocket-key"] == "dGhlIHNhbXBsZSBub25jZQ=="
+    assert request.headers["Sec-WebSocket-Protocol"] == "chat, superchat"
+    assert request.path == "/chat"
+
+
+def test_request_fed_one_byte_at_a_time_is_read_once_complete() -> None:
+    reader = RequestReader()
+    for i in range(len(RFC_REQUEST) - 1):
+        assert reader.feed(RFC_REQUEST[i : i + 1]) is None
+    request = reader.feed(RFC_REQUEST[-1:])
+    assert request is not None
+    assert request.headers == read_request(RFC_REQUEST).headers
+
+
+def test_bytes_after_the_request_head_are_kept_as_trailing_data() -> None:
+    frame = bytes.fromhex("818537fa213d7f9f4d5158")
+    reader = RequestReader()
+    assert reader.feed(RFC_REQUEST + frame) is not None
+    assert reader.trailing_data == frame
+
+
+def test_path_and_query_are_parsed_from_the_target() -> None:
+    request = read_request(b"GET /room/1?user=ann&x=&x=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert request.path == "/room/1"
+    assert request.query_string == "user=ann&x=&x=2"
+    assert request.query == {"user": "ann", "x": "2"}
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"GARBAGE\r\n\r\n", b"request line"),
+        (b"GET / HTTP/1.1\r\nHost a\r\n\r\n", b"header"),
+        (b"GET / HTTP/1.1\r\n\r\n", b"Host"),
+    ],
+    ids=["request-line", "header-line", "no-host"],
+)
+def test_malformed_request_is_a_400_with_a_body_saying_what_is_wrong(
+    data: bytes, what: bytes
+) -> None:
+    error = rejected([data])
+    assert error.status == 400
+    assert what.lower() in str(error).lower().encode()
+    # The server answers with `error.body`: the client must be told what is wrong.
+    assert what.lower() in error.body.lower(), error.body
+
+
+def test_request_line_of_max_request_line_bytes_is_accepted() -> None:
+    line = b"GET /" + b"a" * 95 + b" HTTP/1.1"
+    head = line + b"\r\nHost: a\r\n\r\n"
+    assert read_request(head, max_request_line=len(line)).target == "/" + "a" * 95
+
+
+def test_request_line_of_max_request_line_bytes_is_accepted_when_fed_byte_by_byte() -> None:
+    line = b"GET /" + b"a" * 95 + b" HTTP/1.1"
+    head = line + b"\r\nHost: a\r\n\r\n"
+    reader = RequestReader(max_request_line=len(line))
+    results = [reader.feed(head[i : i + 1]) for i in range(len(head))]
+    assert results[-1] is not None
+
+
+def test_request_line_over_max_request_line_is_a_400() -> None:
+    line = b"GET /" + b"a" * 96 + b" HTTP/1.1"
+    error = rejected([line + b"\r\nHost: a\r\n\r\n"], max_request_line=len(line) - 1)
+    assert error.status == 400
+    assert "max_request_line" in str(error)
+
+
+def test_request_line_over_max_request_line_is_a_400_before_its_end_arrives() -> None:
+    chunks = [b"GET /" + b"a" * 50 for _ in range(200)]  # no CRLF ever
+    assert rejected(chunks, max_request_line=1000).status == 400
+
+
+def test_request_head_over_max_header_bytes_is_a_431_while_incomplete() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 2000
+    assert rejected([head[:100], head[100:]], max_header_bytes=1000).status == 431
+
+
+def test_request_head_over_max_header_bytes_is_a_431_even_when_it_arrives_whole() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 2000 + b"\r\n\r\n"
+    assert rejected([head], max_header_bytes=1000).status == 431
+
+
+def test_default_max_header_bytes_rejects_a_20_kb_head_with_431() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 20000 + b"\r\n\r\n"
+    assert len(head) > DEFAULT_MAX_HEADER_BYTES
+    assert rejected([head]).status == 431
+
+
+def test_max_headers_fields_are_accepted_and_one_more_is_a_431() -> None:
+    assert len(read_request(request_with_headers(10), max_headers=10).headers) == 10
+    error = rejected([request_with_headers(11)], max_headers=10)
+    assert error.status == 431
+    assert "max_headers=10" in str(error)
+
+
+# ---------------------------------------------------------------- serializers
+
+
+def test_rfc_example_response_is_written_byte_for_byte() -> None:
+    response = Response(
+        101,
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ("Sec-WebSocket-Protocol", "chat"),
+        ],
+    )
+    assert serialize_response(response) == RFC_RESPONSE
+
+
+def test_error_response_gets_content_length_connection_close_and_a_text_body() -> None:
+    data = serialize_response(Response(400, body="bad key\n"))
+    assert data == (
+        b"HTTP/1.1 400 Bad Request\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 8\r\n"
+        b"Connection: close\r\n"
+        b"\r\n"
+        b"bad key\n"
+    )
+
+
+def test_request_is_written_byte_for_byte() -> None:
+    request = Request(
+        "GET",
+        "/chat",
+        Headers(
+            [
+                ("Host", "server.example.com"),
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Origin", "http://example.com"),
+                ("Sec-WebSocket-Protocol", "chat, superchat"),
+                ("Sec-WebSocket-Version", "13"),
+            ]
+        ),
+    )
+    assert serialize_request(request) == RFC_REQUEST
+
+
+@pytest.mark.parametrize("bad", ["a\r\nX-Injected: 1", "a\nb", "a\0b"])
+def test_crlf_in_a_header_value_is_refused(bad: str) -> None:
+    with pytest.raises(UsageError):
+        serialize_response(Response(400, [("X-Why", bad)]))
+    with pytest.raises(UsageError):
+        serialize_request(Request("GET", "/", Headers([("X-Why", bad)])))
+
+
+def test_crlf_in_a_request_target_is_refused() -> None:
+    with pytest.raises(UsageError):
+        serialize_request(Request("GET", "/\r\nHost: evil", Headers([("Host", "a")])))
+
+
+# ---------------------------------------------------------------- ResponseReader
+
+
+def rfc_request() -> Request:
+    return read_request(RFC_REQUEST)
+
+
+def test_rfc_example_response_is_read_with_the_frames_after_it() -> None:
+    frame = bytes.fromhex("810548656c6c6f")
+    reader = ResponseReader(rfc_request())
+    response = reader.feed(RFC_RESPONSE + frame)
+    assert response is not None
+    assert response.status == 101
+    assert response.reason == "Switching Protocols"
+    assert response.headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert reader.trailing_data == frame
+
+
+def test_101_response_fed_one_byte_at_a_time_is_read_once_its_head_is_complete() -> None:
+    reader = ResponseReader(rfc_request())
+    for i in range(len(RFC_RESPONSE) - 1):
+        assert reader.feed(RFC_RESPONSE[i : i + 1]) is None
+    response = reader.feed(RFC_RESPONSE[-1:])
+    assert response is not None
+    assert response.status == 101
+
+
+def test_error_response_is_read_with_its_body() -> None:
+    data = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!"
+    response = ResponseReader(rfc_request()).feed(data)
+    assert response is not None
+    assert (response.status, response.reason, response.body) == (403, "Forbidden", b"nope!")
+
+
+def test_error_response_body_is_bounded_by_max_body_bytes() -> None:
+    data = b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\n" + b"z" * 100
+    response = ResponseReader(rfc_request(), max_body_bytes=10).feed(data)
+    assert response is not None
+    assert response.body == b"z" * 10
+
+
+def test_error_response_without_length_ends_at_eof() -> None:
+    reader = ResponseReader(rfc_request())
+    assert reader.feed(b"HTTP/1.1 404 Not Found\r\n\r\nmissing") is None
+    response = reader.feed_eof()
+    assert response is not None
+    assert (response.status, response.body) == (404, b"missing")
+
+
+def test_informational_responses_before_the_101_are_skipped() -> None:
+    response = ResponseReader(rfc_request()).feed(b"HTTP/1.1 100 Continue\r\n\r\n" + RFC_RESPONSE)
+    assert response is not None
+    assert response.status == 101
+
+
+def test_malformed_response_is_an_invalid_handshake_with_status_0() -> None:
+    with pytest.raises(InvalidHandshake) as info:
+        ResponseReader(rfc_request()).feed(b"SSH-2.0-OpenSSH\r\n\r\n")
+    assert info.value.status == 0
+
+
+def test_eof_before_any_response_is_an_invalid_handshake() -> None:
+    reader = ResponseReader(rfc_request())
+    assert reader.feed(b"HTTP/1.1 10") is None
+    with pytest.raises(InvalidHandshake):
+        reader.feed_eof()
