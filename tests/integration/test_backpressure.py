@@ -1,0 +1,125 @@
+"""Backpressure both ways: a slow reader stops the socket being read; a peer that does not read stops `send`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import upwire
+
+from .helpers import StartServer, uri
+from .wire import BINARY, TEXT, RawPeer
+
+TEST_TIMEOUT_S = 20.0
+MESSAGE_SIZE = 64 * 1024
+# A send that has not completed after this long is blocked (a send into a free buffer takes microseconds).
+BLOCKED_AFTER_S = 0.3
+
+
+def numbered(index: int) -> bytes:
+    """A 64 KiB message that starts with its index, to check the order of arrival."""
+    return index.to_bytes(4, "big") + bytes(MESSAGE_SIZE - 4)
+
+
+def index_of(message: bytes | str) -> int:
+    assert isinstance(message, bytes) and len(message) == MESSAGE_SIZE
+    return int.from_bytes(message[:4], "big")
+
+
+async def send_until_blocked(
+    ws: upwire.Connection, limit: int = 5000
+) -> tuple[int, asyncio.Task[None]]:
+    """Send numbered messages until one does not complete in time; return its index and its task."""
+    for index in range(limit):
+        sending = asyncio.create_task(ws.send(numbered(index)))
+        done, _ = await asyncio.wait({sending}, timeout=BLOCKED_AFTER_S)
+        if not done:
+            return index, sending
+        sending.result()
+    raise AssertionError(f"{limit} messages of {MESSAGE_SIZE} bytes were sent without blocking")
+
+
+async def test_slow_consumer_stops_reading_at_max_queue_and_the_sender_blocks(
+    start_server: StartServer,
+) -> None:
+    max_queue = 4
+    start_reading = asyncio.Event()
+    connections: list[upwire.ServerConnection] = []
+    received: list[int] = []
+    all_received = asyncio.Event()
+    expected_total: list[int] = []
+
+    async def slow_consumer(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        await start_reading.wait()
+        async for message in ws:
+            received.append(index_of(message))
+            if expected_total and len(received) == expected_total[0]:
+                all_received.set()
+
+    server = await start_server(slow_consumer, max_queue=max_queue, ping_interval=None)
+    peak_queue = 0
+
+    async def watch_queue() -> None:
+        # The queue only grows inside data_received, one callback per loop iteration: sampling once
+        # per iteration sees its peak. (`_messages` is private; there is no public queue length.)
+        nonlocal peak_queue
+        while True:
+            for connection in connections:
+                peak_queue = max(peak_queue, len(connection._messages))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch_queue())
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+            blocked_at, blocked_send = await send_until_blocked(ws)
+            # The server stopped reading: what it holds is at most max_queue messages, while the
+            # rest waits in kernel buffers and in the client's transport.
+            assert peak_queue <= max_queue, f"{peak_queue} messages queued, max_queue={max_queue}"
+            (connection,) = connections
+            assert len(connection._messages) <= max_queue
+            assert ws.transport is not None
+            assert ws.transport.get_write_buffer_size() > ws.options.write_limit
+            # The consumer catches up: the blocked send completes and everything arrives in order.
+            total = blocked_at + 1 + 10
+            expected_total.append(total)
+            start_reading.set()
+            await blocked_send
+            for index in range(blocked_at + 1, total):
+                await ws.send(numbered(index))
+            await all_received.wait()
+            assert received == list(range(total))
+            assert peak_queue <= max_queue
+    finally:
+        watcher.cancel()
+
+
+async def test_send_waits_while_the_write_buffer_is_above_write_limit(
+    start_server: StartServer,
+) -> None:
+    write_limit = 32 * 1024
+    blocked: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    async def flood(ws: upwire.ServerConnection) -> None:
+        blocked_at, blocked_send = await send_until_blocked(ws)
+        assert ws.transport is not None
+        blocked.set_result((blocked_at, ws.transport.get_write_buffer_size()))
+        await blocked_send
+        await ws.send("done")
+        await ws.recv()
+
+    server = await start_server(flood, write_limit=write_limit, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        # A peer that completes the handshake, then does not read.
+        peer = await RawPeer.upgraded(server.port)
+        blocked_at, buffered = await blocked
+        assert buffered > write_limit
+        # Now it reads: the blocked send completes and every message arrives, in order.
+        indexes = []
+        frame = await peer.read_frame()
+        while frame.opcode == BINARY:
+            indexes.append(index_of(frame.payload))
+            frame = await peer.read_frame()
+        assert (frame.opcode, frame.payload) == (TEXT, b"done")
+        assert indexes == list(range(blocked_at + 1))
+        peer.send_close()
+        await peer.read_to_eof()
