@@ -1,0 +1,136 @@
+"""Graceful shutdown of `serve`, and how a handler's end (return, exception) closes its connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer, echo, uri
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def test_server_close_closes_every_client_with_1001_and_wait_closed_returns(
+    start_server: StartServer,
+) -> None:
+    finished: list[int] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        finally:
+            finished.append(1)
+
+    server = await start_server(handler)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        address = uri(server)
+        clients = [await upwire.connect(address) for _ in range(3)]
+        for ws in clients:  # every handler is running
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        server.close()
+        for ws in clients:
+            with pytest.raises(upwire.ConnectionClosedOK) as caught:
+                await ws.recv()
+            assert caught.value.code == 1001
+            assert ws.close_code == 1001
+        await server.wait_closed()
+        assert finished == [1, 1, 1]
+        assert server.connections == set()
+        # The listening socket is closed: new clients are refused.
+        with pytest.raises(OSError):
+            await upwire.connect(address)
+
+
+async def test_handler_that_ignores_the_close_is_cancelled_after_shutdown_timeout(
+    start_server: StartServer,
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def stubborn(ws: upwire.ServerConnection) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server = await start_server(stubborn, shutdown_timeout=0.3)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server))
+        started = now()
+        server.close()
+        with pytest.raises(upwire.ConnectionClosedOK):
+            await ws.recv()
+        assert ws.close_code == 1001
+        await server.wait_closed()
+        assert 0.25 <= now() - started < 2.0
+        assert cancelled.is_set()
+
+
+async def test_leaving_async_with_serve_closes_clients_with_1001() -> None:
+    finished = asyncio.Event()
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        try:
+            await echo(ws)
+        finally:
+            finished.set()
+
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.serve(handler, "127.0.0.1", 0) as server:
+            ws = await upwire.connect(uri(server))
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        # Leaving the block waited for the shutdown: the handler is done and the client was closed.
+        assert finished.is_set()
+        await ws.wait_closed()
+        assert ws.close_code == 1001
+        with pytest.raises(upwire.ConnectionClosedOK):
+            await ws.recv()
+
+
+async def test_serve_forever_shuts_down_gracefully_when_cancelled() -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        server = await upwire.serve(echo, "127.0.0.1", 0)
+        serving = asyncio.create_task(server.serve_forever())
+        ws = await upwire.connect(uri(server))
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        await ws.wait_closed()
+        assert ws.close_code == 1001
+
+
+async def test_handler_raising_an_exception_closes_with_1011(start_server: StartServer) -> None:
+    async def broken(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        raise RuntimeError("secret internal detail")
+
+    server = await start_server(broken)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send("boom")
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            await ws.recv()
+        assert caught.value.code == 1011
+        assert "secret internal detail" not in caught.value.reason
+        assert "Traceback" not in caught.value.reason
+
+
+async def test_handler_returning_closes_with_1000(start_server: StartServer) -> None:
+    async def say_bye(ws: upwire.ServerConnection) -> None:
+        await ws.send("bye")
+
+    server = await start_server(say_bye)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        assert await ws.recv() == "bye"
+        with pytest.raises(upwire.ConnectionClosedOK) as caught:
+            await ws.recv()
+        assert caught.value.code == 1000
+        await ws.wait_closed()
+        assert ws.close_code == 1000
