@@ -6,6 +6,8 @@ with 1002" means a close frame carrying 1002 is on the wire, not just that an ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -499,12 +501,12 @@ def test_data_still_arrives_after_this_side_sent_a_close() -> None:
     ],
     ids=["text", "binary", "fragment", "ping", "pong", "close"],
 )
-def test_nothing_can_be_sent_after_a_close_frame(send: object) -> None:
+def test_nothing_can_be_sent_after_a_close_frame(send: Callable[[Connection], None]) -> None:
     for conn in (server(), client()):
         conn.receive_data(masked(b"\x88\x80", b"") if conn.role is Role.SERVER else b"\x88\x00")
         conn.data_to_send()
         with pytest.raises(UsageError):
-            send(conn)  # type: ignore[operator]
+            send(conn)
         assert conn.data_to_send() == []
 
 
@@ -551,6 +553,14 @@ def test_eof_without_a_close_frame_gives_close_code_1006() -> None:
     assert conn.state is State.CLOSED
     assert conn.close_code == 1006
     assert conn.receive_data(HELLO_UNMASKED) == []
+
+
+def test_eof_after_the_closing_handshake_keeps_the_peers_close_code() -> None:
+    conn = client()
+    conn.receive_data(b"\x88\x04\x0f\xa0ok")
+    conn.receive_eof()
+    assert conn.state is State.CLOSED
+    assert (conn.close_code, conn.close_reason) == (4000, "ok")
 
 
 def test_a_failed_connection_sends_one_close_and_ignores_further_input() -> None:
