@@ -1,0 +1,165 @@
+"""The `upwire` command and the hello example, run as subprocesses (`sys.executable -m upwire ...`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import upwire
+
+from .helpers import StartServer, echo, uri
+from .wire import RawPeer, plain_get
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO = REPO / "examples" / "hello"
+# Run this checkout's upwire, installed or not.
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+TEST_TIMEOUT_S = 15.0
+
+
+async def run(*args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    """Run `python args...` to completion; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=ENV,
+    )
+    try:
+        out, err = await process.communicate(stdin)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def background_server(*args: str) -> AsyncIterator[int]:
+    """Start a server subprocess on port 0; yield the port it prints; stop it (by its PID) at the end."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=ENV,
+    )
+    try:
+        assert process.stdout is not None
+        banner = (await process.stdout.readline()).decode()
+        found = re.search(r"ws://127\.0\.0\.1:(\d+)/", banner)
+        assert found, f"no address in the server's first line: {banner!r}"
+        yield int(found.group(1))
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                async with asyncio.timeout(5):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def assert_one_line_error(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+async def test_serve_echo_and_connect_from_a_pipe_print_the_echoes() -> None:
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        background_server(
+            "-m", "upwire", "serve", "--echo", "--host", "127.0.0.1", "--port", "0"
+        ) as port,
+    ):
+        code, out, err = await run(
+            "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=b"one\ntwo\nthree\n"
+        )
+        assert (code, out, err) == (0, "one\ntwo\nthree\n", "")
+
+
+async def test_serve_hello_answers_hello_alice() -> None:
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        background_server(
+            "-m", "upwire", "serve", "--hello", "--host", "127.0.0.1", "--port", "0"
+        ) as port,
+    ):
+        code, out, err = await run(
+            "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=b"Alice\n"
+        )
+        assert (code, out, err) == (0, "Hello Alice!\n", "")
+
+
+async def test_connect_to_a_closed_port_exits_1_with_a_one_line_error() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, out, err = await run("-m", "upwire", "connect", f"ws://127.0.0.1:{port}/")
+    assert code == 1
+    assert out == ""
+    assert_one_line_error(err)
+    assert err.startswith("upwire: ")
+    assert str(port) in err
+
+
+async def test_connect_with_a_uri_that_is_not_websocket_exits_2() -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, out, err = await run("-m", "upwire", "connect", "http://x")
+    assert (code, out) == (2, "")
+    assert "Traceback" not in err
+    assert "ws://" in err
+
+
+async def test_connect_to_a_server_answering_404_exits_1_naming_the_status(
+    start_server: StartServer,
+) -> None:
+    server = await start_server({"/chat": echo})
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, out, err = await run("-m", "upwire", "connect", uri(server, "/nowhere"))
+    assert (code, out) == (1, "")
+    assert_one_line_error(err)
+    assert "404" in err
+
+
+async def test_hello_example_client_gets_a_greeting_from_the_hello_example_server() -> None:
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        background_server(str(HELLO / "server.py"), "--host", "127.0.0.1", "--port", "0") as port,
+    ):
+        code, out, err = await run(
+            str(HELLO / "client.py"), f"ws://127.0.0.1:{port}/", "--name", "Bob"
+        )
+        assert code == 0, err
+        assert "<<< Hello Bob!" in out.splitlines()
+
+
+async def test_hello_example_server_answers_get_slash_with_its_html_page() -> None:
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        background_server(str(HELLO / "server.py"), "--host", "127.0.0.1", "--port", "0") as port,
+    ):
+        peer = await RawPeer.connect(port)
+        peer.write(plain_get("/"))
+        response = await peer.read_http_response()
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.body == (HELLO / "index.html").read_bytes()
+        # And the same port still speaks WebSocket.
+        async with upwire.connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send("Carol")
+            assert await ws.recv() == "Hello Carol!"
