@@ -95,6 +95,7 @@ class Connection:
         "_frame_offset",
         "_frame_opcode",
         "_frame_remaining",
+        "_header_frame_limit",
         "_max_frame_size",
         "_max_message_size",
         "_msg_opcode",
@@ -120,6 +121,11 @@ class Connection:
         self.transport_should_close = False
         self._max_message_size = max_message_size
         self._max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
+        # A data frame over max_message_size fails the message check, which names that option; the
+        # frame check needs to run on its own only when max_frame_size differs.
+        self._header_frame_limit = (
+            None if self._max_frame_size == max_message_size else self._max_frame_size
+        )
         self._expect_masked = role is Role.SERVER
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
@@ -304,7 +310,7 @@ class Connection:
         if header is None:
             return -1
         violation = check_header(
-            header, expect_masked=self._expect_masked, max_frame_size=self._max_frame_size
+            header, expect_masked=self._expect_masked, max_frame_size=self._header_frame_limit
         )
         if violation is not None:
             raise ProtocolError(violation.message, violation.close_code)
@@ -318,6 +324,9 @@ class Connection:
             # An incomplete text frame is consumed as it arrives so that invalid UTF-8 fails at once
             # (RFC 6455 §8.1 allows failing as soon as the bytes seen cannot be valid).
             if opcode == _TEXT or (opcode == _CONTINUATION and self._msg_opcode == _TEXT):
+                if any(isinstance(event, str | bytes) for event in events):
+                    # Check without consuming, so that an error can wait behind those messages.
+                    self._check_partial_text(opcode, view[start:end], header.mask_key)
                 self._start_streamed_text(header.fin, opcode, length, header.mask_key)
                 try:
                     return self._stream_text(view, start, events)
@@ -411,6 +420,18 @@ class Connection:
         self._msg_parts = []
         self._msg_size = 0
         self._decoder = None
+
+    def _check_partial_text(self, opcode: int, chunk: memoryview, mask_key: bytes | None) -> None:
+        """Raise ProtocolError if the start of a text frame is already invalid UTF-8; change nothing."""
+        if opcode == _TEXT or self._decoder is None:
+            decoder = IncrementalUTF8Decoder()
+        else:
+            decoder = self._decoder.copy()
+        data = chunk if mask_key is None else apply_mask(chunk, mask_key)
+        try:
+            decoder.decode(data, False)
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"invalid UTF-8 in text message ({exc.reason})", 1007) from None
 
     def _start_streamed_text(
         self, fin: bool, opcode: int, length: int, mask_key: bytes | None

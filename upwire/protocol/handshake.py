@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from upwire.exceptions import InvalidHandshake, InvalidStatus
-from upwire.protocol.http import Headers, HeadersLike, Request, Response
+from upwire.protocol.http import Headers, HeadersLike, Request, Response, http_error
 
 __all__ = [
     "GUID",
@@ -42,13 +42,6 @@ def accept_key(key: str) -> str:
     """Return the Sec-WebSocket-Accept value for `key` (RFC 6455 §4.2.2)."""
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
     return base64.b64encode(digest).decode("ascii")
-
-
-def _error(status: int, message: str, headers: HeadersLike = ()) -> InvalidHandshake:
-    body = f"Failed to open a WebSocket connection: {message}.\n".encode()
-    all_headers = Headers(headers)
-    all_headers.add("Content-Type", "text/plain; charset=utf-8")
-    return InvalidHandshake(message, status, all_headers.items(), body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,27 +120,29 @@ def check_request(request: Request) -> str:
     headers = request.headers
     # RFC 6455 §4.2.1 (1): the method MUST be GET and the version at least HTTP/1.1.
     if request.method != "GET":
-        raise _error(405, f"method {request.method} is not allowed, use GET", [("Allow", "GET")])
+        raise http_error(
+            405, f"method {request.method} is not allowed, use GET", [("Allow", "GET")]
+        )
     if request.http_version in ("0.9", "1.0"):
-        raise _error(400, f"HTTP/{request.http_version} cannot upgrade; HTTP/1.1 is required")
+        raise http_error(400, f"HTTP/{request.http_version} cannot upgrade; HTTP/1.1 is required")
     # (2) A Host header field (h11 already requires it for HTTP/1.1; a blank one is not enough).
     if not (headers.get("Host") or "").strip():
-        raise _error(400, "missing Host header")
+        raise http_error(400, "missing Host header")
     # (3) Upgrade MUST include "websocket" (case-insensitive).
     if "websocket" not in headers.tokens("Upgrade"):
-        raise _error(
+        raise http_error(
             426,
             "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
     # (4) Connection MUST include the "Upgrade" token (case-insensitive).
     if "upgrade" not in headers.tokens("Connection"):
-        raise _error(400, "the Connection header does not include the 'Upgrade' token")
+        raise http_error(400, "the Connection header does not include the 'Upgrade' token")
     # (6) Sec-WebSocket-Version MUST be 13; otherwise 426 listing the supported versions (§4.4).
     versions = headers.get_all("Sec-WebSocket-Version")
     if versions != ["13"]:
         found = ", ".join(versions) if versions else "none"
-        raise _error(
+        raise http_error(
             426,
             f"unsupported Sec-WebSocket-Version ({found}); this server speaks version 13",
             [("Sec-WebSocket-Version", "13")],
@@ -155,14 +150,14 @@ def check_request(request: Request) -> str:
     # (5) Sec-WebSocket-Key MUST be base64 of 16 bytes, sent once.
     keys = headers.get_all("Sec-WebSocket-Key")
     if len(keys) != 1:
-        raise _error(400, "there must be exactly one Sec-WebSocket-Key header")
+        raise http_error(400, "there must be exactly one Sec-WebSocket-Key header")
     key = keys[0].strip()
     try:
         raw = base64.b64decode(key.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        raise _error(400, f"Sec-WebSocket-Key {key!r} is not base64") from None
+        raise http_error(400, f"Sec-WebSocket-Key {key!r} is not base64") from None
     if len(raw) != 16:
-        raise _error(400, f"Sec-WebSocket-Key decodes to {len(raw)} bytes instead of 16")
+        raise http_error(400, f"Sec-WebSocket-Key decodes to {len(raw)} bytes instead of 16")
     return key
 
 

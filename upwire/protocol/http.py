@@ -29,6 +29,7 @@ __all__ = [
     "RequestReader",
     "Response",
     "ResponseReader",
+    "http_error",
     "serialize_request",
     "serialize_response",
 ]
@@ -172,6 +173,20 @@ class Response:
         self.reason = reason or _reason(status)
 
 
+def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidHandshake:
+    """Build the error for a refused request: the response it gets has a body saying what is wrong.
+
+    Args:
+        status: the HTTP status to answer with (400, 405, 426, 431, ...).
+        message: what is wrong, in a sentence without a final period.
+        headers: extra response header fields (e.g. `Sec-WebSocket-Version: 13` for a 426).
+    """
+    body = f"Failed to open a WebSocket connection: {message}.\n".encode()
+    all_headers = Headers(headers)
+    all_headers.add("Content-Type", "text/plain; charset=utf-8")
+    return InvalidHandshake(message, status, all_headers.items(), body)
+
+
 def _reason(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase
@@ -244,7 +259,9 @@ class RequestReader:
         self._parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_request_line = max_request_line
         self._max_headers = max_headers
+        self._max_header_bytes = max_header_bytes
         self._seen = bytearray()
+        self._received = 0
         self.request: Request | None = None
         self.trailing_data = b""
 
@@ -257,32 +274,33 @@ class RequestReader:
         if self.request is not None:
             self.trailing_data += data
             return self.request
-        if len(self._seen) <= self._max_request_line:
-            self._seen += data[: self._max_request_line + 2]
+        limit = self._max_request_line
+        if len(self._seen) < limit + 2:
+            # Keep just enough of the start to find the end of the request line (its CRLF).
+            self._seen += data[: limit + 2 - len(self._seen)]
             line_end = self._seen.find(b"\r\n")
-            if (line_end < 0 and len(self._seen) > self._max_request_line) or (
-                line_end > self._max_request_line
-            ):
-                raise InvalidHandshake(
-                    f"request line longer than max_request_line={self._max_request_line} bytes",
-                    400,
-                )
+            if line_end > limit or (line_end < 0 and len(self._seen) >= limit + 2):
+                raise http_error(400, f"request line longer than max_request_line={limit} bytes")
+        self._received += len(data)
         self._parser.receive_data(data)
         try:
             event = self._parser.next_event()
         except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            if status == 431:
-                raise InvalidHandshake("request head larger than max_header_bytes", 431) from None
-            raise InvalidHandshake(f"malformed HTTP request: {exc}", status) from None
+            if exc.error_status_hint == 431:
+                raise self._too_large() from None
+            raise http_error(exc.error_status_hint, f"malformed HTTP request ({exc})") from None
         if event is h11.NEED_DATA:
             return None
         if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields a Request first
-            raise InvalidHandshake(f"unexpected HTTP event {type(event).__name__}", 400)
+            raise http_error(400, f"unexpected HTTP event {type(event).__name__}")
+        trailing = bytes(self._parser.trailing_data[0])
+        # h11 bounds only an incomplete head; a complete one that arrived at once must be checked too.
+        if self._received - len(trailing) > self._max_header_bytes:
+            raise self._too_large()
         raw = event.headers.raw_items()
         if len(raw) > self._max_headers:
-            raise InvalidHandshake(
-                f"{len(raw)} header fields exceed max_headers={self._max_headers}", 431
+            raise http_error(
+                431, f"{len(raw)} header fields exceed max_headers={self._max_headers}"
             )
         self.request = Request(
             method=event.method.decode("ascii"),
@@ -291,8 +309,13 @@ class RequestReader:
             http_version=event.http_version.decode("ascii"),
         )
         # What follows the head: h11 keeps it unread once the request asks to switch protocols or ends.
-        self.trailing_data = bytes(self._parser.trailing_data[0])
+        self.trailing_data = trailing
         return self.request
+
+    def _too_large(self) -> InvalidHandshake:
+        return http_error(
+            431, f"request head larger than max_header_bytes={self._max_header_bytes} bytes"
+        )
 
 
 class ResponseReader:

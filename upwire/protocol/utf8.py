@@ -23,6 +23,12 @@ class IncrementalUTF8Decoder:
     def __init__(self) -> None:
         self._decoder = _Decoder("strict")
 
+    def copy(self) -> IncrementalUTF8Decoder:
+        """Return an independent decoder in the same state (to check input without consuming it)."""
+        twin = IncrementalUTF8Decoder()
+        twin._decoder.setstate(self._decoder.getstate())
+        return twin
+
     def decode(self, data: bytes | bytearray | memoryview, final: bool = False) -> str:
         """Decode the next piece; with `final`, the input must end on a character boundary.
 
