@@ -85,10 +85,11 @@ async def test_serve_echo_and_connect_from_a_pipe_print_the_echoes() -> None:
             "-m", "upwire", "serve", "--echo", "--host", "127.0.0.1", "--port", "0"
         ) as port,
     ):
+        lines = "".join(f"line {i}\n" for i in range(20))
         code, out, err = await run(
-            "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=b"one\ntwo\nthree\n"
+            "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=lines.encode()
         )
-        assert (code, out, err) == (0, "one\ntwo\nthree\n", "")
+        assert (code, out, err) == (0, lines, "")
 
 
 async def test_serve_hello_answers_hello_alice() -> None:
@@ -99,9 +100,9 @@ async def test_serve_hello_answers_hello_alice() -> None:
         ) as port,
     ):
         code, out, err = await run(
-            "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=b"Alice\n"
+            "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=b"Alice\nBob\nCarol\n"
         )
-        assert (code, out, err) == (0, "Hello Alice!\n", "")
+        assert (code, out, err) == (0, "Hello Alice!\nHello Bob!\nHello Carol!\n", "")
 
 
 async def test_connect_to_a_closed_port_exits_1_with_a_one_line_error() -> None:

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Chart and Markdown table of a bench.py run: upwire against its peers, as ratios measured in the same run.
+
+    bench/.venv/bin/python bench/chart.py bench/results/run.json --png docs/benchmarks.png --markdown
+
+The ratio of upwire to a peer is the median over repeats of (upwire / peer) taken in the same repeat, so
+it is as fair as the interleaving allows. For rows where lower is better (CPU, latency, memory, broadcast
+time) the ratio is still upwire / peer, so there a ratio below 1 means upwire is better.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import ROWS, fmt  # noqa: E402
+
+LOOPS = ("asyncio", "uvloop")
+PEERS = ("websockets", "aiohttp", "picows")
+CHART_ROWS = (
+    "tp_16_1c",
+    "tp_1k_1c",
+    "tp_16_100c",
+    "tp_1k_100c",
+    "tp_64k_1c",
+    "tp_1m_1c",
+    "conn_seq",
+)
+
+
+def by_rep(result, server, mid):
+    """{repeat: value} of one server for one table row, read from the raw runs."""
+    row = next(r for r in ROWS if r[0] == mid)
+    test, path = row[2], row[3]
+    out = {}
+    for run in result["runs"]:
+        if run["server"] != server or run["test"] != test:
+            continue
+        value = run["result"]
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            out[run["rep"]] = value
+    return out
+
+
+def ratio(result, mid, server, peer):
+    mine, theirs = by_rep(result, server, mid), by_rep(result, peer, mid)
+    ratios = [mine[r] / theirs[r] for r in mine if theirs.get(r)]
+    return statistics.median(ratios) if ratios else None
+
+
+def markdown(result):
+    summary = result["summary"]
+    lines = []
+    for loop in LOOPS:
+        me = f"upwire-{loop}"
+        if not any(me in summary.get(mid, {}) for mid, *_ in ROWS):
+            continue
+        lines.append(f"\n**{loop}** (upwire / peer; median of per-repeat ratios)\n")
+        lines.append("| figure | upwire | ÷ websockets | ÷ aiohttp | ÷ picows | ÷ raw TCP |")
+        lines.append("|---|---|---|---|---|---|")
+        for mid, label, _test, _path, higher in ROWS:
+            entry = summary.get(mid, {}).get(me)
+            if entry is None:
+                continue
+            cells = [fmt(entry["median"]) if entry["median"] is not None else "failed"]
+            for peer in (*PEERS, "raw"):
+                r = ratio(result, mid, me, f"{peer}-{loop}")
+                cells.append("-" if r is None else f"{r:.2f}")
+            arrow = "↑" if higher else "↓"
+            lines.append(f"| {' '.join(label.split())} {arrow} | " + " | ".join(cells) + " |")
+    clients = result.get("clients")
+    if clients:
+        lines.append(
+            f"\n**client side** (msg/s, pipelined window of {clients['window']}; ratios in the same repeat)\n"
+        )
+        lines.append("| client | size | msg/s | ÷ websockets | ÷ picows | server CPU |")
+        lines.append("|---|---|---|---|---|---|")
+        for e in clients["summary"].values():
+
+            def cell(x, f="{:.2f}"):
+                return "-" if x is None else f.format(x)
+
+            lines.append(
+                f"| {e['client']}-{e['loop']} | {e['size']} B | {cell(e['median'], '{:,.0f}')} | "
+                f"{cell(e['ratio_to_websockets'])} | {cell(e['ratio_to_picows'])} | "
+                f"{cell(e['server_cpu_util_median'], '{:.0%}')} |"
+            )
+    return "\n".join(lines)
+
+
+def chart(result, png):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = result["summary"]
+    libs = ("upwire", *PEERS)
+    colors = {
+        "upwire": "#d62728",
+        "websockets": "#1f77b4",
+        "aiohttp": "#2ca02c",
+        "picows": "#9467bd",
+    }
+    rows = [r for r in ROWS if r[0] in CHART_ROWS and r[0] in summary]
+    clients = result.get("clients")
+    panels = len(LOOPS) + (1 if clients else 0)
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.6 * panels), squeeze=False)
+    width = 0.8 / len(libs)
+    for ax, loop in zip(axes[:, 0], LOOPS, strict=False):
+        for i, lib in enumerate(libs):
+            values = []
+            for mid, *_ in rows:
+                r = ratio(result, mid, f"{lib}-{loop}", f"websockets-{loop}")
+                values.append(r or 0.0)
+            xs = [k + (i - (len(libs) - 1) / 2) * width for k in range(len(rows))]
+            ax.bar(xs, values, width, label=lib, color=colors[lib])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(2.0, color="#d62728", linewidth=0.8, linestyle="--")
+        ax.set_xticks(
+            range(len(rows)), [" ".join(label.split()[:-1]) for _, label, *_ in rows], fontsize=8
+        )
+        ax.set_ylabel("× websockets (higher is better)")
+        ax.set_title(
+            f"server side, {loop} loop (dashed: issue 3 target of 2× websockets at 16 B / 1 KiB)"
+        )
+        ax.legend(fontsize=8, ncol=4)
+    if clients:
+        ax = axes[-1, 0]
+        entries = list(clients["summary"].values())
+        keys = sorted({(e["loop"], e["size"]) for e in entries})
+        names = ("upwire", "websockets", "picows")
+        for i, name in enumerate(names):
+            values = []
+            for loop, size in keys:
+                e = clients["summary"].get(f"{name}-{loop}-{size}")
+                values.append((e or {}).get("ratio_to_websockets") or 0.0)
+            xs = [k + (i - 1) * 0.27 for k in range(len(keys))]
+            ax.bar(xs, values, 0.27, label=name, color=colors[name])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(
+            range(len(keys)), [f"client {size} B, {loop}" for loop, size in keys], fontsize=8
+        )
+        ax.set_ylabel("× websockets client")
+        ax.set_title("client side: echo msg/s against one batching echo server")
+        ax.legend(fontsize=8, ncol=3)
+    meta = result["meta"]
+    fig.suptitle(
+        f"upwire {meta.get('upwire_commit', '')} vs peers — {meta['time']}, {meta.get('cpu')} x{meta['nproc']}, "
+        f"medians of {meta['repeats']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"chart: {png}", file=sys.stderr)
+
+
+def main():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "json", nargs="+", help="bench.py result files (merged: later files add servers/tests)"
+    )
+    p.add_argument("--png", help="write the chart here")
+    p.add_argument("--markdown", action="store_true", help="print the Markdown tables")
+    a = p.parse_args()
+    result = None
+    for path in a.json:
+        with open(path) as f:
+            part = json.load(f)
+        if result is None:
+            result = part
+        else:
+            result["runs"] += part["runs"]
+            for mid, entries in part["summary"].items():
+                result["summary"].setdefault(mid, {}).update(entries)
+            if part.get("clients"):
+                result["clients"] = part["clients"]
+    if a.png:
+        chart(result, a.png)
+    if a.markdown:
+        print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

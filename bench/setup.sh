@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create the benchmark venv (bench/.venv, git-ignored) with the measured peers and upwire from this checkout.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q -r requirements.txt
+.venv/bin/pip install -q -e ..
+.venv/bin/python - <<'PY'
+import websockets.frames, websockets.speedups as s
+assert websockets.frames.apply_mask is s.apply_mask, "websockets C speedups not loaded"
+from aiohttp._websocket import reader
+assert reader.WebSocketReader.__module__.endswith("reader_c"), "aiohttp C websocket reader not loaded"
+import upwire
+print(f"ok: websockets speedups and aiohttp C reader loaded; upwire {upwire.__version__} from {upwire.__file__}")
+PY
