@@ -53,6 +53,19 @@ def ratio(result, mid, server, peer):
     return statistics.median(ratios) if ratios else None
 
 
+def upwire_cell(result, server, entry):
+    """The absolute figure, or why there is none (every run failed, or the test was not run that far)."""
+    if entry["median"] is None or entry["median"] == 0:
+        test = next(r[2] for r in ROWS if r[3] and r[1] == entry["label"])
+        failed = any(
+            "error" in run["result"] or run["result"].get("errors")
+            for run in result["runs"]
+            if run["server"] == server and run["test"] == test
+        )
+        return "failed" if failed else "-"
+    return fmt(entry["median"])
+
+
 def markdown(result):
     summary = result["summary"]
     lines = []
@@ -67,7 +80,7 @@ def markdown(result):
             entry = summary.get(mid, {}).get(me)
             if entry is None:
                 continue
-            cells = [fmt(entry["median"]) if entry["median"] is not None else "failed"]
+            cells = [upwire_cell(result, me, entry)]
             for peer in (*PEERS, "raw"):
                 r = ratio(result, mid, me, f"{peer}-{loop}")
                 cells.append("-" if r is None else f"{r:.2f}")
@@ -120,6 +133,9 @@ def chart(result, png):
                 values.append(r or 0.0)
             xs = [k + (i - (len(libs) - 1) / 2) * width for k in range(len(rows))]
             ax.bar(xs, values, width, label=lib, color=colors[lib])
+            for x, value in zip(xs, values, strict=True):
+                if not value:
+                    ax.text(x, 0.05, "no result", rotation=90, fontsize=7, ha="center", va="bottom")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(2.0, color="#d62728", linewidth=0.8, linestyle="--")
         ax.set_xticks(
@@ -142,6 +158,9 @@ def chart(result, png):
                 values.append((e or {}).get("ratio_to_websockets") or 0.0)
             xs = [k + (i - 1) * 0.27 for k in range(len(keys))]
             ax.bar(xs, values, 0.27, label=name, color=colors[name])
+            for x, value in zip(xs, values, strict=True):
+                if not value:
+                    ax.text(x, 0.05, "no result", rotation=90, fontsize=7, ha="center", va="bottom")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(
             range(len(keys)), [f"client {size} B, {loop}" for loop, size in keys], fontsize=8
