@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Set
 from typing import Any
 
 from upwire.exceptions import (
@@ -281,6 +281,9 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: when the connection is closing or closed.
             TypeError: for other types.
         """
+        if isinstance(message, Mapping | Set):
+            # Iterable, but over keys (or in no order): sending them as fragments is never what was meant.
+            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or a sequence")
         if isinstance(message, str | bytes | bytearray | memoryview):
             lock = self._fragment_lock
             if lock is not None and lock.locked():
@@ -506,8 +509,8 @@ class Connection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._last_received = self.loop.time()
         self._flush()
-        if protocol.error_pending:
-            # Let the application answer the messages that came before the error, then fail.
+        if protocol.input_pending:
+            # Let the application answer the messages that came before the close or error, then go on.
             self.loop.call_soon(self._resume_input)
         if protocol.close_received is not None and protocol.close_sent is not None:
             # RFC 6455 §7.1.1: the client waits for the server to close TCP, within close_timeout.

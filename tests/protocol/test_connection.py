@@ -139,8 +139,25 @@ CLIENT_STREAM_EVENTS: list[Event] = [
 
 def test_server_parses_a_mixed_stream_fed_at_once() -> None:
     conn = server()
-    assert conn.receive_data(CLIENT_STREAM) == CLIENT_STREAM_EVENTS
-    assert [(f.opcode, f.payload) for f in sent_frames(conn)] == [(0xA, b"hi"), (0x8, b"\x03\xe8")]
+    # The close frame waits behind the messages of the same batch, so they can be answered first.
+    assert conn.receive_data(CLIENT_STREAM) == CLIENT_STREAM_EVENTS[:-1]
+    assert conn.input_pending
+    assert [(f.opcode, f.payload) for f in sent_frames(conn)] == [(0xA, b"hi")]
+    assert conn.receive_data(b"") == CLIENT_STREAM_EVENTS[-1:]
+    assert not conn.input_pending
+    assert [(f.opcode, f.payload) for f in sent_frames(conn)] == [(0x8, b"\x03\xe8")]
+
+
+def test_a_close_after_messages_in_one_batch_waits_for_receive_data_with_no_bytes() -> None:
+    conn = server()
+    close = masked(b"\x88\x82", b"\x03\xe8")
+    assert conn.receive_data(HELLO_MASKED + close) == ["Hello"]
+    assert conn.input_pending
+    assert conn.data_to_send() == []
+    # Bytes arriving meanwhile are kept, not parsed, until the caller resumes.
+    assert conn.receive_data(HELLO_MASKED) == []
+    assert conn.receive_data(b"") == [CloseReceived(1000, "")]
+    assert [(f.opcode, f.payload) for f in sent_frames(conn)] == [(0x8, b"\x03\xe8")]
 
 
 def test_server_gives_identical_events_when_fed_one_byte_at_a_time() -> None:
@@ -630,7 +647,7 @@ def test_no_limit_when_max_message_size_is_none() -> None:
     assert conn.data_to_send() == []
 
 
-# ---------------------------------------------------------------- error_pending
+# ---------------------------------------------------------------- input_pending
 
 
 @pytest.mark.parametrize(
@@ -645,26 +662,26 @@ def test_no_limit_when_max_message_size_is_none() -> None:
     ],
     ids=["opcode", "unmasked", "continuation", "utf8", "close", "too-big"],
 )
-def test_message_before_an_invalid_frame_is_returned_first_with_error_pending(
+def test_message_before_an_invalid_frame_is_returned_first_with_input_pending(
     bad_frame: bytes, code: int
 ) -> None:
     conn = server()
     assert conn.receive_data(HELLO_MASKED + bad_frame) == ["Hello"]
-    assert conn.error_pending
+    assert conn.input_pending
     assert conn.data_to_send() == []
     assert conn.state is State.OPEN
     events = conn.receive_data(b"")
-    assert not conn.error_pending
+    assert not conn.input_pending
     assert_failed(conn, events, code)
 
 
-def test_message_before_a_partial_invalid_text_frame_is_returned_first_with_error_pending() -> None:
+def test_message_before_a_partial_invalid_text_frame_is_returned_first_with_input_pending() -> None:
     # As above, but the invalid text frame is only partly received (it fails before its end, §8.1):
     # the message before it must still reach the application before the close frame is queued.
     conn = server()
     partial = masked(b"\x81\x94", b"\xff" + b"x" * 19)[:8]
     assert conn.receive_data(HELLO_MASKED + partial) == ["Hello"]
-    assert conn.error_pending
+    assert conn.input_pending
     assert conn.data_to_send() == []
     assert_failed(conn, conn.receive_data(b""), 1007)
 
@@ -683,7 +700,7 @@ def test_bytes_received_while_an_error_is_pending_are_not_processed() -> None:
     conn = server()
     assert conn.receive_data(HELLO_MASKED + masked(b"\x83\x80", b"")) == ["Hello"]
     assert conn.receive_data(HELLO_MASKED) == []
-    assert conn.error_pending
+    assert conn.input_pending
     assert conn.data_to_send() == []
     assert_failed(conn, conn.receive_data(b""), 1002)
 
@@ -691,7 +708,7 @@ def test_bytes_received_while_an_error_is_pending_are_not_processed() -> None:
 def test_invalid_frame_with_no_message_before_it_fails_at_once() -> None:
     conn = server()
     events = conn.receive_data(masked(b"\x89\x80", b"") + masked(b"\x83\x80", b""))
-    assert not conn.error_pending
+    assert not conn.input_pending
     assert events[0] == Ping(b"")
     assert isinstance(events[-1], ProtocolFailure)
     frames = sent_frames(conn)

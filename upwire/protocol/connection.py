@@ -54,6 +54,10 @@ _SEPARATE_PAYLOAD_SIZE = 16 * 1024
 
 _mask_keys = MaskKeys()
 
+# `_parse_frame` results other than an end position: the frame is incomplete / must wait for a resume.
+_INCOMPLETE = -1
+_PAUSE = -2
+
 
 class Role(enum.Enum):
     """Which end of the connection this state machine plays."""
@@ -87,7 +91,6 @@ class Connection:
         "_close_sent",
         "_decoder",
         "_discard_input",
-        "_error_pending",
         "_expect_masked",
         "_failure",
         "_frame_fin",
@@ -96,6 +99,7 @@ class Connection:
         "_frame_opcode",
         "_frame_remaining",
         "_header_frame_limit",
+        "_input_pending",
         "_max_frame_size",
         "_max_message_size",
         "_msg_opcode",
@@ -132,7 +136,7 @@ class Connection:
         self._discard_input = False
         # Parsing stopped before a frame that breaks the protocol, because messages came before it in the
         # same batch: the application answers them first; `receive_data(b"")` then fails the connection.
-        self._error_pending = False
+        self._input_pending = False
         self._close_sent: tuple[int | None, str] | None = None
         self._close_received: tuple[int, str] | None = None
         self._failure: ProtocolError | None = None
@@ -197,9 +201,12 @@ class Connection:
         return self._close_sent is not None and self._close_received is not None
 
     @property
-    def error_pending(self) -> bool:
-        """True when a protocol error waits behind messages just returned; see `receive_data`."""
-        return self._error_pending
+    def input_pending(self) -> bool:
+        """True when a close frame or a protocol error waits behind messages just returned.
+
+        The caller lets the application answer those messages, then calls `receive_data(b"")`.
+        """
+        return self._input_pending
 
     def data_to_send(self) -> list[bytes]:
         """Return the bytes queued for the peer, in order, and forget them."""
@@ -216,11 +223,11 @@ class Connection:
         Args:
             data: the bytes, in order; any split is fine (partial headers, partial payloads).
 
-        A protocol error is reported in a batch of its own: when complete messages precede the offending
-        frame, parsing stops before it, `error_pending` becomes True and the messages are returned, so the
-        application can answer them before the close frame goes out (RFC 6455 §5.4 keeps frames in
-        order; answering what came before an error is what a peer expects). Further bytes are buffered
-        until `receive_data(b"")` is called, which reports the error.
+        The end of input comes in a batch of its own: when complete messages precede a close frame or a
+        frame that breaks the protocol, parsing stops before that frame, `input_pending` becomes True
+        and the messages are returned, so the application can answer them before the close frame goes
+        out (a peer that sends messages and then closes, or errs, expects the answers to what came
+        first). Further bytes are buffered until `receive_data(b"")` is called, which goes on.
 
         Returns:
             The events they complete, in order: `str`/`bytes` for complete messages, `Ping`, `Pong`,
@@ -229,11 +236,11 @@ class Connection:
         events: list[Event] = []
         if self._discard_input:
             return events
-        if self._error_pending:
+        if self._input_pending:
             if data:
                 self._buffer += data
                 return events
-            self._error_pending = False
+            self._input_pending = False
         elif not data:
             return events
         if self._buffer:
@@ -290,10 +297,12 @@ class Connection:
                 if not isinstance(exc, _NotRetryable) and any(
                     isinstance(event, str | bytes) for event in events
                 ):
-                    self._error_pending = True
+                    self._input_pending = True
                     return pos
                 raise
             if stop < 0:
+                if stop == _PAUSE:
+                    self._input_pending = True
                 break
             pos = stop
             if self._frame_remaining:
@@ -301,14 +310,14 @@ class Connection:
         return pos
 
     def _parse_frame(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
-        """Process the frame at `pos`; return where it ends, or -1 when it is not complete yet.
+        """Process the frame at `pos`; return where it ends, _INCOMPLETE or _PAUSE.
 
         A frame that raises `ProtocolError` has changed no state (so it can be parsed again), except a
         streamed text frame, which changes state but is never parsed again.
         """
         header = decode_header(view, pos)
         if header is None:
-            return -1
+            return _INCOMPLETE
         violation = check_header(
             header, expect_masked=self._expect_masked, max_frame_size=self._header_frame_limit
         )
@@ -332,13 +341,15 @@ class Connection:
                     return self._stream_text(view, start, events)
                 except ProtocolError as exc:
                     raise _NotRetryable(str(exc), exc.close_code) from None
-            return -1
+            return _INCOMPLETE
         mask_key = header.mask_key
         if mask_key is not None:
             payload: bytes | memoryview = apply_mask(view[start:stop], mask_key)
         else:
             payload = view[start:stop]
         if opcode >= 8:
+            if opcode == _CLOSE and any(isinstance(event, str | bytes) for event in events):
+                return _PAUSE  # the close waits until the messages before it were answered
             self._control_frame(opcode, bytes(payload), events)
         elif opcode == _CONTINUATION:
             self._message_part(payload, header.fin, events)
