@@ -135,6 +135,8 @@ class Connection(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._fragment_lock: asyncio.Lock | None = None
+        self._flush_scheduled = False
+        self._unflushed = 0
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._close_timer: asyncio.TimerHandle | None = None
@@ -301,6 +303,20 @@ class Connection(asyncio.Protocol):
     def _send_whole(self, message: str | bytes | bytearray | memoryview) -> None:
         protocol = self._open_protocol()
         protocol.send_message(message)
+        if not self._flush_scheduled:
+            # The first message of a loop iteration goes out at once (no added latency); the frames
+            # that follow it in the same iteration are written together by one call, one system call
+            # instead of one per message, unless they pile up past write_limit.
+            self._flush()
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+        else:
+            self._unflushed += len(message)
+            if self._unflushed > self.options.write_limit:
+                self._flush()
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
         self._flush()
 
     def _open_protocol(self) -> ProtocolConnection:
@@ -358,6 +374,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if protocol is None or transport is None:
             return
+        self._unflushed = 0
         out = protocol.data_to_send()
         if out and not transport.is_closing():
             if len(out) == 1:

@@ -1,0 +1,80 @@
+"""Frames sent in one loop iteration are written together; order, content and limits are kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer
+from .wire import BINARY, TEXT, RawPeer
+
+
+async def test_a_burst_of_sends_in_one_step_arrives_complete_and_in_order(
+    start_server: StartServer,
+) -> None:
+    async def burst(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        for i in range(2000):  # no await yields here: every frame is queued in the same iteration
+            await ws.send(f"message {i}" if i % 2 else f"binary {i}".encode())
+        await ws.recv()
+
+    server = await start_server(burst, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "go")
+        frames = [await peer.read_frame() for _ in range(2000)]
+    for i, frame in enumerate(frames):
+        assert frame.fin
+        if i % 2:
+            assert (frame.opcode, frame.payload) == (TEXT, f"message {i}".encode())
+        else:
+            assert (frame.opcode, frame.payload) == (BINARY, f"binary {i}".encode())
+
+
+async def test_a_lone_message_is_written_before_the_sender_yields(
+    start_server: StartServer,
+) -> None:
+    written: list[int] = []
+
+    async def one(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        transport = ws.transport
+        assert transport is not None
+        before = transport.get_write_buffer_size()
+        await ws.send("now")
+        # Nothing is left for a later iteration: the frame went to the socket (or its buffer) at once.
+        written.append(transport.get_write_buffer_size() - before)
+        written.append(len(ws.protocol.data_to_send()) if ws.protocol else -1)
+        await ws.recv()
+
+    server = await start_server(one, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "go")
+        frame = await peer.read_frame()
+    assert (frame.opcode, frame.payload) == (TEXT, b"now")
+    assert written[1] == 0
+
+
+async def test_coalesced_frames_never_exceed_write_limit_before_reaching_the_transport(
+    start_server: StartServer,
+) -> None:
+    pending: list[int] = []
+
+    async def big_burst(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        for _ in range(50):
+            await ws.send(b"x" * 10_000)
+            protocol = ws.protocol
+            assert protocol is not None
+            pending.append(sum(len(chunk) for chunk in protocol._outgoing))
+        await ws.recv()
+
+    server = await start_server(big_burst, ping_interval=None, write_limit=32 * 1024)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "go")
+        frames = [await peer.read_frame() for _ in range(50)]
+    assert all(frame.payload == b"x" * 10_000 for frame in frames)
+    assert max(pending) <= 32 * 1024 + 10_000 + 16
