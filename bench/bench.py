@@ -355,6 +355,34 @@ def machine_info(a):
     return info
 
 
+def upwire_snapshot_servers(ref):
+    """Servers running upwire as of git commit `ref` (see upwire_snapshot)."""
+    sha, src = upwire_snapshot(ref)
+    return {
+        f"upwire@{sha}-{loop}": (
+            f"PYTHONPATH={src} {{py}} {SRV}/upwire_echo.py --port {{port}} --loop {loop}",
+            f"raw-{loop}",
+        )
+        for loop in ("asyncio", "uvloop")
+    }
+
+
+def upwire_snapshot(ref):
+    """Export upwire/ as of git commit `ref` (once) to results/upwire-src-<sha>/; return (sha, path)."""
+    repo = os.path.dirname(HERE)
+    sha = subprocess.run(
+        ["git", "-C", repo, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    src = os.path.join(HERE, "results", f"upwire-src-{sha}")
+    if not os.path.isdir(os.path.join(src, "upwire")):
+        os.makedirs(src, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", repo, "archive", sha, "upwire"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+    return sha, src
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,6 +429,14 @@ def main():
     )
     p.add_argument(
         "--client-loops", default="asyncio,uvloop", help="event loops for the clients group"
+    )
+    p.add_argument(
+        "--upwire-ref",
+        action="append",
+        default=[],
+        help="also run upwire as of this git commit (servers upwire@<sha>-asyncio/-uvloop, from a snapshot "
+        "in results/; repeatable, e.g. to compare before/after a change; the shared working tree may "
+        "change under a long run, a snapshot does not)",
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
@@ -475,6 +511,8 @@ def main():
             else (a.baseline[-1] if a.baseline else "raw-uvloop")
         )
         servers[name] = (cmd, base)
+    for ref in a.upwire_ref:
+        servers.update(upwire_snapshot_servers(ref))
     for s in sel:
         if s not in PEERS:
             raise SystemExit(f"unknown peer {s}")
@@ -639,6 +677,7 @@ def main():
         import clients
 
         a.loops = a.client_loops
+        a.upwire_src = upwire_snapshot(a.upwire_ref[0])[1] if a.upwire_ref else None
         clients_result = clients.run_all(a, log=log)
 
     # ---- summary

@@ -148,6 +148,10 @@ def one(a):
     else:
         result = asyncio.run(runner(a, uri, message))
     result.update(client=a.client, loop=a.loop, size=a.size, window=WINDOW)
+    if a.client == "upwire":
+        import upwire
+
+        result["upwire_file"] = upwire.__file__
     print(json.dumps(result), flush=True)
 
 
@@ -177,8 +181,13 @@ def run_all(a, log=print):
                         argv += ["--duration", str(a.duration), "--warmup", str(a.warmup)]
                         if a.client_cpu is not None:
                             argv = ["taskset", "-c", str(a.client_cpu), *argv]
+                        env = None
+                        if client == "upwire" and getattr(a, "upwire_src", None):
+                            env = {**os.environ, "PYTHONPATH": a.upwire_src}
                         try:
-                            p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                            p = subprocess.run(
+                                argv, capture_output=True, text=True, timeout=60, env=env
+                            )
                             lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
                             res = json.loads(lines[-1]) if lines else {"error": p.stderr[-400:]}
                         except subprocess.TimeoutExpired:
@@ -197,7 +206,10 @@ def run_all(a, log=print):
                 log(f"clients rep {rep} on {loop} done")
         finally:
             server.stop()
-    return {"window": WINDOW, "runs": runs, "summary": summarize(runs)}
+    upwire_src = (
+        getattr(a, "upwire_src", None) or "the installed upwire (bench/.venv: pip install -e ..)"
+    )
+    return {"window": WINDOW, "upwire": upwire_src, "runs": runs, "summary": summarize(runs)}
 
 
 def summarize(runs):
