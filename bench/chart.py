@@ -66,11 +66,17 @@ def upwire_cell(result, server, entry):
     return fmt(entry["median"])
 
 
+def upwire_name(result):
+    """'upwire', or 'upwire@<sha>' when the run measured a snapshot (bench.py --upwire-ref)."""
+    names = [n.rsplit("-", 1)[0] for n in result["servers"] if n.startswith("upwire@")]
+    return names[0] if names else "upwire"
+
+
 def markdown(result):
     summary = result["summary"]
     lines = []
     for loop in LOOPS:
-        me = f"upwire-{loop}"
+        me = f"{upwire_name(result)}-{loop}"
         if not any(me in summary.get(mid, {}) for mid, *_ in ROWS):
             continue
         lines.append(f"\n**{loop}** (upwire / peer; median of per-repeat ratios)\n")
@@ -113,8 +119,10 @@ def chart(result, png):
     import matplotlib.pyplot as plt
 
     summary = result["summary"]
-    libs = ("upwire", *PEERS)
+    up = upwire_name(result)
+    libs = (up, *PEERS)
     colors = {
+        up: "#d62728",
         "upwire": "#d62728",
         "websockets": "#1f77b4",
         "aiohttp": "#2ca02c",
@@ -170,7 +178,7 @@ def chart(result, png):
         ax.legend(fontsize=8, ncol=3)
     meta = result["meta"]
     fig.suptitle(
-        f"upwire {meta.get('upwire_commit', '')} vs peers — {meta['time']}, {meta.get('cpu')} x{meta['nproc']}, "
+        f"{up} (checkout {meta.get('upwire_commit', '')}) vs peers — {meta['time']}, {meta.get('cpu')} x{meta['nproc']}, "
         f"medians of {meta['repeats']}",
         fontsize=10,
     )

@@ -18,7 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import LOADGEN, PEERS, Server  # noqa: E402
+from bench import LOADGEN, PEERS, Server, upwire_snapshot_servers  # noqa: E402
 
 
 def summarize(path, top):
@@ -59,6 +59,9 @@ def main():
     p.add_argument("--duration", type=float, default=5.0, help="seconds sampled")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument(
+        "--upwire-ref", help="profile upwire as of this git commit (a snapshot, as in bench.py)"
+    )
     p.add_argument("--summarize", metavar="FILE", help="only summarize an earlier recording")
     a = p.parse_args()
     if a.summarize:
@@ -67,10 +70,14 @@ def main():
     venv_bin = os.path.join(HERE, ".venv", "bin")
     a.python = os.path.join(venv_bin, "python")
     a.server_cpu, a.client_cpu, a.start_timeout = "0", "1", 20.0
-    name = f"{a.server}-{a.loop}"
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    servers = dict(PEERS)
+    if a.upwire_ref:
+        servers.update(upwire_snapshot_servers(a.upwire_ref))
+        a.server = next(n for n in servers if n.startswith("upwire@")).rsplit("-", 1)[0]
+    name = f"{a.server}-{a.loop}"
     out = os.path.join(HERE, "results", f"profile-{name}-{a.size}.txt")
-    server = Server(name, PEERS[name][0], None, a, os.path.join(HERE, "results"))
+    server = Server(name, servers[name][0], None, a, os.path.join(HERE, "results"))
     server.start()
     try:
         load = subprocess.Popen(
