@@ -2,7 +2,7 @@
 # Install what upwire needs, idempotently; a second run on a ready machine takes seconds.
 #
 # Usage: scripts/install.sh demo   .venv (python3.11 -m venv) + `pip install -e .`
-#        scripts/install.sh all    demo + Debian packages the tests need (chromium), `pip install -e '.[test]'`,
+#        scripts/install.sh all    demo + Debian packages the tests need (chromium, tinyproxy, nginx), `pip install -e '.[test]'`,
 #                                  npm packages of tests/interop/node/, and the Autobahn testsuite
 #                                  (../shared/autobahn/setup.sh, only where that folder exists)
 # Environment: PYTHON (default python3.11), AUTOBAHN_HOME (where the Autobahn venv lives, default
@@ -75,6 +75,7 @@ fi
 
 # --- everything the tests need ---------------------------------------------------------------------
 debs=(chromium)                      # browser tests: Debian's /usr/bin/chromium, driven by playwright
+debs+=(tinyproxy nginx)              # client through a forward proxy; server behind a reverse proxy
 command -v npm >/dev/null || debs+=(nodejs npm)
 apt_ensure "${debs[@]}"
 

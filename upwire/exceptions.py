@@ -16,11 +16,15 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "InvalidCertificate",
     "InvalidHandshake",
+    "InvalidRedirect",
     "InvalidStatus",
     "InvalidURI",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyAuthenticationError",
+    "ProxyError",
     "UsageError",
     "WebSocketError",
 ]
@@ -84,6 +88,39 @@ class InvalidURI(InvalidHandshake, ValueError):
     def __init__(self, uri: str, why: str) -> None:
         super().__init__(f"invalid WebSocket URI {uri!r}: {why}", status=0)
         self.uri = uri
+
+
+class InvalidRedirect(InvalidStatus):
+    """The server redirected the opening handshake somewhere the client will not follow.
+
+    Raised for a redirect without a usable Location, from wss:// to ws://, a loop, or more than
+    `max_redirects` redirects; `status`, `headers` and `body` are those of the last redirect response.
+    """
+
+
+class InvalidCertificate(InvalidHandshake):
+    """The server's TLS certificate could not be verified (untrusted issuer, wrong host name, expired...).
+
+    The `ssl.SSLCertVerificationError` is the `__cause__`.
+
+    Attributes:
+        verify_message: OpenSSL's reason, e.g. "Hostname mismatch, certificate is not valid for 'a.test'".
+    """
+
+    def __init__(self, message: str, verify_message: str) -> None:
+        super().__init__(message, status=0)
+        self.verify_message = verify_message
+
+
+class ProxyError(InvalidHandshake):
+    """The HTTP proxy could not be reached or refused to open a tunnel (CONNECT) to the server.
+
+    `status`, `headers` and `body` are those of the proxy's answer (`status` is 0 when it gave none).
+    """
+
+
+class ProxyAuthenticationError(ProxyError):
+    """The HTTP proxy asked for credentials or refused the ones given (407, or 401 from some proxies)."""
 
 
 class ConnectionClosed(WebSocketError):

@@ -1,0 +1,100 @@
+"""Redirects of the opening handshake, for the client.
+
+Owns: which answers are redirects (301, 302, 303, 307, 308), where a Location leads (relative or absolute;
+http:// and https:// stand for ws:// and wss://, as in browsers), and the limits: never from wss:// to ws://,
+no loops, at most `max_redirects` in a row. Which request headers may follow a redirect to another origin.
+
+Must not know: sockets or the handshake's rules.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from upwire.exceptions import InvalidRedirect, InvalidStatus
+from upwire.protocol.http import Headers
+
+__all__ = ["REDIRECT_STATUSES", "RedirectChain", "headers_for_redirect", "same_origin"]
+
+# RFC 9110 §15.4: the opening handshake is a GET, so every one of these repeats it at the new location.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+# Credentials the caller meant for one server; they are not sent to another origin after a redirect.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
+
+_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+def _origin(uri: str) -> tuple[str, str, int]:
+    parts = urlsplit(uri)
+    secure = parts.scheme in ("wss", "https")
+    return (
+        "wss" if secure else "ws",
+        (parts.hostname or "").lower(),
+        parts.port or (443 if secure else 80),
+    )
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Tell whether two ws:// or wss:// URIs have the same scheme, host and port."""
+    return _origin(a) == _origin(b)
+
+
+def headers_for_redirect(headers: Headers, old: str, new: str) -> Headers:
+    """Return the headers to send to `new` after a redirect from `old`: credentials stay with their origin."""
+    if same_origin(old, new):
+        return headers
+    return Headers((k, v) for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS)
+
+
+class RedirectChain:
+    """Follow the redirects of one `connect`, within limits.
+
+    Args:
+        uri: the URI first connected to.
+        max_redirects: how many redirects may be followed in a row (0: none).
+    """
+
+    def __init__(self, uri: str, max_redirects: int) -> None:
+        if max_redirects < 0:
+            raise ValueError(f"max_redirects must be 0 or more, not {max_redirects!r}")
+        self.max_redirects = max_redirects
+        self.uris = [uri]
+
+    def next_uri(self, error: InvalidStatus) -> str | None:
+        """Return the URI that a non-101 answer redirects to, or None when it is not a redirect.
+
+        Raises:
+            InvalidRedirect: for a redirect that must not be followed (no Location, another scheme, wss:// to
+                ws://, a loop, more than `max_redirects`).
+        """
+        if error.status not in REDIRECT_STATUSES or self.max_redirects == 0:
+            return None
+        current = self.uris[-1]
+        locations = Headers(error.headers).get_all("Location")
+        if len(locations) != 1 or not locations[0].strip():
+            self._fail(error, f"HTTP {error.status} redirect without a single Location header")
+        location = locations[0].strip()
+        # urljoin knows ws:// and wss:// have a path, so "../b" and "/b?x" resolve as for http://.
+        target = urlsplit(urljoin(current, location))
+        scheme = _SCHEMES.get(target.scheme.lower())
+        if scheme is None or not target.hostname:
+            self._fail(error, f"redirect to {location!r}, which is not a ws:// or wss:// URI")
+        uri = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
+        if current.startswith("wss:") and scheme == "ws":
+            self._fail(error, f"redirect from {current} to {uri} would drop TLS; not followed")
+        if uri in self.uris:
+            chain = " -> ".join([*self.uris[self.uris.index(uri) :], uri])
+            self._fail(error, f"redirect loop: {chain}")
+        if len(self.uris) > self.max_redirects:
+            self._fail(
+                error,
+                f"more than max_redirects={self.max_redirects} redirects "
+                f"({self.uris[0]} -> ... -> {current} -> {uri})",
+            )
+        self.uris.append(uri)
+        return uri
+
+    def _fail(self, error: InvalidStatus, why: str) -> NoReturn:
+        raise InvalidRedirect(why, error.status, error.headers, error.body)
