@@ -1,7 +1,8 @@
 """The asyncio WebSocket client: `connect("ws://...")`.
 
-Owns: parsing ws:// and wss:// URIs, opening the TCP (and TLS) connection, sending the Upgrade request and
-checking the answer through `protocol.handshake`, within `open_timeout`.
+Owns: parsing ws:// and wss:// URIs, opening the TCP (and TLS) connection, directly or through an HTTP proxy
+(`proxy`), sending the Upgrade request and checking the answer through `protocol.handshake`, following
+redirects (`redirects`), all within `open_timeout`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from upwire.connection import Connection, ConnectionOptions
-from upwire.exceptions import InvalidHandshake, InvalidURI
+from upwire.exceptions import InvalidCertificate, InvalidHandshake, InvalidStatus, InvalidURI
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role
+from upwire.protocol.extensions import ClientExtensionFactory, ClientPerMessageDeflateFactory
 from upwire.protocol.handshake import ClientHandshake
 from upwire.protocol.http import Headers, HeadersLike, ResponseReader, serialize_request
+from upwire.proxy import ProxyOption, open_tunnel, select_proxy
+from upwire.redirects import RedirectChain, headers_for_redirect
 
 __all__ = ["ClientConnection", "WebSocketURI", "connect", "parse_uri"]
 
@@ -71,6 +75,18 @@ def parse_uri(uri: str) -> WebSocketURI:
     return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), target)
 
 
+def _client_extensions(
+    compression: str | None, extensions: Sequence[ClientExtensionFactory] | None
+) -> list[ClientExtensionFactory]:
+    if extensions is not None:
+        return list(extensions)
+    if compression is None:
+        return []
+    if compression != "deflate":
+        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+    return [ClientPerMessageDeflateFactory()]
+
+
 class ClientConnection(Connection):
     """A connection opened by `connect`."""
 
@@ -99,6 +115,7 @@ class ClientConnection(Connection):
             return
         protocol = ProtocolConnection(
             Role.CLIENT,
+            extensions=self._handshake.extensions,
             max_message_size=self.options.max_message_size,
             max_frame_size=self.options.max_frame_size,
         )
@@ -146,13 +163,25 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         additional_headers: more header fields for the Upgrade request.
         origin: an Origin header value.
         user_agent: the User-Agent header (None to send none).
-        ssl: an `ssl.SSLContext` for wss:// (default: verify certificates with the system's CAs).
+        ssl: an `ssl.SSLContext` for wss:// (default: `ssl.create_default_context()`, which verifies the
+            server's certificate and host name against the system's CAs).
         server_hostname: the name to check the server certificate against (default: the URI's host).
+        proxy: True (default) to use the `https_proxy` (wss://) or `http_proxy` (ws://) environment variable
+            unless `no_proxy` covers the host; a URL such as "http://user:password@proxy:3128" to use that
+            HTTP proxy; None or False to connect directly. The client asks the proxy for a tunnel (CONNECT).
+        compression: "deflate" (the default) offers permessage-deflate (RFC 7692) with
+            `ClientPerMessageDeflateFactory`'s defaults; None disables compression.
+        extensions: the extension factories to offer, instead of what `compression` selects.
+        max_redirects: how many 301/302/303/307/308 answers to follow (0: none); never from wss:// to ws://.
         **options: the connection options of `ConnectionOptions` (max_message_size, open_timeout, ...).
 
     Raises:
         InvalidURI: for a URI that is not ws:// or wss://.
         InvalidStatus: when the server answers with an HTTP status other than 101.
+        InvalidRedirect: for a redirect that is not followed (loop, too many, wss:// to ws://, no Location).
+        InvalidCertificate: when the server's TLS certificate cannot be verified.
+        ProxyError: when the proxy cannot be reached or refuses the tunnel (`ProxyAuthenticationError` for
+            407 and 401 answers).
         InvalidHandshake: when the server's answer breaks RFC 6455.
         OSError: when the TCP connection fails (refused, unreachable...).
         TimeoutError: when the opening handshake takes longer than `open_timeout`.
@@ -168,9 +197,26 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         user_agent: str | None = USER_AGENT,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
+        proxy: ProxyOption = True,
+        max_redirects: int = 10,
+        compression: str | None = "deflate",
+        extensions: Sequence[ClientExtensionFactory] | None = None,
         **options: Any,
     ) -> None:
         self.uri = parse_uri(uri)
+        if not self.uri.secure and (ssl is not None or server_hostname is not None):
+            raise InvalidURI(uri, "ssl and server_hostname need a wss:// URI")
+        if not isinstance(proxy, str | bool | None):
+            raise TypeError(
+                f"proxy must be a URL string, True (from the environment) or None, not {proxy!r}"
+            )
+        RedirectChain(
+            uri, max_redirects
+        )  # checks max_redirects now rather than at the first redirect
+        self._raw_uri = uri
+        self._max_redirects = max_redirects
+        self._proxy = proxy
+        self._user_agent = user_agent
         self.options = ConnectionOptions(**options)
         headers = Headers()
         if origin is not None:
@@ -181,40 +227,77 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             headers.add(name, value)
         self._headers = headers
         self._subprotocols = list(subprotocols)
+        self._extensions = _client_extensions(compression, extensions)
         self._ssl = ssl
         self._server_hostname = server_hostname
         self.connection: ClientConnection | None = None
 
     async def _create(self) -> ClientConnection:
-        uri = self.uri
+        chain = RedirectChain(self._raw_uri, self._max_redirects)
+        uri, headers = self.uri, self._headers
+        async with asyncio.timeout(self.options.open_timeout):
+            while True:
+                try:
+                    connection = await self._open(uri, headers)
+                    break
+                except InvalidStatus as exc:
+                    location = chain.next_uri(exc)
+                    if location is None:
+                        raise
+                    headers = headers_for_redirect(headers, chain.uris[-2], location)
+                    uri = parse_uri(location)
+        self.connection = connection
+        return connection
+
+    async def _open(self, uri: WebSocketURI, headers: Headers) -> ClientConnection:
+        """Connect to `uri` (through the proxy, if any) and run the opening handshake once."""
         handshake = ClientHandshake(
             uri.host_header,
             uri.target,
             subprotocols=self._subprotocols,
-            extra_headers=self._headers,
+            extensions=self._extensions,
+            extra_headers=headers,
         )
-        ssl_context = self._ssl
-        if uri.secure and ssl_context is None:
-            ssl_context = ssl_module.create_default_context()
-        elif not uri.secure and ssl_context is not None:
-            raise InvalidURI(f"ws://{uri.host_header}{uri.target}", "an ssl context needs wss://")
+        ssl_context = None
+        server_hostname = None
+        if uri.secure:
+            ssl_context = self._ssl or ssl_module.create_default_context()
+            same_host = uri.host == self.uri.host
+            server_hostname = (self._server_hostname if same_host else None) or uri.host
         loop = asyncio.get_running_loop()
         options = self.options
-        async with asyncio.timeout(options.open_timeout):
-            _, connection = await loop.create_connection(
-                lambda: ClientConnection(options, handshake),
-                uri.host,
-                uri.port,
-                ssl=ssl_context,
-                server_hostname=(self._server_hostname or uri.host) if ssl_context else None,
-            )
-            try:
-                await connection._opening
-            except BaseException:
-                if connection.transport is not None:
-                    connection.transport.abort()
-                raise
-        self.connection = connection
+        proxy = select_proxy(uri.secure, uri.host, uri.port, self._proxy)
+        try:
+            if proxy is None:
+                _, connection = await loop.create_connection(
+                    lambda: ClientConnection(options, handshake),
+                    uri.host,
+                    uri.port,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname,
+                )
+            else:
+                # TLS to the server runs inside the tunnel: the proxy sees only encrypted bytes.
+                sock = await open_tunnel(proxy, uri.host, uri.port, user_agent=self._user_agent)
+                _, connection = await loop.create_connection(
+                    lambda: ClientConnection(options, handshake),
+                    sock=sock,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname,
+                )
+        except ssl_module.SSLCertVerificationError as exc:
+            reason = exc.verify_message or str(exc)
+            raise InvalidCertificate(
+                f"the TLS certificate of {uri.host}:{uri.port} could not be verified: {reason} "
+                "(to trust a private CA, pass ssl=ssl.create_default_context(cafile=...))",
+                reason,
+            ) from exc
+        try:
+            await connection._opening
+        except BaseException:
+            if connection.transport is not None:
+                connection.transport.abort()
+            raise
         return connection
 
     def __await__(self) -> Generator[Any, None, ClientConnection]:

@@ -11,13 +11,15 @@ import asyncio
 import inspect
 import logging
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 from upwire.connection import Connection, ConnectionOptions
 from upwire.exceptions import ConnectionClosed, InvalidHandshake
+from upwire.forwarded import TrustedProxies
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role, State
+from upwire.protocol.extensions import ServerExtensionFactory, ServerPerMessageDeflateFactory
 from upwire.protocol.handshake import ServerHandshake
 from upwire.protocol.http import (
     DEFAULT_MAX_HEADER_BYTES,
@@ -54,6 +56,22 @@ class ServerConnection(Connection):
         self._early_data = b""
         self._open_timer: asyncio.TimerHandle | None = None
         self.handler_task: asyncio.Task[None] | None = None
+
+    @property
+    def remote_address(self) -> Any:
+        """The client's address: the socket's peer, or behind a trusted proxy the one it forwarded.
+
+        When the peer is one of `serve`'s `trusted_proxies`, the address comes from the request's
+        `X-Forwarded-For` header, as `(host, 0)` (the client's port is unknown); `peer_address` is the proxy's.
+        """
+        return self.server.trusted_proxies.client_address(
+            self.peer_address, None if self.request is None else self.request.headers
+        )
+
+    @property
+    def peer_address(self) -> Any:
+        """The address of the socket's peer (host, port[, ...]): a reverse proxy's when there is one."""
+        return None if self.transport is None else self.transport.get_extra_info("peername")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start reading the opening handshake, within `open_timeout`."""
@@ -130,6 +148,7 @@ class ServerConnection(Connection):
                 self._open_timer = None
             protocol = ProtocolConnection(
                 Role.SERVER,
+                extensions=accepted.extensions,
                 max_message_size=self.options.max_message_size,
                 max_frame_size=self.options.max_frame_size,
             )
@@ -164,6 +183,18 @@ class ServerConnection(Connection):
         super().connection_lost(exc)
 
 
+def _server_extensions(
+    compression: str | None, extensions: Sequence[ServerExtensionFactory] | None
+) -> list[ServerExtensionFactory]:
+    if extensions is not None:
+        return list(extensions)
+    if compression is None:
+        return []
+    if compression != "deflate":
+        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+    return [ServerPerMessageDeflateFactory()]
+
+
 class Server:
     """A running WebSocket server; `serve()` creates it.
 
@@ -182,8 +213,10 @@ class Server:
         max_header_bytes: int,
         max_headers: int,
         shutdown_timeout: float,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self._handler = handler
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
         self.options = options
         self.process_request = process_request
         self.handshake = handshake
@@ -308,12 +341,21 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
             static pages) instead of upgrading.
         subprotocols: subprotocols the server supports, in order of preference.
         select_subprotocol: optional hook choosing a subprotocol from the client's offer.
+        compression: "deflate" (the default) accepts permessage-deflate offers (RFC 7692) with
+            `ServerPerMessageDeflateFactory`'s defaults; None disables compression.
+        extensions: the extension factories to negotiate, instead of what `compression` selects (for
+            example a `ServerPerMessageDeflateFactory` with other parameters).
+        origins: allowed Origin header values (None in the list admits requests without Origin); other
+            origins get 403. None (the default) admits every origin.
         extra_headers: header fields added to every 101 response.
         max_request_line: longest request line accepted (400 past it).
         max_header_bytes: largest request head accepted (431 past it).
         max_headers: most header fields accepted (431 past it).
         shutdown_timeout: seconds `close()` waits for connections and handlers before aborting them.
         ssl: an `ssl.SSLContext` to serve `wss://`.
+        trusted_proxies: IP addresses or networks of reverse proxies whose `X-Forwarded-For` header
+            is believed (e.g. `["127.0.0.1"]`); for connections from them, `remote_address` is the
+            forwarded client address. Default: none, so clients cannot spoof their address.
         sock: an already bound socket to serve on, instead of host and port.
         backlog: the listen backlog.
         **options: the connection options of `ConnectionOptions` (max_message_size, max_queue, ...).
@@ -328,6 +370,9 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         process_request: ProcessRequest | None = None,
         subprotocols: Sequence[str] = (),
         select_subprotocol: Callable[[Sequence[str]], str | None] | None = None,
+        compression: str | None = "deflate",
+        extensions: Sequence[ServerExtensionFactory] | None = None,
+        origins: Sequence[str | None] | None = None,
         extra_headers: HeadersLike = (),
         max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
@@ -336,6 +381,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         ssl: ssl_module.SSLContext | None = None,
         sock: Any = None,
         backlog: int = 1024,
+        trusted_proxies: Iterable[str] = (),
         **options: Any,
     ) -> None:
         self._server = Server(
@@ -345,12 +391,15 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
             handshake=ServerHandshake(
                 subprotocols=subprotocols,
                 select_subprotocol=select_subprotocol,
+                extensions=_server_extensions(compression, extensions),
+                origins=origins,
                 extra_headers=extra_headers,
             ),
             max_request_line=max_request_line,
             max_header_bytes=max_header_bytes,
             max_headers=max_headers,
             shutdown_timeout=shutdown_timeout,
+            trusted_proxies=TrustedProxies(trusted_proxies),
         )
         self._start_args = (host, port, ssl, sock, backlog)
 

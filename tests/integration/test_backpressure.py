@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import upwire
 
@@ -16,8 +17,11 @@ BLOCKED_AFTER_S = 0.3
 
 
 def numbered(index: int) -> bytes:
-    """A 64 KiB message that starts with its index, to check the order of arrival."""
-    return index.to_bytes(4, "big") + bytes(MESSAGE_SIZE - 4)
+    """A 64 KiB message that starts with its index, to check the order of arrival.
+
+    The rest is random so that permessage-deflate (on by default) cannot shrink it: the buffers must fill.
+    """
+    return index.to_bytes(4, "big") + random.Random(index).randbytes(MESSAGE_SIZE - 4)
 
 
 def index_of(message: bytes | str) -> int:

@@ -22,10 +22,12 @@ handshake is done (RFC 6455 §7.1.1); both sides close at once after failing the
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from upwire.exceptions import ProtocolError, UsageError
 from upwire.protocol.close import build_close_payload, parse_close_payload
 from upwire.protocol.events import CloseReceived, Event, Ping, Pong, ProtocolFailure
+from upwire.protocol.extensions.base import Extension
 from upwire.protocol.frames import (
     MaskKeys,
     Opcode,
@@ -86,12 +88,15 @@ class Connection:
     """
 
     __slots__ = (
+        "_allowed_rsv",
         "_buffer",
         "_close_received",
         "_close_sent",
+        "_compressed_frame_limit",
         "_decoder",
         "_discard_input",
         "_expect_masked",
+        "_extensions",
         "_failure",
         "_frame_fin",
         "_frame_mask",
@@ -104,6 +109,7 @@ class Connection:
         "_max_message_size",
         "_msg_opcode",
         "_msg_parts",
+        "_msg_rsv",
         "_msg_size",
         "_out_fragment_type",
         "_outgoing",
@@ -118,6 +124,7 @@ class Connection:
         *,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = -1,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.role = role
         self.state = State.OPEN
@@ -131,6 +138,18 @@ class Connection:
             None if self._max_frame_size == max_message_size else self._max_frame_size
         )
         self._expect_masked = role is Role.SERVER
+        # Negotiated extensions (permessage-deflate); with none, RSV bits are errors and no frame pays.
+        self._extensions = list(extensions)
+        self._allowed_rsv = 0
+        for extension in self._extensions:
+            self._allowed_rsv |= extension.rsv
+        # A compressed frame may be larger than what it inflates to: zlib's deflateBound for any settings
+        # is n + n/8 + n/64 + 5. Its inflated size is bounded by max_message_size when it is decoded.
+        self._compressed_frame_limit = (
+            None
+            if max_message_size is None
+            else max_message_size + (max_message_size + 7) // 8 + (max_message_size + 63) // 64 + 64
+        )
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
         self._discard_input = False
@@ -144,6 +163,7 @@ class Connection:
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
         self._msg_size = 0
+        self._msg_rsv = 0
         self._decoder: IncrementalUTF8Decoder | None = None
         # A text frame whose payload is consumed as it arrives (to fail fast on invalid UTF-8).
         self._frame_remaining = 0
@@ -319,20 +339,29 @@ class Connection:
         if header is None:
             return _INCOMPLETE
         violation = check_header(
-            header, expect_masked=self._expect_masked, max_frame_size=self._header_frame_limit
+            header,
+            expect_masked=self._expect_masked,
+            allowed_rsv=self._allowed_rsv,
+            max_frame_size=self._header_frame_limit,
         )
         if violation is not None:
             raise ProtocolError(violation.message, violation.close_code)
         opcode = header.opcode
         length = header.length
+        rsv = header.rsv
+        if rsv:
+            self._check_extension_bits(opcode, rsv)
         if opcode < 8:
-            self._check_data_frame(opcode, length)
+            self._check_data_frame(opcode, length, rsv)
         start = pos + header.header_length
         stop = start + length
         if stop > end:
             # An incomplete text frame is consumed as it arrives so that invalid UTF-8 fails at once
-            # (RFC 6455 §8.1 allows failing as soon as the bytes seen cannot be valid).
-            if opcode == _TEXT or (opcode == _CONTINUATION and self._msg_opcode == _TEXT):
+            # (RFC 6455 §8.1 allows failing as soon as the bytes seen cannot be valid); a compressed one
+            # waits for its end, since its bytes are not text until inflated.
+            if (
+                opcode == _TEXT or (opcode == _CONTINUATION and self._msg_opcode == _TEXT)
+            ) and not (rsv or self._msg_rsv):
                 if any(isinstance(event, str | bytes) for event in events):
                     # Check without consuming, so that an error can wait behind those messages.
                     self._check_partial_text(opcode, view[start:end], header.mask_key)
@@ -351,7 +380,12 @@ class Connection:
             if opcode == _CLOSE and any(isinstance(event, str | bytes) for event in events):
                 return _PAUSE  # the close waits until the messages before it were answered
             self._control_frame(opcode, bytes(payload), events)
-        elif opcode == _CONTINUATION:
+            return stop
+        if self._extensions:
+            message_rsv = rsv if opcode != _CONTINUATION else self._msg_rsv
+            if message_rsv:
+                payload = self._decode_extensions(payload, message_rsv, header.fin)
+        if opcode == _CONTINUATION:
             self._message_part(payload, header.fin, events)
         elif header.fin:
             # The common case: a whole message in one frame.
@@ -360,16 +394,38 @@ class Connection:
             else:
                 events.append(bytes(payload))
         else:
-            self._message_part(payload, False, events, first_opcode=opcode)
+            self._message_part(payload, False, events, first_opcode=opcode, rsv=rsv)
         return stop
 
-    def _check_data_frame(self, opcode: int, length: int) -> None:
+    def _check_extension_bits(self, opcode: int, rsv: int) -> None:
+        """Let each negotiated extension check the RSV bits it defines (e.g. RFC 7692 §6)."""
+        first = opcode in (_TEXT, _BINARY)
+        for extension in self._extensions:
+            problem = extension.check_frame(opcode, rsv, first)
+            if problem is not None:
+                raise ProtocolError(problem)
+
+    def _decode_extensions(self, payload: bytes | memoryview, message_rsv: int, fin: bool) -> bytes:
+        """Run a received data frame through the extensions, last negotiated first (RFC 6455 §9)."""
+        limit = self._max_message_size
+        room = None if limit is None else limit - self._msg_size
+        data = bytes(payload)
+        try:
+            for extension in reversed(self._extensions):
+                data = extension.decode_frame(data, message_rsv, fin, room)
+        except ProtocolError as exc:
+            # The extension's state (an inflater) moved on: this frame cannot be parsed again.
+            raise _NotRetryable(str(exc), exc.close_code) from None
+        return data
+
+    def _check_data_frame(self, opcode: int, length: int, rsv: int) -> None:
         """Apply the fragmentation and message-size rules to a data frame's header."""
         if opcode == _CONTINUATION:
             if not self._msg_opcode:
                 # RFC 6455 §5.4: a continuation frame continues a fragmented message; there is none.
                 raise ProtocolError("continuation frame without a fragmented message to continue")
             size = self._msg_size + length
+            rsv = self._msg_rsv
         else:
             if self._msg_opcode:
                 # RFC 6455 §5.4: fragments of one message are not interleaved with another message.
@@ -377,14 +433,26 @@ class Connection:
                     f"{Opcode(opcode).name} frame inside a fragmented message (expected a continuation)"
                 )
             size = length
+        if rsv:
+            # A transformed (compressed) frame: its decoded size is checked as it is decoded.
+            frame_limit = self._compressed_frame_limit
+            if frame_limit is not None and length > frame_limit:
+                raise ProtocolError(
+                    f"compressed frame of {_size(length)} exceeds what max_message_size allows",
+                    1009,
+                )
+            return
         limit = self._max_message_size
         if limit is not None and size > limit:
             raise ProtocolError(
                 f"message of {_size(size)} or more exceeds max_message_size={_size(limit)}", 1009
             )
 
-    def _begin_message(self, opcode: int, decoder: IncrementalUTF8Decoder | None = None) -> None:
+    def _begin_message(
+        self, opcode: int, decoder: IncrementalUTF8Decoder | None = None, rsv: int = 0
+    ) -> None:
         self._msg_opcode = opcode
+        self._msg_rsv = rsv
         self._msg_parts = []
         self._msg_size = 0
         if decoder is None and opcode == _TEXT:
@@ -392,7 +460,12 @@ class Connection:
         self._decoder = decoder
 
     def _message_part(
-        self, payload: bytes | memoryview, fin: bool, events: list[Event], first_opcode: int = 0
+        self,
+        payload: bytes | memoryview,
+        fin: bool,
+        events: list[Event],
+        first_opcode: int = 0,
+        rsv: int = 0,
     ) -> None:
         """Add one fragment's payload to the message being received; deliver it on FIN.
 
@@ -410,7 +483,7 @@ class Connection:
             except UnicodeDecodeError as exc:
                 raise ProtocolError(f"invalid UTF-8 in text message ({exc.reason})", 1007) from None
         if first_opcode:
-            self._begin_message(first_opcode, decoder)
+            self._begin_message(first_opcode, decoder, rsv)
         self._msg_size += len(payload)
         if decoder is not None:
             parts_text: list[str] = self._msg_parts  # type: ignore[assignment]
@@ -428,6 +501,7 @@ class Connection:
 
     def _end_message(self) -> None:
         self._msg_opcode = 0
+        self._msg_rsv = 0
         self._msg_parts = []
         self._msg_size = 0
         self._decoder = None
@@ -587,17 +661,26 @@ class Connection:
     def _queue_frame(
         self, opcode: int, payload: bytes | bytearray | memoryview, *, fin: bool = True
     ) -> None:
+        rsv = 0
+        if self._extensions and opcode < 8:
+            # RFC 6455 §9: data frames pass through the extensions in negotiation order.
+            data = bytes(payload)
+            first = opcode != _CONTINUATION
+            for extension in self._extensions:
+                data, bits = extension.encode_frame(data, first, fin)
+                rsv |= bits
+            payload = data
         if self.role is Role.CLIENT:
             # RFC 6455 §5.3: a client masks every frame with a fresh, unpredictable key.
             mask_key = _mask_keys.next()
-            header = encode_header(opcode, len(payload), fin=fin, mask_key=mask_key)
+            header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
             masked = apply_mask(payload, mask_key)
             if len(masked) >= _SEPARATE_PAYLOAD_SIZE:
                 self._outgoing += (header, masked)
             else:
                 self._outgoing.append(header + masked)
             return
-        header = encode_header(opcode, len(payload), fin=fin)
+        header = encode_header(opcode, len(payload), fin=fin, rsv=rsv)
         if len(payload) >= _SEPARATE_PAYLOAD_SIZE:
             self._outgoing += (header, bytes(payload))
         else:

@@ -17,6 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from upwire.exceptions import InvalidHandshake, InvalidStatus
+from upwire.protocol.extensions.base import (
+    ClientExtensionFactory,
+    Extension,
+    NegotiationError,
+    ServerExtensionFactory,
+    parse_extensions,
+    serialize_extensions,
+)
 from upwire.protocol.http import Headers, HeadersLike, Request, Response, http_error
 
 __all__ = [
@@ -50,6 +58,7 @@ class Accepted:
 
     response: Response
     subprotocol: str | None
+    extensions: list[Extension]
 
 
 class ServerHandshake:
@@ -58,6 +67,10 @@ class ServerHandshake:
     Args:
         subprotocols: the subprotocols this server supports, in order of preference.
         select_subprotocol: optional hook choosing from the client's offer (returns None for none).
+        extensions: the extensions this server can accept (e.g. permessage-deflate), in order of
+            preference.
+        origins: the allowed values of the Origin header (None in the list allows requests without one);
+            None allows every origin.
         extra_headers: header fields added to every 101 response.
     """
 
@@ -66,10 +79,14 @@ class ServerHandshake:
         *,
         subprotocols: Sequence[str] = (),
         select_subprotocol: SubprotocolSelector | None = None,
+        extensions: Sequence[ServerExtensionFactory] = (),
+        origins: Sequence[str | None] | None = None,
         extra_headers: HeadersLike = (),
     ) -> None:
         self._subprotocols = list(subprotocols)
         self._select = select_subprotocol
+        self._extensions = list(extensions)
+        self._origins = None if origins is None else set(origins)
         self._extra_headers = Headers(extra_headers)
 
     def accept(self, request: Request) -> Accepted:
@@ -79,7 +96,13 @@ class ServerHandshake:
             InvalidHandshake: with the HTTP status, headers and body of the error response to send.
         """
         key = check_request(request)
+        if self._origins is not None:
+            origin = request.headers.get("Origin")
+            if origin not in self._origins:
+                # RFC 6455 §4.2.2 (§10.2): a server may refuse origins it does not trust, with 403.
+                raise http_error(403, f"origin {origin or '(none)'} is not allowed")
         subprotocol = self._choose_subprotocol(request.headers)
+        extensions, answers = self._negotiate_extensions(request.headers)
         headers = Headers(
             [
                 ("Upgrade", "websocket"),
@@ -89,9 +112,32 @@ class ServerHandshake:
         )
         if subprotocol is not None:
             headers.add("Sec-WebSocket-Protocol", subprotocol)
+        if answers:
+            headers.add("Sec-WebSocket-Extensions", answers)
         for name, value in self._extra_headers.items():
             headers.add(name, value)
-        return Accepted(Response(101, headers), subprotocol)
+        return Accepted(Response(101, headers), subprotocol, extensions)
+
+    def _negotiate_extensions(self, headers: Headers) -> tuple[list[Extension], str]:
+        """Accept the client's offers in its order (RFC 6455 §9.1), each by the first factory that takes it."""
+        values = headers.get_all("Sec-WebSocket-Extensions")
+        if not values or not self._extensions:
+            return [], ""
+        try:
+            offers = parse_extensions(values)
+        except NegotiationError as exc:
+            raise http_error(400, str(exc)) from None
+        accepted: list[Extension] = []
+        for name, params in offers:
+            for factory in self._extensions:
+                if factory.name != name:
+                    continue
+                extension = factory.accept(params, accepted)
+                if extension is not None:
+                    accepted.append(extension)
+                    break
+        answer = serialize_extensions([(ext.name, ext.response_params()) for ext in accepted])
+        return accepted, answer
 
     def _choose_subprotocol(self, headers: Headers) -> str | None:
         offered = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in _split(v)]
@@ -172,8 +218,12 @@ class ClientHandshake:
         host: the Host header value (host[:port]).
         target: the request target (path and query).
         subprotocols: subprotocols to offer, in order of preference.
+        extensions: extensions to offer (e.g. permessage-deflate), in order of preference.
         extra_headers: more header fields (Origin, User-Agent, cookies, auth...).
         key: the Sec-WebSocket-Key; a fresh random one by default (tests pass fixed keys).
+
+    Attributes:
+        extensions: after `check_response`, the extensions the server accepted, in its order.
     """
 
     def __init__(
@@ -182,11 +232,14 @@ class ClientHandshake:
         target: str,
         *,
         subprotocols: Sequence[str] = (),
+        extensions: Sequence[ClientExtensionFactory] = (),
         extra_headers: HeadersLike = (),
         key: str | None = None,
     ) -> None:
         self.key = key or generate_key()
         self.subprotocols = list(subprotocols)
+        self._extension_factories = list(extensions)
+        self.extensions: list[Extension] = []
         headers = Headers(
             [
                 ("Host", host),
@@ -198,6 +251,9 @@ class ClientHandshake:
         )
         if self.subprotocols:
             headers.add("Sec-WebSocket-Protocol", ", ".join(self.subprotocols))
+        if self._extension_factories:
+            offers = [(factory.name, factory.offer()) for factory in self._extension_factories]
+            headers.add("Sec-WebSocket-Extensions", serialize_extensions(offers))
         for name, value in Headers(extra_headers).items():
             headers.add(name, value)
         self.request = Request("GET", target, headers)
@@ -226,12 +282,7 @@ class ClientHandshake:
             raise InvalidHandshake(
                 f"wrong Sec-WebSocket-Accept {', '.join(accepts) or '(missing)'}", 101
             )
-        # RFC 6455 §4.1: an extension or subprotocol the client did not ask for fails the connection.
-        extensions = headers.get_all("Sec-WebSocket-Extensions")
-        if extensions:
-            raise InvalidHandshake(
-                f"server accepted extensions that were not offered: {', '.join(extensions)}", 101
-            )
+        self.extensions = self._accept_extensions(headers.get_all("Sec-WebSocket-Extensions"))
         chosen = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in _split(v)]
         if not chosen:
             return None
@@ -240,3 +291,24 @@ class ClientHandshake:
                 f"server chose subprotocol {', '.join(chosen)}, which was not offered", 101
             )
         return chosen[0]
+
+    def _accept_extensions(self, values: list[str]) -> list[Extension]:
+        """RFC 6455 §4.1: an extension the client did not offer fails the connection."""
+        if not values:
+            return []
+        try:
+            answers = parse_extensions(values)
+        except NegotiationError as exc:
+            raise InvalidHandshake(str(exc), 101) from None
+        accepted: list[Extension] = []
+        for name, params in answers:
+            factory = next((f for f in self._extension_factories if f.name == name), None)
+            if factory is None:
+                raise InvalidHandshake(
+                    f"server accepted extension {name}, which was not offered", 101
+                )
+            try:
+                accepted.append(factory.accept(params, accepted))
+            except NegotiationError as exc:
+                raise InvalidHandshake(f"invalid {name} answer: {exc}", 101) from None
+        return accepted
