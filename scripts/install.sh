@@ -3,7 +3,7 @@
 #
 # Usage: scripts/install.sh demo   .venv (python3.11 -m venv) + `pip install -e .`
 #        scripts/install.sh all    demo + Debian packages the tests need (chromium, tinyproxy, nginx), `pip install -e '.[test]'`,
-#                                  npm packages of tests/interop/node/, and the Autobahn testsuite
+#                                  tshark (tests/wire), npm packages of tests/interop/node/, and the Autobahn testsuite
 #                                  (../shared/autobahn/setup.sh, only where that folder exists)
 # Environment: PYTHON (default python3.11), AUTOBAHN_HOME (where the Autobahn venv lives, default
 # ${XDG_CACHE_HOME:-~/.cache}/autobahn-py3, so that shared/ stays untouched and the build is reused).

@@ -1,4 +1,5 @@
-"""The `upwire` command: `upwire serve` (echo or hello server) and `upwire connect` (a client for the terminal).
+"""The `upwire` command: `upwire serve` (echo or hello server), `upwire connect` (a client for the terminal),
+`upwire dissect` (WebSocket frames of a capture file) and `upwire tap` (a relay that shows frames live).
 
 Exit codes: 0 success or a normal close, 1 a failed or abnormally closed connection, 2 bad usage (including
 a bad URI). Errors are one line on stderr, never a traceback.
@@ -23,6 +24,7 @@ from upwire.exceptions import (
     WebSocketError,
 )
 from upwire.server import ServerConnection, serve
+from upwire.wire import commands as wire_commands
 
 __all__ = ["main"]
 
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1 << 20,
         help="largest message accepted (default: 1m)",
     )
+    wire_commands.add_subcommands(commands)
     return parser
 
 
@@ -215,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
+        if args.command == "dissect":
+            return wire_commands.run_dissect(args)
+        if args.command == "tap":
+            return wire_commands.run_tap(args)
         return asyncio.run(_connect(args))
     except KeyboardInterrupt:
         return 130

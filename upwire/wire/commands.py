@@ -1,0 +1,208 @@
+"""The `upwire dissect` and `upwire tap` subcommands (wired into `upwire.cli`).
+
+Exit codes: 0 success, 1 a capture that could not be read at all (or a tap that could not start), 2 bad usage.
+Damaged captures print what could be decoded plus a note on stderr, and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import Any, TextIO
+
+from upwire.exceptions import InvalidURI
+from upwire.wire.capture import CaptureError
+from upwire.wire.dissect import FrameFilter, dissect
+from upwire.wire.render import (
+    Style,
+    _frame_details,
+    connection_json,
+    connection_title,
+    frame_line,
+    print_connection_tree,
+    print_summary,
+    summary_json,
+)
+from upwire.wire.websocket import FrameRecord, WebSocketObserver
+
+__all__ = ["add_subcommands", "run_dissect", "run_tap"]
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per line (docs/wire.md)"
+    )
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="per connection: messages, bytes, framing overhead, HTTP polling comparison",
+    )
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colours (auto: on a TTY)",
+    )
+
+
+def add_subcommands(commands: Any) -> None:
+    """Add `dissect` and `tap` to the `upwire` command's subparsers."""
+    dissect_cmd = commands.add_parser(
+        "dissect", help="decode the WebSocket connections of a pcap/pcapng capture"
+    )
+    dissect_cmd.add_argument("capture", help="a pcap or pcapng file (tcpdump, dumpcap, Wireshark)")
+    _output_options(dissect_cmd)
+    dissect_cmd.add_argument(
+        "--stream", type=int, help="only TCP stream N (as Wireshark numbers them)"
+    )
+    dissect_cmd.add_argument(
+        "--port", type=int, help="only connections with TCP port P at either end"
+    )
+    dissect_cmd.add_argument(
+        "--opcode",
+        choices=("text", "binary", "control"),
+        help="only frames of text or binary messages, or control frames",
+    )
+
+    tap_cmd = commands.add_parser(
+        "tap", help="relay WebSocket clients to a server and show every frame as it passes"
+    )
+    tap_cmd.add_argument("--listen", type=_host_port, required=True, metavar="HOST:PORT")
+    tap_cmd.add_argument("--upstream", required=True, metavar="ws://HOST:PORT/PATH")
+    tap_cmd.add_argument(
+        "--web", type=_host_port, metavar="HOST:PORT", help="also serve a live frames page here"
+    )
+    _output_options(tap_cmd)
+
+
+def _style(args: argparse.Namespace, out: TextIO) -> Style:
+    return Style(out, None if args.color == "auto" else args.color == "always")
+
+
+def run_dissect(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Run `upwire dissect`."""
+    chosen = FrameFilter(stream=args.stream, port=args.port, opcode=args.opcode)
+    try:
+        result = dissect(args.capture, chosen)
+    except CaptureError as exc:
+        print(f"upwire: {args.capture}: {exc}", file=sys.stderr)
+        return 1
+    style = _style(args, out)
+    websocket_count = 0
+    for connection in result.connections:
+        observer = connection.observer
+        notes = connection.tcp_notes() + observer.notes
+        if observer.is_websocket:
+            websocket_count += 1
+        if args.json and args.summary:
+            print(json.dumps({**summary_json(observer), "notes": notes}), file=out)
+        elif args.json:
+            print(json.dumps(connection_json(observer, notes), ensure_ascii=False), file=out)
+            for frame in connection.frames:
+                print(json.dumps(frame.to_json(), ensure_ascii=False), file=out)
+        elif args.summary:
+            print_summary(observer, notes, out, style)
+        else:
+            print_connection_tree(observer, connection.frames, notes, out, style)
+    for problem in result.problems:
+        print(f"upwire: {args.capture}: {problem}", file=sys.stderr)
+    if websocket_count == 0:
+        print(
+            f"upwire: {args.capture}: no WebSocket connection found in {len(result.connections)} "
+            f"TCP stream(s) of {result.packets} packet(s)"
+            + (" matching the filters" if args.stream is not None or args.port is not None else ""),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def run_tap(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Run `upwire tap` until interrupted."""
+    return asyncio.run(_tap(args, out))
+
+
+async def _tap(args: argparse.Namespace, out: TextIO) -> int:
+    from upwire.wire.tap import Tap
+    from upwire.wire.web import FrameFeed
+
+    style = _style(args, out)
+    feed = FrameFeed() if args.web else None
+
+    def on_open(observer: WebSocketObserver) -> None:
+        if args.json:
+            print(
+                json.dumps(connection_json(observer, []), ensure_ascii=False), file=out, flush=True
+            )
+        elif not args.summary:
+            print_connection_tree(observer, [], [], out, style)
+
+    def on_frame(observer: WebSocketObserver, record: FrameRecord) -> None:
+        if feed is not None:
+            feed.publish(observer, record)
+        if args.json:
+            print(json.dumps(record.to_json(), ensure_ascii=False), file=out, flush=True)
+        elif not args.summary:
+            lines = [frame_line(record, style, observer.first_time)]
+            lines += ["      " + style.dim(d) for d in _frame_details(record)]
+            print("\n".join(lines), file=out, flush=True)
+
+    def on_close(observer: WebSocketObserver) -> None:
+        if args.summary:
+            if args.json:
+                print(json.dumps(summary_json(observer)), file=out, flush=True)
+            else:
+                print_summary(observer, observer.notes, out, style)
+        elif not args.json:
+            print(style.bold(f"{connection_title(observer)}  closed"), file=out, flush=True)
+
+    try:
+        tap = Tap(args.upstream, on_open=on_open, on_frame=on_frame, on_close=on_close)
+    except InvalidURI as exc:
+        print(f"upwire: {exc}", file=sys.stderr)
+        return 2
+    host, port = args.listen
+    server = await tap.start(host, port)
+    bound = server.sockets[0].getsockname()[1]
+    print(
+        f"upwire tap listening on ws://{host}:{bound}/ -> {args.upstream}",
+        file=sys.stderr,
+        flush=True,
+    )
+    web_server = None
+    if feed is not None:
+        web_host, web_port = args.web
+        web_server = await feed.start(web_host, web_port)
+        print(
+            f"upwire tap: frames page on http://{web_host}:{web_server.port}/",
+            file=sys.stderr,
+            flush=True,
+        )
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, _set_once, stop)
+    try:
+        await stop
+    finally:
+        await tap.close()
+        if web_server is not None:
+            web_server.close()
+            await web_server.wait_closed()
+    return 0

@@ -1,0 +1,156 @@
+"""`upwire dissect`: a capture file in, its WebSocket connections and frames out.
+
+Owns: driving capture reading, TCP reassembly and one `WebSocketObserver` per TCP stream, in capture order,
+and the filters (`--stream`, `--port`, `--opcode`).
+
+Must not know: how the result is printed (`render`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from upwire.protocol.frames import CONTROL_OPCODES, Opcode
+from upwire.wire.capture import CaptureError, read_segments
+from upwire.wire.tcp import Data, Gap, StreamTable, TcpStream
+from upwire.wire.websocket import FrameRecord, WebSocketObserver
+
+__all__ = ["Connection", "Dissection", "FrameFilter", "dissect"]
+
+
+def _endpoint(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class Connection:
+    """One TCP stream of the capture, with what its observer found."""
+
+    tcp: TcpStream
+    observer: WebSocketObserver
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    @property
+    def index(self) -> int:
+        """The stream number (Wireshark's `tcp.stream`)."""
+        return self.tcp.index
+
+    def tcp_notes(self) -> list[str]:
+        """Retransmissions, reordering and gaps, in words."""
+        notes = []
+        for name, half in (
+            ("from " + _endpoint(self.tcp.a), self.tcp.from_a),
+            ("from " + _endpoint(self.tcp.b), self.tcp.from_b),
+        ):
+            if half.retransmitted_bytes:
+                notes.append(f"{name}: {half.retransmitted_bytes} retransmitted bytes ignored")
+            if half.out_of_order_segments:
+                notes.append(
+                    f"{name}: {half.out_of_order_segments} out-of-order segment(s) put back in order"
+                )
+            if half.gap_bytes:
+                notes.append(f"{name}: {half.gap_bytes} bytes missing from the capture")
+        return notes
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFilter:
+    """Which streams and frames to show: None means any.
+
+    Attributes:
+        stream: the stream number.
+        port: a TCP port of either endpoint.
+        opcode: "text", "binary" (with their continuation frames) or "control" (close, ping, pong).
+    """
+
+    stream: int | None = None
+    port: int | None = None
+    opcode: str | None = None
+
+    def wants_stream(self, connection: Connection) -> bool:
+        """True when the stream passes `--stream` and `--port`."""
+        if self.stream is not None and connection.index != self.stream:
+            return False
+        return self.port is None or self.port in (connection.tcp.a[1], connection.tcp.b[1])
+
+    def wants_frame(self, frame: FrameRecord) -> bool:
+        """True when the frame passes `--opcode`."""
+        if self.opcode is None:
+            return True
+        if self.opcode == "control":
+            return frame.opcode in CONTROL_OPCODES
+        wanted = Opcode.TEXT if self.opcode == "text" else Opcode.BINARY
+        return frame.message_opcode == wanted and frame.opcode not in CONTROL_OPCODES
+
+
+@dataclass(slots=True)
+class Dissection:
+    """The result of reading one capture."""
+
+    path: str
+    connections: list[Connection]
+    problems: list[str]
+    packets: int = 0
+
+
+def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissection:
+    """Read a pcap or pcapng file and decode the WebSocket connections in it.
+
+    Args:
+        path: the capture file.
+        frame_filter: which streams and frames to keep (all by default).
+
+    Returns:
+        Every TCP stream that passes the filter, with its frames; damaged input is described in
+        `problems` and in each connection's notes.
+
+    Raises:
+        CaptureError: when the file cannot be opened or is not a capture.
+    """
+    chosen = frame_filter or FrameFilter()
+    problems: list[str] = []
+    table = StreamTable()
+    connections: dict[int, Connection] = {}
+    packets = 0
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+    except OSError as exc:
+        raise CaptureError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        for segment in read_segments(file, problems):
+            packets = segment.number
+            stream, new = table.lookup(segment)
+            if new:
+                observer = WebSocketObserver(
+                    stream.index,
+                    _endpoint(stream.a),
+                    _endpoint(stream.b),
+                    mid_connection=not segment.flags & 0x02,
+                )
+                connections[stream.index] = Connection(stream, observer)
+            connection = connections[stream.index]
+            from_a = segment.src == stream.a
+            half = stream.half(segment.src)
+            _deliver(connection, from_a, half.add(segment))
+    finally:
+        file.close()
+    for connection in connections.values():
+        _deliver(connection, True, connection.tcp.from_a.flush())
+        _deliver(connection, False, connection.tcp.from_b.flush())
+        connection.observer.finish()
+        connection.observer.mid_connection = connection.tcp.started_mid_connection
+    kept = [c for c in connections.values() if chosen.wants_stream(c)]
+    for connection in kept:
+        connection.frames = [f for f in connection.frames if chosen.wants_frame(f)]
+    return Dissection(str(path), kept, problems, packets)
+
+
+def _deliver(connection: Connection, from_a: bool, deliveries: list[Data | Gap]) -> None:
+    observer = connection.observer
+    for item in deliveries:
+        if isinstance(item, Data):
+            connection.frames += observer.feed(from_a, item.data, item.time, item.packet)
+        else:
+            observer.gap(from_a, item.size)

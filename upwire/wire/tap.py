@@ -1,0 +1,210 @@
+"""`upwire tap`: a relay between WebSocket clients and one upstream server that shows every frame as it passes.
+
+Owns: accepting clients, opening one upstream connection per client, passing the opening handshake on (the
+Host header is rewritten for the upstream; every other header, the offered and accepted extensions
+included, passes unchanged), then forwarding frames both ways exactly as they were received: same bytes,
+same fragmentation, same opcodes, same masking keys. Frame boundaries come from the core's `FrameParser`
+(through `WebSocketObserver`), and each frame is written on only once it is complete.
+
+Compression is negotiated end to end: the client and the upstream server agree on permessage-deflate
+between themselves and keep their compression contexts; the tap inflates a copy of each compressed
+message per direction only to show it.
+
+Must not know: how frames are printed (its caller passes callbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl as ssl_module
+import time
+from collections.abc import Callable
+from typing import Any
+
+from upwire.client import parse_uri
+from upwire.exceptions import InvalidHandshake
+from upwire.protocol.http import (
+    Headers,
+    Request,
+    RequestReader,
+    Response,
+    ResponseReader,
+    serialize_request,
+    serialize_response,
+)
+from upwire.wire.websocket import FrameRecord, WebSocketObserver
+
+__all__ = ["Tap"]
+
+_READ_SIZE = 1 << 16
+_CLOSE_WAIT_S = 10.0
+
+FrameCallback = Callable[[WebSocketObserver, FrameRecord], None]
+ConnectionCallback = Callable[[WebSocketObserver], None]
+
+
+def _address(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer)
+
+
+class Tap:
+    """Relay clients to `upstream` and report each connection and frame.
+
+    Args:
+        upstream: the ws:// or wss:// URI of the server; a client's request target is kept when the
+            URI's path is "/", replaced by the URI's target otherwise.
+        on_open: called once a connection's handshake succeeded (the observer has request and response).
+        on_frame: called for each frame, before it is forwarded.
+        on_close: called when a connection has ended.
+        ssl: the TLS context for a wss:// upstream (the default context when None).
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        on_open: ConnectionCallback | None = None,
+        on_frame: FrameCallback | None = None,
+        on_close: ConnectionCallback | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
+        self.upstream = parse_uri(upstream)
+        self._on_open = on_open
+        self._on_frame = on_frame
+        self._on_close = on_close
+        self._ssl = ssl
+        self._streams = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        """Listen on `host:port` (0 picks a free port); return the asyncio server."""
+        self.server = await asyncio.start_server(self._accept, host, port)
+        return self.server
+
+    async def close(self) -> None:
+        """Stop listening and end the relayed connections."""
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._relay(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        request_reader = RequestReader()
+        request: Request | None = None
+        try:
+            while request is None:
+                data = await client_r.read(_READ_SIZE)
+                if not data:
+                    return
+                request = request_reader.feed(data)
+        except InvalidHandshake as exc:
+            client_w.write(serialize_response(Response(exc.status or 400, exc.headers, exc.body)))
+            return
+        uri = self.upstream
+        headers = Headers(
+            (name, uri.host_header if name.lower() == "host" else value)
+            for name, value in request.headers.items()
+        )
+        target = request.target if uri.target == "/" else uri.target
+        forwarded = Request(request.method, target, headers)
+        context = None
+        if uri.secure:
+            context = self._ssl or ssl_module.create_default_context()
+        try:
+            upstream_r, upstream_w = await asyncio.open_connection(
+                uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None
+            )
+        except OSError as exc:
+            body = f"upwire tap: cannot connect to the upstream {uri.host}:{uri.port}: {exc.strerror or exc}\n"
+            client_w.write(serialize_response(Response(502, body=body)))
+            return
+        try:
+            upstream_w.write(serialize_request(forwarded))
+            response_reader = ResponseReader(forwarded)
+            response: Response | None = None
+            while response is None:
+                data = await upstream_r.read(_READ_SIZE)
+                response = response_reader.feed(data) if data else response_reader.feed_eof()
+                if not data and response is None:
+                    client_w.write(
+                        serialize_response(Response(502, body="upwire tap: the upstream closed\n"))
+                    )
+                    return
+            client_w.write(
+                serialize_response(response, close=False)
+                if response.status == 101
+                else serialize_response(response)
+            )
+            if response.status != 101:
+                return
+            observer = WebSocketObserver(
+                self._streams,
+                _address(client_w.get_extra_info("peername")),
+                f"{uri.host}:{uri.port}",
+            )
+            self._streams += 1
+            observer.open(forwarded, response, observer.a, observer.b)
+            observer.first_time = time.time()
+            if self._on_open:
+                self._on_open(observer)
+            try:
+                await asyncio.gather(
+                    self._pump(observer, True, client_r, upstream_w, request_reader.trailing_data),
+                    self._pump(
+                        observer, False, upstream_r, client_w, response_reader.trailing_data
+                    ),
+                )
+            finally:
+                if self._on_close:
+                    self._on_close(observer)
+        finally:
+            upstream_w.close()
+
+    async def _pump(
+        self,
+        observer: WebSocketObserver,
+        from_client: bool,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        early: bytes,
+    ) -> None:
+        data = early
+        while True:
+            if data:
+                for record in observer.feed(from_client, data, time.time(), None):
+                    if self._on_frame:
+                        self._on_frame(observer, record)
+                    sink.write(record.wire)
+                await sink.drain()
+            try:
+                data = await source.read(_READ_SIZE)
+            except OSError:
+                data = b""
+            if not data:
+                break
+        # The sender finished: pass the end of its stream on, so the other side sees it too.
+        with contextlib.suppress(OSError, RuntimeError):
+            if sink.can_write_eof():
+                sink.write_eof()

@@ -1,0 +1,212 @@
+"""TCP stream reassembly for captures: segments in, each direction's bytes out in order.
+
+Owns: telling TCP connections apart (the 4-tuple, and a new SYN on a reused one), putting each direction's
+segments back in sequence order (out-of-order segments wait, retransmitted bytes are dropped, sequence
+numbers wrap), and reporting gaps: bytes the capture never saw. The first copy of a byte wins.
+
+Must not know: what the bytes mean (`websocket` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from upwire.wire.capture import Segment
+
+__all__ = ["Data", "Gap", "HalfStream", "StreamTable", "TcpStream"]
+
+_SYN = 0x02
+_FIN = 0x01
+_RST = 0x04
+_ACK = 0x10
+_WRAP = 1 << 32
+# Out-of-order bytes kept while waiting for a hole to be filled; past this the hole is a gap.
+_MAX_PENDING_BYTES = 16 << 20
+
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Bytes that continue a direction in order; `time` and `packet` are those of the segment that brought them."""
+
+    data: bytes
+    time: float
+    packet: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Bytes of a direction that are missing from the capture."""
+
+    size: int
+    time: float
+    packet: int
+
+
+Delivery = Data | Gap
+
+
+@dataclass(slots=True)
+class HalfStream:
+    """One direction of a TCP connection being put back in order."""
+
+    syn_seen: bool = False
+    fin_seen: bool = False
+    started: bool = False
+    retransmitted_bytes: int = 0
+    out_of_order_segments: int = 0
+    gap_bytes: int = 0
+    _next_seq: int = 0  # the 32-bit sequence number of the next byte expected
+    _next_offset: int = 0  # the same byte's offset from the direction's first byte
+    _pending: dict[int, tuple[bytes, float, int]] = field(default_factory=dict)
+    _pending_bytes: int = 0
+
+    def add(self, segment: Segment) -> list[Delivery]:
+        """Take one segment of this direction; return what it makes deliverable, in order."""
+        if segment.flags & _SYN and not self.started:
+            self.syn_seen = True
+            self.started = True
+            self._next_seq = (segment.seq + 1) % _WRAP
+            # A SYN repeated (retransmitted) changes nothing.
+        if segment.flags & _FIN:
+            self.fin_seen = True
+        length = len(segment.payload) + segment.missing
+        if length == 0:
+            return []
+        if not self.started:
+            # The capture started after this direction's SYN: its first captured byte is offset 0.
+            self.started = True
+            self._next_seq = segment.seq
+        offset = self._offset(segment.seq)
+        out: list[Delivery] = []
+        if offset > self._next_offset:
+            self.out_of_order_segments += 1
+            self._keep(offset, segment)
+            if self._pending_bytes > _MAX_PENDING_BYTES:
+                out += self._skip_hole()
+            return out
+        self._deliver(offset, segment.payload, segment.missing, segment.time, segment.number, out)
+        self._drain(out)
+        return out
+
+    def flush(self) -> list[Delivery]:
+        """The capture has ended: deliver what waits behind holes, reporting each hole as a gap."""
+        out: list[Delivery] = []
+        while self._pending:
+            out += self._skip_hole()
+        return out
+
+    def _offset(self, seq: int) -> int:
+        delta = (seq - self._next_seq) % _WRAP
+        if delta >= _WRAP // 2:
+            delta -= _WRAP
+        return self._next_offset + delta
+
+    def _keep(self, offset: int, segment: Segment) -> None:
+        known = self._pending.get(offset)
+        if known is not None and len(known[0]) >= len(segment.payload):
+            self.retransmitted_bytes += len(segment.payload)
+            return
+        self._pending[offset] = (segment.payload, segment.time, segment.number)
+        self._pending_bytes += len(segment.payload)
+        # A truncated out-of-order segment's missing tail becomes a gap when the next bytes are reached.
+
+    def _deliver(
+        self,
+        offset: int,
+        payload: bytes,
+        missing: int,
+        time: float,
+        packet: int,
+        out: list[Delivery],
+    ) -> None:
+        skip = self._next_offset - offset  # bytes already delivered: a retransmission or an overlap
+        if skip >= len(payload) + missing:
+            self.retransmitted_bytes += len(payload)
+            return
+        if skip > 0:
+            self.retransmitted_bytes += min(skip, len(payload))
+        fresh = payload[skip:] if skip < len(payload) else b""
+        if fresh:
+            out.append(Data(fresh, time, packet))
+        lost = missing - max(skip - len(payload), 0)
+        if lost > 0:
+            out.append(Gap(lost, time, packet))
+            self.gap_bytes += lost
+        advance = len(fresh) + max(lost, 0)
+        self._next_offset += advance
+        self._next_seq = (self._next_seq + advance) % _WRAP
+
+    def _drain(self, out: list[Delivery]) -> None:
+        while self._pending:
+            ready = [o for o in self._pending if o <= self._next_offset]
+            if not ready:
+                return
+            for offset in sorted(ready):
+                payload, time, packet = self._pending.pop(offset)
+                self._pending_bytes -= len(payload)
+                self._deliver(offset, payload, 0, time, packet, out)
+
+    def _skip_hole(self) -> list[Delivery]:
+        first = min(self._pending)
+        _, time, packet = self._pending[first]
+        size = first - self._next_offset
+        out: list[Delivery] = []
+        if size > 0:
+            out.append(Gap(size, time, packet))
+            self.gap_bytes += size
+            self._next_offset = first
+            self._next_seq = (self._next_seq + size) % _WRAP
+        self._drain(out)
+        return out
+
+
+@dataclass(slots=True)
+class TcpStream:
+    """One TCP connection: its index (as Wireshark's `tcp.stream` counts, from 0) and both directions.
+
+    `a` is the endpoint that sent the SYN, or the first one seen sending when the capture has no SYN.
+    """
+
+    index: int
+    a: Endpoint
+    b: Endpoint
+    first_time: float
+    from_a: HalfStream = field(default_factory=HalfStream)
+    from_b: HalfStream = field(default_factory=HalfStream)
+    closed: bool = False
+
+    @property
+    def started_mid_connection(self) -> bool:
+        """True when the capture did not see this connection's opening SYN."""
+        return not self.from_a.syn_seen
+
+    def half(self, sender: Endpoint) -> HalfStream:
+        """The direction that `sender` sends."""
+        return self.from_a if sender == self.a else self.from_b
+
+
+class StreamTable:
+    """Assign segments to TCP streams, numbered in order of first appearance."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[frozenset[Endpoint], TcpStream] = {}
+        self.streams: list[TcpStream] = []
+
+    def lookup(self, segment: Segment) -> tuple[TcpStream, bool]:
+        """Return the stream of `segment` and whether the segment opened a new one."""
+        key = frozenset((segment.src, segment.dst))
+        stream = self._by_key.get(key)
+        is_syn = segment.flags & (_SYN | _ACK) == _SYN
+        if stream is not None and not (is_syn and stream.closed):
+            if segment.flags & _RST or (stream.from_a.fin_seen and stream.from_b.fin_seen):
+                stream.closed = True
+            return stream, False
+        a, b = segment.src, segment.dst
+        if not is_syn and segment.flags & _SYN:
+            a, b = segment.dst, segment.src  # a SYN-ACK: the other side opened the connection
+        stream = TcpStream(index=len(self.streams), a=a, b=b, first_time=segment.time)
+        self._by_key[key] = stream
+        self.streams.append(stream)
+        return stream, True

@@ -1,0 +1,82 @@
+"""`upwire tap --web`: a page that shows the frames live, fed over a WebSocket served by upwire itself.
+
+Owns: the page (one self-contained HTML file: a table of frames with a filter box, pause, and rows that
+expand to every field) and `FrameFeed`, which sends each frame's JSON to every open page.
+
+Must not know: how the tap relays frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from importlib import resources
+
+from upwire.exceptions import ConnectionClosed
+from upwire.protocol.http import Request, Response
+from upwire.server import Server, ServerConnection, serve
+from upwire.wire.websocket import FrameRecord, WebSocketObserver
+
+__all__ = ["FrameFeed"]
+
+# Bytes of each payload field sent to the page; the page says when a payload was cut.
+PAGE_PAYLOAD_LIMIT = 4096
+_HISTORY = 2000
+
+
+class FrameFeed:
+    """Serve the page and broadcast frames to the pages that are open.
+
+    New pages first get the most recent frames (up to 2000), then live ones.
+    """
+
+    def __init__(self) -> None:
+        self._pages: set[ServerConnection] = set()
+        self._history: deque[str] = deque(maxlen=_HISTORY)
+        self._page = resources.files("upwire.wire").joinpath("tap.html").read_bytes()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> Server:
+        """Serve the page on `http://host:port/` and the feed on `ws://host:port/frames`."""
+        return await serve(self._handler, host, port, process_request=self._process_request)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/frames":
+            return None
+        if request.path in ("/", "/index.html"):
+            return Response(
+                200,
+                [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
+                self._page,
+            )
+        return Response(404, body="not found: the frames page is at /\n")
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        for item in list(self._history):
+            await ws.send(item)
+        self._pages.add(ws)
+        try:
+            async for _ in ws:
+                pass  # the page sends nothing; reading keeps the connection's close handshake going
+        except ConnectionClosed:
+            pass
+        finally:
+            self._pages.discard(ws)
+
+    def publish(self, observer: WebSocketObserver, record: FrameRecord) -> None:
+        """Send one frame to every open page (without waiting for slow pages)."""
+        fields = record.to_json(payload_limit=PAGE_PAYLOAD_LIMIT)
+        fields["relative_time"] = round(record.time - (observer.first_time or record.time), 6)
+        fields["data_length"] = len(record.data)
+        item = json.dumps(fields, ensure_ascii=False)
+        self._history.append(item)
+        for page in list(self._pages):
+            task = asyncio.ensure_future(self._send(page, item))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _send(self, page: ServerConnection, item: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await page.send(item)

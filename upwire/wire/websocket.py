@@ -1,0 +1,609 @@
+"""One observed WebSocket connection: the opening handshake, then every frame of both directions.
+
+Owns: finding the Upgrade request and its 101 answer in a connection's bytes (parsed by
+`upwire.protocol.http`), splitting each direction into frames with the core's `FrameParser` in an observer
+role (violations recorded, never raised), grouping frames into messages, UTF-8 decoding of text, inflating
+permessage-deflate messages per direction, parsing close payloads, and the byte counts behind `--summary`.
+
+Must not know: where the bytes come from (a capture file or the tap's sockets) or how records are printed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Final
+
+from upwire.exceptions import InvalidHandshake, ProtocolError
+from upwire.protocol.close import parse_close_payload
+from upwire.protocol.frames import (
+    CONTROL_OPCODES,
+    FrameParser,
+    Opcode,
+    apply_mask,
+    check_header,
+    decode_header,
+)
+from upwire.protocol.http import Request, RequestReader, Response, ResponseReader
+from upwire.protocol.utf8 import IncrementalUTF8Decoder
+from upwire.wire.deflate import DeflateParams, Inflater, deflate_params
+
+__all__ = [
+    "CLIENT_TO_SERVER",
+    "SERVER_TO_CLIENT",
+    "DirectionStats",
+    "FrameRecord",
+    "WebSocketObserver",
+]
+
+CLIENT_TO_SERVER: Final = "client-to-server"
+SERVER_TO_CLIENT: Final = "server-to-client"
+
+_OPCODE_NAMES: Final = {int(op): op.name.lower() for op in Opcode}
+# A head larger than this is not a handshake worth waiting for.
+_MAX_HEAD_BYTES = 64 * 1024
+
+
+def opcode_name(opcode: int) -> str:
+    """Return "text", "binary", "continuation", "close", "ping", "pong" or "reserved-0x3"."""
+    return _OPCODE_NAMES.get(opcode, f"reserved-{opcode:#x}")
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    """Everything about one frame as it went over the wire and what it meant.
+
+    The field names are those of `upwire dissect --json` (see docs/wire.md); `to_json` writes them.
+    """
+
+    stream: int
+    index: int
+    time: float
+    packet: int | None
+    direction: str
+    src: str
+    dst: str
+    fin: bool
+    rsv: int
+    opcode: int
+    masked: bool
+    mask_key: bytes | None
+    payload_length: int
+    length_bits: int
+    header_length: int
+    header: bytes
+    payload: bytes
+    message: int | None
+    message_opcode: int | None
+    compressed: bool = False
+    inflated: bytes | None = None
+    text: str | None = None
+    message_end: bool = False
+    message_length: int | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def payload_masked(self) -> bytes:
+        """The payload as sent (masked for a masked frame)."""
+        if self.mask_key is None:
+            return self.payload
+        return apply_mask(self.payload, self.mask_key)
+
+    @property
+    def wire(self) -> bytes:
+        """The frame's bytes exactly as they were on the wire."""
+        return self.header + self.payload_masked
+
+    @property
+    def data(self) -> bytes:
+        """The payload as meant: unmasked and, for a compressed message, inflated."""
+        return self.inflated if self.inflated is not None else self.payload
+
+    @property
+    def is_control(self) -> bool:
+        """True for close, ping and pong."""
+        return self.opcode in CONTROL_OPCODES
+
+    def to_json(self, *, payload_limit: int | None = None) -> dict[str, object]:
+        """Return the frame as the JSON object `upwire dissect --json` prints (hex for bytes)."""
+
+        def hexed(data: bytes | None) -> str | None:
+            if data is None:
+                return None
+            return (data if payload_limit is None else data[:payload_limit]).hex()
+
+        return {
+            "type": "frame",
+            "stream": self.stream,
+            "index": self.index,
+            "time": round(self.time, 6),
+            "packet": self.packet,
+            "direction": self.direction,
+            "src": self.src,
+            "dst": self.dst,
+            "fin": self.fin,
+            "rsv1": bool(self.rsv & 4),
+            "rsv2": bool(self.rsv & 2),
+            "rsv3": bool(self.rsv & 1),
+            "opcode": self.opcode,
+            "opcode_name": opcode_name(self.opcode),
+            "masked": self.masked,
+            "mask_key": self.mask_key.hex() if self.mask_key is not None else None,
+            "payload_length": self.payload_length,
+            "length_bits": self.length_bits,
+            "header_length": self.header_length,
+            "payload_masked": hexed(self.payload_masked) if self.masked else None,
+            "payload": hexed(self.payload),
+            "compressed": self.compressed,
+            "inflated": hexed(self.inflated),
+            "text": self.text,
+            "close_code": self.close_code,
+            "close_reason": self.close_reason,
+            "message": self.message,
+            "message_opcode": opcode_name(self.message_opcode)
+            if self.message_opcode is not None
+            else None,
+            "message_end": self.message_end,
+            "message_length": self.message_length,
+            "violations": list(self.violations),
+        }
+
+
+@dataclass(slots=True)
+class DirectionStats:
+    """Byte counts of one direction, for `--summary`."""
+
+    frames: int = 0
+    control_frames: int = 0
+    messages: int = 0
+    header_bytes: int = 0
+    payload_bytes: int = 0  # as on the wire (compressed when compressed)
+    message_bytes: int = 0  # the application's bytes (inflated)
+    message_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Every byte of every frame."""
+        return self.header_bytes + self.payload_bytes
+
+
+@dataclass(slots=True)
+class _Message:
+    index: int
+    opcode: int
+    compressed: bool
+    length: int = 0
+    decoder: IncrementalUTF8Decoder | None = None
+    invalid_utf8: bool = False
+
+
+class _Direction:
+    """One direction's frame parser, message in progress and inflater."""
+
+    def __init__(
+        self, name: str, client: bool, allowed_rsv: int, inflater: Inflater | None
+    ) -> None:
+        self.name = name
+        # The observer role of the core: masking is checked (a client must mask, a server must not)
+        # but a violation is recorded in place instead of raised.
+        self.parser = FrameParser(expect_masked=client, allowed_rsv=allowed_rsv, strict=False)
+        self.raw = bytearray()  # the same bytes as the parser's buffer, to keep each frame's header
+        self.inflater = inflater
+        self.message: _Message | None = None
+        self.stats = DirectionStats()
+        self.stopped: str | None = None  # why this direction is no longer decoded (a gap)
+
+
+class WebSocketObserver:
+    """Watch one TCP connection's bytes and turn them into `FrameRecord`s.
+
+    Feed each direction's bytes in order with `feed` (`from_a` tells the direction: `a` is the endpoint
+    that opened the connection, or the first one seen). Notes about the connection go to `notes`; the
+    opening handshake to `request`/`response`.
+
+    Args:
+        stream: the connection's number (Wireshark's `tcp.stream`).
+        a, b: the two endpoints as "host:port".
+        mid_connection: the capture started after the connection opened (no SYN seen).
+    """
+
+    def __init__(self, stream: int, a: str, b: str, *, mid_connection: bool = False) -> None:
+        self.stream = stream
+        self.a = a
+        self.b = b
+        self.mid_connection = mid_connection
+        self.client: str | None = None
+        self.server: str | None = None
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.request_head_bytes = 0
+        self.response_head_bytes = 0
+        self.deflate: DeflateParams | None = None
+        self.subprotocol: str | None = None
+        self.extensions: str | None = None
+        self.state = "handshake"  # handshake -> websocket | other
+        self.notes: list[str] = []
+        self.frames = 0
+        self._messages = 0
+        self._request_reader = RequestReader(max_header_bytes=_MAX_HEAD_BYTES)
+        self._response_reader: ResponseReader | None = None
+        self._early: dict[bool, bytearray] = {True: bytearray(), False: bytearray()}
+        self._dirs: dict[bool, _Direction] = {}
+        self._client_is_a: bool | None = None
+        self.first_time: float | None = None
+        self._request_seen = 0
+        self._response_seen = 0
+
+    @property
+    def is_websocket(self) -> bool:
+        """True once frames are being decoded."""
+        return self.state == "websocket"
+
+    def direction_stats(self) -> tuple[DirectionStats, DirectionStats]:
+        """(client-to-server, server-to-client) counts."""
+        c2s = self._by_name(CLIENT_TO_SERVER)
+        s2c = self._by_name(SERVER_TO_CLIENT)
+        return (c2s.stats if c2s else DirectionStats(), s2c.stats if s2c else DirectionStats())
+
+    def _by_name(self, name: str) -> _Direction | None:
+        for direction in self._dirs.values():
+            if direction.name == name:
+                return direction
+        return None
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def feed(self, from_a: bool, data: bytes, time: float, packet: int | None) -> list[FrameRecord]:
+        """Take the next bytes of one direction; return the frames they complete."""
+        if self.first_time is None:
+            self.first_time = time
+        if not data or self.state == "other":
+            return []
+        if self.state == "handshake":
+            return self._handshake(from_a, data, time, packet)
+        return self._frames(from_a, data, time, packet)
+
+    def gap(self, from_a: bool, size: int) -> None:
+        """Bytes of one direction are missing from the capture."""
+        if self.state == "websocket":
+            direction = self._dirs[from_a]
+            if direction.stopped is None:
+                direction.stopped = f"{size} bytes missing from the capture"
+                self.notes.append(
+                    f"{direction.name}: {size} bytes are missing from the capture (a gap); "
+                    "frames after it in this direction cannot be found reliably and are not decoded"
+                )
+            else:
+                self.notes.append(f"{direction.name}: another gap of {size} bytes")
+        elif self.state == "handshake":
+            self.state = "other"
+            self.notes.append(
+                f"{size} bytes are missing from the capture before the handshake completed"
+            )
+
+    def finish(self) -> None:
+        """The capture has ended: report frames and messages left incomplete."""
+        if self.state == "handshake":
+            if self.request is not None and self.response is None:
+                self.notes.append("the capture ends before the server answered the Upgrade request")
+            elif self.request is None:
+                seen = sum(len(b) for b in self._early.values())
+                if seen and self.mid_connection:
+                    self.notes.append(
+                        "the capture starts in the middle of this connection and its first bytes "
+                        "are neither an HTTP request nor WebSocket frames"
+                    )
+                elif seen:
+                    self.notes.append("not a WebSocket connection: no HTTP Upgrade request")
+            return
+        for direction in self._dirs.values():
+            if direction.stopped:
+                continue
+            buffered = direction.parser.buffered
+            if buffered:
+                header = decode_header(direction.raw)
+                if header is not None:
+                    self.notes.append(
+                        f"{direction.name}: the capture ends inside a {opcode_name(header.opcode)} "
+                        f"frame ({buffered} of {header.header_length + header.length} bytes)"
+                    )
+                else:
+                    self.notes.append(
+                        f"{direction.name}: the capture ends inside a frame header ({buffered} bytes)"
+                    )
+            if direction.message is not None:
+                self.notes.append(
+                    f"{direction.name}: message {direction.message.index} never got its final frame"
+                )
+
+    # --- the opening handshake ---------------------------------------------------------------------
+
+    def _handshake(
+        self, from_a: bool, data: bytes, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        if self._client_is_a is None:
+            early = self._early[from_a]
+            early += data
+            if not self._looks_like_request(bytes(early)):
+                if len(early) < 8 and bytes(early).isalpha():
+                    return []  # too short to tell yet
+                if self.mid_connection:
+                    return self._guess_frames(from_a, time, packet)
+                self.state = "other"
+                self.notes.append(
+                    "not a WebSocket connection: it does not start with an HTTP request"
+                )
+                return []
+            self._client_is_a = from_a
+            self.client, self.server = (self.a, self.b) if from_a else (self.b, self.a)
+            data = bytes(early)
+            early.clear()
+        client_side = from_a == self._client_is_a
+        if client_side:
+            if self.request is not None:
+                self._early[from_a] += data
+                return []
+            self._request_seen += len(data)
+            try:
+                request = self._request_reader.feed(data)
+            except InvalidHandshake as exc:
+                self.state = "other"
+                self.notes.append(f"not a WebSocket connection: bad HTTP request ({exc})")
+                return []
+            if request is None:
+                return []
+            self.request = request
+            trailing = self._request_reader.trailing_data
+            self.request_head_bytes = self._request_seen - len(trailing)
+            if "websocket" not in request.headers.tokens("upgrade"):
+                self.state = "other"
+                self.notes.append(
+                    f"not a WebSocket connection: HTTP {request.method} {request.target} "
+                    "without Upgrade: websocket"
+                )
+                return []
+            self._response_reader = ResponseReader(request, max_header_bytes=_MAX_HEAD_BYTES)
+            self._early[from_a] += trailing
+            waiting = bytes(self._early[not from_a])
+            self._early[not from_a].clear()
+            if waiting:
+                return self._handshake(not from_a, waiting, time, packet)
+            return []
+        # server side
+        if self._response_reader is None:
+            self._early[from_a] += data
+            return []
+        self._response_seen += len(data)
+        try:
+            response = self._response_reader.feed(data)
+        except InvalidHandshake as exc:
+            self.state = "other"
+            self.notes.append(f"not a WebSocket connection: bad HTTP response ({exc})")
+            return []
+        if response is None:
+            return []
+        self.response = response
+        trailing = self._response_reader.trailing_data
+        self.response_head_bytes = self._response_seen - len(trailing)
+        if response.status != 101:
+            self.state = "other"
+            self.notes.append(
+                f"the server refused the Upgrade: HTTP {response.status} {response.reason}"
+            )
+            return []
+        self._open(response)
+        records = self._frames(from_a, trailing, time, packet)
+        pending = bytes(self._early[not from_a])
+        self._early[not from_a].clear()
+        return records + self._frames(not from_a, pending, time, packet)
+
+    @staticmethod
+    def _looks_like_request(data: bytes) -> bool:
+        method, sep, _ = data.partition(b" ")
+        return bool(sep) and method.isalpha() and method.isupper() and len(method) <= 16
+
+    def open(self, request: Request, response: Response, client: str, server: str) -> None:
+        """Start decoding frames after a handshake seen elsewhere (the tap reads it itself).
+
+        `feed(True, ...)` then means client-to-server.
+        """
+        self.request = request
+        self.response = response
+        self.client, self.server = client, server
+        self._client_is_a = True
+        self._open(response)
+
+    def _open(self, response: Response) -> None:
+        self.state = "websocket"
+        self.subprotocol = response.headers.get("Sec-WebSocket-Protocol")
+        self.extensions = response.headers.get("Sec-WebSocket-Extensions")
+        self.deflate = deflate_params(self.extensions)
+        self._setup_directions(allowed_rsv=4 if self.deflate else 0)
+
+    def _setup_directions(self, allowed_rsv: int) -> None:
+        deflate = self.deflate
+        client_inflater = server_inflater = None
+        if deflate is not None:
+            client_inflater = Inflater(
+                deflate.client_max_window_bits, not deflate.client_no_context_takeover
+            )
+            server_inflater = Inflater(
+                deflate.server_max_window_bits, not deflate.server_no_context_takeover
+            )
+        assert self._client_is_a is not None
+        self._dirs[self._client_is_a] = _Direction(
+            CLIENT_TO_SERVER, True, allowed_rsv, client_inflater
+        )
+        self._dirs[not self._client_is_a] = _Direction(
+            SERVER_TO_CLIENT, False, allowed_rsv, server_inflater
+        )
+
+    def _guess_frames(self, from_a: bool, time: float, packet: int | None) -> list[FrameRecord]:
+        """A capture that starts mid-connection: try the first bytes as a frame boundary."""
+        data = bytes(self._early[from_a])
+        header = decode_header(data)
+        if header is None:
+            return []  # wait for more bytes
+        if check_header(header, expect_masked=None, allowed_rsv=4) is not None:
+            self.state = "other"
+            self.notes.append(
+                "the capture starts in the middle of this connection and its first bytes are "
+                "neither an HTTP request nor a WebSocket frame"
+            )
+            return []
+        # A masked frame comes from the client (RFC 6455 §5.3).
+        self._client_is_a = from_a if header.masked else not from_a
+        self.client, self.server = (self.a, self.b) if self._client_is_a else (self.b, self.a)
+        self.state = "websocket"
+        self.notes.append(
+            "the capture starts in the middle of this connection: no opening handshake, so the "
+            "negotiated extensions are unknown; frames are decoded from the first captured byte of "
+            "each direction (compressed payloads may not inflate without their earlier context)"
+        )
+        self.deflate = DeflateParams() if header.rsv & 4 else None
+        self._setup_directions(allowed_rsv=4)
+        records: list[FrameRecord] = []
+        for side in (from_a, not from_a):
+            pending = bytes(self._early[side])
+            self._early[side].clear()
+            records += self._frames(side, pending, time, packet)
+        return records
+
+    # --- frames ------------------------------------------------------------------------------------
+
+    def _frames(
+        self, from_a: bool, data: bytes, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        direction = self._dirs[from_a]
+        if direction.stopped or not data:
+            return []
+        direction.parser.feed(data)
+        direction.raw += data
+        records: list[FrameRecord] = []
+        while True:
+            before = len(direction.parser.violations)
+            frame = direction.parser.next_frame()
+            if frame is None:
+                return records
+            header = frame.header
+            head = bytes(direction.raw[: header.header_length])
+            del direction.raw[: header.header_length + header.length]
+            violations = [v.message for _, v in direction.parser.violations[before:]]
+            src, dst = (self.client, self.server)
+            if direction.name == SERVER_TO_CLIENT:
+                src, dst = dst, src
+            record = FrameRecord(
+                stream=self.stream,
+                index=self.frames,
+                time=time,
+                packet=packet,
+                direction=direction.name,
+                src=src or "",
+                dst=dst or "",
+                fin=header.fin,
+                rsv=header.rsv,
+                opcode=header.opcode,
+                masked=header.masked,
+                mask_key=header.mask_key,
+                payload_length=header.length,
+                length_bits=header.length_bits,
+                header_length=header.header_length,
+                header=head,
+                payload=frame.payload,
+                message=None,
+                message_opcode=None,
+                violations=violations,
+            )
+            self.frames += 1
+            self._meaning(direction, record)
+            records.append(record)
+
+    def _meaning(self, direction: _Direction, record: FrameRecord) -> None:
+        """Fill in message, inflated payload, text and close fields of a frame."""
+        stats = direction.stats
+        stats.frames += 1
+        stats.header_bytes += record.header_length
+        stats.payload_bytes += record.payload_length
+        opcode = record.opcode
+        if opcode in CONTROL_OPCODES:
+            stats.control_frames += 1
+            record.message = self._next_message()
+            record.message_opcode = opcode
+            record.message_end = True
+            record.message_length = len(record.payload)
+            if opcode == Opcode.CLOSE:
+                try:
+                    close = parse_close_payload(record.payload)
+                except ProtocolError as exc:
+                    record.violations.append(str(exc))
+                else:
+                    record.close_code = close.code
+                    record.close_reason = close.reason
+            return
+        if opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+            return  # a reserved opcode: reported by check_header, no meaning to give
+        message = direction.message
+        if opcode == Opcode.CONTINUATION:
+            if message is None:
+                # RFC 6455 §5.4: a continuation frame must continue a fragmented message.
+                record.violations.append("continuation frame without a message to continue")
+                return
+            if record.rsv & 4:
+                # RFC 7692 §6.1: RSV1 is set on the first frame of a compressed message only.
+                record.violations.append("RSV1 set on a continuation frame")
+        else:
+            if message is not None:
+                # RFC 6455 §5.4: a new data message cannot start before the previous one ends.
+                record.violations.append(
+                    f"new {opcode_name(opcode)} message before message {message.index} ended"
+                )
+            compressed = bool(record.rsv & 4) and direction.inflater is not None
+            message = _Message(self._next_message(), opcode, compressed)
+            if opcode == Opcode.TEXT:
+                message.decoder = IncrementalUTF8Decoder()
+            if compressed and direction.inflater is not None:
+                direction.inflater.start_message()
+            direction.message = message
+        record.message = message.index
+        record.message_opcode = message.opcode
+        record.compressed = message.compressed
+        data = record.payload
+        if message.compressed and direction.inflater is not None:
+            if direction.inflater.broken:
+                record.violations.append(
+                    "cannot inflate: an earlier message of this direction failed"
+                )
+                data = b""
+            else:
+                try:
+                    data = direction.inflater.inflate(record.payload, record.fin)
+                except zlib.error as exc:
+                    record.violations.append(f"cannot inflate: {exc}")
+                    data = b""
+                record.inflated = data
+        message.length += len(data)
+        if message.decoder is not None:
+            if message.invalid_utf8:
+                record.text = data.decode("utf-8", "replace")
+            else:
+                try:
+                    record.text = message.decoder.decode(data, final=record.fin)
+                except UnicodeDecodeError as exc:
+                    message.invalid_utf8 = True
+                    # RFC 6455 §8.1: a text message must be valid UTF-8 (1007 otherwise).
+                    record.violations.append(f"text is not valid UTF-8 ({exc.reason})")
+                    record.text = data.decode("utf-8", "replace")
+        if record.fin:
+            record.message_end = True
+            record.message_length = message.length
+            stats.messages += 1
+            stats.message_bytes += message.length
+            stats.message_sizes.append(message.length)
+            direction.message = None
+
+    def _next_message(self) -> int:
+        index = self._messages
+        self._messages += 1
+        return index
