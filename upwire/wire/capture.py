@@ -82,11 +82,12 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
     dpkt = _dpkt()
     head = file.read(4)
     file.seek(0)
+    watched = _ShortReadDetector(file)
     try:
         if head == b"\x0a\x0d\x0d\x0a":
-            reader = dpkt.pcapng.Reader(file)
+            reader = dpkt.pcapng.Reader(watched)
         else:
-            reader = dpkt.pcap.Reader(file)
+            reader = dpkt.pcap.Reader(watched)
     except (ValueError, dpkt.UnpackError, struct.error) as exc:
         raise CaptureError(f"not a pcap or pcapng capture ({exc or 'empty file'})") from None
     linktype = reader.datalink()
@@ -128,8 +129,30 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
             continue
         if segment is not None:
             yield segment
+    if watched.short_read:
+        problems.append(
+            f"the capture is truncated: it ends in the middle of packet record {number}; "
+            "decoding what came before"
+        )
     if undecodable:
         problems.append(f"{undecodable} packet(s) could not be decoded and were skipped")
+
+
+class _ShortReadDetector:
+    """A file that remembers whether a read returned fewer bytes than asked (a record cut short)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.short_read = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if 0 < len(data) < size:
+            self.short_read = True
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def _decode(dpkt: Any, linktype: int, number: int, time: float, data: bytes) -> Segment | None:

@@ -90,8 +90,9 @@ def _style(args: argparse.Namespace, out: TextIO) -> Style:
     return Style(out, None if args.color == "auto" else args.color == "always")
 
 
-def run_dissect(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_dissect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `upwire dissect`."""
+    out = out or sys.stdout
     chosen = FrameFilter(stream=args.stream, port=args.port, opcode=args.opcode)
     try:
         result = dissect(args.capture, chosen)
@@ -132,9 +133,9 @@ def _set_once(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def run_tap(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_tap(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `upwire tap` until interrupted."""
-    return asyncio.run(_tap(args, out))
+    return asyncio.run(_tap(args, out or sys.stdout))
 
 
 async def _tap(args: argparse.Namespace, out: TextIO) -> int:

@@ -1,0 +1,282 @@
+"""The dissector on captures built byte by byte: link types, TCP reassembly, damaged input, deflate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from upwire.cli import main
+from upwire.protocol.frames import Opcode
+from upwire.wire import dissect
+
+from .pcapbuild import (
+    CLIENT6,
+    DEFLATE_RESPONSE,
+    LINKTYPES,
+    MASK,
+    REQUEST,
+    RESPONSE,
+    SERVER6,
+    Conversation,
+    client_frame,
+    deflate_messages,
+    server_frame,
+    write_capture,
+)
+
+
+def echo_conversation(**kwargs: object) -> Conversation:
+    conversation = Conversation(**kwargs).handshake()  # type: ignore[arg-type]
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, b"hello"))
+    conversation.send(False, server_frame(Opcode.TEXT, b"hello"))
+    conversation.send(True, client_frame(Opcode.BINARY, bytes(300)))
+    conversation.send(False, server_frame(Opcode.CLOSE, b"\x03\xe8bye"))
+    return conversation
+
+
+@pytest.mark.parametrize("linktype", sorted(LINKTYPES))
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+def test_every_link_type_and_file_format_decodes_the_same_frames(
+    tmp_path: Path, linktype: str, pcapng: bool
+) -> None:
+    path = write_capture(
+        tmp_path / "c.cap", echo_conversation().packets, linktype=linktype, pcapng=pcapng
+    )
+    result = dissect(path)
+    [connection] = result.connections
+    assert connection.observer.is_websocket
+    assert connection.observer.request is not None
+    assert connection.observer.request.target == "/chat"
+    frames = connection.frames
+    assert [f.opcode for f in frames] == [1, 1, 2, 8]
+    first = frames[0]
+    assert (first.masked, first.mask_key, first.text, first.payload_length) == (
+        True,
+        MASK,
+        "hello",
+        5,
+    )
+    assert first.payload_masked != first.payload
+    assert frames[2].length_bits == 16 and frames[2].header_length == 8
+    assert (frames[3].close_code, frames[3].close_reason) == (1000, "bye")
+    assert result.problems == []
+
+
+def test_ipv6_addresses_are_shown_with_brackets(tmp_path: Path) -> None:
+    conversation = echo_conversation(client=CLIENT6, server=SERVER6)
+    result = dissect(write_capture(tmp_path / "c.pcap", conversation.packets, linktype="sll2"))
+    [connection] = result.connections
+    assert connection.observer.client == "[2001:db8::1]:50000"
+    assert connection.frames[0].dst == "[2001:db8::2]:8080"
+
+
+def test_out_of_order_segments_are_put_back_in_order(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    pieces = conversation.send(True, client_frame(Opcode.TEXT, b"x" * 200), segment=50)
+    for piece in pieces:
+        conversation.packets.remove(piece)
+    conversation.packets += [pieces[2], pieces[0], pieces[3], pieces[1], pieces[4]]
+    result = dissect(write_capture(tmp_path / "c.pcap", conversation.packets))
+    [connection] = result.connections
+    assert [f.text for f in connection.frames] == ["x" * 200]
+    assert any("out-of-order" in note for note in connection.tcp_notes())
+
+
+def test_retransmitted_segments_do_not_duplicate_frames(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    [first] = conversation.send(True, client_frame(Opcode.TEXT, b"once"))
+    conversation.packets.append(first)  # the same segment again
+    pieces = conversation.send(True, client_frame(Opcode.TEXT, b"twice" * 10), segment=20)
+    conversation.packets.append(pieces[0])  # an overlapping retransmission after later data
+    result = dissect(write_capture(tmp_path / "c.pcap", conversation.packets))
+    [connection] = result.connections
+    assert [f.text for f in connection.frames] == ["once", "twice" * 10]
+    assert any("retransmitted" in note for note in connection.tcp_notes())
+
+
+def test_a_gap_is_reported_and_the_other_direction_still_decodes(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, b"before"))
+    lost = conversation.send(True, client_frame(Opcode.TEXT, b"lost" * 20), segment=30)
+    conversation.packets.remove(lost[1])
+    conversation.send(True, client_frame(Opcode.TEXT, b"after"))
+    conversation.send(False, server_frame(Opcode.TEXT, b"server"))
+    result = dissect(write_capture(tmp_path / "c.pcap", conversation.packets))
+    [connection] = result.connections
+    texts = [(f.direction, f.text) for f in connection.frames]
+    assert ("client-to-server", "before") in texts
+    assert ("server-to-client", "server") in texts
+    notes = connection.tcp_notes() + connection.observer.notes
+    assert any("30 bytes missing" in note for note in notes), notes
+    assert any("gap" in note for note in connection.observer.notes)
+
+
+def test_a_truncated_capture_keeps_what_came_before_and_says_so(tmp_path: Path) -> None:
+    path = write_capture(tmp_path / "c.pcap", echo_conversation().packets)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 30])  # in the middle of the last record
+    result = dissect(cut)
+    [connection] = result.connections
+    assert [f.opcode for f in connection.frames][:3] == [1, 1, 2]
+    message = " ".join(result.problems + connection.observer.notes + connection.tcp_notes())
+    assert "truncated" in message or "missing" in message, message
+
+
+def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Path) -> None:
+    path = write_capture(tmp_path / "c.pcap", echo_conversation().packets)
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(path.read_bytes()[:-7])
+    garbage = tmp_path / "garbage.pcap"
+    garbage.write_bytes(b"this is not a capture at all")
+    runs = {
+        name: subprocess.run(
+            [sys.executable, "-m", "upwire", "dissect", str(file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for name, file in (("cut", cut), ("garbage", garbage), ("missing", tmp_path / "no.pcap"))
+    }
+    for name, run in runs.items():
+        assert "Traceback" not in run.stderr, (name, run.stderr)
+    assert runs["cut"].returncode == 0 and "text" in runs["cut"].stdout
+    assert "truncated" in runs["cut"].stderr
+    assert runs["garbage"].returncode == 1
+    assert "not a pcap or pcapng capture" in runs["garbage"].stderr
+    assert runs["missing"].returncode == 1 and "cannot open" in runs["missing"].stderr
+
+
+def test_a_plain_http_stream_is_reported_as_not_websocket(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conversation.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    other = Conversation(client=("10.0.0.3", 40000)).handshake()
+    other.send(True, b"\x16\x03\x01\x00\x05hello")  # TLS-ish bytes, not HTTP
+    result = dissect(write_capture(tmp_path / "c.pcap", conversation.packets + other.packets))
+    notes = {c.index: c.observer.notes for c in result.connections}
+    assert not any(c.observer.is_websocket for c in result.connections)
+    assert "without Upgrade: websocket" in notes[0][0]
+    assert "does not start with an HTTP request" in notes[1][0]
+
+
+def test_a_refused_upgrade_is_not_websocket(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert not connection.observer.is_websocket
+    assert "HTTP 403" in connection.observer.notes[0]
+
+
+def test_a_capture_that_starts_mid_connection_decodes_frames_with_a_note(tmp_path: Path) -> None:
+    conversation = Conversation()  # no SYN, no handshake
+    conversation.send(False, server_frame(Opcode.TEXT, b"already open"))
+    conversation.send(True, client_frame(Opcode.PING, b"p"))
+    conversation.send(False, server_frame(Opcode.PONG, b"p"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    observer = connection.observer
+    assert observer.is_websocket
+    assert observer.client == "10.0.0.1:50000"  # the masked side
+    assert [f.opcode for f in connection.frames] == [1, 9, 10]
+    assert "middle of this connection" in observer.notes[0]
+
+
+def test_a_capture_that_starts_mid_frame_says_so(tmp_path: Path) -> None:
+    conversation = Conversation()
+    conversation.send(False, server_frame(Opcode.TEXT, b"x" * 300)[5:])
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert not connection.observer.is_websocket
+    assert "middle of this connection" in connection.observer.notes[0]
+
+
+def test_deflate_messages_inflate_with_context_takeover_and_fragments(tmp_path: Path) -> None:
+    messages = [b"compress me " * 20, b"compress me " * 20, b"again and again " * 4]
+    compressed = deflate_messages(messages)
+    conversation = Conversation().handshake()
+    conversation.send(
+        True,
+        REQUEST.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+    )
+    conversation.send(False, DEFLATE_RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, compressed[0], rsv=4))
+    # the second message relies on the first one's context: much shorter on the wire
+    assert len(compressed[1]) < len(compressed[0]) // 2
+    conversation.send(True, client_frame(Opcode.TEXT, compressed[1], rsv=4))
+    third = compressed[2]
+    conversation.send(True, client_frame(Opcode.BINARY, third[:5], fin=False, rsv=4))
+    conversation.send(True, client_frame(Opcode.CONTINUATION, third[5:]))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    frames = connection.frames
+    assert [f.text for f in frames[:2]] == [m.decode() for m in messages[:2]]
+    assert all(f.compressed for f in frames)
+    assert b"".join(f.inflated or b"" for f in frames[2:]) == messages[2]
+    assert frames[3].message == frames[2].message and frames[3].message_end
+    assert frames[3].message_length == len(messages[2])
+    assert not any(f.violations for f in frames)
+
+
+def test_violations_are_reported_in_place(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    conversation.send(True, server_frame(Opcode.TEXT, b"unmasked"))
+    conversation.send(False, server_frame(Opcode.TEXT, b"\xff\xfe"))
+    conversation.send(False, server_frame(Opcode.CONTINUATION, b"orphan"))
+    conversation.send(False, server_frame(Opcode.TEXT, b"x", rsv=4))
+    conversation.send(False, server_frame(Opcode.CLOSE, b"\x03"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    violations = [f.violations for f in connection.frames]
+    assert "unmasked frame from a client" in violations[0]
+    assert any("UTF-8" in v for v in violations[1])
+    assert any("continuation frame without" in v for v in violations[2])
+    assert any("RSV bits" in v for v in violations[3])
+    assert any("1-byte payload" in v for v in violations[4])
+
+
+def test_cli_json_filters_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = echo_conversation()
+    second = echo_conversation(client=("10.0.0.9", 41000), server=("10.0.0.2", 9090))
+    path = write_capture(tmp_path / "c.pcap", first.packets + second.packets)
+
+    def run(*args: str) -> list[dict[str, object]]:
+        assert main(["dissect", str(path), "--json", *args]) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    everything = run()
+    assert [o["type"] for o in everything].count("connection") == 2
+    assert [o["stream"] for o in run("--stream", "1") if o["type"] == "frame"] == [1] * 4
+    assert {o["stream"] for o in run("--port", "9090")} == {1}
+    control = [o for o in run("--opcode", "control") if o["type"] == "frame"]
+    assert [o["opcode_name"] for o in control] == ["close", "close"]
+    binary = [o for o in run("--opcode", "binary", "--stream", "0") if o["type"] == "frame"]
+    assert [o["opcode_name"] for o in binary] == ["binary"]
+    frame = binary[0]
+    assert frame["length_bits"] == 16 and frame["payload_length"] == 300
+    assert frame["mask_key"] == MASK.hex() and frame["payload"] == "00" * 300
+    summaries = run("--summary")
+    assert summaries[0]["type"] == "summary"
+    up = summaries[0]["client_to_server"]
+    assert isinstance(up, dict)
+    assert up["messages"] == 2 and up["framing_overhead_bytes"] == 6 + 8 + 0
+    assert main(["dissect", str(path), "--summary"]) == 0
+    text = capsys.readouterr().out
+    assert "as HTTP polling with this handshake's headers" in text
+    assert main(["dissect", str(path), "--color", "never"]) == 0
+    tree = capsys.readouterr().out
+    assert "GET /chat HTTP/1.1" in tree and "HTTP/1.1 101 Switching Protocols" in tree
+    assert "\x1b[" not in tree
+    assert main(["dissect", str(path), "--color", "always"]) == 0
+    assert "\x1b[" in capsys.readouterr().out
