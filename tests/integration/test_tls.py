@@ -1,0 +1,108 @@
+"""TLS: wss:// between upwire's server and client, with a CA and certificates made at test time (trustme).
+
+The client verifies certificates by default; these tests show it accepts a certificate its context trusts and
+refuses, with `InvalidCertificate`, one from an unknown CA or for another host name.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trustme
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer
+
+pytestmark = pytest.mark.timeout(TEST_TIMEOUT_S * 3)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*(names or ("localhost", "127.0.0.1"))).configure_cert(context)
+    return context
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_wss_echo_with_a_certificate_the_client_trusts(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ssl=server_context(ca))
+    async with upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context(ca)) as ws:
+        await ws.send("over TLS")
+        assert await ws.recv() == "over TLS"
+        await ws.send(b"\x00" * 100_000)
+        assert await ws.recv() == b"\x00" * 100_000
+        assert ws.transport is not None
+        assert ws.transport.get_extra_info("ssl_object") is not None
+    assert ws.close_code == 1000
+
+
+async def test_ip_address_uri_is_checked_against_the_certificate_ip(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ssl=server_context(ca))
+    async with upwire.connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context(ca)) as ws:
+        await ws.send("ip")
+        assert await ws.recv() == "ip"
+
+
+async def test_default_context_refuses_a_certificate_from_an_unknown_ca(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ssl=server_context(ca))
+    with pytest.raises(upwire.InvalidCertificate) as caught:
+        await upwire.connect(f"wss://localhost:{server.port}/")
+    message = str(caught.value)
+    assert f"localhost:{server.port}" in message
+    assert "could not be verified" in message
+    assert "certificate" in caught.value.verify_message
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    assert isinstance(caught.value, upwire.InvalidHandshake)
+
+
+async def test_certificate_for_another_host_name_is_refused(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ssl=server_context(ca, "other.example"))
+    with pytest.raises(upwire.InvalidCertificate) as caught:
+        await upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context(ca))
+    assert "mismatch" in caught.value.verify_message.lower()
+    assert "localhost" in caught.value.verify_message
+
+
+async def test_server_hostname_checks_the_certificate_against_that_name(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ssl=server_context(ca, "other.example"))
+    async with upwire.connect(
+        f"wss://127.0.0.1:{server.port}/", ssl=client_context(ca), server_hostname="other.example"
+    ) as ws:
+        await ws.send("sni")
+        assert await ws.recv() == "sni"
+
+
+async def test_plain_client_against_a_tls_server_fails_the_handshake(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ssl=server_context(ca))
+    with pytest.raises(upwire.InvalidHandshake):
+        await upwire.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=5)
+
+
+async def test_ssl_options_with_a_ws_uri_are_refused(ca: trustme.CA) -> None:
+    with pytest.raises(upwire.InvalidURI, match="wss://"):
+        upwire.connect("ws://localhost:1/", ssl=client_context(ca))
+    with pytest.raises(upwire.InvalidURI, match="wss://"):
+        upwire.connect("ws://localhost:1/", server_hostname="localhost")
