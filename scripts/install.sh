@@ -58,10 +58,11 @@ if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>
   "$PY" -m venv "$VENV"
 fi
 
-# pip only when pyproject.toml changed since the last install of this mode (an `all` install covers `demo`),
-# or when the package appeared since (the editable install maps only the packages it found)
+# pip only when pyproject.toml, setup.py or the C extension's source changed since the last install of this
+# mode (an `all` install covers `demo`), or when the package appeared since (the editable install maps only
+# the packages it found; the C extension is compiled by pip, so a changed source needs a new install)
 if [[ "$MODE" == all ]]; then target=".[test]"; else target="."; fi
-hash="$({ cat pyproject.toml; [[ -f upwire/__init__.py ]] && echo "package: upwire"; } | sha256sum | cut -d' ' -f1)"
+hash="$({ cat pyproject.toml setup.py upwire/*.c 2>/dev/null; [[ -f upwire/__init__.py ]] && echo "package: upwire"; } | sha256sum | cut -d' ' -f1)"
 installed() { [[ "$(cat "$VENV/.upwire-install-$1" 2>/dev/null)" == "$hash" ]]; }
 if installed all || { [[ "$MODE" == demo ]] && installed demo; }; then
   say ".venv is up to date"

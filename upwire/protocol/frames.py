@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from upwire.exceptions import PayloadTooBig, ProtocolError
 
@@ -26,6 +26,7 @@ __all__ = [
     "Opcode",
     "Violation",
     "apply_mask",
+    "apply_mask_py",
     "check_header",
     "decode_header",
     "encode_frame",
@@ -220,8 +221,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes:
+def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes:
     """XOR `data` with the repeated 4-byte `mask_key` (RFC 6455 §5.3); masking and unmasking are the same.
+
+    The pure-Python reference; `apply_mask` is the C version from `upwire._speedups` when it is built.
 
     Args:
         data: the payload (or a piece of it).
@@ -241,6 +244,21 @@ def apply_mask(data: bytes | bytearray | memoryview, mask_key: bytes, offset: in
     repeated = mask_key * ((n + 3) >> 2)
     value = int.from_bytes(data, "little") ^ int.from_bytes(repeated[:n], "little")
     return value.to_bytes(n, "little")
+
+
+class _MaskFunction(Protocol):
+    def __call__(
+        self, data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0
+    ) -> bytes: ...
+
+
+apply_mask: _MaskFunction
+try:
+    from upwire._speedups import apply_mask
+except ImportError:  # the C extension is optional
+    apply_mask = apply_mask_py
+if os.environ.get("UPWIRE_NO_SPEEDUPS"):
+    apply_mask = apply_mask_py
 
 
 def encode_header(
