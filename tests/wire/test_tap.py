@@ -1,0 +1,212 @@
+"""`upwire tap`: frames relayed unchanged between an upwire client and a Node ws server, and the live page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
+
+import upwire
+from upwire.wire.tap import Tap
+from upwire.wire.web import FrameFeed
+from upwire.wire.websocket import FrameRecord, WebSocketObserver
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("UPWIRE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def start_node_echo(*options: str) -> tuple[NodePeer, int]:
+    peer = await NodePeer.start("echo_server.js", *options)
+    listening = await peer.next_event("listening")
+    return peer, int(listening["port"])
+
+
+async def relay_session(tap_port: int) -> None:
+    async with upwire.connect(f"ws://127.0.0.1:{tap_port}/echo") as ws:
+        await ws.send("through the tap")
+        assert await ws.recv() == "through the tap"
+        await ws.send(bytes(range(200)))
+        assert await ws.recv() == bytes(range(200))
+        await ws.send(["frag", "ment", "ed"])
+        assert await ws.recv() == "fragmented"
+        await asyncio.wait_for(ws.ping(b"tap-ping"), 10)
+        await ws.close(4002, "tap test done")
+
+
+async def test_tap_forwards_frames_unchanged_both_ways() -> None:
+    peer, port = await start_node_echo()
+    records: list[FrameRecord] = []
+    closed = asyncio.Event()
+    tap = Tap(
+        f"ws://127.0.0.1:{port}/",
+        on_frame=lambda observer, record: records.append(record),
+        on_close=lambda observer: closed.set(),
+    )
+    server = await tap.start("127.0.0.1", 0)
+    try:
+        await relay_session(server.sockets[0].getsockname()[1])
+        await asyncio.wait_for(closed.wait(), 10)
+    finally:
+        await tap.close()
+        await peer.stop()
+    connection = await_node_connection(peer)
+    assert connection["path"] == "/echo"
+    upstream = [r for r in records if r.direction == "client-to-server"]
+    downstream = [r for r in records if r.direction == "server-to-client"]
+    # the fragmented message kept its three frames and opcodes on the way to Node
+    assert [(r.opcode, r.fin) for r in upstream if r.message_opcode == 1][2:] == [
+        (1, False),
+        (0, False),
+        (0, False),
+        (0, True),
+    ] or [(r.opcode, r.fin) for r in upstream if r.message_opcode == 1][1:] == [
+        (1, False),
+        (0, False),
+        (0, True),
+    ]
+    assert all(r.masked for r in upstream) and not any(r.masked for r in downstream)
+    assert [r.opcode for r in upstream if r.is_control] == [9, 8]
+    assert [r.opcode for r in downstream if r.is_control] == [10, 8]
+    assert [(r.close_code, r.close_reason) for r in records if r.opcode == 8] == [
+        (4002, "tap test done"),
+        (4002, "tap test done"),  # Node ws echoes the code and reason
+    ]
+    assert not any(r.violations for r in records)
+    # what the Node server received is what upwire sent: it saw one message per send
+    messages = [e for e in peer.seen if e["event"] == "message"]
+    assert [m.get("text") for m in messages] == ["through the tap", None, "fragmented"]
+
+
+def await_node_connection(peer: NodePeer) -> dict[str, object]:
+    [connection] = [e for e in peer.seen if e["event"] == "connection"]
+    return connection
+
+
+async def test_tap_is_byte_exact_for_frames_it_relays() -> None:
+    """A raw upstream receives exactly the bytes a raw client wrote (odd fragmentation included)."""
+    received = bytearray()
+    answered = asyncio.Event()
+
+    async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        )
+        writer.write(b"\x89\x00")  # an empty ping from the server
+        while len(received) < len(frames):
+            chunk = await reader.read(1024)
+            if not chunk:
+                break
+            received.extend(chunk)
+        answered.set()
+        writer.close()
+
+    from upwire.protocol.frames import encode_frame
+
+    key = b"\x0a\x0b\x0c\x0d"
+    frames = (
+        encode_frame(1, b"one", fin=False, mask_key=key)
+        + encode_frame(0, b"two", fin=False, mask_key=key)
+        + encode_frame(10, b"", mask_key=key)
+        + encode_frame(0, b"three", mask_key=key)
+        + encode_frame(2, bytes(70000), mask_key=key)
+    )
+    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    tap = Tap(f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/")
+    server = await tap.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        assert await reader.readexactly(2) == b"\x89\x00"
+        for start in range(0, len(frames), 777):  # write in pieces that cut frames anywhere
+            writer.write(frames[start : start + 777])
+            await writer.drain()
+        await asyncio.wait_for(answered.wait(), 10)
+        writer.close()
+    finally:
+        await tap.close()
+        upstream.close()
+    assert bytes(received) == frames
+
+
+async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
+    from playwright.async_api import async_playwright
+
+    assert os.access(CHROMIUM, os.X_OK), (
+        f"Chromium is needed at {CHROMIUM} (apt-get install chromium)"
+    )
+    peer, port = await start_node_echo()
+    feed = FrameFeed()
+    observers: list[WebSocketObserver] = []
+    tap = Tap(
+        f"ws://127.0.0.1:{port}/",
+        on_open=observers.append,
+        on_frame=feed.publish,
+    )
+    server = await tap.start("127.0.0.1", 0)
+    web = await feed.start("127.0.0.1", 0)
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1100, "height": 420})
+                page.set_default_timeout(10_000)
+                await page.goto(f"http://127.0.0.1:{web.port}/")
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent.includes('frames')"
+                )
+                await relay_session(server.sockets[0].getsockname()[1])
+                await page.wait_for_function("document.querySelectorAll('tr.frame').length >= 12")
+                rows = await page.locator("tr.frame").all_inner_texts()
+                assert any("through the tap" in row and "text" in row for row in rows)
+                assert any("close" in row and "4002" in row for row in rows)
+                assert any("ping" in row for row in rows) and any("pong" in row for row in rows)
+                # click to expand: the full fields appear
+                await page.locator("tr.frame", has_text="through the tap").first.click()
+                details = page.locator("tr.details:not([hidden])").first
+                fields = json.loads(await details.inner_text())
+                assert fields["opcode_name"] == "text" and fields["masked"] is True
+                # the filter box hides what does not match
+                await page.fill("#filter", "pong")
+                visible = await page.locator("tr.frame:visible").all_inner_texts()
+                assert visible and all("pong" in row for row in visible)
+                await page.fill("#filter", "")
+                # pause holds new frames back
+                await page.click("#pause")
+                assert await page.locator("#pause").inner_text() == "Resume"
+                await page.evaluate(
+                    "document.querySelectorAll('tr.details').forEach(r => { r.hidden = true; })"
+                )
+                await page.set_viewport_size({"width": 1100, "height": 460})
+                await page.screenshot(path=str(REPO / "docs" / "tap.png"))
+            finally:
+                await browser.close()
+    finally:
+        await tap.close()
+        web.close()
+        await web.wait_closed()
+        await peer.stop()
+    assert observers and observers[0].is_websocket
