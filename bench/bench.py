@@ -334,6 +334,9 @@ def machine_info(a):
         "  from aiohttp._websocket import reader; r['aiohttp_ws_reader']=reader.WebSocketReader.__module__\n"
         "  import aiohttp.http_parser as hp; r['aiohttp_http_parser']=hp.HttpRequestParser.__module__\n"
         "except Exception as e: r['aiohttp_ws_reader']=repr(e)\n"
+        "try:\n"
+        "  import upwire.protocol.frames as f; r['upwire_apply_mask']=repr(f.apply_mask)\n"
+        "except Exception as e: r['upwire_apply_mask']=repr(e)\n"
         "print(json.dumps(r))\n"
     )
     try:
@@ -376,10 +379,24 @@ def upwire_snapshot(ref):
     src = os.path.join(HERE, "results", f"upwire-src-{sha}")
     if not os.path.isdir(os.path.join(src, "upwire")):
         os.makedirs(src, exist_ok=True)
+        files = ["upwire"] + [
+            f
+            for f in ("setup.py", "pyproject.toml", "README.md")
+            if subprocess.run(["git", "-C", repo, "cat-file", "-e", f"{sha}:{f}"]).returncode == 0
+        ]
         archive = subprocess.run(
-            ["git", "-C", repo, "archive", sha, "upwire"], capture_output=True, check=True
+            ["git", "-C", repo, "archive", sha, *files], capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+        if os.path.exists(os.path.join(src, "setup.py")):
+            # C speedups, if that commit has them: built in place, as `pip install` would build them
+            python = DEFAULT_PY if os.path.exists(DEFAULT_PY) else sys.executable
+            built = subprocess.run(
+                [python, "setup.py", "-q", "build_ext", "--inplace"], cwd=src, capture_output=True
+            )
+            log(
+                f"upwire@{sha}: build_ext {'ok' if built.returncode == 0 else 'FAILED (pure Python)'}"
+            )
     return sha, src
 
 

@@ -43,7 +43,12 @@ async def main(args):
         ping_interval=None,  # no keep-alive traffic during measurements
         backlog=BACKLOG,
     )
-    info(f"upwire {upwire.__version__} from {upwire.__file__} loop={type(loop).__module__}")
+    from upwire.protocol import frames
+
+    info(
+        f"upwire {upwire.__version__} from {upwire.__file__} apply_mask={frames.apply_mask!r} "
+        f"loop={type(loop).__module__}"
+    )
     await server.serve_forever()
 
 
