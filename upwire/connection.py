@@ -15,7 +15,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Set
-from typing import Any
+from typing import Any, cast
 
 from upwire.exceptions import (
     ConcurrencyError,
@@ -283,16 +283,16 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: when the connection is closing or closed.
             TypeError: for other types.
         """
-        if isinstance(message, Mapping | Set):
-            # Iterable, but over keys (or in no order): sending them as fragments is never what was meant.
-            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or a sequence")
-        if isinstance(message, str | bytes | bytearray | memoryview):
+        if isinstance(message, (str, bytes, bytearray, memoryview)):  # a tuple: faster than a union
             lock = self._fragment_lock
             if lock is not None and lock.locked():
                 async with lock:
                     self._send_whole(message)
             else:
                 self._send_whole(message)
+        elif isinstance(message, Mapping | Set):
+            # Iterable, but over keys (or in no order): sending them as fragments is never what was meant.
+            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or a sequence")
         elif isinstance(message, Iterable | AsyncIterable):
             await self._send_fragments(message)
         else:
@@ -501,9 +501,9 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Record the transport and set its write buffer limit."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self.options.write_limit)
+        # uvloop's transports are not subclasses of asyncio.Transport, but they have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=self.options.write_limit)
 
     def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
         """Switch to WebSocket frames once the opening handshake succeeded."""

@@ -98,6 +98,7 @@ class Connection:
         "_expect_masked",
         "_extensions",
         "_failure",
+        "_fast_limit",
         "_frame_fin",
         "_frame_mask",
         "_frame_offset",
@@ -136,6 +137,12 @@ class Connection:
         # frame check needs to run on its own only when max_frame_size differs.
         self._header_frame_limit = (
             None if self._max_frame_size == max_message_size else self._max_frame_size
+        )
+        # The largest frame the fast path of `_parse` may take (16-bit lengths at most).
+        self._fast_limit = min(
+            65535,
+            65535 if max_message_size is None else max_message_size,
+            65535 if self._max_frame_size is None else self._max_frame_size,
         )
         self._expect_masked = role is Role.SERVER
         # Negotiated extensions (permessage-deflate); with none, RSV bits are errors and no frame pays.
@@ -310,8 +317,40 @@ class Connection:
             pos = self._stream_text(view, 0, events)
             if self._frame_remaining:
                 return pos
+        fast_limit = self._fast_limit
+        header_length = 6 if self._expect_masked else 2
+        mask_bit = 0x80 if self._expect_masked else 0
         while pos < end and not self._discard_input:
             try:
+                # Fast path for the common frame: FIN set, no RSV bit, TEXT or BINARY, outside a
+                # fragmented message, the expected MASK bit, a minimal 7- or 16-bit length within the
+                # limits, and all of it received. Such a header passes every rule of `check_header` and
+                # `_check_data_frame` by construction; anything else takes `_parse_frame`, the reference.
+                if end - pos > 3 and not self._msg_opcode:
+                    b0 = view[pos]
+                    b1 = view[pos + 1]
+                    if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == mask_bit:
+                        length = b1 & 0x7F
+                        start = pos + header_length
+                        if length == 126:
+                            length = (view[pos + 2] << 8) | view[pos + 3]
+                            start += 2
+                            if length < 126:
+                                length = -1  # not minimal: let the reference path report it
+                        elif length == 127:
+                            length = -1  # 64-bit lengths take the reference path
+                        if 0 <= length <= fast_limit and start + length <= end:
+                            stop = start + length
+                            if mask_bit:
+                                payload: bytes | memoryview = apply_mask(
+                                    view[start:stop],
+                                    view[start - 4 : start],  # type: ignore[arg-type]
+                                )
+                            else:
+                                payload = view[start:stop]
+                            events.append(_decode_text(payload) if b0 == 0x81 else bytes(payload))
+                            pos = stop
+                            continue
                 stop = self._parse_frame(view, pos, end, events)
             except ProtocolError as exc:
                 if not isinstance(exc, _NotRetryable) and any(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from upwire.exceptions import PayloadTooBig, ProtocolError
 
@@ -53,9 +53,11 @@ _KNOWN_OPCODES: Final = frozenset(int(op) for op in Opcode)
 MAX_CONTROL_PAYLOAD: Final = 125
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
+class FrameHeader(NamedTuple):
     """The fixed part of a frame as it appears on the wire.
+
+    A named tuple rather than a frozen dataclass: one is built per frame, and a tuple is several times
+    cheaper to build.
 
     Attributes:
         fin: the FIN bit: this frame ends its message.
@@ -237,6 +239,7 @@ def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset:
     n = len(data)
     if n == 0:
         return b""
+    mask_key = bytes(mask_key)
     shift = offset & 3
     if shift:
         mask_key = mask_key[shift:] + mask_key[:shift]
