@@ -50,7 +50,7 @@ for loop in ("asyncio", "uvloop"):
     )
 DEFLATE_PEERS = {}
 for loop in ("asyncio", "uvloop"):
-    for lib in ("websockets", "aiohttp"):
+    for lib in ("upwire", "websockets", "aiohttp"):
         DEFLATE_PEERS[f"{lib}-{loop}+deflate"] = (
             f"{{py}} {SRV}/{lib}_echo.py --port {{port}} --loop {loop} --deflate",
             f"raw-{loop}",

@@ -12,6 +12,7 @@
 The protocol lives in the sans-I/O core `upwire.protocol`; this package adds the asyncio client and server.
 """
 
+from upwire.broadcast import broadcast
 from upwire.client import ClientConnection, connect
 from upwire.connection import Connection
 from upwire.exceptions import (
@@ -65,6 +66,7 @@ __all__ = [
     "State",
     "UsageError",
     "WebSocketError",
+    "broadcast",
     "connect",
     "serve",
 ]

@@ -303,6 +303,10 @@ class Connection(asyncio.Protocol):
     def _send_whole(self, message: str | bytes | bytearray | memoryview) -> None:
         protocol = self._open_protocol()
         protocol.send_message(message)
+        self._sent(len(message))
+
+    def _sent(self, size: int) -> None:
+        """Write what was just queued now, or with the rest of this loop iteration's frames."""
         if not self._flush_scheduled:
             # The first message of a loop iteration goes out at once (no added latency); the frames
             # that follow it in the same iteration are written together by one call, one system call
@@ -311,7 +315,7 @@ class Connection(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)
         else:
-            self._unflushed += len(message)
+            self._unflushed += size
             if self._unflushed > self.options.write_limit:
                 self._flush()
 

@@ -1,6 +1,7 @@
 """upwire echo server, idiomatic high-level usage: `async for message in ws: await ws.send(message)`.
 
-upwire has no permessage-deflate yet, so compression is off by construction (and --deflate is refused).
+Compression is off unless --deflate (then permessage-deflate is accepted, as the deflate test needs). The
+broadcast trigger uses `upwire.broadcast`, which encodes the frame once for every connection.
 """
 
 import asyncio
@@ -21,19 +22,13 @@ server = None
 async def handler(ws):
     async for message in ws:
         if message.__class__ is str and message == BCAST_TRIGGER:
-            for connection in server.connections:
-                try:
-                    await connection.send(BCAST_PAYLOAD)
-                except upwire.ConnectionClosed:
-                    pass
+            upwire.broadcast(server.connections, BCAST_PAYLOAD)
         else:
             await ws.send(message)
 
 
 async def main(args):
     global server
-    if args.deflate:
-        raise SystemExit("upwire has no permessage-deflate support yet")
     loop = asyncio.get_running_loop()
     server = await upwire.serve(
         handler,
@@ -42,6 +37,7 @@ async def main(args):
         max_message_size=None,  # 1 MiB messages must pass (the default limit is 1 MiB)
         ping_interval=None,  # no keep-alive traffic during measurements
         backlog=BACKLOG,
+        compression="deflate" if args.deflate else None,
     )
     from upwire.protocol import frames
 

@@ -638,6 +638,29 @@ class Connection:
         else:
             self._queue_frame(_BINARY, data)
 
+    @property
+    def can_share_frames(self) -> bool:
+        """True when an encoded data frame may be sent as is: a server with no extension in effect.
+
+        Then one frame built by `frames.encode_frame` can go to many connections (`send_encoded`); a
+        client masks each frame with its own key, and compression has per-connection state.
+        """
+        return self.role is Role.SERVER and not self._extensions
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue a whole data message already encoded as one unmasked, final frame (for broadcasts).
+
+        Raises:
+            UsageError: when `can_share_frames` is False, after the closing handshake started, or in the
+                middle of a fragmented message.
+        """
+        if not self.can_share_frames:
+            raise UsageError("encoded frames can only be shared by servers without extensions")
+        self._check_can_send_data()
+        if self._out_fragment_type is not None:
+            raise UsageError("a fragmented message is being sent; finish it before sending another")
+        self._outgoing.append(frame)
+
     def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
         """Queue one fragment of a message sent in pieces; `fin=True` ends the message.
 

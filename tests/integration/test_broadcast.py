@@ -1,0 +1,106 @@
+"""`upwire.broadcast`: one message to many connections, encoded once, compressed where negotiated."""
+
+from __future__ import annotations
+
+import asyncio
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .wire import BINARY, TEXT, RawPeer
+
+
+async def idle(ws: upwire.ServerConnection) -> None:
+    await ws.wait_closed()
+
+
+async def test_broadcast_reaches_every_open_client_once_plain_or_compressed(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        plain = [await upwire.connect(uri(server), compression=None) for _ in range(20)]
+        compressed = [await upwire.connect(uri(server)) for _ in range(5)]
+        assert all(
+            "permessage-deflate" in (c.response.headers.get("Sec-WebSocket-Extensions") or "")
+            for c in compressed
+            if c.response is not None
+        )
+        while len(server.connections) < 25:
+            await asyncio.sleep(0.01)
+        assert upwire.broadcast(server.connections, "hello everyone " * 20) == 25
+        assert upwire.broadcast(server.connections, b"\x00\x01" * 100) == 25
+        for client in plain + compressed:
+            assert await client.recv() == "hello everyone " * 20
+            assert await client.recv() == b"\x00\x01" * 100
+        for client in plain + compressed:
+            await client.close()
+
+
+async def test_broadcast_writes_the_same_unmasked_frame_to_raw_peers(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peers = [await RawPeer.upgraded(server.port) for _ in range(3)]
+        while len(server.connections) < 3:
+            await asyncio.sleep(0.01)
+        upwire.broadcast(server.connections, "x" * 200)
+        upwire.broadcast(server.connections, b"y")
+        for peer in peers:
+            first, second = await peer.read_frame(), await peer.read_frame()
+            assert (first.fin, first.opcode, first.masked, first.payload) == (
+                True,
+                TEXT,
+                False,
+                b"x" * 200,
+            )
+            assert (second.opcode, second.payload) == (BINARY, b"y")
+
+
+async def test_broadcast_skips_closed_connections_and_one_sending_a_fragmented_message(
+    start_server: StartServer,
+) -> None:
+    release = asyncio.Event()
+    fragmenting: list[upwire.ServerConnection] = []
+
+    async def slow_fragments(ws: upwire.ServerConnection) -> None:
+        if ws.request is not None and ws.request.path == "/fragments":
+            fragmenting.append(ws)
+
+            async def pieces():  # type: ignore[no-untyped-def]
+                # upwire sends a fragment once it knows whether another follows: after the second
+                # item, the first fragment is on the wire and the message is in progress.
+                yield "part one, "
+                yield "part two, "
+                await release.wait()
+                yield "part three"
+
+            await ws.send(pieces())
+        await ws.wait_closed()
+
+    server = await start_server(slow_fragments, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        busy = await upwire.connect(uri(server, "/fragments"), compression=None)
+        steady = await upwire.connect(uri(server), compression=None)
+        leaving = await upwire.connect(uri(server), compression=None)
+        await leaving.close()
+        while not (fragmenting and fragmenting[0]._fragmenting()) or len(server.connections) != 2:
+            await asyncio.sleep(0.01)
+        assert upwire.broadcast(server.connections, "news") == 1
+        assert await steady.recv() == "news"
+        release.set()
+        # The fragmented message arrives whole: nothing was slipped between its frames.
+        assert await busy.recv() == "part one, part two, part three"
+        assert upwire.broadcast(server.connections, "more news") == 2
+        assert await busy.recv() == "more news"
+        assert await steady.recv() == "more news"
+        await busy.close()
+        await steady.close()
+
+
+def test_broadcast_refuses_other_types() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="cannot broadcast"):
+        upwire.broadcast([], 42)  # type: ignore[arg-type]
