@@ -42,6 +42,10 @@ for loop in ("asyncio", "uvloop"):
             f"{{py}} {SRV}/{lib}_echo.py --port {{port}} --loop {loop}",
             f"raw-{loop}",
         )
+    PEERS[f"upwire-listener-{loop}"] = (
+        f"{{py}} {SRV}/upwire_listener_echo.py --port {{port}} --loop {loop}",
+        f"raw-{loop}",
+    )
     # picows 2.x uses aiofastnet transports when that package is installed (it is, as a dependency);
     # this variant forces plain asyncio/uvloop transports, i.e. "built on the same event loop" as raw-*
     PEERS[f"picows-nofastnet-{loop}"] = (

@@ -32,6 +32,7 @@ from upwire.exceptions import (
     UsageError,
     WebSocketError,
 )
+from upwire.listener import Listener
 from upwire.protocol.close import CloseCode
 from upwire.protocol.connection import State
 from upwire.protocol.frames import Opcode
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidRedirect",
     "InvalidStatus",
     "InvalidURI",
+    "Listener",
     "Opcode",
     "PayloadTooBig",
     "ProtocolError",

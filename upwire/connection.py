@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Set
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Set
 from typing import Any, cast
 
 from upwire.exceptions import (
@@ -24,9 +24,10 @@ from upwire.exceptions import (
     ConnectionClosedOK,
     UsageError,
 )
+from upwire.listener import Listener
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import State
-from upwire.protocol.events import CloseReceived, Pong, ProtocolFailure
+from upwire.protocol.events import CloseReceived, Ping, Pong, ProtocolFailure
 from upwire.protocol.http import Request, Response
 
 __all__ = ["Connection", "ConnectionOptions", "Data"]
@@ -135,6 +136,8 @@ class Connection(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._fragment_lock: asyncio.Lock | None = None
+        # The low-level API: a Listener receives messages by callback instead of the recv queue.
+        self.listener: Listener | None = None
         self._flush_scheduled = False
         self._unflushed = 0
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
@@ -229,6 +232,9 @@ class Connection(asyncio.Protocol):
 
     def _deliver(self, events: list[Any]) -> None:
         """Hand the core's events to waiting tasks; the hot path for incoming messages."""
+        if self.listener is not None:
+            self._deliver_to_listener(self.listener, events)
+            return
         messages = self._messages
         for event in events:
             if isinstance(event, _MESSAGE_TYPES):
@@ -249,6 +255,37 @@ class Connection(asyncio.Protocol):
             self._reading_paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+
+    def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> None:
+        try:
+            for event in events:
+                if isinstance(event, _MESSAGE_TYPES):
+                    listener.on_message(self, event)
+                elif isinstance(event, Pong):
+                    self._pong_received(event.data)
+                elif isinstance(event, Ping):
+                    listener.on_ping(self, event.data)
+                elif isinstance(event, ProtocolFailure):
+                    logger.info("failing the connection with %d: %s", event.code, event.message)
+        except Exception:
+            logger.exception("listener failed")
+            self._fail(1011, "internal error")
+
+    def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
+
+        The frame is written at once, or with the other frames queued in the same loop iteration. There is
+        no backpressure: check `writing_paused`.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+        """
+        self._send_whole(message)
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while the transport's write buffer is above `write_limit`."""
+        return self._writing_paused
 
     def _wake_recv_on_end(self) -> None:
         waiter = self._recv_waiter
@@ -401,6 +438,8 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """Called by the transport when its write buffer goes above `write_limit`."""
         self._writing_paused = True
+        if self.listener is not None:
+            self._call_listener(self.listener.on_writing_paused)
 
     def resume_writing(self) -> None:
         """Called by the transport when its write buffer drains below the low-water mark."""
@@ -409,6 +448,15 @@ class Connection(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if self.listener is not None:
+            self._call_listener(self.listener.on_writing_resumed)
+
+    def _call_listener(self, callback: Callable[[Connection], None]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            logger.exception("listener failed")
+            self._fail(1011, "internal error")
 
     # ------------------------------------------------------------------ ping
 
@@ -559,6 +607,12 @@ class Connection(asyncio.Protocol):
         if not self._closed.done():
             self._closed.set_result(None)
         self._wake_recv_on_end()
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            try:
+                listener.on_close(self)
+            except Exception:
+                logger.exception("listener failed in on_close")
         error = self._closed_error()
         for future, _ in self._pings.values():
             if not future.done():

@@ -17,6 +17,7 @@ from typing import Any
 from upwire.connection import Connection, ConnectionOptions
 from upwire.exceptions import ConnectionClosed, InvalidHandshake
 from upwire.forwarded import TrustedProxies
+from upwire.listener import Listener
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role, State
 from upwire.protocol.extensions import ServerExtensionFactory, ServerPerMessageDeflateFactory
@@ -36,7 +37,7 @@ __all__ = ["Server", "ServerConnection", "serve"]
 
 logger = logging.getLogger("upwire")
 
-Handler = Callable[["ServerConnection"], Awaitable[None]]
+Handler = Callable[["ServerConnection"], Awaitable[None]] | type[Listener]
 ProcessRequest = Callable[
     ["ServerConnection", Request], "Response | Awaitable[Response | None] | None"
 ]
@@ -153,6 +154,17 @@ class ServerConnection(Connection):
                 max_frame_size=self.options.max_frame_size,
             )
             early, self._early_data = self._early_data, b""
+            if isinstance(handler, type):
+                # The low-level API: a Listener gets callbacks; no task waits on this connection.
+                listener = handler()
+                self.listener = listener
+                self._opened(protocol, b"")
+                self._call_listener(listener.on_open)
+                if early:
+                    self.data_received(early)
+                if not self._reading_paused:
+                    self.transport.resume_reading()
+                return
             self._opened(protocol, early)
             if not self._reading_paused:
                 self.transport.resume_reading()
@@ -332,8 +344,9 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
     Use as `async with serve(handler, host, port) as server:` or `server = await serve(...)`.
 
     Args:
-        handler: a coroutine function taking the connection; or a mapping from request path to such a
-            function (other paths get 404).
+        handler: a coroutine function taking the connection; or a `Listener` subclass, instantiated
+            for each connection (the low-level API: callbacks, no task per connection); or a mapping from
+            request path to either (other paths get 404).
         host: the interface to listen on ("localhost", "127.0.0.1", "0.0.0.0", None for all).
         port: the TCP port; 0 picks a free one (see `Server.port`).
         process_request: optional hook `(connection, request) -> Response | None` (may be async) called

@@ -1,0 +1,86 @@
+"""The low-level API: `serve(ListenerSubclass, ...)` calls back per message; `send_now` answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .wire import TEXT, RawPeer
+
+
+class Echo(upwire.Listener):
+    events: ClassVar[list[str]] = []
+
+    def on_open(self, connection: upwire.Connection) -> None:
+        Echo.events.append("open")
+        connection.send_now("welcome")
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        connection.send_now(message)
+
+    def on_ping(self, connection: upwire.Connection, data: bytes) -> None:
+        Echo.events.append(f"ping {data!r}")
+
+    def on_close(self, connection: upwire.Connection) -> None:
+        Echo.events.append(f"close {connection.close_code}")
+
+
+async def test_a_listener_echoes_messages_and_sees_open_ping_and_close(
+    start_server: StartServer,
+) -> None:
+    Echo.events = []
+    server = await start_server(Echo, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.connect(uri(server)) as ws:
+            assert await ws.recv() == "welcome"
+            for message in ["text", b"\x00binary", "é" * 1000, b"x" * 70000]:
+                await ws.send(message)
+                assert await ws.recv() == message
+            await ws.send(["frag", "mented"])
+            assert await ws.recv() == "fragmented"
+            await ws.ping(b"hi")
+            await ws.close(4000, "bye")
+        while len(Echo.events) < 3:
+            await asyncio.sleep(0.01)
+    assert Echo.events == ["open", "ping b'hi'", "close 4000"]
+
+
+async def test_a_listener_gets_pipelined_messages_in_order(start_server: StartServer) -> None:
+    server = await start_server(Echo, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        assert (await peer.read_frame()).payload == b"welcome"
+        for i in range(500):
+            peer.send_frame(TEXT, f"m{i}")
+        for i in range(500):
+            assert (await peer.read_frame()).payload == f"m{i}".encode()
+
+
+class Broken(upwire.Listener):
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        raise RuntimeError("listener bug")
+
+
+async def test_a_failing_listener_closes_the_connection_with_1011(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(Broken, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send("boom")
+        await ws.wait_closed()
+        assert ws.close_code == 1011
+
+
+async def test_listeners_and_handlers_can_share_a_server_by_path(start_server: StartServer) -> None:
+    async def hello(ws: upwire.ServerConnection) -> None:
+        await ws.send("hello from a handler")
+
+    server = await start_server({"/low": Echo, "/high": hello}, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.connect(uri(server, "/low")) as ws:
+            assert await ws.recv() == "welcome"
+        async with upwire.connect(uri(server, "/high")) as ws:
+            assert await ws.recv() == "hello from a handler"

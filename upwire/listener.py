@@ -1,0 +1,44 @@
+"""The low-level API: a `Listener` whose methods are called as events arrive, for hot paths.
+
+With `serve(MyListener, host, port)`, each connection gets a `MyListener()` instance; `on_message` runs in the
+event loop as soon as a message is parsed — no task per connection, no future and no queue per message — and
+answers with `connection.send_now(...)`, which queues the frame synchronously (frames queued in one loop
+iteration go out in one write). What the high-level API adds in convenience, this one saves in CPU and memory.
+
+Backpressure is the listener's job: `connection.writing_paused` is True while the transport's write buffer
+is above `write_limit`; `on_writing_paused` / `on_writing_resumed` say when that changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from upwire.connection import Connection
+
+__all__ = ["Listener"]
+
+
+class Listener:
+    """Callbacks for one connection. Subclass it and override what you need; all run in the event loop.
+
+    An exception raised by a callback closes the connection with 1011 (and is logged on `upwire`).
+    """
+
+    def on_open(self, connection: Connection) -> None:
+        """The opening handshake is done; the connection can send."""
+
+    def on_message(self, connection: Connection, message: str | bytes) -> None:
+        """A complete message arrived: `str` for text, `bytes` for binary."""
+
+    def on_ping(self, connection: Connection, data: bytes) -> None:
+        """A ping arrived (the pong is already on its way)."""
+
+    def on_close(self, connection: Connection) -> None:
+        """The connection is closed; `connection.close_code` and `close_reason` say how."""
+
+    def on_writing_paused(self, connection: Connection) -> None:
+        """The write buffer went above `write_limit`: stop sending until `on_writing_resumed`."""
+
+    def on_writing_resumed(self, connection: Connection) -> None:
+        """The write buffer drained below its low-water mark."""
