@@ -118,4 +118,11 @@ function option(name, fallback) {
   return found === undefined ? fallback : found.slice(prefix.length);
 }
 
-module.exports = { report, watch, obeyStdin, option };
+// The perMessageDeflate option from --deflate=on|off and --deflate-threshold=BYTES.
+function deflateOption() {
+  if (option('deflate', 'off') !== 'on') return false;
+  const threshold = option('deflate-threshold', undefined);
+  return threshold === undefined ? true : { threshold: Number(threshold) };
+}
+
+module.exports = { report, watch, obeyStdin, option, deflateOption };
