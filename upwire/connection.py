@@ -130,7 +130,8 @@ class Connection(asyncio.Protocol):
         self.request: Request | None = None
         self.response: Response | None = None
         self.subprotocol: str | None = None
-        self._messages: deque[Data] = deque()
+        # Created with the first message that must wait for recv: an empty deque costs ~600 bytes.
+        self._messages: deque[Data] | None = None
         self._recv_waiter: asyncio.Future[Data] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -186,9 +187,10 @@ class Connection(asyncio.Protocol):
             ConnectionClosedError: after an error or an abnormal closure.
             ConcurrencyError: when another task is already waiting in `recv`.
         """
-        if self._messages:
-            message = self._messages.popleft()
-            if self._reading_paused and len(self._messages) <= self._resume_threshold():
+        messages = self._messages
+        if messages:
+            message = messages.popleft()
+            if self._reading_paused and len(messages) <= self._resume_threshold():
                 self._resume_reading()
             return message
         if self._recv_waiter is not None:
@@ -241,6 +243,8 @@ class Connection(asyncio.Protocol):
                 waiter = self._recv_waiter
                 if waiter is not None and not waiter.done() and not messages:
                     waiter.set_result(event)
+                elif messages is None:
+                    messages = self._messages = deque((event,))
                 else:
                     messages.append(event)
             elif isinstance(event, Pong):
@@ -250,11 +254,21 @@ class Connection(asyncio.Protocol):
                     logger.info("failing the connection with %d: %s", event.code, event.message)
                 self._wake_recv_on_end()
         max_queue = self.options.max_queue
-        if max_queue is not None and len(messages) >= max_queue and not self._reading_paused:
+        if (
+            max_queue is not None
+            and messages is not None
+            and len(messages) >= max_queue
+            and not self._reading_paused
+        ):
             # Backpressure: the application is not keeping up; stop reading until it catches up.
             self._reading_paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+
+    @property
+    def messages_queued(self) -> int:
+        """How many received messages wait for `recv` (at most `max_queue` before reading pauses)."""
+        return 0 if self._messages is None else len(self._messages)
 
     def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> None:
         try:

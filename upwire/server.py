@@ -164,6 +164,7 @@ class ServerConnection(Connection):
                     self.data_received(early)
                 if not self._reading_paused:
                     self.transport.resume_reading()
+                self.handler_task = None  # nothing runs for a Listener: let this finished task go
                 return
             self._opened(protocol, early)
             if not self._reading_paused:

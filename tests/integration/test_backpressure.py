@@ -65,11 +65,11 @@ async def test_slow_consumer_stops_reading_at_max_queue_and_the_sender_blocks(
 
     async def watch_queue() -> None:
         # The queue only grows inside data_received, one callback per loop iteration: sampling once
-        # per iteration sees its peak. (`_messages` is private; there is no public queue length.)
+        # per iteration sees its peak. (`messages_queued` is the queue's length.)
         nonlocal peak_queue
         while True:
             for connection in connections:
-                peak_queue = max(peak_queue, len(connection._messages))
+                peak_queue = max(peak_queue, connection.messages_queued)
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch_queue())
@@ -80,7 +80,7 @@ async def test_slow_consumer_stops_reading_at_max_queue_and_the_sender_blocks(
             # rest waits in kernel buffers and in the client's transport.
             assert peak_queue <= max_queue, f"{peak_queue} messages queued, max_queue={max_queue}"
             (connection,) = connections
-            assert len(connection._messages) <= max_queue
+            assert connection.messages_queued <= max_queue
             assert ws.transport is not None
             assert ws.transport.get_write_buffer_size() > ws.options.write_limit
             # The consumer catches up: the blocked send completes and everything arrives in order.

@@ -47,15 +47,21 @@ class Headers:
         items: (name, value) pairs, or a mapping.
     """
 
-    __slots__ = ("_items",)
+    # One flat list [name, value, name, value, ...]: a server keeps every request's headers for its
+    # connection's lifetime, and pairs as tuples would cost ~56 bytes more per field.
+    __slots__ = ("_fields",)
+    _fields: list[str]
 
     def __init__(self, items: HeadersLike = ()) -> None:
+        fields: list[str] = []
         if isinstance(items, Headers):
-            self._items: list[tuple[str, str]] = list(items._items)
-        elif isinstance(items, Mapping):
-            self._items = [(str(k), str(v)) for k, v in items.items()]
+            fields.extend(items._fields)
         else:
-            self._items = [(str(k), str(v)) for k, v in items]
+            pairs = items.items() if isinstance(items, Mapping) else items
+            for name, value in pairs:
+                fields.append(str(name))
+                fields.append(str(value))
+        self._fields = fields
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the value of `name`; repeated fields are joined with ", " (RFC 9110 §5.3)."""
@@ -67,7 +73,8 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Return every value of `name`, in order."""
         lower = name.lower()
-        return [v for k, v in self._items if k.lower() == lower]
+        fields = self._fields
+        return [fields[i + 1] for i in range(0, len(fields), 2) if fields[i].lower() == lower]
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -76,31 +83,35 @@ class Headers:
         return value
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(k.lower() == name.lower() for k, _ in self._items)
+        if not isinstance(name, str):
+            return False
+        lower = name.lower()
+        return any(field.lower() == lower for field in self._fields[::2])
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._items)
+        return iter(self._fields[::2])
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._fields) // 2
 
     def items(self) -> list[tuple[str, str]]:
         """Return the (name, value) pairs, in order, names as received."""
-        return list(self._items)
+        fields = self._fields
+        return list(zip(fields[::2], fields[1::2], strict=True))
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        self._items.append((name, value))
+        self._fields += (name, value)
 
     def tokens(self, name: str) -> list[str]:
         """Return the comma-separated tokens of every `name` field, lower-cased (e.g. Connection)."""
         return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and self._items == other._items
+        return isinstance(other, Headers) and self._fields == other._fields
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -137,6 +137,11 @@ def parse_extensions(values: Sequence[str]) -> list[tuple[str, ExtensionParams]]
     for value in values:
         pos = 0
         while pos < len(value):
+            # RFC 9110 §5.6.1: empty list elements ("a, , b", a trailing comma) are accepted and ignored.
+            while pos < len(value) and value[pos] in " \t,":
+                pos += 1
+            if pos == len(value):
+                break
             match = _ELEMENT.match(value, pos)
             if match is None or match.end() == pos:
                 raise NegotiationError(f"invalid Sec-WebSocket-Extensions header: {value!r}")

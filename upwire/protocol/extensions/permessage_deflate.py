@@ -124,7 +124,17 @@ class PerMessageDeflate(Extension):
             raise ProtocolError(f"invalid compressed data ({exc})", 1007) from None
         if max_size is not None and len(out) > max_size:
             raise PayloadTooBig("message exceeds max_message_size once decompressed")
-        if fin and self.remote_no_context_takeover:
+        if decoder.eof:
+            # RFC 7692 §7.2.3.4: the peer ended the DEFLATE stream with a BFINAL block; what follows is
+            # a new stream. It may still refer to the window: preset it with the latest output.
+            # Bytes after the final block (padding, the appended 00 00 ff ff) are not data: ignore them.
+            self._decoder = None
+            if not self.remote_no_context_takeover and out:
+                window = 1 << max(self.remote_max_window_bits, 9)
+                self._decoder = zlib.decompressobj(
+                    wbits=-max(self.remote_max_window_bits, 9), zdict=out[-window:]
+                )
+        elif fin and self.remote_no_context_takeover:
             self._decoder = None
         return out
 
