@@ -37,7 +37,8 @@ __all__ = ["Server", "ServerConnection", "serve"]
 
 logger = logging.getLogger("upwire")
 
-Handler = Callable[["ServerConnection"], Awaitable[None]] | type[Listener]
+CoroutineHandler = Callable[["ServerConnection"], Awaitable[None]]
+Handler = CoroutineHandler | type[Listener]
 ProcessRequest = Callable[
     ["ServerConnection", Request], "Response | Awaitable[Response | None] | None"
 ]
@@ -104,9 +105,38 @@ class ServerConnection(Connection):
         self._reader = None
         self._early_data = reader.trailing_data
         self.request = request
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self.handler_task = self.loop.create_task(self._run(request))
+        process_request = self.server.process_request
+        answer: object = None
+        if process_request is not None:
+            try:
+                answer = process_request(self, request)
+            except Exception:
+                self._internal_error()
+                return
+            if inspect.isawaitable(answer):
+                # An async hook: wait for it in a task, reading nothing meanwhile.
+                assert self.transport is not None
+                self.transport.pause_reading()
+                self.handler_task = self.loop.create_task(self._run_async(request, answer))
+                return
+        # The common case runs at once: no task, no loop iteration and no pause of reading.
+        handler = self._accept(request, answer)
+        if handler is not None:
+            self.handler_task = self.loop.create_task(self._run_handler(handler))
+
+    async def _run_async(self, request: Request, pending: Awaitable[object]) -> None:
+        try:
+            answer = await pending
+        except Exception:
+            self._internal_error()
+            return
+        handler = self._accept(request, answer)
+        transport = self.transport
+        # Reading was paused for the hook; resume unless backpressure paused it since (queue full).
+        if transport is not None and not transport.is_closing() and not self._reading_paused:
+            transport.resume_reading()
+        if handler is not None:
+            await self._run_handler(handler)
 
     def _reject(self, error: InvalidHandshake) -> None:
         logger.info("rejecting the opening handshake from %s: %s", self.remote_address, error)
@@ -120,30 +150,38 @@ class ServerConnection(Connection):
             transport.write(serialize_response(response))
             transport.close()
 
-    async def _run(self, request: Request) -> None:
+    def _internal_error(self) -> None:
+        logger.exception("error while opening a connection from %s", self.remote_address)
+        self._answer_http(Response(500, body="Internal server error.\n"))
+
+    def _accept(self, request: Request, answer: object) -> CoroutineHandler | None:
+        """Answer the request: plain HTTP, an error, or 101 and the connection open.
+
+        Returns:
+            The coroutine handler to run, or None (HTTP answered, or a Listener that needs no task).
+        """
         server = self.server
         try:
+            if answer is not None:
+                if not isinstance(answer, Response):
+                    raise TypeError(f"process_request returned {answer!r}, not a Response or None")
+                self._answer_http(answer)
+                return None
             handler = server.handler_for(request.path)
-            if server.process_request is not None:
-                answer = server.process_request(self, request)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                if answer is not None:
-                    self._answer_http(answer)
-                    return
             if handler is None:
                 self._answer_http(Response(404, body=f"No WebSocket handler for {request.path}.\n"))
-                return
+                return None
             try:
                 accepted = server.handshake.accept(request)
             except InvalidHandshake as exc:
                 self._reject(exc)
-                return
-            if self.transport is None or self.transport.is_closing():
-                return
+                return None
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return None
             self.response = accepted.response
             self.subprotocol = accepted.subprotocol
-            self.transport.write(serialize_response(accepted.response))
+            transport.write(serialize_response(accepted.response))
             if self._open_timer is not None:
                 self._open_timer.cancel()
                 self._open_timer = None
@@ -162,17 +200,16 @@ class ServerConnection(Connection):
                 self._call_listener(listener.on_open)
                 if early:
                     self.data_received(early)
-                if not self._reading_paused:
-                    self.transport.resume_reading()
-                self.handler_task = None  # nothing runs for a Listener: let this finished task go
-                return
+                return None
             self._opened(protocol, early)
-            if not self._reading_paused:
-                self.transport.resume_reading()
+            return handler
         except Exception:
-            logger.exception("error while opening a connection from %s", self.remote_address)
-            self._answer_http(Response(500, body="Internal server error.\n"))
-            return
+            self._internal_error()
+            return None
+
+    async def _run_handler(self, handler: CoroutineHandler) -> None:
+        protocol = self.protocol
+        assert protocol is not None
         try:
             await handler(self)
         except ConnectionClosed:
