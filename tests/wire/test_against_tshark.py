@@ -25,7 +25,7 @@ from websockets.asyncio.server import serve as websockets_serve
 
 import upwire
 
-from .capture import capture, tshark_frames
+from .capture import assert_agrees_with_tshark, capture, tshark_frames, upwire_frames
 
 HERE = Path(__file__).parent
 TEXT_126 = "x" * 126
@@ -92,70 +92,13 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return path, port
 
 
-def upwire_frames(path: Path) -> list[dict[str, Any]]:
-    output = subprocess.run(
-        [sys.executable, "-m", "upwire", "dissect", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    return [o for o in map(json.loads, output.splitlines()) if o["type"] == "frame"]
-
-
-def colon_hex(data: str) -> str:
-    return ":".join(data[i : i + 2] for i in range(0, len(data), 2))
-
-
 def test_dissect_agrees_with_tshark_frame_by_frame(captured: tuple[Path, int]) -> None:
     path, port = captured
     ours = upwire_frames(path)
     theirs = tshark_frames(path, port)
     assert len(ours) == len(theirs), (len(ours), len(theirs))
     assert len({f["stream"] for f in ours}) == 3
-    out_of_step: set[tuple[int, str]] = set()  # directions where tshark's inflater went wrong
-    checked_payloads = 0
-    for mine, ref in zip(ours, theirs, strict=True):
-        where = f"stream {mine['stream']} frame {mine['index']} (packet {ref['packet']})"
-        assert mine["stream"] == ref["stream"], where
-        assert mine["packet"] == ref["packet"], where
-        assert mine["fin"] == (ref["websocket.fin"] == "1"), where
-        rsv = int(ref["websocket.rsv"], 16)
-        assert (mine["rsv1"], mine["rsv2"], mine["rsv3"]) == (
-            bool(rsv & 4),
-            bool(rsv & 2),
-            bool(rsv & 1),
-        ), where
-        assert mine["opcode"] == int(ref["websocket.opcode"]), where
-        assert mine["masked"] == (ref["websocket.mask"] == "1"), where
-        # tshark's payload_length is the 7-bit field; 126 and 127 announce its 16- and 64-bit fields
-        length = int(ref["websocket.payload_length"])
-        bits = {126: 16, 127: 64}.get(length, 7)
-        if bits != 7:
-            length = int(ref[f"websocket.payload_length_ext_{bits}"])
-        assert (mine["payload_length"], mine["length_bits"]) == (length, bits), where
-        if mine["masked"]:
-            assert colon_hex(mine["mask_key"]) == ref["websocket.masking_key"], where
-        assert mine["violations"] == [], where
-        key = (mine["stream"], mine["direction"])
-        fragmented_compressed = mine["compressed"] and not (mine["fin"] and mine["opcode"] != 0)
-        if fragmented_compressed:
-            out_of_step.add(key)
-            continue  # judged by zlib below
-        if mine["compressed"] and key in out_of_step:
-            continue
-        data = mine["inflated"] if mine["compressed"] else mine["payload"]
-        if mine["opcode"] == 8:
-            assert mine["close_code"] == int(ref["websocket.payload.close.status_code"]), where
-            assert mine["close_reason"] == ref.get("websocket.payload.close.reason", ""), where
-        elif mine["opcode"] in (9, 10):
-            name = "ping" if mine["opcode"] == 9 else "pong"
-            assert colon_hex(data) == ref.get(f"websocket.payload.{name}", ""), where
-        elif mine["opcode"] == 1 and mine["fin"]:
-            assert mine["text"] == ref.get("websocket.payload.text", ""), where
-        elif mine["payload_length"] and "data" in ref:
-            assert colon_hex(data) == ref["data"], where
-        checked_payloads += 1
+    checked_payloads, out_of_step = assert_agrees_with_tshark(ours, theirs)
     assert checked_payloads > 20
     assert out_of_step, "the capture should hold a fragmented compressed message"
 
