@@ -141,6 +141,8 @@ def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Pa
     cut.write_bytes(path.read_bytes()[:-7])
     garbage = tmp_path / "garbage.pcap"
     garbage.write_bytes(b"this is not a capture at all")
+    empty = tmp_path / "empty.pcapng"
+    empty.write_bytes(b"")
     runs = {
         name: subprocess.run(
             [sys.executable, "-m", "upwire", "dissect", str(file)],
@@ -148,15 +150,29 @@ def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Pa
             text=True,
             timeout=60,
         )
-        for name, file in (("cut", cut), ("garbage", garbage), ("missing", tmp_path / "no.pcap"))
+        for name, file in (
+            ("cut", cut),
+            ("garbage", garbage),
+            ("missing", tmp_path / "no.pcap"),
+            ("empty", empty),
+            ("directory", tmp_path),
+        )
     }
     for name, run in runs.items():
         assert "Traceback" not in run.stderr, (name, run.stderr)
+        if name != "cut":
+            assert run.returncode == 1 and run.stdout == "", (name, run)
+            assert len(run.stderr.splitlines()) == 1, (name, run.stderr)
     assert runs["cut"].returncode == 0 and "text" in runs["cut"].stdout
     assert "truncated" in runs["cut"].stderr
     assert runs["garbage"].returncode == 1
     assert "not a pcap or pcapng capture" in runs["garbage"].stderr
-    assert runs["missing"].returncode == 1 and "cannot open" in runs["missing"].stderr
+    assert (
+        runs["missing"].stderr
+        == f"upwire: {tmp_path / 'no.pcap'}: cannot open the file: No such file or directory\n"
+    )
+    assert "empty file" in runs["empty"].stderr
+    assert "Is a directory" in runs["directory"].stderr
 
 
 def test_a_plain_http_stream_is_reported_as_not_websocket(tmp_path: Path) -> None:

@@ -82,6 +82,8 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
     dpkt = _dpkt()
     head = file.read(4)
     file.seek(0)
+    if not head:
+        raise CaptureError("empty file, not a pcap or pcapng capture")
     watched = _ShortReadDetector(file)
     try:
         if head == b"\x0a\x0d\x0d\x0a":
@@ -89,7 +91,7 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
         else:
             reader = dpkt.pcap.Reader(watched)
     except (ValueError, dpkt.UnpackError, struct.error) as exc:
-        raise CaptureError(f"not a pcap or pcapng capture ({exc or 'empty file'})") from None
+        raise CaptureError(f"not a pcap or pcapng capture ({exc or 'unreadable header'})") from None
     linktype = reader.datalink()
     if linktype not in (
         _DLT_NULL,

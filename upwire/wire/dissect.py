@@ -117,7 +117,7 @@ def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissec
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
-        raise CaptureError(f"cannot open {path}: {exc.strerror or exc}") from None
+        raise CaptureError(f"cannot open the file: {exc.strerror or exc}") from None
     try:
         for segment in read_segments(file, problems):
             packets = segment.number

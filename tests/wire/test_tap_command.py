@@ -1,0 +1,155 @@
+"""The `upwire tap` command as a user runs it: a subprocess relaying an upwire client to an upwire server.
+
+It is started with `--listen 127.0.0.1:0 --json` (it prints the bound port on stderr), relays one plain and
+one compressed connection, and its JSON lines must say what was sent: direction, opcode, FIN, lengths,
+payloads (inflated for compressed messages), close code and reason. SIGINT or SIGTERM stops it with exit
+status 0 and no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import upwire
+from upwire.server import ServerConnection
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = bytes(range(256)) * 2  # 512 bytes: a 16-bit length uncompressed
+
+
+async def echo(ws: ServerConnection) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+async def client_session(port: int, compression: str | None) -> None:
+    async with upwire.connect(f"ws://127.0.0.1:{port}/tapped", compression=compression) as ws:
+        await ws.send("hello through the tap")
+        assert await ws.recv() == "hello through the tap"
+        await ws.send(BINARY)
+        assert await ws.recv() == BINARY
+        await ws.send(["frag", "ment"])
+        assert await ws.recv() == "fragment"
+        await asyncio.wait_for(ws.ping(b"tap-ping"), 10)
+        await ws.close(4003, "tap command done")
+
+
+async def read_json_lines(stream: asyncio.StreamReader, frames: int) -> list[dict[str, Any]]:
+    """Read the tap's stdout until `frames` frame objects have been printed."""
+    objects: list[dict[str, Any]] = []
+    while sum(o["type"] == "frame" for o in objects) < frames:
+        line = await asyncio.wait_for(stream.readline(), 10)
+        assert line, f"the tap's output ended early: {objects}"
+        objects.append(json.loads(line))
+    return objects
+
+
+def check_frames(objects: list[dict[str, Any]], compressed: bool) -> None:
+    [connection] = [o for o in objects if o["type"] == "connection"]
+    assert connection["request"]["target"] == "/tapped"
+    assert connection["response"]["status"] == 101
+    assert bool(connection["extensions"]) == compressed
+    frames = [o for o in objects if o["type"] == "frame"]
+    up = [f for f in frames if f["direction"] == "client-to-server"]
+    down = [f for f in frames if f["direction"] == "server-to-client"]
+    assert all(f["masked"] and f["mask_key"] for f in up)
+    assert not any(f["masked"] for f in down)
+    assert [(f["opcode_name"], f["fin"]) for f in up] == [
+        ("text", True),
+        ("binary", True),
+        ("text", False),
+        ("continuation", True),
+        ("ping", True),
+        ("close", True),
+    ]
+    assert [f["opcode_name"] for f in down] == ["text", "binary", "text", "pong", "close"]
+    for frame in frames:
+        assert frame["violations"] == []
+        payload = bytes.fromhex(frame["payload"])
+        assert frame["payload_length"] == len(payload)
+        assert (
+            frame["header_length"]
+            == 2
+            + (4 if frame["masked"] else 0)
+            + {
+                7: 0,
+                16: 2,
+                64: 8,
+            }[frame["length_bits"]]
+        )
+        if frame["masked"]:
+            key = bytes.fromhex(frame["mask_key"])
+            masked = bytes.fromhex(frame["payload_masked"])
+            assert bytes(b ^ key[i % 4] for i, b in enumerate(masked)) == payload
+        data = bytes.fromhex(frame["inflated"]) if frame["compressed"] else payload
+        if frame["opcode"] in (1, 2) and frame["fin"]:
+            assert frame["compressed"] == compressed
+        expected = {
+            "hello through the tap": b"hello through the tap",
+            "binary": BINARY,
+            "frag": b"frag",
+            "ment": b"ment",
+            "fragment": b"fragment",
+        }
+        if frame["opcode_name"] == "binary":
+            assert data == expected["binary"]
+            if not compressed:
+                assert frame["length_bits"] == 16
+        elif frame["opcode_name"] in ("text", "continuation"):
+            assert data.decode() in expected and frame["text"] == data.decode()
+        elif frame["opcode_name"] in ("ping", "pong"):
+            assert data == b"tap-ping"
+        else:
+            assert (frame["close_code"], frame["close_reason"]) == (4003, "tap command done")
+    # message bookkeeping: the fragmented message is one message of 8 bytes
+    [fragmented_end] = [f for f in up if f["opcode_name"] == "continuation"]
+    assert fragmented_end["message_end"] and fragmented_end["message_length"] == 8
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_tap_command_prints_the_frames_it_relays_and_stops_cleanly(
+    stop_signal: signal.Signals,
+) -> None:
+    async with upwire.serve(echo, "127.0.0.1", 0) as server:
+        upstream_port = server.sockets[0].getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "upwire",
+            "tap",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            f"ws://127.0.0.1:{upstream_port}",
+            "--json",
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", banner)
+            assert match, banner
+            tap_port = int(match.group(1))
+            for compression in (None, "deflate"):
+                await client_session(tap_port, compression)
+                check_frames(await read_json_lines(process.stdout, 11), compression is not None)
+            process.send_signal(stop_signal)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    assert b"Traceback" not in stderr and stdout == b""
