@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,39 @@ def test_deflate_messages_inflate_with_context_takeover_and_fragments(tmp_path: 
     assert frames[3].message == frames[2].message and frames[3].message_end
     assert frames[3].message_length == len(messages[2])
     assert not any(f.violations for f in frames)
+
+
+def test_a_message_after_one_ended_by_a_bfinal_block_still_inflates(tmp_path: Path) -> None:
+    # RFC 7692 §7.2.3.4: a sender may end a message's DEFLATE stream with a BFINAL block; the next
+    # message is a new stream that may still refer to the window (the core's decode_frame handles it).
+    first = zlib.compressobj(wbits=-15)
+    ended = first.compress(b"final block " * 10) + first.flush(zlib.Z_FINISH)
+    second = zlib.compressobj(wbits=-15)
+    after = second.compress(b"next message") + second.flush(zlib.Z_SYNC_FLUSH)
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, DEFLATE_RESPONSE)
+    conversation.send(False, server_frame(Opcode.TEXT, ended, rsv=4))
+    conversation.send(False, server_frame(Opcode.TEXT, after[:-4], rsv=4))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert [f.text for f in connection.frames] == ["final block " * 10, "next message"]
+    assert not any(f.violations for f in connection.frames)
+
+
+def test_an_unparsable_extensions_answer_is_noted_and_not_inflated(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(
+        False,
+        RESPONSE.replace(
+            b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate; =\r\n\r\n"
+        ),
+    )
+    conversation.send(False, server_frame(Opcode.TEXT, deflate_messages([b"hi"])[0], rsv=4))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert any("invalid Sec-WebSocket-Extensions" in n for n in connection.observer.notes)
+    [frame] = connection.frames
+    assert any("RSV bits" in v for v in frame.violations) and frame.inflated is None
 
 
 def test_violations_are_reported_in_place(tmp_path: Path) -> None:

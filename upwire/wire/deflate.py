@@ -1,21 +1,27 @@
 """permessage-deflate as an observer sees it (RFC 7692): the negotiated parameters and per-direction inflating.
 
-Owns: reading the `Sec-WebSocket-Extensions` answer of a captured 101 response, and inflating each
-direction's compressed messages with the context takeover that was negotiated. Small and self-contained on
-purpose: an observer needs no offer/answer logic, only what the answer says.
+Owns: turning a captured 101 response's `Sec-WebSocket-Extensions` answer into the parameters that matter to
+an observer (each side's window and context takeover), leniently: a value a strict peer would refuse falls
+back to the default so that the frames still inflate, and the rule breaks are reported elsewhere.
+
+Reuses the core for everything else, so each rule has one owner: the header grammar is
+`upwire.protocol.extensions.base.parse_extensions`, and inflating (the `00 00 ff ff` tail, context takeover,
+a stream ended by a BFINAL block) is `PerMessageDeflate.decode_frame`, run in the receiving side's role.
 
 Must not know: frames or connections.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
-__all__ = ["DeflateParams", "Inflater", "parse_extensions"]
+from upwire.exceptions import ProtocolError
+from upwire.protocol.extensions.base import parse_extensions
+from upwire.protocol.extensions.permessage_deflate import PerMessageDeflate
 
-# RFC 7692 §7.2.2: the sender removed this tail of the flushed block; the receiver appends it again.
-_TAIL = b"\x00\x00\xff\xff"
+__all__ = ["DeflateParams", "Inflater", "deflate_params"]
+
+_RSV1 = 0b100
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,35 +34,16 @@ class DeflateParams:
     client_max_window_bits: int = 15
 
 
-def parse_extensions(header: str | None) -> list[tuple[str, dict[str, str | None]]]:
-    """Split a `Sec-WebSocket-Extensions` value into (name, parameters) pairs (RFC 6455 §9.1).
-
-    Example: "permessage-deflate; client_max_window_bits=10" ->
-    [("permessage-deflate", {"client_max_window_bits": "10"})].
-    """
-    result: list[tuple[str, dict[str, str | None]]] = []
-    if not header:
-        return result
-    for item in header.split(","):
-        parts = [p.strip() for p in item.split(";")]
-        if not parts[0]:
-            continue
-        params: dict[str, str | None] = {}
-        for part in parts[1:]:
-            if not part:
-                continue
-            name, sep, value = part.partition("=")
-            params[name.strip().lower()] = value.strip().strip('"') if sep else None
-        result.append((parts[0].lower(), params))
-    return result
-
-
 def deflate_params(header: str | None) -> DeflateParams | None:
-    """Return the permessage-deflate parameters of an accepted extensions header, or None without it."""
-    for name, params in parse_extensions(header):
+    """Return the permessage-deflate parameters of an accepted extensions header, or None without it.
+
+    Raises:
+        NegotiationError: when the header does not follow the grammar of RFC 6455 §9.1.
+    """
+    for name, pairs in parse_extensions([header] if header else []):
         if name != "permessage-deflate":
             continue
-
+        params = dict(pairs)
         return DeflateParams(
             server_no_context_takeover="server_no_context_takeover" in params,
             client_no_context_takeover="client_no_context_takeover" in params,
@@ -75,34 +62,30 @@ class Inflater:
     """Inflate one direction's compressed messages, fragment by fragment.
 
     Args:
-        window_bits: the sender's LZ77 window (8-15); a 15-bit inflater also reads smaller windows, but
-            the negotiated value is used so that a sender exceeding it is caught.
+        window_bits: the sender's LZ77 window (8-15).
         context_takeover: False when each message starts with a fresh context (`*_no_context_takeover`).
     """
 
     def __init__(self, window_bits: int, context_takeover: bool) -> None:
-        # zlib rejects a raw window of 8 bits; RFC 7692 §7.1.2.1 allows it, and 9 reads it correctly.
-        self._wbits = -max(window_bits, 9)
-        self._context_takeover = context_takeover
-        self._inflater = zlib.decompressobj(self._wbits)
+        # The receiving side's extension: only its decoding half is used (the local values are unused).
+        self._extension = PerMessageDeflate(
+            local_no_context_takeover=False,
+            remote_no_context_takeover=not context_takeover,
+            local_max_window_bits=15,
+            remote_max_window_bits=window_bits,
+            params=[],
+        )
         self.broken = False
-
-    def start_message(self) -> None:
-        """A new compressed message begins."""
-        if not self._context_takeover:
-            self._inflater = zlib.decompressobj(self._wbits)
 
     def inflate(self, data: bytes, final: bool) -> bytes:
         """Inflate one fragment of a compressed message; `final` on its last fragment.
 
         Raises:
-            zlib.error: when the bytes are not a valid deflate stream in this context.
+            ProtocolError: when the bytes are not a valid deflate stream in this context (what a peer
+                would close with 1007); later messages of the direction cannot be inflated after it.
         """
         try:
-            out = self._inflater.decompress(data)
-            if final:
-                out += self._inflater.decompress(_TAIL)
-        except zlib.error:
+            return self._extension.decode_frame(data, _RSV1, final, None)
+        except ProtocolError:
             self.broken = True
             raise
-        return out

@@ -10,12 +10,12 @@ Must not know: where the bytes come from (a capture file or the tap's sockets) o
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
 from upwire.exceptions import InvalidHandshake, ProtocolError
 from upwire.protocol.close import parse_close_payload
+from upwire.protocol.extensions.base import NegotiationError
 from upwire.protocol.frames import (
     CONTROL_OPCODES,
     FrameParser,
@@ -419,7 +419,12 @@ class WebSocketObserver:
         self.state = "websocket"
         self.subprotocol = response.headers.get("Sec-WebSocket-Protocol")
         self.extensions = response.headers.get("Sec-WebSocket-Extensions")
-        self.deflate = deflate_params(self.extensions)
+        try:
+            self.deflate = deflate_params(self.extensions)
+        except NegotiationError as exc:
+            # A client would fail this connection (RFC 6455 §9.1); the observer goes on without inflating.
+            self.notes.append(f"{exc}: compressed payloads are not inflated")
+            self.deflate = None
         self._setup_directions(allowed_rsv=4 if self.deflate else 0)
 
     def _setup_directions(self, allowed_rsv: int) -> None:
@@ -563,8 +568,6 @@ class WebSocketObserver:
             message = _Message(self._next_message(), opcode, compressed)
             if opcode == Opcode.TEXT:
                 message.decoder = IncrementalUTF8Decoder()
-            if compressed and direction.inflater is not None:
-                direction.inflater.start_message()
             direction.message = message
         record.message = message.index
         record.message_opcode = message.opcode
@@ -579,7 +582,7 @@ class WebSocketObserver:
             else:
                 try:
                     data = direction.inflater.inflate(record.payload, record.fin)
-                except zlib.error as exc:
+                except ProtocolError as exc:
                     record.violations.append(f"cannot inflate: {exc}")
                     data = b""
                 record.inflated = data
