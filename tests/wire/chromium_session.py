@@ -9,6 +9,8 @@ An upwire echo server (permessage-deflate on, as by default) listens on 127.0.0.
 server on another port serves the page Chromium runs the script on (Chromium blocks WebSocket connections from
 about:blank to loopback). The page sends text, an empty text, 1000 and 65536 random bytes, asks the server to
 ping it ("ping me": the browser answers with a pong) and closes with code 4001 and a reason, which upwire echoes.
+Then, for comparison with `dissect --summary`'s polling estimate, the page makes one real `fetch()` POST to the
+page server (not on the captured port), whose request head size is reported.
 The last line printed is a JSON object with what the page saw. Exit status 0 when every echo matched.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,14 +93,22 @@ async def handler(ws: ServerConnection) -> None:
             await ws.send(message)
 
 
-async def serve_page() -> asyncio.Server:
+async def serve_page(heads: list[bytes]) -> asyncio.Server:
+    """Serve the page (GET) and answer a polling-style POST with 204; record each request head."""
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(PAGE), PAGE)
-            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head)
+            if head.startswith(b"POST "):
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            else:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(PAGE), PAGE)
+                )
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -112,7 +123,8 @@ async def session(port: int) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     async with upwire.serve(handler, "127.0.0.1", port, max_message_size=None):
-        page_server = await serve_page()
+        heads: list[bytes] = []
+        page_server = await serve_page(heads)
         page_port = page_server.sockets[0].getsockname()[1]
         try:
             async with async_playwright() as playwright:
@@ -132,6 +144,12 @@ async def session(port: int) -> dict[str, Any]:
                         },
                     )
                     result["user_agent"] = await page.evaluate("navigator.userAgent")
+                    # For comparison, one real polling-style request from the same page.
+                    result["fetch_status"] = await page.evaluate(
+                        "fetch('/poll', {method: 'POST', body: 'hello from chromium'})"
+                        ".then((response) => response.status)"
+                    )
+                    result["fetch_post_head_bytes"] = len(heads[-1])
                 finally:
                     await browser.close()
         finally:

@@ -134,3 +134,6 @@ def test_summary_shows_framing_against_polling_with_the_browser_headers(
     assert 2 <= total["framing_bytes_per_message"] <= 14
     # each polled message would repeat the browser's User-Agent, Origin, Accept-* ... headers
     assert total["polling_bytes_per_message"] > 2 * len(page["user_agent"])
+    # the estimate stays below what a real fetch() POST from the same page sends in its head alone
+    assert page["fetch_status"] == 204
+    assert page["fetch_post_head_bytes"] > len(page["user_agent"])
