@@ -48,11 +48,12 @@ async def test_select_subprotocol_hook_decides_from_the_clients_offer() -> None:
         return offered[-1]
 
     async with asyncio.timeout(TIMEOUT_S):
-        async with upwire.serve(
-            report_subprotocol, "127.0.0.1", 0, select_subprotocol=choose
-        ) as server, upwire.connect(
-            f"ws://127.0.0.1:{server.port}/", subprotocols=["a", "b", "c"]
-        ) as client:
+        async with (
+            upwire.serve(report_subprotocol, "127.0.0.1", 0, select_subprotocol=choose) as server,
+            upwire.connect(
+                f"ws://127.0.0.1:{server.port}/", subprotocols=["a", "b", "c"]
+            ) as client,
+        ):
             assert client.subprotocol == "c"
             assert await client.recv() == "subprotocol=c"
     assert seen == [["a", "b", "c"]]
