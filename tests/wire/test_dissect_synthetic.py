@@ -330,3 +330,21 @@ def test_cli_json_filters_and_summary(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "\x1b[" not in tree
     assert main(["dissect", str(path), "--color", "always"]) == 0
     assert "\x1b[" in capsys.readouterr().out
+
+
+def test_a_compression_bomb_in_a_capture_is_reported_not_inflated_without_bound() -> None:
+    import zlib
+
+    from upwire.exceptions import ProtocolError
+    from upwire.wire.deflate import Inflater
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = compressor.compress(bytes(8 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    inflater = Inflater(15, True, max_message_size=1 << 20)
+    try:
+        inflater.inflate(bomb[:-4], True)
+    except ProtocolError as exc:
+        assert exc.close_code == 1009
+    else:
+        raise AssertionError("an 8 MiB message inflated past a 1 MiB bound")
+    assert inflater.broken

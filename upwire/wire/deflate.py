@@ -58,15 +58,23 @@ def _window_bits(value: str | None) -> int:
     return int(value) if value and value.isdigit() and 8 <= int(value) <= 15 else 15
 
 
+# A capture may hold a compression bomb: no message is inflated past this (the rest of the direction is
+# then reported as not inflatable, like corrupt data).
+MAX_INFLATED_MESSAGE = 64 << 20
+
+
 class Inflater:
     """Inflate one direction's compressed messages, fragment by fragment.
 
     Args:
         window_bits: the sender's LZ77 window (8-15).
         context_takeover: False when each message starts with a fresh context (`*_no_context_takeover`).
+        max_message_size: the most bytes one message may inflate to.
     """
 
-    def __init__(self, window_bits: int, context_takeover: bool) -> None:
+    def __init__(
+        self, window_bits: int, context_takeover: bool, max_message_size: int = MAX_INFLATED_MESSAGE
+    ) -> None:
         # The receiving side's extension: only its decoding half is used (the local values are unused).
         self._extension = PerMessageDeflate(
             local_no_context_takeover=False,
@@ -75,6 +83,8 @@ class Inflater:
             remote_max_window_bits=window_bits,
             params=[],
         )
+        self._max_message_size = max_message_size
+        self._message_size = 0
         self.broken = False
 
     def inflate(self, data: bytes, final: bool) -> bytes:
@@ -82,10 +92,14 @@ class Inflater:
 
         Raises:
             ProtocolError: when the bytes are not a valid deflate stream in this context (what a peer
-                would close with 1007); later messages of the direction cannot be inflated after it.
+                would close with 1007), or inflate past `max_message_size` (1009); later messages of
+                the direction cannot be inflated after it.
         """
+        room = self._max_message_size - self._message_size
         try:
-            return self._extension.decode_frame(data, _RSV1, final, None)
+            out = self._extension.decode_frame(data, _RSV1, final, room)
         except ProtocolError:
             self.broken = True
             raise
+        self._message_size = 0 if final else self._message_size + len(out)
+        return out
