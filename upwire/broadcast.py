@@ -42,23 +42,24 @@ def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:
         opcode = Opcode.BINARY
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}; use str or bytes")
-    frame: bytes | None = None
+    frame = encode_frame(opcode, payload)
     sent = 0
     for connection in connections:
+        # The loop is the broadcast's whole cost: one shared frame queued, one write per connection.
         protocol = connection.protocol
-        if (
-            protocol is None
-            or protocol.state is not State.OPEN
-            or protocol.close_sent is not None
-            or connection._fragmenting()
-        ):
+        if protocol is None:
             continue
-        if protocol.can_share_frames:
-            if frame is None:
-                frame = encode_frame(opcode, payload)
-            protocol.send_encoded(frame)
+        if protocol.send_encoded(frame):
+            connection._flush()
+        elif (
+            protocol.state is State.OPEN
+            and protocol.close_sent is None
+            and not connection._fragmenting()
+            and not protocol.can_share_frames
+        ):
+            protocol.send_message(message)  # compression: this connection's own copy
+            connection._flush()
         else:
-            protocol.send_message(message)
-        connection._sent(len(payload))
+            continue
         sent += 1
     return sent

@@ -453,6 +453,10 @@ class Connection(asyncio.Protocol):
         """Called by the transport when its write buffer goes above `write_limit`."""
         self._writing_paused = True
         if self.listener is not None:
+            # A Listener answers from data_received: reading on would grow the write buffer without
+            # bound, so reading stops until the buffer drains (backpressure without a task).
+            if self.transport is not None and not self._reading_paused:
+                self.transport.pause_reading()
             self._call_listener(self.listener.on_writing_paused)
 
     def resume_writing(self) -> None:
@@ -463,6 +467,9 @@ class Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
         if self.listener is not None:
+            transport = self.transport
+            if transport is not None and not self._reading_paused and not transport.is_closing():
+                transport.resume_reading()
             self._call_listener(self.listener.on_writing_resumed)
 
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:

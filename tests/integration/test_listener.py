@@ -84,3 +84,45 @@ async def test_listeners_and_handlers_can_share_a_server_by_path(start_server: S
             assert await ws.recv() == "welcome"
         async with upwire.connect(uri(server, "/high")) as ws:
             assert await ws.recv() == "hello from a handler"
+
+
+async def test_a_listener_stops_reading_while_its_peer_does_not_read_its_answers(
+    start_server: StartServer,
+) -> None:
+    connections: list[upwire.Connection] = []
+
+    class Collect(Echo):
+        def on_open(self, connection: upwire.Connection) -> None:
+            connections.append(connection)
+
+    server = await start_server(Collect, ping_interval=None, write_limit=64 * 1024)
+    message = bytes(range(256)) * 256  # 64 KiB
+    peak = 0
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        while not connections:
+            await asyncio.sleep(0.01)
+        transport = connections[0].transport
+        assert transport is not None
+        # 20 MiB of messages whose echoes the peer does not read: without backpressure the server's
+        # write buffer would grow to ~20 MiB; with it, the server stops reading and TCP slows the peer.
+        sender = asyncio.create_task(_send_many(peer, message, 320))
+        for _ in range(200):
+            peak = max(peak, transport.get_write_buffer_size())
+            await asyncio.sleep(0.005)
+        assert not sender.done(), "the peer could send 20 MiB: the server kept reading"
+        assert peak <= 1 << 20, f"server write buffer reached {peak} bytes"
+        assert connections[0].writing_paused
+        # Once the peer reads, every echo arrives, in order.
+        for _ in range(320):
+            frame = await peer.read_frame()
+            assert frame.payload == message
+        await sender
+
+
+async def _send_many(peer: RawPeer, message: bytes, count: int) -> None:
+    from .wire import BINARY
+
+    for _ in range(count):
+        peer.send_frame(BINARY, message)
+        await peer.writer.drain()

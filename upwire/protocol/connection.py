@@ -647,19 +647,23 @@ class Connection:
         """
         return self.role is Role.SERVER and not self._extensions
 
-    def send_encoded(self, frame: bytes) -> None:
+    def send_encoded(self, frame: bytes) -> bool:
         """Queue a whole data message already encoded as one unmasked, final frame (for broadcasts).
 
-        Raises:
-            UsageError: when `can_share_frames` is False, after the closing handshake started, or in the
-                middle of a fragmented message.
+        Returns:
+            True when queued; False when this connection cannot take it now: it is closing, it is in the
+            middle of sending a fragmented message, or it cannot share frames (see `can_share_frames`).
         """
-        if not self.can_share_frames:
-            raise UsageError("encoded frames can only be shared by servers without extensions")
-        self._check_can_send_data()
-        if self._out_fragment_type is not None:
-            raise UsageError("a fragmented message is being sent; finish it before sending another")
+        if (
+            self._close_sent is not None
+            or self.state is not State.OPEN
+            or self._out_fragment_type is not None
+            or self.role is not Role.SERVER
+            or self._extensions
+        ):
+            return False
         self._outgoing.append(frame)
+        return True
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
         """Queue one fragment of a message sent in pieces; `fin=True` ends the message.
