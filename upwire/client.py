@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from upwire.connection import Connection, ConnectionOptions
+from upwire.connection import Connection, ConnectionOptions, extension_factories
 from upwire.exceptions import InvalidCertificate, InvalidHandshake, InvalidStatus, InvalidURI
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role
@@ -73,18 +73,6 @@ def parse_uri(uri: str) -> WebSocketURI:
     if parts.query:
         target += "?" + parts.query
     return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), target)
-
-
-def _client_extensions(
-    compression: str | None, extensions: Sequence[ClientExtensionFactory] | None
-) -> list[ClientExtensionFactory]:
-    if extensions is not None:
-        return list(extensions)
-    if compression is None:
-        return []
-    if compression != "deflate":
-        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
-    return [ClientPerMessageDeflateFactory()]
 
 
 class ClientConnection(Connection):
@@ -227,7 +215,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             headers.add(name, value)
         self._headers = headers
         self._subprotocols = list(subprotocols)
-        self._extensions = _client_extensions(compression, extensions)
+        self._extensions = extension_factories(
+            compression, extensions, ClientPerMessageDeflateFactory
+        )
         self._ssl = ssl
         self._server_hostname = server_hostname
         self.connection: ClientConnection | None = None

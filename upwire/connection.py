@@ -14,8 +14,17 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Set
-from typing import Any, cast
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+    Set,
+)
+from typing import Any, TypeVar, cast
 
 from upwire.exceptions import (
     ConcurrencyError,
@@ -46,6 +55,28 @@ Sendable = (
     | Iterable[str | bytes | bytearray | memoryview]
     | AsyncIterable[str | bytes | bytearray | memoryview]
 )
+
+
+F = TypeVar("F")
+
+
+def extension_factories(
+    compression: str | None, extensions: Sequence[F] | None, deflate: Callable[[], F]
+) -> list[F]:
+    """Turn the `compression` and `extensions` options of `serve`/`connect` into the factories to use.
+
+    Args:
+        compression: "deflate" for permessage-deflate with its defaults, None for no compression.
+        extensions: explicit factories, which take precedence over `compression`.
+        deflate: builds the permessage-deflate factory of the caller's role.
+    """
+    if extensions is not None:
+        return list(extensions)
+    if compression is None:
+        return []
+    if compression != "deflate":
+        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+    return [deflate()]
 
 
 class ConnectionOptions:

@@ -14,7 +14,7 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
-from upwire.connection import Connection, ConnectionOptions
+from upwire.connection import Connection, ConnectionOptions, extension_factories
 from upwire.exceptions import ConnectionClosed, InvalidHandshake
 from upwire.forwarded import TrustedProxies
 from upwire.listener import Listener
@@ -233,18 +233,6 @@ class ServerConnection(Connection):
         super().connection_lost(exc)
 
 
-def _server_extensions(
-    compression: str | None, extensions: Sequence[ServerExtensionFactory] | None
-) -> list[ServerExtensionFactory]:
-    if extensions is not None:
-        return list(extensions)
-    if compression is None:
-        return []
-    if compression != "deflate":
-        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
-    return [ServerPerMessageDeflateFactory()]
-
-
 class Server:
     """A running WebSocket server; `serve()` creates it.
 
@@ -442,7 +430,9 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
             handshake=ServerHandshake(
                 subprotocols=subprotocols,
                 select_subprotocol=select_subprotocol,
-                extensions=_server_extensions(compression, extensions),
+                extensions=extension_factories(
+                    compression, extensions, ServerPerMessageDeflateFactory
+                ),
                 origins=origins,
                 extra_headers=extra_headers,
             ),
