@@ -77,7 +77,15 @@ fi
 # --- everything the tests need ---------------------------------------------------------------------
 debs=(chromium)                      # browser tests: Debian's /usr/bin/chromium, driven by playwright
 debs+=(tinyproxy nginx)              # client through a forward proxy; server behind a reverse proxy
+debs+=(tshark)                       # tests/wire: captures with dumpcap, the reference dissector
 command -v npm >/dev/null || debs+=(nodejs npm)
+# tshark's package asks whether non-root users may capture; answer "no" so the install needs no terminal.
+if ! dpkg-query -W -f='${Status}' tshark 2>/dev/null | grep -q "install ok installed"; then
+  if command -v debconf-set-selections >/dev/null; then
+    echo "wireshark-common wireshark-common/install-setuid boolean false" |
+      { if [[ "$(id -u)" -ne 0 ]]; then sudo debconf-set-selections; else debconf-set-selections; fi; }
+  fi
+fi
 apt_ensure "${debs[@]}"
 
 NODE_DIR="$REPO/tests/interop/node"
