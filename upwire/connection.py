@@ -234,6 +234,13 @@ class Connection(asyncio.Protocol):
         self._recv_waiter = waiter
         try:
             return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # The message arrived as this recv was cancelled (a timeout, say): keep it for the next.
+                if self._messages is None:
+                    self._messages = deque()
+                self._messages.appendleft(waiter.result())
+            raise
         finally:
             self._recv_waiter = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -280,3 +281,33 @@ async def test_after_close_send_and_recv_raise_connection_closed(
         with pytest.raises(upwire.ConnectionClosed):
             await ws.ping()
         await ws.close()  # idempotent
+
+
+async def test_a_message_arriving_as_recv_is_cancelled_is_kept_for_the_next_recv(
+    start_server: StartServer,
+) -> None:
+    async def send_two(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        await ws.send("first")
+        await ws.send("second")
+        await ws.wait_closed()
+
+    server = await start_server(send_two, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        receiving = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0)  # recv is now waiting
+        await ws.send("go")
+        # Cancel the waiting recv in the very loop turn the message is handed to it, as a timeout
+        # firing at that moment would: the message must not be lost.
+        original = ws._deliver
+
+        def deliver_then_cancel(events: list[object]) -> None:
+            original(events)
+            receiving.cancel()
+
+        ws._deliver = deliver_then_cancel  # type: ignore[method-assign]
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
+        ws._deliver = original  # type: ignore[method-assign]
+        assert await ws.recv() == "first"
+        assert await ws.recv() == "second"
