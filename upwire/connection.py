@@ -443,8 +443,9 @@ class Connection(asyncio.Protocol):
                             await self._drain()
                     previous = item
             except BaseException:
-                if previous is not sentinel or self._fragmenting():
-                    # The message cannot be finished; the peer must not wait for it forever.
+                if self._fragmenting():
+                    # Fragments are on the wire and the message cannot be finished: the peer must not
+                    # wait for it forever. (Before the first fragment left, nothing needs undoing.)
                     self._abort_message()
                 raise
             if previous is not sentinel:
