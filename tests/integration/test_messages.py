@@ -311,3 +311,21 @@ async def test_a_message_arriving_as_recv_is_cancelled_is_kept_for_the_next_recv
         ws._deliver = original  # type: ignore[method-assign]
         assert await ws.recv() == "first"
         assert await ws.recv() == "second"
+
+
+async def test_a_fragment_iterator_failing_before_anything_was_sent_leaves_the_connection_open(
+    start_server: StartServer,
+) -> None:
+    from .helpers import echo
+
+    def broken() -> Iterator[str]:
+        yield "first piece"
+        raise ValueError("the source of the fragments failed")
+
+    server = await start_server(echo, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        with pytest.raises(ValueError, match="source of the fragments"):
+            await ws.send(broken())
+        await ws.send("still open")
+        assert await ws.recv() == "still open"
+        assert ws.close_code is None
