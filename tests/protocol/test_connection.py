@@ -956,3 +956,13 @@ def test_read_frames_helper_reads_what_encode_frame_writes() -> None:
         KEY,
         8,
     )
+
+
+def test_a_stream_of_empty_continuation_frames_does_not_grow_memory() -> None:
+    conn = server()
+    conn.receive_data(masked(b"\x02\x82", b"ab"))  # a binary message begins, FIN clear
+    empty_continuation = masked(b"\x00\x80", b"")
+    for _ in range(3):
+        conn.receive_data(empty_continuation * 10_000)
+    assert len(conn._msg_parts) == 1
+    assert conn.receive_data(masked(b"\x80\x81", b"c")) == [b"abc"]

@@ -533,7 +533,9 @@ class Connection:
                 self._end_message()
         else:
             parts_bytes: list[bytes] = self._msg_parts  # type: ignore[assignment]
-            parts_bytes.append(bytes(payload))
+            if payload:
+                # Empty fragments add nothing: a stream of them must not grow the list without bound.
+                parts_bytes.append(bytes(payload))
             if fin:
                 events.append(b"".join(parts_bytes))
                 self._end_message()
