@@ -491,6 +491,8 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """Called by the transport when its write buffer goes above `write_limit`."""
         self._writing_paused = True
+        if self.protocol is not None:
+            self.protocol.hold_pongs(True)
         if self.listener is not None:
             # A Listener answers from data_received: reading on would grow the write buffer without
             # bound, so reading stops until the buffer drains (backpressure without a task).
@@ -501,6 +503,9 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         """Called by the transport when its write buffer drains below the low-water mark."""
         self._writing_paused = False
+        if self.protocol is not None:
+            self.protocol.hold_pongs(False)
+            self._flush()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():

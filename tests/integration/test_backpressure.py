@@ -8,7 +8,7 @@ import random
 import upwire
 
 from .helpers import StartServer, uri
-from .wire import BINARY, TEXT, RawPeer
+from .wire import BINARY, PING, PONG, TEXT, RawPeer, encode_frame
 
 TEST_TIMEOUT_S = 20.0
 MESSAGE_SIZE = 64 * 1024
@@ -127,3 +127,38 @@ async def test_send_waits_while_the_write_buffer_is_above_write_limit(
         assert indexes == list(range(blocked_at + 1))
         peer.send_close()
         await peer.read_to_eof()
+
+
+async def test_a_peer_that_pings_without_reading_cannot_grow_the_servers_buffer(
+    start_server: StartServer,
+) -> None:
+    connections: list[upwire.ServerConnection] = []
+
+    async def keep(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        await ws.wait_closed()
+
+    server = await start_server(keep, ping_interval=None, write_limit=16 * 1024)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        while not connections:
+            await asyncio.sleep(0.01)
+        transport = connections[0].transport
+        assert transport is not None
+        # 100,000 pings of 125 bytes: answering each would queue ~12.7 MB of pongs, far beyond the
+        # kernel's socket buffers, for a peer that reads none of them.
+        ping = encode_frame(PING, b"p" * 125)
+        peak = 0
+        for _ in range(100):
+            peer.write(ping * 1000)
+            await peer.writer.drain()
+            peak = max(peak, transport.get_write_buffer_size())
+        await asyncio.sleep(0.2)
+        peak = max(peak, transport.get_write_buffer_size())
+        assert peak <= 256 * 1024, f"the server buffered {peak} bytes of pongs"
+        # The connection still works once the peer reads: a new ping gets its pong.
+        peer.send_frame(PING, b"last")
+        frame = await peer.read_frame()
+        while frame.payload != b"last":
+            frame = await peer.read_frame()
+        assert frame.opcode == PONG

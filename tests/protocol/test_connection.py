@@ -966,3 +966,24 @@ def test_a_stream_of_empty_continuation_frames_does_not_grow_memory() -> None:
         conn.receive_data(empty_continuation * 10_000)
     assert len(conn._msg_parts) == 1
     assert conn.receive_data(masked(b"\x80\x81", b"c")) == [b"abc"]
+
+
+def test_held_pongs_answer_only_the_latest_ping_when_released() -> None:
+    conn = server()
+    conn.hold_pongs(True)
+    pings = b"".join(masked(b"\x89\x84", i.to_bytes(4, "big")) for i in range(1000))
+    events = conn.receive_data(pings)
+    assert len(events) == 1000
+    assert conn.data_to_send() == []
+    conn.hold_pongs(False)
+    assert [(f.opcode, f.payload) for f in sent_frames(conn)] == [(0xA, (999).to_bytes(4, "big"))]
+    # Released: the next ping is answered at once again.
+    conn.receive_data(masked(b"\x89\x81", b"x"))
+    assert [(f.opcode, f.payload) for f in sent_frames(conn)] == [(0xA, b"x")]
+
+
+def test_releasing_held_pongs_without_a_ping_sends_nothing() -> None:
+    conn = server()
+    conn.hold_pongs(True)
+    conn.hold_pongs(False)
+    assert conn.data_to_send() == []

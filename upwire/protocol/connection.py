@@ -105,6 +105,7 @@ class Connection:
         "_frame_opcode",
         "_frame_remaining",
         "_header_frame_limit",
+        "_holding_pongs",
         "_input_pending",
         "_max_frame_size",
         "_max_message_size",
@@ -114,6 +115,7 @@ class Connection:
         "_msg_size",
         "_out_fragment_type",
         "_outgoing",
+        "_pong_owed",
         "role",
         "state",
         "transport_should_close",
@@ -178,6 +180,9 @@ class Connection:
         self._frame_offset = 0
         self._frame_fin = False
         self._frame_opcode = 0
+        # While pongs are held (see `hold_pongs`), the payload of the latest unanswered ping.
+        self._holding_pongs = False
+        self._pong_owed: bytes | None = None
         # The message being sent in fragments: None, str or bytes (the type of its first fragment).
         self._out_fragment_type: type | None = None
 
@@ -587,8 +592,12 @@ class Connection:
         if opcode == _PING:
             events.append(Ping(payload))
             if self._close_sent is None:
-                # RFC 6455 §5.5.2: answer a ping with a pong carrying the same application data.
-                self._queue_frame(_PONG, payload)
+                if self._holding_pongs:
+                    # RFC 6455 §5.5.3: an endpoint may answer only the most recent of several pings.
+                    self._pong_owed = payload
+                else:
+                    # RFC 6455 §5.5.2: answer a ping with a pong carrying the same application data.
+                    self._queue_frame(_PONG, payload)
         elif opcode == _PONG:
             # RFC 6455 §5.5.3: a pong may be unsolicited; it needs no answer.
             events.append(Pong(payload))
@@ -666,6 +675,19 @@ class Connection:
             return False
         self._outgoing.append(frame)
         return True
+
+    def hold_pongs(self, hold: bool) -> None:
+        """Hold the answers to pings (while the peer is not reading what is sent), or release them.
+
+        While held, only the most recent ping is remembered (RFC 6455 §5.5.3 allows answering just that
+        one), so a peer that pings without reading cannot make this side buffer pongs without bound. On
+        release, one pong answers the latest ping received meanwhile.
+        """
+        self._holding_pongs = hold
+        if not hold and self._pong_owed is not None:
+            payload, self._pong_owed = self._pong_owed, None
+            if self._close_sent is None and self.state is State.OPEN:
+                self._queue_frame(_PONG, payload)
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
         """Queue one fragment of a message sent in pieces; `fin=True` ends the message.
