@@ -20,24 +20,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
+from browser import CHROMIUM, CHROMIUM_ARGS
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("UPWIRE_CHROMIUM", "/usr/bin/chromium")
-# The flags this machine needs: without the background-networking ones Chromium keeps trying to
-# reach Google's hosts, which the closed network refuses.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HELLO_SERVER = REPO / "examples" / "hello" / "server.py"
 STARTUP_TIMEOUT_S = 15.0
 

@@ -19,28 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the upwire of this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for browser.py
+
+from browser import CHROMIUM, CHROMIUM_ARGS
 
 import upwire
 from upwire.server import ServerConnection
 
-CHROMIUM = os.environ.get("UPWIRE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CLOSE_CODE = 4001
 CLOSE_REASON = "chromium says bye"
 PAGE = b"<!doctype html><meta charset=utf-8><title>upwire capture</title>"

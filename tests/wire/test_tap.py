@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from browser import CHROMIUM, CHROMIUM_ARGS
 from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
 
 import upwire
@@ -15,17 +16,6 @@ from upwire.wire.web import FrameFeed
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("UPWIRE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 async def start_node_echo(*options: str) -> tuple[NodePeer, int]:
