@@ -390,8 +390,16 @@ class Connection(asyncio.Protocol):
             await self._drain()
 
     def _send_whole(self, message: str | bytes | bytearray | memoryview) -> None:
-        protocol = self._open_protocol()
-        protocol.send_message(message)
+        protocol = self.protocol
+        if protocol is None:
+            raise self._closed_error()
+        try:
+            # The core checks that sending is still allowed; this layer only translates its refusal.
+            protocol.send_message(message)
+        except UsageError:
+            if protocol.close_sent is not None or protocol.state is not State.OPEN:
+                raise self._closed_error() from None
+            raise
         self._sent(len(message))
 
     def _sent(self, size: int) -> None:
