@@ -95,34 +95,34 @@ class ServerHandshake:
         Raises:
             InvalidHandshake: with the HTTP status, headers and body of the error response to send.
         """
-        key = check_request(request)
+        # Every field the handshake reads, gathered in one pass over the headers.
+        found = request.headers._collect(_REQUEST_FIELDS)
+        key = _check_request(request, found)
         if self._origins is not None:
-            origin = request.headers.get("Origin")
+            origins = found.get("origin")
+            origin = ", ".join(origins) if origins else None
             if origin not in self._origins:
                 # RFC 6455 §4.2.2 (§10.2): a server may refuse origins it does not trust, with 403.
                 raise http_error(403, f"origin {origin or '(none)'} is not allowed")
-        subprotocol = self._choose_subprotocol(request.headers)
-        extensions, answers = self._negotiate_extensions(request.headers)
-        headers = Headers(
-            [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", accept_key(key)),
-            ]
-        )
-        if subprotocol is not None:
-            headers.add("Sec-WebSocket-Protocol", subprotocol)
-        if answers:
-            headers.add("Sec-WebSocket-Extensions", answers)
-        for name, value in self._extra_headers.items():
-            headers.add(name, value)
-        return Accepted(Response(101, headers), subprotocol, extensions)
+        fields = ["Upgrade", "websocket", "Connection", "Upgrade", "Sec-WebSocket-Accept"]
+        fields.append(accept_key(key))
+        subprotocol = None
+        offered = found.get("sec-websocket-protocol")
+        if offered:
+            subprotocol = self._choose_subprotocol(offered)
+            if subprotocol is not None:
+                fields += ("Sec-WebSocket-Protocol", subprotocol)
+        extensions: list[Extension] = []
+        offers = found.get("sec-websocket-extensions")
+        if offers and self._extensions:
+            extensions, answers = self._negotiate_extensions(offers)
+            if answers:
+                fields += ("Sec-WebSocket-Extensions", answers)
+        fields += self._extra_headers._fields
+        return Accepted(Response._of(101, Headers._of(fields)), subprotocol, extensions)
 
-    def _negotiate_extensions(self, headers: Headers) -> tuple[list[Extension], str]:
+    def _negotiate_extensions(self, values: list[str]) -> tuple[list[Extension], str]:
         """Accept the client's offers in its order (RFC 6455 §9.1), each by the first factory that takes it."""
-        values = headers.get_all("Sec-WebSocket-Extensions")
-        if not values or not self._extensions:
-            return [], ""
         try:
             offers = parse_extensions(values)
         except NegotiationError as exc:
@@ -139,8 +139,8 @@ class ServerHandshake:
         answer = serialize_extensions([(ext.name, ext.response_params()) for ext in accepted])
         return accepted, answer
 
-    def _choose_subprotocol(self, headers: Headers) -> str | None:
-        offered = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in _split(v)]
+    def _choose_subprotocol(self, values: list[str]) -> str | None:
+        offered = [t for v in values for t in _split(v)]
         if not offered:
             return None
         if self._select is not None:
@@ -156,6 +156,21 @@ class ServerHandshake:
         return None
 
 
+# The request fields the server's side of the handshake reads (lower-case).
+_REQUEST_FIELDS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "origin",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+
+
 def check_request(request: Request) -> str:
     """Validate an opening handshake request; return its Sec-WebSocket-Key.
 
@@ -163,7 +178,18 @@ def check_request(request: Request) -> str:
         InvalidHandshake: 405 for a method other than GET, 400 for a malformed request, 426 when the request
             is not a WebSocket Upgrade or asks for a version other than 13.
     """
-    headers = request.headers
+    return _check_request(request, request.headers._collect(_REQUEST_FIELDS))
+
+
+def _tokens(values: list[str] | None) -> list[str]:
+    """The comma-separated tokens of a field's values, lower-cased (as `Headers.tokens`)."""
+    if not values:
+        return []
+    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+
+
+def _check_request(request: Request, found: dict[str, list[str]]) -> str:
+    """`check_request` over the fields `Headers._collect` found."""
     # RFC 6455 §4.2.1 (1): the method MUST be GET and the version at least HTTP/1.1.
     if request.method != "GET":
         raise http_error(
@@ -172,30 +198,31 @@ def check_request(request: Request) -> str:
     if request.http_version in ("0.9", "1.0"):
         raise http_error(400, f"HTTP/{request.http_version} cannot upgrade; HTTP/1.1 is required")
     # (2) A Host header field (h11 already requires it for HTTP/1.1; a blank one is not enough).
-    if not (headers.get("Host") or "").strip():
+    hosts = found.get("host")
+    if not hosts or not ", ".join(hosts).strip():
         raise http_error(400, "missing Host header")
     # (3) Upgrade MUST include "websocket" (case-insensitive).
-    if "websocket" not in headers.tokens("Upgrade"):
+    if "websocket" not in _tokens(found.get("upgrade")):
         raise http_error(
             426,
             "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
     # (4) Connection MUST include the "Upgrade" token (case-insensitive).
-    if "upgrade" not in headers.tokens("Connection"):
+    if "upgrade" not in _tokens(found.get("connection")):
         raise http_error(400, "the Connection header does not include the 'Upgrade' token")
     # (6) Sec-WebSocket-Version MUST be 13; otherwise 426 listing the supported versions (§4.4).
-    versions = headers.get_all("Sec-WebSocket-Version")
+    versions = found.get("sec-websocket-version")
     if versions != ["13"]:
-        found = ", ".join(versions) if versions else "none"
+        found_versions = ", ".join(versions) if versions else "none"
         raise http_error(
             426,
-            f"unsupported Sec-WebSocket-Version ({found}); this server speaks version 13",
+            f"unsupported Sec-WebSocket-Version ({found_versions}); this server speaks version 13",
             [("Sec-WebSocket-Version", "13")],
         )
     # (5) Sec-WebSocket-Key MUST be base64 of 16 bytes, sent once.
-    keys = headers.get_all("Sec-WebSocket-Key")
-    if len(keys) != 1:
+    keys = found.get("sec-websocket-key")
+    if keys is None or len(keys) != 1:
         raise http_error(400, "there must be exactly one Sec-WebSocket-Key header")
     key = keys[0].strip()
     try:

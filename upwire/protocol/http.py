@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 
 from upwire.exceptions import InvalidHandshake, UsageError
+from upwire.protocol.request_head import read_common_head
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -51,6 +52,13 @@ class Headers:
     # connection's lifetime, and pairs as tuples would cost ~56 bytes more per field.
     __slots__ = ("_fields",)
     _fields: list[str]
+
+    @classmethod
+    def _of(cls, fields: list[str]) -> Headers:
+        """Wrap a flat [name, value, ...] list of str without copying it (for the parsers)."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
 
     def __init__(self, items: HeadersLike = ()) -> None:
         fields: list[str] = []
@@ -102,6 +110,20 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         self._fields += (name, value)
+
+    def _collect(self, names: frozenset[str]) -> dict[str, list[str]]:
+        """Return every value of each field named in `names` (lower-case), by name, in one pass."""
+        found: dict[str, list[str]] = {}
+        fields = iter(self._fields)
+        for name, value in zip(fields, fields, strict=True):
+            lower = name.lower()
+            if lower in names:
+                values = found.get(lower)
+                if values is None:
+                    found[lower] = [value]
+                else:
+                    values.append(value)
+        return found
 
     def tokens(self, name: str) -> list[str]:
         """Return the comma-separated tokens of every `name` field, lower-cased (e.g. Connection)."""
@@ -183,6 +205,16 @@ class Response:
         self.body = body
         self.reason = reason or _reason(status)
 
+    @classmethod
+    def _of(cls, status: int, headers: Headers) -> Response:
+        """A response without a body that takes `headers` as they are (no copy; for the handshake)."""
+        response = cls.__new__(cls)
+        response.status = status
+        response.headers = headers
+        response.body = b""
+        response.reason = _reason(status)
+        return response
+
 
 def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidHandshake:
     """Build the error for a refused request: the response it gets has a body saying what is wrong.
@@ -198,11 +230,11 @@ def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidH
     return InvalidHandshake(message, status, all_headers.items(), body)
 
 
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+
+
 def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _REASONS.get(status, "Unknown")
 
 
 def _check_field(text: str, what: str) -> str:
@@ -212,36 +244,58 @@ def _check_field(text: str, what: str) -> str:
     return text
 
 
-def _write_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytearray:
+def _write_head(start_line: str, fields: list[str]) -> bytes:
+    """Write a head from its start line and a flat [name, value, ...] list of header fields."""
+    # One join and one encode in the usual case; the checks field by field below give the same result
+    # and find the field to blame when there is one (a CR, LF or NUL; a name that is not ASCII; ...).
+    every = "".join(fields)
+    if (
+        start_line.isascii()
+        and "".join(fields[::2]).isascii()
+        and "\r" not in every
+        and "\n" not in every
+        and "\0" not in every
+        and "\r" not in start_line
+        and "\n" not in start_line
+        and "\0" not in start_line
+    ):
+        pairs = iter(fields)
+        lines = "".join([f"{name}: {value}\r\n" for name, value in zip(pairs, pairs, strict=True)])
+        try:
+            return f"{start_line}\r\n{lines}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            pass  # a value outside Latin-1: let the checks below name it
     out = bytearray(start_line.encode("ascii"))
     out += b"\r\n"
-    for name, value in headers:
+    pairs = iter(fields)
+    for name, value in zip(pairs, pairs, strict=True):
         out += _check_field(name, "header name").encode("ascii")
         out += b": "
         out += _check_field(value, "header value").encode("latin-1")
         out += b"\r\n"
     out += b"\r\n"
-    return out
+    return bytes(out)
 
 
 def serialize_response(response: Response, *, close: bool = True) -> bytes:
     """Write a response as bytes; a non-101 response gets Content-Length and, with `close`, Connection: close."""
-    headers = response.headers.items()
+    fields = response.headers._fields
     if response.status != 101:
+        fields = list(fields)
         if "content-length" not in response.headers:
-            headers.append(("Content-Length", str(len(response.body))))
+            fields += ("Content-Length", str(len(response.body)))
         if close and "connection" not in response.headers:
-            headers.append(("Connection", "close"))
+            fields += ("Connection", "close")
     head = _write_head(
-        f"HTTP/1.1 {response.status} {_check_field(response.reason, 'reason')}", headers
+        f"HTTP/1.1 {response.status} {_check_field(response.reason, 'reason')}", fields
     )
-    return bytes(head + response.body)
+    return head + response.body if response.body else head
 
 
 def serialize_request(request: Request) -> bytes:
     """Write a request head as bytes."""
     line = f"{request.method} {_check_field(request.target, 'target')} HTTP/{request.http_version}"
-    return bytes(_write_head(line, request.headers.items()))
+    return _write_head(line, request.headers._fields)
 
 
 def _raw_headers(headers: h11._headers.Headers) -> Headers:
@@ -254,11 +308,26 @@ def _raw_headers(headers: h11._headers.Headers) -> Headers:
 class RequestReader:
     """Read one request head on the server side.
 
+    A head that arrives whole in the first segment and has the common form is read by
+    `request_head.read_common_head` (one regular expression); everything else goes through h11, which
+    stays the reference for what is valid and for every error message.
+
     Args:
         max_request_line: the longest request line accepted (400 past it).
         max_header_bytes: the largest request head accepted (431 past it).
         max_headers: the most header fields accepted (431 past it).
     """
+
+    __slots__ = (
+        "_max_header_bytes",
+        "_max_headers",
+        "_max_request_line",
+        "_parser",
+        "_received",
+        "_seen",
+        "request",
+        "trailing_data",
+    )
 
     def __init__(
         self,
@@ -267,7 +336,8 @@ class RequestReader:
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_headers: int = DEFAULT_MAX_HEADERS,
     ) -> None:
-        self._parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        # h11 is set up only when a request does not take the fast path (see `feed`).
+        self._parser: h11.Connection | None = None
         self._max_request_line = max_request_line
         self._max_headers = max_headers
         self._max_header_bytes = max_header_bytes
@@ -286,6 +356,16 @@ class RequestReader:
             self.trailing_data += data
             return self.request
         limit = self._max_request_line
+        if self._received == 0 and data:
+            # The first segment: the same check as below, without copying it.
+            line_end = data.find(b"\r\n", 0, limit + 2)
+            if line_end > limit or (line_end < 0 and len(data) >= limit + 2):
+                raise http_error(400, f"request line longer than max_request_line={limit} bytes")
+            head = read_common_head(data)
+            if head is not None:
+                method, target, fields, size = head
+                self._received = len(data)
+                return self._accept(Request(method, target, Headers._of(fields)), data[size:])
         if len(self._seen) < limit + 2:
             # Keep just enough of the start to find the end of the request line (its CRLF).
             self._seen += data[: limit + 2 - len(self._seen)]
@@ -293,9 +373,14 @@ class RequestReader:
             if line_end > limit or (line_end < 0 and len(self._seen) >= limit + 2):
                 raise http_error(400, f"request line longer than max_request_line={limit} bytes")
         self._received += len(data)
-        self._parser.receive_data(data)
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._max_header_bytes
+            )
+        parser.receive_data(data)
         try:
-            event = self._parser.next_event()
+            event = parser.next_event()
         except h11.RemoteProtocolError as exc:
             if exc.error_status_hint == 431:
                 raise self._too_large() from None
@@ -304,24 +389,25 @@ class RequestReader:
             return None
         if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields a Request first
             raise http_error(400, f"unexpected HTTP event {type(event).__name__}")
-        trailing = bytes(self._parser.trailing_data[0])
-        # h11 bounds only an incomplete head; a complete one that arrived at once must be checked too.
-        if self._received - len(trailing) > self._max_header_bytes:
-            raise self._too_large()
-        raw = event.headers.raw_items()
-        if len(raw) > self._max_headers:
-            raise http_error(
-                431, f"{len(raw)} header fields exceed max_headers={self._max_headers}"
-            )
-        self.request = Request(
+        request = Request(
             method=event.method.decode("ascii"),
             target=event.target.decode("ascii", "replace"),
             headers=_raw_headers(event.headers),
             http_version=event.http_version.decode("ascii"),
         )
         # What follows the head: h11 keeps it unread once the request asks to switch protocols or ends.
+        return self._accept(request, bytes(parser.trailing_data[0]))
+
+    def _accept(self, request: Request, trailing: bytes) -> Request:
+        # h11 bounds only an incomplete head; a complete one that arrived at once must be checked too.
+        if self._received - len(trailing) > self._max_header_bytes:
+            raise self._too_large()
+        count = len(request.headers)
+        if count > self._max_headers:
+            raise http_error(431, f"{count} header fields exceed max_headers={self._max_headers}")
+        self.request = request
         self.trailing_data = trailing
-        return self.request
+        return request
 
     def _too_large(self) -> InvalidHandshake:
         return http_error(
