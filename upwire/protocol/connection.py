@@ -54,7 +54,17 @@ _PONG = Opcode.PONG.value
 # concatenated with it, so a large message is never copied just to prepend 2-10 bytes.
 _SEPARATE_PAYLOAD_SIZE = 16 * 1024
 
+# A data frame at least this long (header and payload; asyncio reads 256 KiB at a time) that is still
+# arriving can be received in place (`receive_buffer`); its buffer grows to at most _SINK_GROWTH times what
+# arrived of it, by _SINK_STEP at least.
+_SINK_MIN_FRAME = 256 * 1024
+_SINK_GROWTH = 4
+_SINK_STEP = 256 * 1024
+
 _mask_keys = MaskKeys()
+
+# Above any frame length (RFC 6455 §5.2: 63 bits): "no limit" for the fast path's length check.
+_NO_LIMIT = 1 << 63
 
 # `_parse_frame` results other than an end position: the frame is incomplete / must wait for a resume.
 _INCOMPLETE = -1
@@ -116,6 +126,10 @@ class Connection:
         "_out_fragment_type",
         "_outgoing",
         "_pong_owed",
+        "_sink",
+        "_sink_fill",
+        "_sink_total",
+        "_sink_view",
         "role",
         "state",
         "transport_should_close",
@@ -140,11 +154,10 @@ class Connection:
         self._header_frame_limit = (
             None if self._max_frame_size == max_message_size else self._max_frame_size
         )
-        # The largest frame the fast path of `_parse` may take (16-bit lengths at most).
+        # The largest frame the fast path of `_parse` may take: within both limits.
         self._fast_limit = min(
-            65535,
-            65535 if max_message_size is None else max_message_size,
-            65535 if self._max_frame_size is None else self._max_frame_size,
+            _NO_LIMIT if max_message_size is None else max_message_size,
+            _NO_LIMIT if self._max_frame_size is None else self._max_frame_size,
         )
         self._expect_masked = role is Role.SERVER
         # Negotiated extensions (permessage-deflate); with none, RSV bits are errors and no frame pays.
@@ -160,6 +173,12 @@ class Connection:
             else max_message_size + (max_message_size + 7) // 8 + (max_message_size + 63) // 64 + 64
         )
         self._buffer = bytearray()
+        # A large frame being received in place (see `receive_buffer`): its buffer, the bytes of it
+        # received so far, its whole size, and the view handed out for the next read.
+        self._sink: bytearray | None = None
+        self._sink_fill = 0
+        self._sink_total = 0
+        self._sink_view: memoryview | None = None
         self._outgoing: list[bytes] = []
         self._discard_input = False
         # Parsing stopped before a frame that breaks the protocol, because messages came before it in the
@@ -266,6 +285,8 @@ class Connection:
             `CloseReceived`, and `ProtocolFailure` when the peer broke the protocol.
         """
         events: list[Event] = []
+        if self._sink is not None:
+            self._leave_sink()
         if self._discard_input:
             return events
         if self._input_pending:
@@ -275,26 +296,137 @@ class Connection:
             self._input_pending = False
         elif not data:
             return events
-        if self._buffer:
-            self._buffer += data
-            source: bytes | bytearray | memoryview = self._buffer
-        else:
-            source = data
-        view = memoryview(source)
-        try:
-            consumed = self._parse(view, events)
-        except ProtocolError as exc:
-            self._fail(exc, events)
-            consumed = len(view)
-        finally:
-            view.release()
+        buffer = self._buffer
+        if buffer:
+            missing = self._missing_bytes()
+            if 0 < missing < len(data):
+                # The frame waiting in the buffer ends inside `data`: complete just that frame, then parse
+                # the rest of `data` where it is, instead of copying all of it behind the buffer.
+                whole = memoryview(data)
+                buffer += whole[:missing]
+                rest = whole[missing:]
+                consumed = self._consume(buffer, events)
+                if self._discard_input:
+                    self._buffer = bytearray()
+                    return events
+                del buffer[:consumed]
+                if buffer or self._input_pending:
+                    buffer += rest
+                    return events
+                data = rest
+            else:
+                buffer += data
+                data = buffer
+        consumed = self._consume(data, events)
         if self._discard_input:
             self._buffer = bytearray()
-        elif source is self._buffer:
+        elif data is self._buffer:
             del self._buffer[:consumed]
-        elif consumed < len(source):
-            self._buffer = bytearray(source[consumed:])
+        elif consumed < len(data):
+            self._buffer = bytearray(data[consumed:])
         return events
+
+    def _consume(self, data: bytes | bytearray | memoryview, events: list[Event]) -> int:
+        """Parse what `data` holds; fail the connection on a protocol error. Return the bytes consumed."""
+        view = memoryview(data)
+        try:
+            return self._parse(view, events)
+        except ProtocolError as exc:
+            self._fail(exc, events)
+            return len(view)
+        finally:
+            view.release()
+
+    def _missing_bytes(self) -> int:
+        """How many bytes the frame that starts the buffer lacks; 0 while its header is incomplete."""
+        header = decode_header(self._buffer)
+        if header is None:
+            return 0
+        return header.header_length + header.length - len(self._buffer)
+
+    def receive_buffer(self) -> memoryview | None:
+        """Return a writable view to receive the rest of a large frame into, or None.
+
+        When the input stopped in the middle of a data frame of 256 KiB or more, the I/O layer may read
+        the next bytes straight into this view (`socket.recv_into`, asyncio's `BufferedProtocol`) and
+        then call `receive_written` with their number, instead of passing them to `receive_data`: the
+        frame then reaches its buffer without an intermediate copy. The view holds at most the rest of
+        that frame and stays valid until the next call to `receive_written` or `receive_data`.
+
+        The frame's buffer grows with what arrives (to at most 4 times what came of it, by 256 KiB at
+        least), so a header that announces a large frame does not by itself allocate its size.
+        """
+        self._release_sink_view()
+        sink = self._sink
+        if sink is None:
+            buffer = self._buffer
+            if len(buffer) < 2 or self._input_pending or self._discard_input:
+                return None
+            # Whatever waits in the buffer begins with a frame that `_parse` found incomplete, after its
+            # header passed every check; when complete, that frame is parsed again from the start.
+            header = decode_header(buffer)
+            if header is None or header.opcode >= 8:
+                return None
+            total = header.header_length + header.length
+            if total < _SINK_MIN_FRAME:
+                return None
+            self._sink = sink = buffer
+            self._sink_fill = len(buffer)
+            self._sink_total = total
+            self._buffer = bytearray()
+        fill = self._sink_fill
+        if fill == len(sink):
+            target = min(self._sink_total, max(fill * _SINK_GROWTH, fill + _SINK_STEP))
+            try:
+                sink += bytes(target - fill)
+            except BufferError:  # a view of it is still held: grow a copy instead
+                self._sink = sink = sink + bytes(target - fill)
+        view = memoryview(sink)[fill:]
+        self._sink_view = view
+        return view
+
+    def receive_written(self, nbytes: int) -> list[Event]:
+        """Process `nbytes` bytes written at the start of the view `receive_buffer` returned.
+
+        Returns:
+            The events they complete, as `receive_data` does.
+
+        Raises:
+            UsageError: without a view from `receive_buffer`, or for more bytes than it held.
+        """
+        view = self._sink_view
+        if view is None or self._sink is None:
+            raise UsageError("receive_written() needs a view from receive_buffer() first")
+        if not 0 <= nbytes <= len(view):
+            raise UsageError(f"receive_written({nbytes}): the view held {len(view)} bytes")
+        self._release_sink_view()
+        self._sink_fill += nbytes
+        if self._sink_fill < self._sink_total:
+            return []
+        frame = self._sink
+        self._sink = None
+        return self.receive_data(frame)
+
+    def _release_sink_view(self) -> None:
+        view = self._sink_view
+        if view is not None:
+            self._sink_view = None
+            try:
+                view.release()
+            except BufferError:
+                pass  # still held by the reader (uvloop, until buffer_updated returns): freed with it
+
+    def _leave_sink(self) -> None:
+        """Put what was received in place back in the buffer, to go on with `receive_data`."""
+        self._release_sink_view()
+        sink = self._sink
+        assert sink is not None
+        try:
+            del sink[self._sink_fill :]
+        except BufferError:
+            sink = sink[: self._sink_fill]
+        self._sink = None
+        self._buffer = sink
 
     def receive_eof(self) -> list[Event]:
         """Process the end of the TCP stream from the peer.
@@ -302,6 +434,9 @@ class Connection:
         Returns:
             No events; afterwards `state` is CLOSED and `close_code` is 1006 unless a close frame came.
         """
+        if self._sink is not None:
+            self._release_sink_view()
+            self._sink = None
         self.state = State.CLOSED
         self._discard_input = True
         self.transport_should_close = True
@@ -328,8 +463,8 @@ class Connection:
         while pos < end and not self._discard_input:
             try:
                 # Fast path for the common frame: FIN set, no RSV bit, TEXT or BINARY, outside a
-                # fragmented message, the expected MASK bit, a minimal 7- or 16-bit length within the
-                # limits, and all of it received. Such a header passes every rule of `check_header` and
+                # fragmented message, the expected MASK bit, a minimal length within the limits, and all
+                # of it received. Such a header passes every rule of `check_header` and
                 # `_check_data_frame` by construction; anything else takes `_parse_frame`, the reference.
                 if end - pos > 3 and not self._msg_opcode:
                     b0 = view[pos]
@@ -343,7 +478,13 @@ class Connection:
                             if length < 126:
                                 length = -1  # not minimal: let the reference path report it
                         elif length == 127:
-                            length = -1  # 64-bit lengths take the reference path
+                            start += 8
+                            if start > end:
+                                length = -1
+                            else:
+                                length = int.from_bytes(view[pos + 2 : pos + 10])
+                                if length < 65536 or length >= _NO_LIMIT:
+                                    length = -1  # not minimal, or the most significant bit set
                         if 0 <= length <= fast_limit and start + length <= end:
                             stop = start + length
                             if mask_bit:

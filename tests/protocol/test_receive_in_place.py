@@ -1,0 +1,211 @@
+"""Receiving a large frame in place: `receive_buffer` / `receive_written` next to `receive_data`.
+
+An I/O layer may read the rest of a large frame straight into the core's buffer (asyncio's BufferedProtocol).
+Whatever mix of the two ways the bytes arrive by, the events must be exactly those of `receive_data` alone,
+and a header that announces a large frame must not by itself make the core allocate that much.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import upwire.protocol.connection as core
+from upwire.exceptions import UsageError
+from upwire.protocol import CloseReceived, Connection, Ping, ProtocolFailure, Role, State
+from upwire.protocol.events import Event
+from upwire.protocol.frames import Opcode, encode_frame
+
+from .wire import KEY, sent_close
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def small_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Receive frames of 40 bytes or more in place, growing by 16 bytes: every path with small data."""
+    monkeypatch.setattr(core, "_SINK_MIN_FRAME", 40)
+    monkeypatch.setattr(core, "_SINK_STEP", 16)
+    yield
+
+
+def frame(opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
+    return encode_frame(opcode, payload, fin=fin, mask_key=KEY)
+
+
+def feed_mixed(conn: Connection, stream: bytes, choices: list[tuple[bool, int]]) -> list[Event]:
+    """Deliver `stream` in chunks; when the core offers its buffer and the choice says so, write into it."""
+    events: list[Event] = []
+    pos = 0
+    step = 0
+    while pos < len(stream):
+        in_place, size = choices[step % len(choices)] if choices else (True, 1 << 30)
+        step += 1
+        view = conn.receive_buffer() if in_place else None
+        if view is not None:
+            n = min(max(1, size), len(view), len(stream) - pos)
+            view[:n] = stream[pos : pos + n]
+            events += conn.receive_written(n)
+        else:
+            n = max(1, size)
+            events += conn.receive_data(stream[pos : pos + n])
+        pos += n
+    return events
+
+
+messages = st.lists(
+    st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=100),
+        st.tuples(st.binary(max_size=120), st.binary(max_size=120)),  # two fragments
+        st.binary(max_size=125).map(lambda b: Ping(b)),
+    ),
+    max_size=8,
+)
+
+
+def build(items: list[object]) -> tuple[bytes, list[Event]]:
+    stream = b""
+    expected: list[Event] = []
+    for item in items:
+        if isinstance(item, Ping):
+            stream += frame(Opcode.PING, item.data)
+            expected.append(item)
+        elif isinstance(item, tuple):
+            stream += frame(Opcode.BINARY, item[0], fin=False) + frame(Opcode.CONTINUATION, item[1])
+            expected.append(item[0] + item[1])
+        elif isinstance(item, str):
+            stream += frame(Opcode.TEXT, item.encode())
+            expected.append(item)
+        else:
+            assert isinstance(item, bytes)
+            stream += frame(Opcode.BINARY, item)
+            expected.append(item)
+    return stream, expected
+
+
+# The fixture only patches two constants, the same for every example.
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    items=messages,
+    choices=st.lists(st.tuples(st.booleans(), st.integers(1, 300)), max_size=12),
+)
+def test_any_mix_of_in_place_and_ordinary_reads_gives_the_same_events(
+    small_sink: None, items: list[object], choices: list[tuple[bool, int]]
+) -> None:
+    stream, expected = build(items)
+    assert Connection(Role.SERVER).receive_data(stream) == expected
+    assert feed_mixed(Connection(Role.SERVER), stream, choices) == expected
+
+
+def test_a_large_frame_is_received_in_place_and_delivered_whole() -> None:
+    payload = bytes(range(256)) * (3 * MiB // 256)
+    stream = frame(Opcode.BINARY, payload) + frame(Opcode.TEXT, b"after")
+    conn = Connection(Role.SERVER, max_message_size=4 * MiB)
+    assert conn.receive_data(stream[:1000]) == []
+    offered = 0
+    pos = 1000
+    events: list[Event] = []
+    while (view := conn.receive_buffer()) is not None:
+        n = min(len(view), 100_000)
+        offered += 1
+        view[:n] = stream[pos : pos + n]
+        pos += n
+        events += conn.receive_written(n)
+    assert offered > 1
+    assert events == [payload]
+    assert pos == len(payload) + 14  # the view never reaches past the frame
+    assert conn.receive_data(stream[pos:]) == ["after"]
+
+
+def test_a_header_announcing_a_large_frame_does_not_allocate_its_size() -> None:
+    conn = Connection(Role.SERVER, max_message_size=64 * MiB)
+    header_and_some = frame(Opcode.BINARY, bytes(64 * MiB - 1))[:5000]
+    assert conn.receive_data(header_and_some) == []
+    view = conn.receive_buffer()
+    assert view is not None
+    # At most 4 times what arrived, or 256 KiB more: never the 64 MiB announced.
+    assert len(header_and_some) + len(view) <= max(4 * 5000, 5000 + 256 * 1024)
+    # Filling it lets the buffer grow by the same rule, not to the announced size at once.
+    view[:] = bytes(len(view))
+    total = 5000 + len(view)
+    assert conn.receive_written(len(view)) == []
+    view = conn.receive_buffer()
+    assert view is not None
+    assert total + len(view) <= max(4 * total, total + 256 * 1024)
+
+
+def test_a_streamed_text_frame_is_not_received_in_place() -> None:
+    # Text is validated as it arrives (fail fast on invalid UTF-8): it never waits in a buffer.
+    conn = Connection(Role.SERVER, max_message_size=4 * MiB)
+    assert conn.receive_data(frame(Opcode.TEXT, b"a" * MiB)[:300_000]) == []
+    assert conn.receive_buffer() is None
+
+
+def test_an_oversized_frame_is_refused_before_any_buffer_is_offered() -> None:
+    conn = Connection(Role.SERVER, max_message_size=MiB)
+    events = conn.receive_data(frame(Opcode.BINARY, bytes(MiB + 1))[:300_000])
+    assert isinstance(events[-1], ProtocolFailure) and events[-1].code == 1009
+    assert sent_close(conn)[0] == 1009
+    assert conn.receive_buffer() is None
+
+
+def test_receive_data_after_an_unused_offer_goes_on_from_the_same_bytes() -> None:
+    payload = b"x" * 400_000
+    stream = frame(Opcode.BINARY, payload)
+    conn = Connection(Role.SERVER)
+    assert conn.receive_data(stream[:300_000]) == []
+    view = conn.receive_buffer()
+    assert view is not None
+    view[:10] = stream[300_000:300_010]
+    assert conn.receive_written(10) == []
+    assert conn.receive_buffer() is not None  # offered, then not used
+    assert conn.receive_data(stream[300_010:]) == [payload]
+
+
+def test_receive_written_needs_an_offered_view_and_at_most_its_size() -> None:
+    conn = Connection(Role.SERVER)
+    with pytest.raises(UsageError):
+        conn.receive_written(1)
+    assert conn.receive_data(frame(Opcode.BINARY, bytes(300_000))[:270_000]) == []
+    view = conn.receive_buffer()
+    assert view is not None
+    with pytest.raises(UsageError):
+        conn.receive_written(len(view) + 1)
+
+
+def test_end_of_stream_in_the_middle_of_an_in_place_frame_closes_with_1006() -> None:
+    conn = Connection(Role.SERVER)
+    assert conn.receive_data(frame(Opcode.BINARY, bytes(300_000))[:270_000]) == []
+    assert conn.receive_buffer() is not None
+    assert conn.receive_eof() == []
+    assert conn.state is State.CLOSED
+    assert conn.close_code == 1006
+    assert conn.receive_buffer() is None
+
+
+def test_a_close_frame_after_an_in_place_frame_is_answered(small_sink: None) -> None:
+    stream = frame(Opcode.BINARY, b"y" * 100) + frame(Opcode.CLOSE, b"\x03\xe8")
+    conn = Connection(Role.SERVER)
+    events = conn.receive_data(stream[:20])
+    view = conn.receive_buffer()
+    assert view is not None
+    n = len(view)
+    view[:] = stream[20 : 20 + n]
+    events += conn.receive_written(n)
+    while (view := conn.receive_buffer()) is not None:
+        pos = 20 + n
+        n2 = len(view)
+        view[:] = stream[pos : pos + n2]
+        n += n2
+        events += conn.receive_written(n2)
+    events += conn.receive_data(stream[20 + n :])
+    if conn.input_pending:
+        events += conn.receive_data(b"")
+    assert events == [b"y" * 100, CloseReceived(1000, "")]
+    assert sent_close(conn)[0] == 1000
