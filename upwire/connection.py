@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import (
     AsyncIterable,
@@ -47,6 +48,25 @@ Data = str | bytes
 _MESSAGE_TYPES = (str, bytes)
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})
+# A chunk queued by the core at least this long is a large payload (the core queues those apart from their
+# header): it is written as a view of itself instead of being copied into one joined buffer.
+_LARGE_CHUNK = 16 * 1024
+# Its first bytes go out with the header (and any frames before it), so the header is not a packet alone.
+_LARGE_CHUNK_HEAD = 8 * 1024
+# What one read takes at most (asyncio's own read size), into a buffer shared by the thread's connections.
+_READ_SIZE = 256 * 1024
+_read_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The calling thread's read buffer: reads go there, and the core copies out what it keeps."""
+    try:
+        view: memoryview = _read_buffers.view
+    except AttributeError:
+        view = _read_buffers.view = memoryview(bytearray(_READ_SIZE))
+    return view
+
+
 Sendable = (
     str
     | bytes
@@ -144,7 +164,7 @@ class ConnectionOptions:
         self.idle_timeout = idle_timeout
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """A WebSocket connection driven by asyncio; see `ServerConnection` and `ClientConnection`.
 
     Attributes:
@@ -152,6 +172,12 @@ class Connection(asyncio.Protocol):
         response: the opening handshake response.
         subprotocol: the negotiated subprotocol, or None.
     """
+
+    # Class-level defaults, set on an instance only when they change (an idle connection stays small):
+    # True when a message of _LARGE_CHUNK bytes or more may be among the queued chunks.
+    _large_queued = False
+    # True when the current read goes straight into the core's buffer of a large frame.
+    _reading_in_place = False
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
@@ -404,6 +430,8 @@ class Connection(asyncio.Protocol):
 
     def _sent(self, size: int) -> None:
         """Write what was just queued now, or with the rest of this loop iteration's frames."""
+        if size >= _LARGE_CHUNK // 4:  # a str's length is in characters: up to 4 bytes each
+            self._large_queued = True
         if not self._flush_scheduled:
             # The first message of a loop iteration goes out at once (no added latency); the frames
             # that follow it in the same iteration are written together by one call, one system call
@@ -446,6 +474,7 @@ class Connection(asyncio.Protocol):
                         raise TypeError(f"cannot send a fragment of type {type(item).__name__}")
                     if previous is not sentinel:
                         self._open_protocol().send_fragment(previous, fin=False)
+                        self._large_queued = True
                         self._flush()
                         if self._writing_paused:
                             await self._drain()
@@ -458,6 +487,7 @@ class Connection(asyncio.Protocol):
                 raise
             if previous is not sentinel:
                 self._open_protocol().send_fragment(previous, fin=True)
+                self._large_queued = True
                 self._flush()
 
     def _fragmenting(self) -> bool:
@@ -481,8 +511,11 @@ class Connection(asyncio.Protocol):
         if out and not transport.is_closing():
             if len(out) == 1:
                 transport.write(out[0])
+            elif self._large_queued:
+                _write_chunks(transport, out)
             else:
                 transport.writelines(out)
+        self._large_queued = False
         if protocol.transport_should_close and not transport.is_closing():
             transport.close()
             self._start_close_timer()
@@ -639,13 +672,35 @@ class Connection(asyncio.Protocol):
         if early_data:
             self.data_received(early_data)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the transport reads next: the rest of a large frame in place, else the shared buffer."""
+        protocol = self.protocol
+        if protocol is not None:
+            view = protocol.receive_buffer()
+            if view is not None:
+                self._reading_in_place = True
+                return view
+        return _read_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` were read into the buffer `get_buffer` returned."""
+        protocol = self.protocol
+        if self._reading_in_place:
+            self._reading_in_place = False
+            if protocol is not None:
+                self._received(protocol, protocol.receive_written(nbytes))
+                return
+        self.data_received(_read_buffer()[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         """Feed received bytes to the core, deliver its events and write its answers."""
         protocol = self.protocol
         if protocol is None:
-            self._handshake_data(data)
+            self._handshake_data(bytes(data))
             return
-        events = protocol.receive_data(data)
+        self._received(protocol, protocol.receive_data(data))
+
+    def _received(self, protocol: ProtocolConnection, events: list[Any]) -> None:
         if events:
             self._deliver(events)
         if self._idle_timer is not None:
@@ -744,3 +799,20 @@ class Connection(asyncio.Protocol):
             self._fail(1001, "idle timeout")
         else:
             self._schedule_idle_check(timeout - idle_for)
+
+
+def _write_chunks(transport: asyncio.Transport, out: list[bytes]) -> None:
+    """Write the core's chunks in order: small frames joined, each large payload as a view of itself.
+
+    Joining would copy a large payload once more (asyncio's `writelines` joins), and asyncio copies the
+    part a partial send leaves anyway; a view costs nothing until then.
+    """
+    start = 0
+    for index, chunk in enumerate(out):
+        if len(chunk) >= _LARGE_CHUNK:
+            view = memoryview(chunk)
+            transport.write(b"".join([*out[start:index], view[:_LARGE_CHUNK_HEAD]]))
+            transport.write(view[_LARGE_CHUNK_HEAD:])
+            start = index + 1
+    if start < len(out):
+        transport.write(b"".join(out[start:]))

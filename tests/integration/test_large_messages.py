@@ -1,0 +1,122 @@
+"""Large messages over real sockets: the in-place read path and the uncopied write path, on asyncio and uvloop.
+
+Frames of 256 KiB and more are read straight into the core's buffer (asyncio's BufferedProtocol), and large
+payloads are written as views of themselves; sizes around those thresholds, pipelined both ways, must come
+back byte for byte, with pings and the closing handshake still working after them, over TCP and TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trustme
+import uvloop
+
+import upwire
+
+KiB = 1024
+MiB = 1 << 20
+SIZES = [
+    64 * KiB - 1,
+    64 * KiB + 14,
+    256 * KiB - 15,
+    256 * KiB - 14,
+    256 * KiB + 1,
+    MiB,
+    3 * MiB + 7,
+]
+LIMIT = 4 * MiB
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def payload(size: int, seed: int) -> bytes:
+    block = hashlib.sha256(seed.to_bytes(4, "big")).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def run(loop_name: str, main: Callable[[], Awaitable[None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+        runner.run(asyncio.wait_for(main(), 60))
+
+
+async def echo(ws: upwire.ServerConnection) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+async def exchange(port: int, scheme: str = "ws", client_ssl: ssl.SSLContext | None = None) -> None:
+    messages: list[str | bytes] = [payload(size, i) for i, size in enumerate(SIZES)]
+    messages.append("ü" * (MiB // 2 + 3))  # 1 MiB + 6 bytes of text: UTF-8 checked as it streams
+    kwargs = {"ssl": client_ssl} if client_ssl is not None else {}
+    async with upwire.connect(
+        f"{scheme}://localhost:{port}/", max_message_size=LIMIT, compression=None, **kwargs
+    ) as ws:
+
+        async def send_all() -> None:
+            for message in messages:
+                await ws.send(message)
+
+        sender = asyncio.create_task(send_all())  # pipelined: sending while the echoes come back
+        for message in messages:
+            answer = await ws.recv()
+            assert type(answer) is type(message)
+            assert answer == message, f"{len(message)} bytes came back different"
+        await sender
+        rtt = await ws.ping(b"after")
+        assert rtt >= 0
+        await ws.close(4000, "done")
+    assert ws.close_code == 4000
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_large_messages_echo_byte_for_byte(loop_name: str) -> None:
+    async def main() -> None:
+        server = await upwire.serve(echo, "127.0.0.1", 0, max_message_size=LIMIT, compression=None)
+        async with server:
+            await exchange(server.port)
+
+    run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_large_messages_echo_over_tls(loop_name: str) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def main() -> None:
+        server = await upwire.serve(
+            echo, "127.0.0.1", 0, max_message_size=LIMIT, compression=None, ssl=server_context
+        )
+        async with server:
+            await exchange(server.port, "wss", client_context)
+
+    run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_large_message_over_the_limit_closes_with_1009_before_it_is_buffered(
+    loop_name: str,
+) -> None:
+    async def main() -> None:
+        server = await upwire.serve(echo, "127.0.0.1", 0, max_message_size=MiB, compression=None)
+        async with server:
+            async with upwire.connect(
+                f"ws://localhost:{server.port}/", max_message_size=LIMIT, compression=None
+            ) as ws:
+                await ws.send(bytes(MiB + 1))
+                with pytest.raises(upwire.ConnectionClosedError):
+                    await ws.recv()
+            assert ws.close_code == 1009
+
+    run(loop_name, main)
