@@ -56,7 +56,8 @@ class ServerConnection(Connection):
             max_headers=server.max_headers,
         )
         self._early_data = b""
-        self._open_timer: asyncio.TimerHandle | None = None
+        # The connections of one `Server._opening` batch, while this one is among them.
+        self._opening: set[ServerConnection] | None = None
         self.handler_task: asyncio.Task[None] | None = None
 
     @property
@@ -79,12 +80,11 @@ class ServerConnection(Connection):
         """Start reading the opening handshake, within `open_timeout`."""
         super().connection_made(transport)
         self.server._connections.add(self)
-        timeout = self.options.open_timeout
-        if timeout is not None:
-            self._open_timer = self.loop.call_later(timeout, self._open_timed_out)
+        if self.options.open_timeout is not None:
+            self._opening = self.server._watch_opening(self)
 
     def _open_timed_out(self) -> None:
-        self._open_timer = None
+        self._opening = None
         if self.protocol is None and self.transport is not None:
             logger.info("opening handshake timed out for %s", self.remote_address)
             self.transport.abort()
@@ -167,7 +167,9 @@ class ServerConnection(Connection):
                     raise TypeError(f"process_request returned {answer!r}, not a Response or None")
                 self._answer_http(answer)
                 return None
-            handler = server.handler_for(request.path)
+            # The request's path (a URL split) is only needed to route, or to say what was not found.
+            routes = server._routes
+            handler = server._only_handler if routes is None else routes.get(request.path)
             if handler is None:
                 self._answer_http(Response(404, body=f"No WebSocket handler for {request.path}.\n"))
                 return None
@@ -182,9 +184,9 @@ class ServerConnection(Connection):
             self.response = accepted.response
             self.subprotocol = accepted.subprotocol
             transport.write(serialize_response(accepted.response))
-            if self._open_timer is not None:
-                self._open_timer.cancel()
-                self._open_timer = None
+            if self._opening is not None:
+                self._opening.discard(self)
+                self._opening = None
             protocol = ProtocolConnection(
                 Role.SERVER,
                 extensions=accepted.extensions,
@@ -226,11 +228,19 @@ class ServerConnection(Connection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection and wake its waiters."""
-        if self._open_timer is not None:
-            self._open_timer.cancel()
-            self._open_timer = None
+        if self._opening is not None:
+            self._opening.discard(self)
+            self._opening = None
         self.server._connections.discard(self)
         super().connection_lost(exc)
+
+
+_OPENING_BATCH_S = 0.05
+
+
+def _open_timed_out(connections: set[ServerConnection]) -> None:
+    for connection in list(connections):
+        connection._open_timed_out()
 
 
 class Server:
@@ -254,6 +264,13 @@ class Server:
         trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self._handler = handler
+        # Routing by path, or the one handler of every path.
+        self._routes: Mapping[str, Handler] | None = None
+        self._only_handler: Handler | None = None
+        if isinstance(handler, Mapping):
+            self._routes = handler
+        else:
+            self._only_handler = handler
         self.trusted_proxies = trusted_proxies or TrustedProxies()
         self.options = options
         self.process_request = process_request
@@ -263,8 +280,26 @@ class Server:
         self.max_headers = max_headers
         self.shutdown_timeout = shutdown_timeout
         self._connections: set[ServerConnection] = set()
+        # Opening handshakes are timed in batches: the connections made within `_OPENING_BATCH_S` (at
+        # most a twentieth of open_timeout) share one timer, which aborts those still opening. A timer
+        # per connection, cancelled a moment later, cost more than the rest of accepting it.
+        self._opening: set[ServerConnection] = set()
+        self._opening_until = 0.0
         self._server: asyncio.Server | None = None
         self._closing: asyncio.Task[None] | None = None
+
+    def _watch_opening(self, connection: ServerConnection) -> set[ServerConnection]:
+        """Time `connection`'s opening handshake: abort it if not open after open_timeout (or a batch more)."""
+        loop = connection.loop
+        now = loop.time()
+        if now >= self._opening_until:
+            timeout = self.options.open_timeout
+            assert timeout is not None
+            self._opening = set()
+            self._opening_until = now + min(_OPENING_BATCH_S, timeout / 20)
+            loop.call_at(self._opening_until + timeout, _open_timed_out, self._opening)
+        self._opening.add(connection)
+        return self._opening
 
     def handler_for(self, path: str) -> Handler | None:
         """Return the handler for a request path (routing when `serve` got a mapping of paths)."""

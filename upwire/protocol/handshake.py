@@ -181,11 +181,14 @@ def check_request(request: Request) -> str:
     return _check_request(request, request.headers._collect(_REQUEST_FIELDS))
 
 
-def _tokens(values: list[str] | None) -> list[str]:
-    """The comma-separated tokens of a field's values, lower-cased (as `Headers.tokens`)."""
-    if not values:
-        return []
-    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+def _has_token(values: list[str] | None, token: str) -> bool:
+    """Whether a comma-separated list field (Upgrade, Connection) holds `token` (lower-case), in any case."""
+    if values:
+        for value in values:
+            for item in value.split(","):
+                if item.strip().lower() == token:
+                    return True
+    return False
 
 
 def _check_request(request: Request, found: dict[str, list[str]]) -> str:
@@ -202,14 +205,14 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     if not hosts or not ", ".join(hosts).strip():
         raise http_error(400, "missing Host header")
     # (3) Upgrade MUST include "websocket" (case-insensitive).
-    if "websocket" not in _tokens(found.get("upgrade")):
+    if not _has_token(found.get("upgrade"), "websocket"):
         raise http_error(
             426,
             "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
     # (4) Connection MUST include the "Upgrade" token (case-insensitive).
-    if "upgrade" not in _tokens(found.get("connection")):
+    if not _has_token(found.get("connection"), "upgrade"):
         raise http_error(400, "the Connection header does not include the 'Upgrade' token")
     # (6) Sec-WebSocket-Version MUST be 13; otherwise 426 listing the supported versions (§4.4).
     versions = found.get("sec-websocket-version")
