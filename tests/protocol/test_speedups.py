@@ -18,6 +18,7 @@ def test_the_c_extension_is_built_and_used() -> None:
     # `pip install -e .` builds it; a missing compiler would leave only the Python twin.
     speedups = importlib.import_module("upwire._speedups")
     assert frames.apply_mask is speedups.apply_mask
+    assert frames.alloc_buffer is speedups.alloc_buffer
 
 
 @settings(max_examples=300, deadline=None)
@@ -57,9 +58,38 @@ def test_c_masking_rejects_a_key_that_is_not_4_bytes() -> None:
 
 
 def test_upwire_no_speedups_selects_the_python_twin() -> None:
-    code = "from upwire.protocol import frames; print(frames.apply_mask is frames.apply_mask_py)"
+    code = (
+        "from upwire.protocol import frames; "
+        "print(frames.apply_mask is frames.apply_mask_py and frames.alloc_buffer is frames.alloc_buffer_py)"
+    )
     env = {**os.environ, "UPWIRE_NO_SPEEDUPS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "True"
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(min_value=0, max_value=1 << 20), data=st.binary(max_size=64))
+def test_c_and_python_buffers_have_the_size_asked_and_keep_what_is_written(
+    size: int, data: bytes
+) -> None:
+    from upwire._speedups import alloc_buffer as alloc_buffer_c
+
+    for alloc in (alloc_buffer_c, frames.alloc_buffer_py):
+        buffer = alloc(size)
+        assert type(buffer) is bytearray
+        assert len(buffer) == size
+        piece = data[:size]
+        buffer[: len(piece)] = piece
+        assert buffer[: len(piece)] == piece
+        buffer += b"more"  # an ordinary, resizable bytearray
+        assert len(buffer) == size + 4
+
+
+def test_c_and_python_buffers_refuse_a_negative_size() -> None:
+    from upwire._speedups import alloc_buffer as alloc_buffer_c
+
+    for alloc in (alloc_buffer_c, frames.alloc_buffer_py):
+        with pytest.raises(ValueError):
+            alloc(-1)

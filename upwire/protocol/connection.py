@@ -32,6 +32,7 @@ from upwire.protocol.frames import (
     MaskKeys,
     Opcode,
     _size,
+    alloc_buffer,
     apply_mask,
     check_header,
     decode_header,
@@ -323,8 +324,21 @@ class Connection:
         elif data is self._buffer:
             del self._buffer[:consumed]
         elif consumed < len(data):
-            self._buffer = bytearray(data[consumed:])
+            self._keep(memoryview(data)[consumed:])
         return events
+
+    def _keep(self, rest: memoryview) -> None:
+        """Keep the bytes of an incomplete frame; a large data frame's go to a buffer of its own at once."""
+        total = 0 if self._input_pending else _large_frame_total(rest)
+        if total:
+            fill = len(rest)
+            sink = alloc_buffer(_sink_target(fill, total))
+            sink[:fill] = rest
+            self._sink = sink
+            self._sink_fill = fill
+            self._sink_total = total
+        else:
+            self._buffer = bytearray(rest)
 
     def _consume(self, data: bytes | bytearray | memoryview, events: list[Event]) -> int:
         """Parse what `data` holds; fail the connection on a protocol error. Return the bytes consumed."""
@@ -359,16 +373,13 @@ class Connection:
         self._release_sink_view()
         sink = self._sink
         if sink is None:
-            buffer = self._buffer
-            if len(buffer) < 2 or self._input_pending or self._discard_input:
-                return None
             # Whatever waits in the buffer begins with a frame that `_parse` found incomplete, after its
             # header passed every check; when complete, that frame is parsed again from the start.
-            header = decode_header(buffer)
-            if header is None or header.opcode >= 8:
+            buffer = self._buffer
+            if self._input_pending or self._discard_input:
                 return None
-            total = header.header_length + header.length
-            if total < _SINK_MIN_FRAME:
+            total = _large_frame_total(buffer)
+            if not total:
                 return None
             self._sink = sink = buffer
             self._sink_fill = len(buffer)
@@ -376,11 +387,11 @@ class Connection:
             self._buffer = bytearray()
         fill = self._sink_fill
         if fill == len(sink):
-            target = min(self._sink_total, max(fill * _SINK_GROWTH, fill + _SINK_STEP))
-            try:
-                sink += bytes(target - fill)
-            except BufferError:  # a view of it is still held: grow a copy instead
-                self._sink = sink = sink + bytes(target - fill)
+            # Move to a larger buffer whose free part is not initialized (with the C extension): the
+            # bytes received are its only writes, instead of zeros first.
+            grown = alloc_buffer(_sink_target(fill, self._sink_total))
+            grown[:fill] = sink
+            self._sink = sink = grown
         view = memoryview(sink)[fill:]
         self._sink_view = view
         return view
@@ -916,6 +927,22 @@ class Connection:
             self._outgoing += (header, bytes(payload))
         else:
             self._outgoing.append(header + payload)
+
+
+def _large_frame_total(data: bytes | bytearray | memoryview) -> int:
+    """The whole size of the data frame `data` starts with if it is large and still arriving, else 0."""
+    header = decode_header(data)
+    if header is None or header.opcode >= 8:
+        return 0
+    total = header.header_length + header.length
+    return total if total >= _SINK_MIN_FRAME and total > len(data) else 0
+
+
+def _sink_target(fill: int, total: int) -> int:
+    """The size of the buffer for a large frame of `total` bytes of which `fill` arrived."""
+    target = max(fill * _SINK_GROWTH, fill + _SINK_STEP)
+    # Take the whole frame rather than leave a last step of a few bytes (and copy everything for it).
+    return total if target + _SINK_STEP >= total else target
 
 
 class _NotRetryable(ProtocolError):

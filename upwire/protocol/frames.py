@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
@@ -25,6 +26,8 @@ __all__ = [
     "MaskKeys",
     "Opcode",
     "Violation",
+    "alloc_buffer",
+    "alloc_buffer_py",
     "apply_mask",
     "apply_mask_py",
     "check_header",
@@ -262,6 +265,26 @@ except ImportError:  # the C extension is optional
     apply_mask = apply_mask_py
 if os.environ.get("UPWIRE_NO_SPEEDUPS"):
     apply_mask = apply_mask_py
+
+
+def alloc_buffer_py(size: int) -> bytearray:
+    """Return a bytearray of `size` bytes to receive into (the Python twin: zero-filled).
+
+    `alloc_buffer` is the C version from `upwire._speedups`, which leaves the contents uninitialized, so
+    that memory is written once, by what is received; callers read only what they wrote.
+    """
+    if size < 0:
+        raise ValueError("size must not be negative")
+    return bytearray(size)
+
+
+alloc_buffer: Callable[[int], bytearray]
+try:
+    from upwire._speedups import alloc_buffer
+except ImportError:  # the C extension is optional
+    alloc_buffer = alloc_buffer_py
+if os.environ.get("UPWIRE_NO_SPEEDUPS"):
+    alloc_buffer = alloc_buffer_py
 
 
 def encode_header(
