@@ -246,25 +246,24 @@ def _check_field(text: str, what: str) -> str:
 
 def _write_head(start_line: str, fields: list[str]) -> bytes:
     """Write a head from its start line and a flat [name, value, ...] list of header fields."""
-    # One join and one encode in the usual case; the checks field by field below give the same result
-    # and find the field to blame when there is one (a CR, LF or NUL; a name that is not ASCII; ...).
-    every = "".join(fields)
+    pairs = iter(fields)
+    lines = "".join([f"{name}: {value}\r\n" for name, value in zip(pairs, pairs, strict=True)])
+    text = f"{start_line}\r\n{lines}\r\n"
+    # The usual case: one join and one encode. The only CR and LF are then the line ends (one per
+    # field, two more), there is no NUL, and names and start line are ASCII; else the checks field by
+    # field below give the same result and name the field to blame.
+    line_ends = len(fields) // 2 + 2
     if (
-        start_line.isascii()
+        text.count("\n") == line_ends
+        and text.count("\r") == line_ends
+        and "\0" not in text
+        and start_line.isascii()
         and "".join(fields[::2]).isascii()
-        and "\r" not in every
-        and "\n" not in every
-        and "\0" not in every
-        and "\r" not in start_line
-        and "\n" not in start_line
-        and "\0" not in start_line
     ):
-        pairs = iter(fields)
-        lines = "".join([f"{name}: {value}\r\n" for name, value in zip(pairs, pairs, strict=True)])
         try:
-            return f"{start_line}\r\n{lines}\r\n".encode("latin-1")
+            return text.encode("latin-1")
         except UnicodeEncodeError:
-            pass  # a value outside Latin-1: let the checks below name it
+            pass  # a value outside Latin-1
     out = bytearray(start_line.encode("ascii"))
     out += b"\r\n"
     pairs = iter(fields)
