@@ -260,6 +260,16 @@ def test_request_reader_agrees_with_h11_on_any_head(
     assert outcome(RequestReader(**limits), chunks) == expected
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_any_bytes_like_segment_is_read_and_its_trailing_data_is_bytes(kind: type) -> None:
+    for head in (RFC_HEAD, RFC_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0")):
+        reader = RequestReader()
+        request = reader.feed(kind(head + b"\x88\x80"))
+        assert request is not None
+        assert reader.trailing_data == b"\x88\x80"
+        assert type(reader.trailing_data) is bytes
+
+
 @MANY
 @given(heads())
 def test_a_head_the_fast_path_reads_is_one_h11_reads_the_same_way(data: bytes) -> None:

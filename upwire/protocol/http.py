@@ -357,6 +357,7 @@ class RequestReader:
         limit = self._max_request_line
         if self._received == 0 and data:
             # The first segment: the same check as below, without copying it.
+            data = bytes(data)  # a no-op for bytes; trailing_data is bytes whatever was fed
             line_end = data.find(b"\r\n", 0, limit + 2)
             if line_end > limit or (line_end < 0 and len(data) >= limit + 2):
                 raise http_error(400, f"request line longer than max_request_line={limit} bytes")
