@@ -123,7 +123,54 @@ def test_a_large_frame_is_received_in_place_and_delivered_whole() -> None:
     assert conn.receive_data(stream[pos:]) == ["after"]
 
 
-def test_a_header_announcing_a_large_frame_does_not_allocate_its_size() -> None:
+@pytest.fixture
+def no_spare() -> Iterator[None]:
+    """Start without the thread's spare frame buffer (which an earlier large frame may have left)."""
+    core._spare.buffer = None
+    yield
+
+
+def receive_in_place(conn: Connection, data: bytes, step: int = 100_000) -> tuple[int, list[Event]]:
+    """Write `data` into the views the core offers until it offers none; return the bytes taken, events."""
+    pos = 0
+    events: list[Event] = []
+    while pos < len(data) and (view := conn.receive_buffer()) is not None:
+        n = min(len(view), step, len(data) - pos)
+        view[:n] = data[pos : pos + n]
+        pos += n
+        events += conn.receive_written(n)
+    return pos, events
+
+
+def test_a_large_frame_buffer_is_reused_and_never_read_past_its_frame(no_spare: None) -> None:
+    big = frame(Opcode.BINARY, b"a" * (3 * MiB))
+    conn = Connection(Role.SERVER, max_message_size=4 * MiB)
+    assert conn.receive_data(big[:300_000]) == []
+    taken, events = receive_in_place(conn, big[300_000:])
+    assert taken == len(big) - 300_000 and events == [b"a" * (3 * MiB)]
+    spare = core._spare.buffer
+    assert spare is not None and len(spare) >= len(big)
+    # The next large frame gets that buffer, 3 MiB long, yet the views stop at the frame's end.
+    small = frame(Opcode.BINARY, b"b" * 300_000)
+    after = frame(Opcode.TEXT, b"next")
+    assert conn.receive_data(small[:1000]) == []
+    taken, events = receive_in_place(conn, small[1000:] + after, step=1 << 30)
+    assert taken == len(small) - 1000
+    assert events == [b"b" * 300_000]
+    assert conn.receive_data(after) == ["next"]
+    assert core._spare.buffer is spare
+
+
+def test_a_spare_buffer_is_kept_only_up_to_16_mib(no_spare: None) -> None:
+    huge = frame(Opcode.BINARY, bytes(17 * MiB))
+    conn = Connection(Role.SERVER, max_message_size=32 * MiB)
+    assert conn.receive_data(huge[:300_000]) == []
+    taken, events = receive_in_place(conn, huge[300_000:], step=4 * MiB)
+    assert events == [bytes(17 * MiB)]
+    assert core._spare.buffer is None
+
+
+def test_a_header_announcing_a_large_frame_does_not_allocate_its_size(no_spare: None) -> None:
     conn = Connection(Role.SERVER, max_message_size=64 * MiB)
     header_and_some = frame(Opcode.BINARY, bytes(64 * MiB - 1))[:5000]
     assert conn.receive_data(header_and_some) == []

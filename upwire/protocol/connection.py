@@ -22,6 +22,7 @@ handshake is done (RFC 6455 §7.1.1); both sides close at once after failing the
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
 
 from upwire.exceptions import ProtocolError, UsageError
@@ -61,6 +62,9 @@ _SEPARATE_PAYLOAD_SIZE = 16 * 1024
 _SINK_MIN_FRAME = 256 * 1024
 _SINK_GROWTH = 4
 _SINK_STEP = 256 * 1024
+# One buffer per thread is kept for the next large frame, up to this size.
+_SPARE_MAX = 16 * 1024 * 1024
+_spare = threading.local()
 
 _mask_keys = MaskKeys()
 
@@ -332,7 +336,7 @@ class Connection:
         total = 0 if self._input_pending else _large_frame_total(rest)
         if total:
             fill = len(rest)
-            sink = alloc_buffer(_sink_target(fill, total))
+            sink = _frame_buffer(_sink_target(fill, total))
             sink[:fill] = rest
             self._sink = sink
             self._sink_fill = fill
@@ -386,13 +390,13 @@ class Connection:
             self._sink_total = total
             self._buffer = bytearray()
         fill = self._sink_fill
+        total = self._sink_total
         if fill == len(sink):
-            # Move to a larger buffer whose free part is not initialized (with the C extension): the
-            # bytes received are its only writes, instead of zeros first.
-            grown = alloc_buffer(_sink_target(fill, self._sink_total))
+            grown = _frame_buffer(_sink_target(fill, total))
             grown[:fill] = sink
             self._sink = sink = grown
-        view = memoryview(sink)[fill:]
+        # The buffer may be longer than the frame (a spare one): the view never reaches past the frame.
+        view = memoryview(sink)[fill:total]
         self._sink_view = view
         return view
 
@@ -412,11 +416,22 @@ class Connection:
             raise UsageError(f"receive_written({nbytes}): the view held {len(view)} bytes")
         self._release_sink_view()
         self._sink_fill += nbytes
-        if self._sink_fill < self._sink_total:
+        total = self._sink_total
+        if self._sink_fill < total:
             return []
-        frame = self._sink
+        buffer = self._sink
         self._sink = None
-        return self.receive_data(frame)
+        frame = memoryview(buffer)[:total]
+        try:
+            # Every payload is copied out of the frame (unmasking, bytes()): nothing refers to it after.
+            return self.receive_data(frame)
+        finally:
+            try:
+                frame.release()
+            except BufferError:
+                pass  # still referred to: not reused
+            else:
+                _spare_frame_buffer(buffer)
 
     def _release_sink_view(self) -> None:
         view = self._sink_view
@@ -433,7 +448,7 @@ class Connection:
         sink = self._sink
         assert sink is not None
         try:
-            del sink[self._sink_fill :]
+            del sink[self._sink_fill :]  # a spare buffer may be longer than the frame, too
         except BufferError:
             sink = sink[: self._sink_fill]
         self._sink = None
@@ -936,6 +951,27 @@ def _large_frame_total(data: bytes | bytearray | memoryview) -> int:
         return 0
     total = header.header_length + header.length
     return total if total >= _SINK_MIN_FRAME and total > len(data) else 0
+
+
+def _frame_buffer(size: int) -> bytearray:
+    """A buffer of at least `size` bytes for a large frame: the thread's spare one when it is that large.
+
+    Fresh memory for each large frame costs page faults (and the allocator returns it to the system between
+    frames); reusing one buffer per thread avoids both. Its contents are not initialized.
+    """
+    spare: bytearray | None = getattr(_spare, "buffer", None)
+    if spare is not None and len(spare) >= size:
+        _spare.buffer = None
+        return spare
+    return alloc_buffer(size)
+
+
+def _spare_frame_buffer(buffer: bytearray) -> None:
+    """Keep a large frame's buffer for the thread's next one (the largest, up to _SPARE_MAX bytes)."""
+    if len(buffer) <= _SPARE_MAX:
+        spare: bytearray | None = getattr(_spare, "buffer", None)
+        if spare is None or len(spare) < len(buffer):
+            _spare.buffer = buffer
 
 
 def _sink_target(fill: int, total: int) -> int:
