@@ -178,6 +178,8 @@ class Connection(asyncio.BufferedProtocol):
     _large_queued = False
     # True when the current read goes straight into the core's buffer of a large frame.
     _reading_in_place = False
+    # True while a Listener connection does not read because its answers are not being read.
+    _paused_for_writes = False
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
@@ -535,11 +537,26 @@ class Connection(asyncio.BufferedProtocol):
         if self.protocol is not None:
             self.protocol.hold_pongs(True)
         if self.listener is not None:
-            # A Listener answers from data_received: reading on would grow the write buffer without
-            # bound, so reading stops until the buffer drains (backpressure without a task).
-            if self.transport is not None and not self._reading_paused:
-                self.transport.pause_reading()
+            self._limit_answer_backlog()
             self._call_listener(self.listener.on_writing_paused)
+
+    def _limit_answer_backlog(self) -> None:
+        """Stop reading for a Listener whose answers pile up (backpressure without a task).
+
+        A Listener answers from data_received, so reading on would grow the write buffer without bound.
+        Reading stops once the buffer holds more than `write_limit` plus one message of
+        `max_message_size` (16 x `write_limit` without a message limit) and resumes when it drains below
+        the low-water mark: reading and writing still overlap when messages are larger than
+        `write_limit`, as with the high-level API.
+        """
+        transport = self.transport
+        if transport is None or self._paused_for_writes:
+            return
+        options = self.options
+        limit = options.write_limit + (options.max_message_size or 15 * options.write_limit)
+        if transport.get_write_buffer_size() > limit:
+            self._paused_for_writes = True
+            transport.pause_reading()
 
     def resume_writing(self) -> None:
         """Called by the transport when its write buffer drains below the low-water mark."""
@@ -553,8 +570,10 @@ class Connection(asyncio.BufferedProtocol):
                 waiter.set_result(None)
         if self.listener is not None:
             transport = self.transport
-            if transport is not None and not self._reading_paused and not transport.is_closing():
-                transport.resume_reading()
+            if self._paused_for_writes:
+                self._paused_for_writes = False
+                if transport is not None and not transport.is_closing():
+                    transport.resume_reading()
             self._call_listener(self.listener.on_writing_resumed)
 
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
@@ -706,6 +725,8 @@ class Connection(asyncio.BufferedProtocol):
         if self._idle_timer is not None:
             self._last_received = self.loop.time()
         self._flush()
+        if self._writing_paused and self.listener is not None:
+            self._limit_answer_backlog()
         if protocol.input_pending:
             # Let the application answer the messages that came before the close or error, then go on.
             self.loop.call_soon(self._resume_input)
