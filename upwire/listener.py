@@ -5,10 +5,11 @@ event loop as soon as a message is parsed — no task per connection, no future 
 answers with `connection.send_now(...)`, which queues the frame synchronously (frames queued in one loop
 iteration go out in one write). What the high-level API adds in convenience, this one saves in CPU and memory.
 
-Backpressure: while the transport's write buffer is above `write_limit`, upwire stops reading from the socket
-(so `on_message` is not called and the peer is slowed down by TCP), and resumes when it drains;
-`connection.writing_paused`, `on_writing_paused` and `on_writing_resumed` tell the listener, for messages it
-sends on its own initiative.
+Backpressure: once the transport's write buffer holds more than `write_limit` + `max_message_size` (16 ×
+`write_limit` without a message limit), upwire stops reading from the socket (so `on_message` is not called
+and the peer is slowed down by TCP), and resumes when it drains below the low-water mark;
+`connection.writing_paused` (above `write_limit`), `on_writing_paused` and `on_writing_resumed` tell the
+listener, for messages it sends on its own initiative.
 """
 
 from __future__ import annotations
