@@ -180,6 +180,8 @@ class Connection(asyncio.BufferedProtocol):
     _reading_in_place = False
     # True while a Listener connection does not read because its answers are not being read.
     _paused_for_writes = False
+    # True over TLS (set in connection_made).
+    _tls = False
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
@@ -271,6 +273,9 @@ class Connection(asyncio.BufferedProtocol):
             raise
         finally:
             self._recv_waiter = None
+            # The exception that ends the connection holds this frame: without this, frame -> waiter ->
+            # exception -> traceback -> frame is a cycle, and every closed connection waits for the GC.
+            del waiter
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
@@ -520,7 +525,10 @@ class Connection(asyncio.BufferedProtocol):
         self._large_queued = False
         if protocol.transport_should_close and not transport.is_closing():
             transport.close()
-            self._start_close_timer()
+            if self._tls or transport.get_write_buffer_size():
+                # Unsent bytes (or a TLS shutdown) may never go out to a peer that stopped reading;
+                # otherwise connection_lost follows at once and a timer would only be cancelled.
+                self._start_close_timer()
 
     async def _drain(self) -> None:
         if not self._writing_paused:
@@ -681,6 +689,8 @@ class Connection(asyncio.BufferedProtocol):
         # uvloop's transports are not subclasses of asyncio.Transport, but they have its methods.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=self.options.write_limit)
+        if transport.get_extra_info("sslcontext") is not None:
+            self._tls = True
 
     def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
         """Switch to WebSocket frames once the opening handshake succeeded."""
@@ -731,8 +741,10 @@ class Connection(asyncio.BufferedProtocol):
             # Let the application answer the messages that came before the close or error, then go on.
             self.loop.call_soon(self._resume_input)
         if protocol.close_received is not None and protocol.close_sent is not None:
-            # RFC 6455 §7.1.1: the client waits for the server to close TCP, within close_timeout.
-            self._start_close_timer()
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                # RFC 6455 §7.1.1: the client waits for the server to close TCP, within close_timeout.
+                self._start_close_timer()
 
     def _resume_input(self) -> None:
         if self.protocol is not None and not self._closed.done():
@@ -762,6 +774,9 @@ class Connection(asyncio.BufferedProtocol):
                 listener.on_close(self)
             except Exception:
                 logger.exception("listener failed in on_close")
+        if not self._pings and not self._drain_waiters:
+            self._writing_paused = False
+            return
         error = self._closed_error()
         for future, _ in self._pings.values():
             if not future.done():
