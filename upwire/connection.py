@@ -522,7 +522,8 @@ class Connection(asyncio.BufferedProtocol):
                 _write_chunks(transport, out)
             else:
                 transport.writelines(out)
-        self._large_queued = False
+        if self._large_queued:  # written only when set: most connections keep the class default
+            self._large_queued = False
         if protocol.transport_should_close and not transport.is_closing():
             transport.close()
             if self._tls or transport.get_write_buffer_size():
