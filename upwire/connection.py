@@ -35,8 +35,8 @@ from upwire.exceptions import (
     UsageError,
 )
 from upwire.listener import Listener
+from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, State
 from upwire.protocol.connection import Connection as ProtocolConnection
-from upwire.protocol.connection import State
 from upwire.protocol.events import CloseReceived, Ping, Pong, ProtocolFailure
 from upwire.protocol.http import Request, Response
 
@@ -48,9 +48,9 @@ Data = str | bytes
 _MESSAGE_TYPES = (str, bytes)
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})
-# A chunk queued by the core at least this long is a large payload (the core queues those apart from their
-# header): it is written as a view of itself instead of being copied into one joined buffer.
-_LARGE_CHUNK = 16 * 1024
+# A chunk the core queued apart from its header (a payload of SEPARATE_PAYLOAD_SIZE or more) is written as a
+# view of itself instead of being copied into one joined buffer.
+_LARGE_CHUNK = SEPARATE_PAYLOAD_SIZE
 # Its first bytes go out with the header (and any frames before it), so the header is not a packet alone.
 _LARGE_CHUNK_HEAD = 8 * 1024
 # What one read takes at most (asyncio's own read size), into a buffer shared by the thread's connections.

@@ -41,7 +41,7 @@ from upwire.protocol.frames import (
 )
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Connection", "Role", "State"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "SEPARATE_PAYLOAD_SIZE", "Connection", "Role", "State"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
@@ -53,8 +53,8 @@ _PING = Opcode.PING.value
 _PONG = Opcode.PONG.value
 
 # Payloads at least this large are queued as a separate chunk after their header instead of being
-# concatenated with it, so a large message is never copied just to prepend 2-10 bytes.
-_SEPARATE_PAYLOAD_SIZE = 16 * 1024
+# concatenated with it, so a large message is never copied just to prepend 2-10 bytes (`data_to_send`).
+SEPARATE_PAYLOAD_SIZE = 16 * 1024
 
 # A data frame at least this long (header and payload; asyncio reads 256 KiB at a time) that is still
 # arriving can be received in place (`receive_buffer`); its buffer grows to at most _SINK_GROWTH times what
@@ -932,13 +932,13 @@ class Connection:
             mask_key = _mask_keys.next()
             header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
             masked = apply_mask(payload, mask_key)
-            if len(masked) >= _SEPARATE_PAYLOAD_SIZE:
+            if len(masked) >= SEPARATE_PAYLOAD_SIZE:
                 self._outgoing += (header, masked)
             else:
                 self._outgoing.append(header + masked)
             return
         header = encode_header(opcode, len(payload), fin=fin, rsv=rsv)
-        if len(payload) >= _SEPARATE_PAYLOAD_SIZE:
+        if len(payload) >= SEPARATE_PAYLOAD_SIZE:
             self._outgoing += (header, bytes(payload))
         else:
             self._outgoing.append(header + payload)
