@@ -374,14 +374,15 @@ class Connection:
         The frame's buffer grows with what arrives (to at most 4 times what came of it, by 256 KiB at
         least), so a header that announces a large frame does not by itself allocate its size.
         """
-        self._release_sink_view()
+        if self._sink_view is not None:
+            self._release_sink_view()
         sink = self._sink
         if sink is None:
             # Whatever waits in the buffer begins with a frame that `_parse` found incomplete, after its
             # header passed every check; when complete, that frame is parsed again from the start.
             buffer = self._buffer
-            if self._input_pending or self._discard_input:
-                return None
+            if not buffer or self._input_pending or self._discard_input:
+                return None  # the common case, once per read: nothing is arriving in pieces
             total = _large_frame_total(buffer)
             if not total:
                 return None
