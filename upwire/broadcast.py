@@ -46,12 +46,13 @@ def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:
     sent = 0
     for connection in connections:
         # The loop is the broadcast's whole cost: one shared frame queued, one write per connection.
+        if connection._send_shared(frame):
+            sent += 1
+            continue
         protocol = connection.protocol
         if protocol is None:
             continue
-        if protocol.send_encoded(frame):
-            connection._flush()
-        elif (
+        if (
             protocol.state is State.OPEN
             and protocol.close_sent is None
             and not connection._fragmenting()

@@ -518,10 +518,8 @@ class Connection(asyncio.BufferedProtocol):
         if out and not transport.is_closing():
             if len(out) == 1:
                 transport.write(out[0])
-            elif self._large_queued:
-                _write_chunks(transport, out)
             else:
-                transport.writelines(out)
+                self._flush_chunks(transport, out)
         if self._large_queued:  # written only when set: most connections keep the class default
             self._large_queued = False
         if protocol.transport_should_close and not transport.is_closing():
@@ -530,6 +528,34 @@ class Connection(asyncio.BufferedProtocol):
                 # Unsent bytes (or a TLS shutdown) may never go out to a peer that stopped reading;
                 # otherwise connection_lost follows at once and a timer would only be cancelled.
                 self._start_close_timer()
+
+    def _flush_chunks(self, transport: asyncio.Transport, out: list[bytes]) -> None:
+        if self._large_queued:
+            _write_chunks(transport, out)
+        else:
+            transport.writelines(out)
+
+    def _send_shared(self, frame: bytes) -> bool:
+        """Write an encoded frame that many connections share (`broadcast`), if the core lets this one.
+
+        `_flush` with its general cases left out: a broadcast's whole cost is this, once per connection.
+        """
+        protocol = self.protocol
+        if protocol is None or not protocol.send_encoded(frame):
+            return False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            protocol.data_to_send()  # nothing can be written any more
+            return True
+        out = protocol.data_to_send()
+        if len(out) == 1:
+            transport.write(frame)
+        else:  # frames queued earlier in this loop iteration go first
+            self._flush_chunks(transport, out)
+            self._unflushed = 0
+            if self._large_queued:
+                self._large_queued = False
+        return True
 
     async def _drain(self) -> None:
         if not self._writing_paused:

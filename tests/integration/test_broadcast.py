@@ -104,3 +104,22 @@ def test_broadcast_refuses_other_types() -> None:
 
     with pytest.raises(TypeError, match="cannot broadcast"):
         upwire.broadcast([], 42)  # type: ignore[arg-type]
+
+
+async def test_broadcast_keeps_order_with_messages_sent_before_it_in_the_same_loop_turn(
+    start_server: StartServer,
+) -> None:
+    # The handler's second send waits to be written with the rest of the loop turn (coalescing); the
+    # broadcast that follows in the same turn must go out after it, not before.
+    async def handler(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        await ws.send("first")
+        await ws.send("second")
+        upwire.broadcast([ws], "third")
+        await ws.send("fourth")
+        await ws.wait_closed()
+
+    server = await start_server(handler, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server), compression=None) as ws:
+        await ws.send("go")
+        assert [await ws.recv() for _ in range(4)] == ["first", "second", "third", "fourth"]

@@ -835,9 +835,9 @@ class Connection:
         """
         if (
             self._close_sent is not None
-            or self.state is not State.OPEN
+            or self.state is not _OPEN
             or self._out_fragment_type is not None
-            or self.role is not Role.SERVER
+            or self.role is not _SERVER
             or self._extensions
         ):
             return False
@@ -980,6 +980,11 @@ def _sink_target(fill: int, total: int) -> int:
     target = max(fill * _SINK_GROWTH, fill + _SINK_STEP)
     # Take the whole frame rather than leave a last step of a few bytes (and copy everything for it).
     return total if target + _SINK_STEP >= total else target
+
+
+# Looked up once per broadcast frame per connection: module constants, not enum attribute lookups.
+_OPEN = State.OPEN
+_SERVER = Role.SERVER
 
 
 class _NotRetryable(ProtocolError):
