@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from loadgen import proc_tree  # the load generator's reading of /proc: one copy for both
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PY = os.path.join(HERE, ".venv", "bin", "python")
 LOADGEN = os.path.join(HERE, "loadgen.py")
@@ -165,20 +167,6 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
-
-
-def proc_tree(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 class Server:
