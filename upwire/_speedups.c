@@ -1,12 +1,21 @@
-/* upwire._speedups: C versions of the hot loops of the sans-I/O core.
+/* upwire._speedups: C versions of the hot loops of the sans-I/O core, and of broadcast's send loop.
  *
- * Each function has a pure-Python twin in upwire/protocol/frames.py that is used when this extension is
- * not built; tests/protocol/test_speedups.py checks that both give identical results on random input.
+ * Each function has a pure-Python twin (in upwire/protocol/frames.py, send_each in upwire/broadcast.py)
+ * that is used when this extension is not built; tests/protocol/test_speedups.py and
+ * tests/integration/test_send_each.py check that both give identical results on random input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#ifndef _WIN32
+#include <sys/socket.h>
+#endif
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* where it is missing, Python's own SIG_IGN for SIGPIPE applies */
+#endif
 
 /* apply_mask(data, mask_key, offset=0) -> bytes
  * XOR data with the 4-byte masking key repeated (RFC 6455 section 5.3), starting at key byte
@@ -90,11 +99,129 @@ alloc_buffer(PyObject *module, PyObject *arg)
     return PyByteArray_FromStringAndSize(NULL, size);
 }
 
+#ifndef _WIN32
+/* send_each(fds, data) -> list[tuple[int, int]]
+ * Send `data` on every socket of the list `fds` (file descriptors of non-blocking stream sockets) with
+ * send(2), without blocking and without SIGPIPE, all in one pass without the GIL: broadcast's whole
+ * per-connection cost. Returns (position in fds, bytes sent) for each socket that did not take all of
+ * `data` (a full send buffer, or an error: the caller's transport writes the rest and meets the error
+ * itself). */
+static PyObject *
+send_each(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    PyObject *fds, *result = NULL;
+    Py_ssize_t n, i;
+    int *fdv = NULL;
+    Py_ssize_t *sent = NULL;
+    int max_fd = 0;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send_each(fds, data)");
+        return NULL;
+    }
+    fds = args[0];
+    if (!PyList_Check(fds)) {
+        PyErr_SetString(PyExc_TypeError, "fds must be a list of file descriptors");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    n = PyList_GET_SIZE(fds);
+    fdv = PyMem_New(int, n > 0 ? n : 1);
+    sent = PyMem_New(Py_ssize_t, n > 0 ? n : 1);
+    if (fdv == NULL || sent == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        long fd = PyLong_AsLong(PyList_GET_ITEM(fds, i));
+        if (fd == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_Format(PyExc_ValueError, "not a file descriptor: %ld", fd);
+            goto done;
+        }
+        fdv[i] = (int)fd;
+        if (fd > max_fd) {
+            max_fd = (int)fd;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* A socket listed twice that did not take all of `data` gets nothing more in this pass: the rest of
+     * its first copy must go out before any of the second. `failed` has a bit per such socket, allocated
+     * at the first one (there are none in the usual case). */
+    unsigned char *failed = NULL;
+    for (i = 0; i < n; i++) {
+        const char *buf = (const char *)data.buf;
+        Py_ssize_t total = 0;
+        int fd = fdv[i];
+        int skip = failed != NULL && (failed[fd >> 3] & (1u << (fd & 7)));
+        while (!skip && total < data.len) {
+            ssize_t r = send(fd, buf + total, (size_t)(data.len - total), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r > 0) {
+                total += r;
+            }
+            else if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            else {
+                break; /* EAGAIN: the buffer is full; other errors are the transport's to report */
+            }
+        }
+        sent[i] = total;
+        if (total < data.len) {
+            if (failed == NULL) {
+                failed = PyMem_RawCalloc((size_t)max_fd / 8 + 1, 1);
+                if (failed == NULL) {
+                    /* Without memory, send no more: the later sockets report 0 bytes sent, and
+                     * the caller's transports write the frame to them. */
+                    for (i++; i < n; i++) {
+                        sent[i] = 0;
+                    }
+                    break;
+                }
+            }
+            failed[fd >> 3] |= (unsigned char)(1u << (fd & 7));
+        }
+    }
+    PyMem_RawFree(failed);
+    Py_END_ALLOW_THREADS
+    result = PyList_New(0);
+    if (result == NULL) {
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        if (sent[i] < data.len) {
+            PyObject *item = Py_BuildValue("(nn)", i, sent[i]);
+            if (item == NULL || PyList_Append(result, item) < 0) {
+                Py_XDECREF(item);
+                Py_CLEAR(result);
+                goto done;
+            }
+            Py_DECREF(item);
+        }
+    }
+done:
+    PyMem_Free(fdv);
+    PyMem_Free(sent);
+    PyBuffer_Release(&data);
+    return result;
+}
+#endif
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask_key, offset=0) -> bytes: XOR with the repeated 4-byte key."},
     {"alloc_buffer", (PyCFunction)alloc_buffer, METH_O,
      "alloc_buffer(size) -> bytearray: `size` bytes, not initialized."},
+#ifndef _WIN32
+    {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
+     "send_each(fds, data) -> list[tuple[int, int]]: send data on each socket; (position, sent) of the "
+     "sockets that did not take all of it."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
+from asyncio import selector_events
 from collections import deque
 from collections.abc import (
     AsyncIterable,
@@ -56,6 +58,35 @@ _LARGE_CHUNK_HEAD = 8 * 1024
 # What one read takes at most (asyncio's own read size), into a buffer shared by the thread's connections.
 _READ_SIZE = 256 * 1024
 _read_buffers = threading.local()
+
+
+# Transport classes whose write() sends on their socket at once when nothing is buffered (asyncio's
+# selector transport, uvloop's TCP and Unix transports), by class; filled as classes are met.
+_WRITES_TO_SOCKET: dict[type, bool] = {}
+# asyncio's transport for plain sockets on its default event loop (a private name: looked up softly).
+_SELECTOR_SOCKET_TRANSPORT: type | None = getattr(selector_events, "_SelectorSocketTransport", None)
+
+
+def _socket_fd(transport: asyncio.BaseTransport) -> int:
+    """The file descriptor of `transport`'s stream socket if its writes go straight to it, else -1.
+
+    For such a transport, with an empty write buffer, sending on the socket directly is what `write`
+    does, so `broadcast` may do it for many connections in one C loop. Any other transport (TLS, a
+    subclass, a test double, the long-polling fallback) keeps -1 and is written through.
+    """
+    cls = type(transport)
+    direct = _WRITES_TO_SOCKET.get(cls)
+    if direct is None:
+        direct = _WRITES_TO_SOCKET[cls] = cls is _SELECTOR_SOCKET_TRANSPORT or (
+            cls.__module__ == "uvloop.loop" and cls.__name__ in ("TCPTransport", "UnixTransport")
+        )
+    if not direct:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return -1
+    fd: int = sock.fileno()
+    return fd
 
 
 def _read_buffer() -> memoryview:
@@ -182,6 +213,8 @@ class Connection(asyncio.BufferedProtocol):
     _paused_for_writes = False
     # True over TLS (set in connection_made).
     _tls = False
+    # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1.
+    _fd = -1
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
@@ -196,7 +229,8 @@ class Connection(asyncio.BufferedProtocol):
         self._recv_waiter: asyncio.Future[Data] | None = None
         self._reading_paused = False
         self._writing_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Tasks waiting in send for the write buffer to drain; the list is made by the first of them.
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._fragment_lock: asyncio.Lock | None = None
         # The low-level API: a Listener receives messages by callback instead of the recv queue.
         self.listener: Listener | None = None
@@ -557,12 +591,35 @@ class Connection(asyncio.BufferedProtocol):
                 self._large_queued = False
         return True
 
+    def _shared_fd(self) -> int:
+        """The socket to send a shared frame on directly (`broadcast`), or -1 to use `_send_shared`.
+
+        Only when the transport writes straight to its socket and nothing waits to go before the frame,
+        neither in the core nor in the transport: then sending on the socket is what `transport.write`
+        would do, without its cost per connection.
+        """
+        fd = self._fd
+        if fd >= 0:
+            protocol = self.protocol
+            transport = self.transport
+            if (
+                protocol is not None
+                and transport is not None
+                and protocol.takes_encoded_now()
+                and not transport.is_closing()
+                and not transport.get_write_buffer_size()
+            ):
+                return fd
+        return -1
+
     async def _drain(self) -> None:
         if not self._writing_paused:
             return
         if self._closed.done():
             raise self._closed_error()
         waiter: asyncio.Future[None] = self.loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(waiter)
         await waiter
 
@@ -599,8 +656,8 @@ class Connection(asyncio.BufferedProtocol):
         if self.protocol is not None:
             self.protocol.hold_pongs(False)
             self._flush()
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
         if self.listener is not None:
@@ -718,6 +775,10 @@ class Connection(asyncio.BufferedProtocol):
         self.transport.set_write_buffer_limits(high=self.options.write_limit)
         if transport.get_extra_info("sslcontext") is not None:
             self._tls = True
+        else:
+            fd = _socket_fd(transport)
+            if fd >= 0:
+                self._fd = fd
 
     def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
         """Switch to WebSocket frames once the opening handshake succeeded."""
@@ -786,6 +847,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Mark the connection closed and wake every waiting task."""
+        if self._fd >= 0:
+            self._fd = -1  # the number may soon name another socket
         if self.protocol is not None:
             self.protocol.receive_eof()
         for timer in (self._close_timer, self._keepalive_timer, self._idle_timer):
@@ -811,8 +874,8 @@ class Connection(asyncio.BufferedProtocol):
                 future.exception()  # mark retrieved: nobody may be waiting for this ping
         self._pings.clear()
         self._writing_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_exception(error)
 

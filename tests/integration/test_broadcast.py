@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trustme
+import uvloop
 
 import upwire
 
@@ -123,3 +131,114 @@ async def test_broadcast_keeps_order_with_messages_sent_before_it_in_the_same_lo
     async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server), compression=None) as ws:
         await ws.send("go")
         assert [await ws.recv() for _ in range(4)] == ["first", "second", "third", "fourth"]
+
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def run_on(loop_name: str, main: Callable[[], Awaitable[None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+        runner.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+
+
+async def open_server_and_clients(
+    count: int, **kwargs: Any
+) -> tuple[upwire.Server, list[upwire.ClientConnection]]:
+    server = await upwire.serve(
+        idle, "127.0.0.1", 0, ping_interval=None, compression=None, **kwargs
+    )
+    clients = [
+        await upwire.connect(uri(server), compression=None, max_message_size=None)
+        for _ in range(count)
+    ]
+    while len(server.connections) < count:
+        await asyncio.sleep(0.01)
+    return server, clients
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_broadcast_sends_on_plain_tcp_sockets_directly_and_the_rest_follows_whole(
+    loop_name: str,
+) -> None:
+    # 4 MiB does not fit in a socket's buffer: the C loop sends what fits, the transport the rest. A
+    # connection listed three times gets three whole messages, in order, and a `send` after them.
+    big = os.urandom(4 << 20)
+
+    async def main() -> None:
+        server, clients = await open_server_and_clients(3)
+        async with server:
+            connections = sorted(server.connections, key=id)
+            assert all(c._shared_fd() >= 0 for c in connections)  # the direct path applies
+            listed = [*connections, connections[0], connections[0]]
+            assert upwire.broadcast(listed, big) == 5
+            assert upwire.broadcast(connections, "small") == 3  # behind the buffered rest
+            await connections[0].send("after")
+            for conn, client in zip(
+                connections, clients_in_order(connections, clients), strict=True
+            ):
+                copies = 3 if conn is connections[0] else 1
+                for _ in range(copies):
+                    assert await client.recv() == big
+                assert await client.recv() == "small"
+            assert await clients_in_order(connections, clients)[0].recv() == "after"
+            for client in clients:
+                await client.close()
+
+    run_on(loop_name, main)
+
+
+def clients_in_order(
+    connections: list[upwire.ServerConnection], clients: list[upwire.ClientConnection]
+) -> list[upwire.ClientConnection]:
+    """The clients in the order of their server-side connections (matched by port)."""
+    by_port = {client.local_address[1]: client for client in clients}
+    return [by_port[conn.remote_address[1]] for conn in connections]
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_broadcast_to_a_peer_that_vanished_reports_nothing_and_reaches_the_others(
+    loop_name: str,
+) -> None:
+    async def main() -> None:
+        server, clients = await open_server_and_clients(3)
+        async with server:
+            gone = clients[1]
+            assert gone.transport is not None
+            gone.transport.abort()  # RST, no closing handshake: the server learns it from a send
+            await asyncio.sleep(0.05)
+            for _ in range(3):
+                upwire.broadcast(server.connections, b"ping" * 1000)
+                await asyncio.sleep(0.01)
+            for client in (clients[0], clients[2]):
+                for _ in range(3):
+                    assert await client.recv() == b"ping" * 1000
+            while len(server.connections) > 2:
+                await asyncio.sleep(0.01)
+            for client in (clients[0], clients[2]):
+                await client.close()
+
+    run_on(loop_name, main)
+
+
+def test_broadcast_over_tls_goes_through_the_transport() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def main() -> None:
+        server = await upwire.serve(idle, "127.0.0.1", 0, ssl=server_context, ping_interval=None)
+        async with server:
+            client = await upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context)
+            while not server.connections:
+                await asyncio.sleep(0.01)
+            assert all(c._shared_fd() == -1 for c in server.connections)
+            assert upwire.broadcast(server.connections, "secret") == 1
+            assert await client.recv() == "secret"
+            await client.close()
+
+    run_on("asyncio", main)

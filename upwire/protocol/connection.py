@@ -833,16 +833,27 @@ class Connection:
             True when queued; False when this connection cannot take it now: it is closing, it is in the
             middle of sending a fragmented message, or it cannot share frames (see `can_share_frames`).
         """
-        if (
-            self._close_sent is not None
-            or self.state is not _OPEN
-            or self._out_fragment_type is not None
-            or self.role is not _SERVER
-            or self._extensions
-        ):
+        if not self._takes_encoded():
             return False
         self._outgoing.append(frame)
         return True
+
+    def takes_encoded_now(self) -> bool:
+        """True when `send_encoded` would queue a frame and nothing is queued before it.
+
+        Then the caller may write the shared frame to the peer itself instead of queuing it (what
+        `broadcast` does on plain TCP): a data frame changes nothing in this connection's state.
+        """
+        return not self._outgoing and self._takes_encoded()
+
+    def _takes_encoded(self) -> bool:
+        return (
+            self._close_sent is None
+            and self.state is _OPEN
+            and self._out_fragment_type is None
+            and self.role is _SERVER
+            and not self._extensions
+        )
 
     def hold_pongs(self, hold: bool) -> None:
         """Hold the answers to pings (while the peer is not reading what is sent), or release them.
