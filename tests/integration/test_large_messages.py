@@ -120,3 +120,32 @@ def test_large_message_over_the_limit_closes_with_1009_before_it_is_buffered(
             assert ws.close_code == 1009
 
     run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_large_messages_sent_in_one_loop_turn_arrive_whole_and_in_order(loop_name: str) -> None:
+    # The first message goes out at once; the next ones are written together at the end of the turn,
+    # more than the socket takes at once: what one vectored write leaves must follow in order, the rest
+    # of a payload first, then every frame after it.
+    burst: list[str | bytes] = ["start", payload(MiB, 1), payload(3 * MiB + 5, 2), "end"]
+
+    async def sender(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        for message in burst:
+            await ws.send(message)
+        await ws.wait_closed()
+
+    async def main() -> None:
+        server = await upwire.serve(
+            sender, "127.0.0.1", 0, compression=None, write_limit=64 * MiB, max_message_size=LIMIT
+        )
+        async with server:
+            async with upwire.connect(
+                f"ws://localhost:{server.port}/", max_message_size=LIMIT, compression=None
+            ) as ws:
+                await ws.send("go")
+                await asyncio.sleep(0.2)  # the server's burst fills the socket buffers first
+                for message in burst:
+                    assert await ws.recv() == message
+
+    run(loop_name, main)
