@@ -139,13 +139,15 @@ def test_large_messages_sent_in_one_loop_turn_arrive_whole_and_in_order(loop_nam
         server = await upwire.serve(
             sender, "127.0.0.1", 0, compression=None, write_limit=64 * MiB, max_message_size=LIMIT
         )
-        async with server:
-            async with upwire.connect(
+        async with (
+            server,
+            upwire.connect(
                 f"ws://localhost:{server.port}/", max_message_size=LIMIT, compression=None
-            ) as ws:
-                await ws.send("go")
-                await asyncio.sleep(0.2)  # the server's burst fills the socket buffers first
-                for message in burst:
-                    assert await ws.recv() == message
+            ) as ws,
+        ):
+            await ws.send("go")
+            await asyncio.sleep(0.2)  # the server's burst fills the socket buffers first
+            for message in burst:
+                assert await ws.recv() == message
 
     run(loop_name, main)
