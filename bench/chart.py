@@ -92,6 +92,7 @@ def markdown(result):
                 cells.append("-" if r is None else f"{r:.2f}")
             arrow = "↑" if higher else "↓"
             lines.append(f"| {' '.join(label.split())} {arrow} | " + " | ".join(cells) + " |")
+    lines += listener_markdown(result)
     clients = result.get("clients")
     if clients:
         lines.append(
@@ -110,6 +111,35 @@ def markdown(result):
                 f"{cell(e['server_cpu_util_median'], '{:.0%}')} |"
             )
     return "\n".join(lines)
+
+
+def listener_markdown(result):
+    """The low-level API's rows (upwire-listener-<loop>), asyncio / uvloop in one table."""
+    summary = result["summary"]
+    names = [f"upwire-listener-{loop}" for loop in LOOPS]
+    if not any(name in summary.get(mid, {}) for mid, *_ in ROWS for name in names):
+        return []
+    lines = [
+        "\n**low-level API** (`upwire.Listener`; asyncio / uvloop; median of per-repeat ratios)\n",
+        "| figure | upwire-listener | ÷ picows | ÷ raw TCP |",
+        "|---|---|---|---|",
+    ]
+    for mid, label, _test, _path, higher in ROWS:
+        entries = [summary.get(mid, {}).get(name) for name in names]
+        if all(e is None for e in entries):
+            continue
+        absolute = " / ".join(
+            "-" if e is None else upwire_cell(result, name, e) for name, e in zip(names, entries)
+        )
+        cells = [absolute]
+        for peer in ("picows", "raw"):
+            ratios = [
+                ratio(result, mid, name, f"{peer}-{loop}") for name, loop in zip(names, LOOPS)
+            ]
+            cells.append(" / ".join("-" if r is None else f"{r:.2f}" for r in ratios))
+        arrow = "↑" if higher else "↓"
+        lines.append(f"| {' '.join(label.split())} {arrow} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def chart(result, png):
