@@ -129,12 +129,14 @@ def listener_markdown(result):
         if all(e is None for e in entries):
             continue
         absolute = " / ".join(
-            "-" if e is None else upwire_cell(result, name, e) for name, e in zip(names, entries)
+            "-" if e is None else upwire_cell(result, name, e)
+            for name, e in zip(names, entries, strict=True)
         )
         cells = [absolute]
         for peer in ("picows", "raw"):
             ratios = [
-                ratio(result, mid, name, f"{peer}-{loop}") for name, loop in zip(names, LOOPS)
+                ratio(result, mid, name, f"{peer}-{loop}")
+                for name, loop in zip(names, LOOPS, strict=True)
             ]
             cells.append(" / ".join("-" if r is None else f"{r:.2f}" for r in ratios))
         arrow = "↑" if higher else "↓"
