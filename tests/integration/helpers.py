@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable
 from typing import Any, Protocol
+
+import trustme
 
 import upwire
 
@@ -15,6 +18,16 @@ async def echo(ws: upwire.ServerConnection) -> None:
     """Send every message back."""
     async for message in ws:
         await ws.send(message)
+
+
+def tls_contexts(host: str = "localhost") -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context) for `host`, from a fresh test CA that only the client trusts."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
 
 
 def uri(server: upwire.Server, path: str = "/") -> str:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import trustme
 import uvloop
 
 import upwire
 
-from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .helpers import TEST_TIMEOUT_S, StartServer, tls_contexts, uri
 from .wire import BINARY, TEXT, RawPeer
 
 
@@ -224,11 +222,7 @@ def test_broadcast_to_a_peer_that_vanished_reports_nothing_and_reaches_the_other
 
 
 def test_broadcast_over_tls_goes_through_the_transport() -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts()
 
     async def main() -> None:
         server = await upwire.serve(idle, "127.0.0.1", 0, ssl=server_context, ping_interval=None)

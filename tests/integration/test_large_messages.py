@@ -13,10 +13,11 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
-import trustme
 import uvloop
 
 import upwire
+
+from .helpers import tls_contexts
 
 KiB = 1024
 MiB = 1 << 20
@@ -88,11 +89,7 @@ def test_large_messages_echo_byte_for_byte(loop_name: str) -> None:
 
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_large_messages_echo_over_tls(loop_name: str) -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts()
 
     async def main() -> None:
         server = await upwire.serve(

@@ -7,19 +7,17 @@ tinyproxy logs each CONNECT it handles, which shows a connection really went thr
 from __future__ import annotations
 
 import base64
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import trustme
 
 import upwire
 from upwire.proxy import Proxy, parse_proxy, proxy_bypassed, select_proxy
 
 from .daemons import Daemon, free_port, remove, start_tinyproxy
-from .helpers import TEST_TIMEOUT_S, StartServer
+from .helpers import TEST_TIMEOUT_S, StartServer, tls_contexts
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT_S * 4)
 
@@ -100,11 +98,7 @@ async def test_ws_uses_http_proxy_from_the_environment(
 async def test_wss_goes_through_https_proxy_with_tls_inside_the_tunnel(
     start_server: StartServer, tinyproxy: StartProxy, no_proxy_environment: pytest.MonkeyPatch
 ) -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts()
     server = await start_server(ssl=server_context)
     proxy = await tinyproxy([server.port])
     no_proxy_environment.setenv("https_proxy", f"http://127.0.0.1:{proxy.port}")

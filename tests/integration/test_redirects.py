@@ -15,7 +15,7 @@ import trustme
 import upwire
 from upwire.redirects import RedirectChain
 
-from .helpers import TEST_TIMEOUT_S, StartServer
+from .helpers import TEST_TIMEOUT_S, StartServer, tls_contexts
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT_S * 3)
 
@@ -153,11 +153,7 @@ async def test_redirect_to_another_scheme_is_an_error(start_server: StartServer)
 
 
 async def test_wss_is_never_redirected_to_ws(start_server: StartServer) -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts("127.0.0.1")
     plain = await start_server(whoami)
     secure = await start_server(
         whoami,
