@@ -945,9 +945,8 @@ def _writev_chunks(fd: int, transport: asyncio.Transport, out: list[bytes]) -> N
     """
     try:
         sent = os.writev(fd, out if len(out) <= _IOV_MAX else out[:_IOV_MAX])
-    except (
-        OSError
-    ):  # BlockingIOError (the buffer is full) and errors alike: the transport takes over
+    except OSError:
+        # BlockingIOError (the buffer is full) and errors alike: the transport takes over.
         sent = 0
     for index, chunk in enumerate(out):
         size = len(chunk)
