@@ -48,6 +48,33 @@ def assert_same_message(received: Any, expected: Message) -> None:
 # --- upwire server, websockets client ---------------------------------------------------------
 
 
+async def test_upwire_broadcast_reaches_websockets_clients_whole_and_in_order(
+    upwire_server: StartServer,
+) -> None:
+    # Plain clients get the shared frame from broadcast's send loop (12 MiB does not fit in a socket
+    # buffer: the transports write the rest); a compressing client gets its own compressed copy.
+    connections: list[upwire.ServerConnection] = []
+
+    async def keep(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        await ws.wait_closed()
+
+    url = await upwire_server(keep, ping_interval=None, max_message_size=None)
+    big = bytes(range(256)) * (12 * 4096 + 1)
+    burst: list[Message] = ["news ✓", big, "more news"]
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        plain = [await websockets_connect(url, compression=None, max_size=None) for _ in range(3)]
+        compressed = await websockets_connect(url, max_size=None)
+        while len(connections) < 4:
+            await asyncio.sleep(0.01)
+        for message in burst:
+            assert upwire.broadcast(connections, message) == 4
+        for client in (*plain, compressed):
+            for message in burst:
+                assert_same_message(await client.recv(), message)
+            await client.close()
+
+
 async def test_upwire_server_echoes_each_payload_to_a_websockets_client(
     upwire_server: StartServer, payload: Message
 ) -> None:
