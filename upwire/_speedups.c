@@ -81,6 +81,108 @@ done:
     return result;
 }
 
+/* encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None) -> bytes
+ * A whole frame (RFC 6455 section 5.2): the header with the shortest length encoding, then the payload,
+ * masked when mask_key is given; built in one allocation and one pass over the payload. */
+static PyObject *
+encode_frame(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"opcode", "payload", "fin", "rsv", "mask_key", NULL};
+    int opcode, fin = 1, rsv = 0;
+    PyObject *payload_obj, *mask_obj = Py_None;
+    Py_buffer payload, key;
+    PyObject *result = NULL;
+    Py_ssize_t n, header_len;
+    unsigned char *out;
+    int masked;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|piO:encode_frame", kwlist, &opcode,
+                                     &payload_obj, &fin, &rsv, &mask_obj)) {
+        return NULL;
+    }
+    if (opcode < 0 || opcode > 15 || rsv < 0 || rsv > 7) {
+        PyErr_SetString(PyExc_ValueError, "opcode must be 0-15 and rsv 0-7");
+        return NULL;
+    }
+    masked = mask_obj != Py_None;
+    if (PyObject_GetBuffer(payload_obj, &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    key.buf = NULL;
+    if (masked) {
+        if (PyObject_GetBuffer(mask_obj, &key, PyBUF_SIMPLE) < 0) {
+            PyBuffer_Release(&payload);
+            return NULL;
+        }
+        if (key.len != 4) {
+            PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes");
+            goto done;
+        }
+    }
+    n = payload.len;
+    header_len = 2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + (masked ? 4 : 0);
+    result = PyBytes_FromStringAndSize(NULL, header_len + n);
+    if (result == NULL) {
+        goto done;
+    }
+    out = (unsigned char *)PyBytes_AS_STRING(result);
+    out[0] = (unsigned char)((fin ? 0x80 : 0) | (rsv << 4) | opcode);
+    {
+        unsigned char mask_bit = masked ? 0x80 : 0;
+        Py_ssize_t pos = 2;
+        if (n < 126) {
+            out[1] = (unsigned char)(mask_bit | n);
+        }
+        else if (n < 65536) {
+            out[1] = mask_bit | 126;
+            out[2] = (unsigned char)(n >> 8);
+            out[3] = (unsigned char)n;
+            pos = 4;
+        }
+        else {
+            uint64_t length = (uint64_t)n;
+            out[1] = mask_bit | 127;
+            for (int i = 0; i < 8; i++) {
+                out[2 + i] = (unsigned char)(length >> (56 - 8 * i));
+            }
+            pos = 10;
+        }
+        if (masked) {
+            const unsigned char *k = (const unsigned char *)key.buf;
+            unsigned char rotated[8];
+            const unsigned char *in = (const unsigned char *)payload.buf;
+            unsigned char *dst;
+            Py_ssize_t i = 0;
+            uint64_t word;
+
+            memcpy(out + pos, k, 4);
+            dst = out + pos + 4;
+            for (int j = 0; j < 8; j++) {
+                rotated[j] = k[j & 3];
+            }
+            memcpy(&word, rotated, 8);
+            for (; i + 8 <= n; i += 8) {
+                uint64_t chunk;
+                memcpy(&chunk, in + i, 8);
+                chunk ^= word;
+                memcpy(dst + i, &chunk, 8);
+            }
+            for (; i < n; i++) {
+                dst[i] = in[i] ^ rotated[i & 7];
+            }
+        }
+        else if (n > 0) {
+            memcpy(out + pos, payload.buf, (size_t)n);
+        }
+    }
+done:
+    if (key.buf != NULL) {
+        PyBuffer_Release(&key);
+    }
+    PyBuffer_Release(&payload);
+    return result;
+}
+
 /* alloc_buffer(size) -> bytearray
  * A bytearray of `size` bytes whose contents are not initialized: the buffer a large frame is received
  * into (its pages are touched only as bytes arrive, and nothing is written twice). The caller reads only
@@ -215,6 +317,9 @@ done:
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask_key, offset=0) -> bytes: XOR with the repeated 4-byte key."},
+    {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_VARARGS | METH_KEYWORDS,
+     "encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None) -> bytes: a whole frame, masked "
+     "when mask_key is given."},
     {"alloc_buffer", (PyCFunction)alloc_buffer, METH_O,
      "alloc_buffer(size) -> bytearray: `size` bytes, not initialized."},
 #ifndef _WIN32

@@ -19,6 +19,7 @@ def test_the_c_extension_is_built_and_used() -> None:
     speedups = importlib.import_module("upwire._speedups")
     assert frames.apply_mask is speedups.apply_mask
     assert frames.alloc_buffer is speedups.alloc_buffer
+    assert frames.encode_frame is speedups.encode_frame
 
 
 @settings(max_examples=300, deadline=None)
@@ -60,7 +61,8 @@ def test_c_masking_rejects_a_key_that_is_not_4_bytes() -> None:
 def test_upwire_no_speedups_selects_the_python_twin() -> None:
     code = (
         "from upwire.protocol import frames; "
-        "print(frames.apply_mask is frames.apply_mask_py and frames.alloc_buffer is frames.alloc_buffer_py)"
+        "print(frames.apply_mask is frames.apply_mask_py and frames.alloc_buffer is frames.alloc_buffer_py"
+        " and frames.encode_frame is frames.encode_frame_py)"
     )
     env = {**os.environ, "UPWIRE_NO_SPEEDUPS": "1"}
     out = subprocess.run(
@@ -93,3 +95,61 @@ def test_c_and_python_buffers_refuse_a_negative_size() -> None:
     for alloc in (alloc_buffer_c, frames.alloc_buffer_py):
         with pytest.raises(ValueError):
             alloc(-1)
+
+
+# Lengths around the 7-, 16- and 64-bit encodings, and any other.
+FRAME_SIZES = st.one_of(
+    st.sampled_from([0, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 70_000]),
+    st.integers(min_value=0, max_value=3000),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    opcode=st.integers(min_value=0, max_value=15),
+    size=FRAME_SIZES,
+    seed=st.binary(min_size=1, max_size=16),
+    fin=st.booleans(),
+    rsv=st.integers(min_value=0, max_value=7),
+    mask_key=st.none() | st.binary(min_size=4, max_size=4),
+    kind=st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_c_and_python_frames_agree_and_decode_back(
+    opcode: int,
+    size: int,
+    seed: bytes,
+    fin: bool,
+    rsv: int,
+    mask_key: bytes | None,
+    kind: type,
+) -> None:
+    from upwire._speedups import encode_frame as encode_frame_c
+
+    payload = (seed * (size // len(seed) + 1))[:size]
+    data = kind(payload)
+    expected = frames.encode_frame_py(opcode, data, fin, rsv, mask_key)
+    assert encode_frame_c(opcode, data, fin, rsv, mask_key) == expected
+    assert encode_frame_c(opcode, data, fin=fin, rsv=rsv, mask_key=mask_key) == expected
+    # And the frame reads back as what was encoded (decode_header is independent of both).
+    header = frames.decode_header(expected)
+    assert header is not None
+    assert (header.fin, header.rsv, header.opcode, header.length) == (fin, rsv, opcode, size)
+    body = expected[header.header_length :]
+    if mask_key is None:
+        assert header.mask_key is None and body == payload
+    else:
+        assert header.mask_key == mask_key and frames.apply_mask_py(body, mask_key) == payload
+
+
+def test_c_and_python_frames_refuse_the_same_bad_arguments() -> None:
+    from upwire._speedups import encode_frame as encode_frame_c
+
+    for encode in (encode_frame_c, frames.encode_frame_py):
+        with pytest.raises(ValueError, match="opcode"):
+            encode(16, b"x")
+        with pytest.raises(ValueError, match="rsv"):
+            encode(1, b"x", True, 8)
+        with pytest.raises(ValueError, match="4 bytes"):
+            encode(1, b"x", True, 0, b"abc")
+        with pytest.raises(TypeError):
+            encode(1, "text is encoded by the caller")  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from upwire.protocol.frames import (
     apply_mask,
     check_header,
     decode_header,
+    encode_frame,
     encode_header,
 )
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
@@ -942,18 +943,17 @@ class Connection:
         if self.role is Role.CLIENT:
             # RFC 6455 §5.3: a client masks every frame with a fresh, unpredictable key.
             mask_key = _mask_keys.next()
-            header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
-            masked = apply_mask(payload, mask_key)
-            if len(masked) >= SEPARATE_PAYLOAD_SIZE:
-                self._outgoing += (header, masked)
+            if len(payload) < SEPARATE_PAYLOAD_SIZE:
+                self._outgoing.append(encode_frame(opcode, payload, fin, rsv, mask_key))
             else:
-                self._outgoing.append(header + masked)
+                header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
+                self._outgoing += (header, apply_mask(payload, mask_key))
             return
-        header = encode_header(opcode, len(payload), fin=fin, rsv=rsv)
-        if len(payload) >= SEPARATE_PAYLOAD_SIZE:
-            self._outgoing += (header, bytes(payload))
+        if len(payload) < SEPARATE_PAYLOAD_SIZE:
+            self._outgoing.append(encode_frame(opcode, payload, fin, rsv))
         else:
-            self._outgoing.append(header + payload)
+            header = encode_header(opcode, len(payload), fin=fin, rsv=rsv)
+            self._outgoing += (header, bytes(payload))
 
 
 def _large_frame_total(data: bytes | bytearray | memoryview) -> int:
