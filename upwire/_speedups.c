@@ -108,7 +108,6 @@ encode_frame(PyObject *module, PyObject *args, PyObject *kwargs)
     if (PyObject_GetBuffer(payload_obj, &payload, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    key.buf = NULL;
     if (masked) {
         if (PyObject_GetBuffer(mask_obj, &key, PyBUF_SIMPLE) < 0) {
             PyBuffer_Release(&payload);
@@ -176,7 +175,7 @@ encode_frame(PyObject *module, PyObject *args, PyObject *kwargs)
         }
     }
 done:
-    if (key.buf != NULL) {
+    if (masked) {
         PyBuffer_Release(&key);
     }
     PyBuffer_Release(&payload);

@@ -153,3 +153,8 @@ def test_c_and_python_frames_refuse_the_same_bad_arguments() -> None:
             encode(1, b"x", True, 0, b"abc")
         with pytest.raises(TypeError):
             encode(1, "text is encoded by the caller")  # type: ignore[arg-type]
+    # A refused key is let go: releasing a view still exported would raise BufferError.
+    for key in (memoryview(b"abc"), memoryview(b"")):
+        with pytest.raises(ValueError, match="4 bytes"):
+            encode_frame_c(1, b"x", True, 0, key)  # type: ignore[arg-type]
+        key.release()
