@@ -17,9 +17,33 @@
 #define MSG_NOSIGNAL 0 /* where it is missing, Python's own SIG_IGN for SIGPIPE applies */
 #endif
 
+/* Write n bytes of `in` XORed with the 4-byte key, starting at key byte `shift` (0-3), to `out`.
+ * Eight bytes at a time: the key repeated twice as one 64-bit word. */
+static void
+mask_into(unsigned char *out, const unsigned char *in, Py_ssize_t n, const unsigned char *k, int shift)
+{
+    unsigned char rotated[8];
+    Py_ssize_t i = 0;
+    uint64_t word;
+
+    for (int j = 0; j < 8; j++) {
+        rotated[j] = k[(j + shift) & 3];
+    }
+    memcpy(&word, rotated, 8);
+    for (; i + 8 <= n; i += 8) {
+        uint64_t chunk;
+        memcpy(&chunk, in + i, 8);
+        chunk ^= word;
+        memcpy(out + i, &chunk, 8);
+    }
+    for (; i < n; i++) {
+        out[i] = in[i] ^ rotated[i & 7];
+    }
+}
+
 /* apply_mask(data, mask_key, offset=0) -> bytes
  * XOR data with the 4-byte masking key repeated (RFC 6455 section 5.3), starting at key byte
- * offset % 4. Eight bytes at a time: the key repeated twice as one 64-bit word. */
+ * offset % 4. */
 static PyObject *
 apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -52,29 +76,8 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (result == NULL) {
         goto done;
     }
-    {
-        const unsigned char *in = (const unsigned char *)data.buf;
-        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-        const unsigned char *k = (const unsigned char *)key.buf;
-        unsigned char rotated[8];
-        Py_ssize_t i = 0, n = data.len;
-        uint64_t word;
-        int shift = (int)(((offset % 4) + 4) % 4);
-
-        for (int j = 0; j < 8; j++) {
-            rotated[j] = k[(j + shift) & 3];
-        }
-        memcpy(&word, rotated, 8);
-        for (; i + 8 <= n; i += 8) {
-            uint64_t chunk;
-            memcpy(&chunk, in + i, 8);
-            chunk ^= word;
-            memcpy(out + i, &chunk, 8);
-        }
-        for (; i < n; i++) {
-            out[i] = in[i] ^ rotated[i & 7];
-        }
-    }
+    mask_into((unsigned char *)PyBytes_AS_STRING(result), (const unsigned char *)data.buf, data.len,
+              (const unsigned char *)key.buf, (int)(((offset % 4) + 4) % 4));
 done:
     PyBuffer_Release(&key);
     PyBuffer_Release(&data);
@@ -147,28 +150,9 @@ encode_frame(PyObject *module, PyObject *args, PyObject *kwargs)
             pos = 10;
         }
         if (masked) {
-            const unsigned char *k = (const unsigned char *)key.buf;
-            unsigned char rotated[8];
-            const unsigned char *in = (const unsigned char *)payload.buf;
-            unsigned char *dst;
-            Py_ssize_t i = 0;
-            uint64_t word;
-
-            memcpy(out + pos, k, 4);
-            dst = out + pos + 4;
-            for (int j = 0; j < 8; j++) {
-                rotated[j] = k[j & 3];
-            }
-            memcpy(&word, rotated, 8);
-            for (; i + 8 <= n; i += 8) {
-                uint64_t chunk;
-                memcpy(&chunk, in + i, 8);
-                chunk ^= word;
-                memcpy(dst + i, &chunk, 8);
-            }
-            for (; i < n; i++) {
-                dst[i] = in[i] ^ rotated[i & 7];
-            }
+            memcpy(out + pos, key.buf, 4);
+            mask_into(out + pos + 4, (const unsigned char *)payload.buf, n,
+                      (const unsigned char *)key.buf, 0);
         }
         else if (n > 0) {
             memcpy(out + pos, payload.buf, (size_t)n);

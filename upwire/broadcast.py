@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from upwire.connection import Connection
 from upwire.protocol.connection import State
-from upwire.protocol.frames import Opcode, encode_frame
+from upwire.protocol.frames import Opcode, encode_frame, select_speedup
 
 __all__ = ["broadcast"]
 
@@ -58,13 +58,8 @@ def send_each_py(fds: list[int], data: bytes) -> list[tuple[int, int]]:
     return unsent
 
 
-send_each: Callable[[list[int], bytes], list[tuple[int, int]]]
-try:
-    from upwire._speedups import send_each
-except ImportError:  # the C extension is optional (and absent on Windows)
-    send_each = send_each_py
-if os.environ.get("UPWIRE_NO_SPEEDUPS"):
-    send_each = send_each_py
+# The C version is not built on Windows, where the twin's writes fail and the transports take over.
+send_each: Callable[[list[int], bytes], list[tuple[int, int]]] = select_speedup(send_each_py)
 
 
 def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:

@@ -13,7 +13,7 @@ import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 
 from upwire.exceptions import PayloadTooBig, ProtocolError
 
@@ -227,6 +227,24 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+_Twin = TypeVar("_Twin", bound=Callable[..., Any])
+
+
+def select_speedup(twin: _Twin) -> _Twin:
+    """The C version of the Python `twin` (its name without `_py`) from `upwire._speedups`, or `twin`.
+
+    `twin` itself when the extension is not built (it is optional), does not have that function, or
+    `UPWIRE_NO_SPEEDUPS` is set in the environment.
+    """
+    if os.environ.get("UPWIRE_NO_SPEEDUPS"):
+        return twin
+    try:
+        from upwire import _speedups
+    except ImportError:
+        return twin
+    return cast(_Twin, getattr(_speedups, twin.__name__.removesuffix("_py"), twin))
+
+
 def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes:
     """XOR `data` with the repeated 4-byte `mask_key` (RFC 6455 §5.3); masking and unmasking are the same.
 
@@ -259,13 +277,7 @@ class _MaskFunction(Protocol):
     ) -> bytes: ...
 
 
-apply_mask: _MaskFunction
-try:
-    from upwire._speedups import apply_mask
-except ImportError:  # the C extension is optional
-    apply_mask = apply_mask_py
-if os.environ.get("UPWIRE_NO_SPEEDUPS"):
-    apply_mask = apply_mask_py
+apply_mask: _MaskFunction = select_speedup(apply_mask_py)
 
 
 def alloc_buffer_py(size: int) -> bytearray:
@@ -279,13 +291,7 @@ def alloc_buffer_py(size: int) -> bytearray:
     return bytearray(size)
 
 
-alloc_buffer: Callable[[int], bytearray]
-try:
-    from upwire._speedups import alloc_buffer
-except ImportError:  # the C extension is optional
-    alloc_buffer = alloc_buffer_py
-if os.environ.get("UPWIRE_NO_SPEEDUPS"):
-    alloc_buffer = alloc_buffer_py
+alloc_buffer: Callable[[int], bytearray] = select_speedup(alloc_buffer_py)
 
 
 def encode_header(
@@ -359,13 +365,7 @@ class _EncodeFunction(Protocol):
     ) -> bytes: ...
 
 
-encode_frame: _EncodeFunction
-try:
-    from upwire._speedups import encode_frame
-except ImportError:  # the C extension is optional
-    encode_frame = encode_frame_py
-if os.environ.get("UPWIRE_NO_SPEEDUPS"):
-    encode_frame = encode_frame_py
+encode_frame: _EncodeFunction = select_speedup(encode_frame_py)
 
 
 class MaskKeys:
