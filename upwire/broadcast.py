@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from upwire.connection import Connection
 from upwire.protocol.connection import State
@@ -59,7 +59,7 @@ def send_each_py(fds: list[int], data: bytes) -> list[tuple[int, int]]:
 
 
 # The C version is not built on Windows, where the twin's writes fail and the transports take over.
-send_each: Callable[[list[int], bytes], list[tuple[int, int]]] = select_speedup(send_each_py)
+send_each = select_speedup(send_each_py)
 
 
 def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:

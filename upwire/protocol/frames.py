@@ -13,7 +13,7 @@ import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from upwire.exceptions import PayloadTooBig, ProtocolError
 
@@ -271,13 +271,7 @@ def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset:
     return value.to_bytes(n, "little")
 
 
-class _MaskFunction(Protocol):
-    def __call__(
-        self, data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0
-    ) -> bytes: ...
-
-
-apply_mask: _MaskFunction = select_speedup(apply_mask_py)
+apply_mask = select_speedup(apply_mask_py)
 
 
 def alloc_buffer_py(size: int) -> bytearray:
@@ -291,7 +285,7 @@ def alloc_buffer_py(size: int) -> bytearray:
     return bytearray(size)
 
 
-alloc_buffer: Callable[[int], bytearray] = select_speedup(alloc_buffer_py)
+alloc_buffer = select_speedup(alloc_buffer_py)
 
 
 def encode_header(
@@ -354,18 +348,7 @@ def encode_frame_py(
     return header + payload
 
 
-class _EncodeFunction(Protocol):
-    def __call__(
-        self,
-        opcode: int,
-        payload: bytes | bytearray | memoryview,
-        fin: bool = True,
-        rsv: int = 0,
-        mask_key: bytes | None = None,
-    ) -> bytes: ...
-
-
-encode_frame: _EncodeFunction = select_speedup(encode_frame_py)
+encode_frame = select_speedup(encode_frame_py)
 
 
 class MaskKeys:
