@@ -167,9 +167,7 @@ class ServerConnection(Connection):
                     raise TypeError(f"process_request returned {answer!r}, not a Response or None")
                 self._answer_http(answer)
                 return None
-            # The request's path (a URL split) is only needed to route, or to say what was not found.
-            routes = server._routes
-            handler = server._only_handler if routes is None else routes.get(request.path)
+            handler = server.handler_for(request)
             if handler is None:
                 self._answer_http(Response(404, body=f"No WebSocket handler for {request.path}.\n"))
                 return None
@@ -263,7 +261,6 @@ class Server:
         shutdown_timeout: float,
         trusted_proxies: TrustedProxies | None = None,
     ) -> None:
-        self._handler = handler
         # Routing by path, or the one handler of every path.
         self._routes: Mapping[str, Handler] | None = None
         self._only_handler: Handler | None = None
@@ -301,11 +298,11 @@ class Server:
         self._opening.add(connection)
         return self._opening
 
-    def handler_for(self, path: str) -> Handler | None:
-        """Return the handler for a request path (routing when `serve` got a mapping of paths)."""
-        if isinstance(self._handler, Mapping):
-            return self._handler.get(path)
-        return self._handler
+    def handler_for(self, request: Request) -> Handler | None:
+        """Return the handler for a request (routing by path when `serve` got a mapping of paths)."""
+        routes = self._routes
+        # The request's path (a URL split) is only needed to route, or to say what was not found.
+        return self._only_handler if routes is None else routes.get(request.path)
 
     @property
     def sockets(self) -> tuple[Any, ...]:
