@@ -25,7 +25,7 @@ from upwire.protocol.extensions.base import (
     parse_extensions,
     serialize_extensions,
 )
-from upwire.protocol.http import Headers, HeadersLike, Request, Response, http_error
+from upwire.protocol.http import Headers, HeadersLike, Request, Response, http_error, list_tokens
 
 __all__ = [
     "GUID",
@@ -181,16 +181,6 @@ def check_request(request: Request) -> str:
     return _check_request(request, request.headers._collect(_REQUEST_FIELDS))
 
 
-def _has_token(values: list[str] | None, token: str) -> bool:
-    """Whether a comma-separated list field (Upgrade, Connection) holds `token` (lower-case), in any case."""
-    if values:
-        for value in values:
-            for item in value.split(","):
-                if item.strip().lower() == token:
-                    return True
-    return False
-
-
 def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     """`check_request` over the fields `Headers._collect` found."""
     # RFC 6455 §4.2.1 (1): the method MUST be GET and the version at least HTTP/1.1.
@@ -205,14 +195,14 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     if not hosts or not ", ".join(hosts).strip():
         raise http_error(400, "missing Host header")
     # (3) Upgrade MUST include "websocket" (case-insensitive).
-    if not _has_token(found.get("upgrade"), "websocket"):
+    if "websocket" not in list_tokens(found.get("upgrade") or ()):
         raise http_error(
             426,
             "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
     # (4) Connection MUST include the "Upgrade" token (case-insensitive).
-    if not _has_token(found.get("connection"), "upgrade"):
+    if "upgrade" not in list_tokens(found.get("connection") or ()):
         raise http_error(400, "the Connection header does not include the 'Upgrade' token")
     # (6) Sec-WebSocket-Version MUST be 13; otherwise 426 listing the supported versions (§4.4).
     versions = found.get("sec-websocket-version")

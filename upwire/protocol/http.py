@@ -43,6 +43,11 @@ DEFAULT_MAX_HEADERS = 128
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
+def list_tokens(values: Iterable[str]) -> list[str]:
+    """The comma-separated tokens of list-valued fields (Connection, Upgrade), lower-cased, empty ones left out."""
+    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+
+
 class Headers:
     """HTTP header fields: ordered, repeatable, looked up without regard to case.
 
@@ -129,7 +134,7 @@ class Headers:
 
     def tokens(self, name: str) -> list[str]:
         """Return the comma-separated tokens of every `name` field, lower-cased (e.g. Connection)."""
-        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+        return list_tokens(self.get_all(name))
 
     def __repr__(self) -> str:
         return f"Headers({self.items()!r})"
