@@ -1,8 +1,9 @@
 /* upwire._speedups: C versions of the hot loops of the sans-I/O core, and of broadcast's send loop.
  *
- * Each function has a pure-Python twin (in upwire/protocol/frames.py, send_each in upwire/broadcast.py)
- * that is used when this extension is not built; tests/protocol/test_speedups.py and
- * tests/integration/test_send_each.py check that both give identical results on random input.
+ * Each function has a pure-Python twin (in upwire/protocol/frames.py; take_simple_frames in
+ * upwire/protocol/simple_frames.py, send_each in upwire/broadcast.py) that is used when this extension is
+ * not built; tests/protocol/test_speedups.py and tests/integration/test_send_each.py check that both give
+ * identical results on random input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -166,6 +167,162 @@ done:
     return result;
 }
 
+/* take_simple_frames(buffer, pos, masked, limit, events) -> int
+ * The receive fast path (twin and rules: upwire/protocol/simple_frames.py). From `pos`, decode every frame
+ * that is a whole message by itself: FIN, no RSV bit, TEXT or BINARY, the expected MASK bit, the minimal
+ * length encoding, a length <= limit, complete, and valid UTF-8 for TEXT. Append each message (str or
+ * bytes) to the list `events`; return where the run stops. A frame that is not simple is left where it
+ * is, for the general parser: this function raises only for bad arguments or a lack of memory. */
+static PyObject *
+take_simple_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t pos, end;
+    int masked;
+    unsigned long long limit;
+    PyObject *events;
+    const unsigned char *p;
+    unsigned char mask_bit;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "take_simple_frames(buffer, pos, masked, limit, events)");
+        return NULL;
+    }
+    pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    masked = PyObject_IsTrue(args[2]);
+    if (masked < 0) {
+        return NULL;
+    }
+    {
+        int overflow;
+        long long value = PyLong_AsLongLongAndOverflow(args[3], &overflow);
+        if (value == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (overflow < 0 || (overflow == 0 && value < 0)) {
+            PyErr_SetString(PyExc_ValueError, "limit must not be negative");
+            return NULL;
+        }
+        /* Larger than any frame length (lengths have 63 bits): no limit. */
+        limit = overflow > 0 ? ULLONG_MAX : (unsigned long long)value;
+    }
+    events = args[4];
+    if (!PyList_Check(events)) {
+        PyErr_SetString(PyExc_TypeError, "events must be a list");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    end = view.len;
+    if (pos < 0 || pos > end) {
+        PyErr_Format(PyExc_ValueError, "pos %zd is outside the buffer (0-%zd)", pos, end);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    p = (const unsigned char *)view.buf;
+    mask_bit = masked ? 0x80 : 0;
+    while (end - pos >= 2) {
+        unsigned char b0 = p[pos], b1 = p[pos + 1];
+        uint64_t length = b1 & 0x7F;
+        Py_ssize_t start = pos + 2, n;
+        const unsigned char *key = NULL;
+        PyObject *message;
+
+        if ((b0 != 0x81 && b0 != 0x82) || (b1 & 0x80) != mask_bit) {
+            break;
+        }
+        if (length == 126) {
+            if (end - start < 2) {
+                break;
+            }
+            length = ((uint64_t)p[start] << 8) | p[start + 1];
+            start += 2;
+            if (length < 126) {
+                break; /* not the minimal encoding */
+            }
+        }
+        else if (length == 127) {
+            if (end - start < 8) {
+                break;
+            }
+            length = 0;
+            for (int i = 0; i < 8; i++) {
+                length = (length << 8) | p[start + i];
+            }
+            start += 8;
+            if (length < 65536 || (length >> 63)) {
+                break; /* not minimal, or the most significant bit set */
+            }
+        }
+        if (length > limit) {
+            break;
+        }
+        if (masked) {
+            if (end - start < 4) {
+                break;
+            }
+            key = p + start;
+            start += 4;
+        }
+        if ((uint64_t)(end - start) < length) {
+            break;
+        }
+        n = (Py_ssize_t)length;
+        if (b0 == 0x82) {
+            message = PyBytes_FromStringAndSize(NULL, n);
+            if (message == NULL) {
+                goto error;
+            }
+            if (masked) {
+                mask_into((unsigned char *)PyBytes_AS_STRING(message), p + start, n, key, 0);
+            }
+            else {
+                memcpy(PyBytes_AS_STRING(message), p + start, (size_t)n);
+            }
+        }
+        else {
+            unsigned char small[256];
+            unsigned char *unmasked = NULL;
+            const char *text = (const char *)p + start;
+            if (masked) {
+                unmasked = n <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc((size_t)n);
+                if (unmasked == NULL) {
+                    PyErr_NoMemory();
+                    goto error;
+                }
+                mask_into(unmasked, p + start, n, key, 0);
+                text = (const char *)unmasked;
+            }
+            message = PyUnicode_DecodeUTF8(text, n, "strict");
+            if (unmasked != NULL && unmasked != small) {
+                PyMem_Free(unmasked);
+            }
+            if (message == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();
+                    break; /* not simple: the general path reports it */
+                }
+                goto error;
+            }
+        }
+        if (PyList_Append(events, message) < 0) {
+            Py_DECREF(message);
+            goto error;
+        }
+        Py_DECREF(message);
+        pos = start + n;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(pos);
+error:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 /* alloc_buffer(size) -> bytearray
  * A bytearray of `size` bytes whose contents are not initialized: the buffer a large frame is received
  * into (its pages are touched only as bytes arrive, and nothing is written twice). The caller reads only
@@ -303,6 +460,9 @@ static PyMethodDef speedups_methods[] = {
     {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_VARARGS | METH_KEYWORDS,
      "encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None) -> bytes: a whole frame, masked "
      "when mask_key is given."},
+    {"take_simple_frames", (PyCFunction)(void (*)(void))take_simple_frames, METH_FASTCALL,
+     "take_simple_frames(buffer, pos, masked, limit, events) -> int: decode the run of frames that are "
+     "whole messages; return where it stops."},
     {"alloc_buffer", (PyCFunction)alloc_buffer, METH_O,
      "alloc_buffer(size) -> bytearray: `size` bytes, not initialized."},
 #ifndef _WIN32

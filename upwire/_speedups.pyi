@@ -1,3 +1,5 @@
+from upwire.protocol.events import Event
+
 def apply_mask(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes: ...
 def alloc_buffer(size: int, /) -> bytearray: ...
 def send_each(fds: list[int], data: bytes | bytearray | memoryview, /) -> list[tuple[int, int]]: ...
@@ -8,3 +10,11 @@ def encode_frame(
     rsv: int = 0,
     mask_key: bytes | None = None,
 ) -> bytes: ...
+def take_simple_frames(
+    buffer: bytes | bytearray | memoryview,
+    pos: int,
+    masked: bool,
+    limit: int,
+    events: list[Event],
+    /,
+) -> int: ...

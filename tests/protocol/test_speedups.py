@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upwire.protocol import frames
+from upwire.protocol import frames, simple_frames
 
 
 def test_the_c_extension_is_built_and_used() -> None:
@@ -20,6 +20,7 @@ def test_the_c_extension_is_built_and_used() -> None:
     assert frames.apply_mask is speedups.apply_mask
     assert frames.alloc_buffer is speedups.alloc_buffer
     assert frames.encode_frame is speedups.encode_frame
+    assert simple_frames.take_simple_frames is speedups.take_simple_frames
 
 
 @settings(max_examples=300, deadline=None)
@@ -60,9 +61,10 @@ def test_c_masking_rejects_a_key_that_is_not_4_bytes() -> None:
 
 def test_upwire_no_speedups_selects_the_python_twin() -> None:
     code = (
-        "from upwire.protocol import frames; "
+        "from upwire.protocol import frames, simple_frames as s; "
         "print(frames.apply_mask is frames.apply_mask_py and frames.alloc_buffer is frames.alloc_buffer_py"
-        " and frames.encode_frame is frames.encode_frame_py)"
+        " and frames.encode_frame is frames.encode_frame_py"
+        " and s.take_simple_frames is s.take_simple_frames_py)"
     )
     env = {**os.environ, "UPWIRE_NO_SPEEDUPS": "1"}
     out = subprocess.run(
@@ -158,3 +160,125 @@ def test_c_and_python_frames_refuse_the_same_bad_arguments() -> None:
         with pytest.raises(ValueError, match="4 bytes"):
             encode_frame_c(1, b"x", True, 0, key)  # type: ignore[arg-type]
         key.release()
+
+
+# Frames for the receive fast path: simple ones (whole messages), and every kind it must leave alone.
+def _frame(
+    b0: int, payload: bytes, mask_key: bytes | None, length_bits: int | None = None
+) -> bytes:
+    """A frame with first byte `b0`; `length_bits` forces a (possibly not minimal) length encoding."""
+    n = len(payload)
+    bits = max(length_bits or 7, 7 if n < 126 else 16 if n < 65536 else 64)
+    mask_bit = 0x80 if mask_key is not None else 0
+    if bits == 7:
+        head = bytes((b0, mask_bit | n))
+    elif bits == 16:
+        head = bytes((b0, mask_bit | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b0, mask_bit | 127)) + n.to_bytes(8, "big")
+    if mask_key is None:
+        return head + payload
+    return head + mask_key + frames.apply_mask_py(payload, mask_key)
+
+
+TEXTS = st.sampled_from(["", "a", "héllo", "€" * 50, "𝄞" * 40, "x" * 300]).map(str.encode)
+PAYLOADS = st.one_of(
+    TEXTS,
+    st.binary(max_size=300),
+    st.sampled_from(
+        [b"\xff", b"\xed\xa0\x80", b"ok\xc3", bytes(70_000)]
+    ),  # not UTF-8; 64-bit length
+)
+FRAME_KINDS = st.tuples(
+    st.sampled_from([0x81, 0x82, 0x81, 0x82, 0x01, 0x02, 0x80, 0x88, 0x89, 0x8A, 0xC1, 0x83, 0x8F]),
+    PAYLOADS,
+    st.sampled_from([None, None, 16, 64]),  # forced encodings are not minimal for short payloads
+    st.booleans(),  # masked as the role expects, or the other way
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    kinds=st.lists(FRAME_KINDS, max_size=6),
+    garbage=st.binary(max_size=20),
+    masked=st.booleans(),
+    mask_key=st.binary(min_size=4, max_size=4),
+    limit=st.sampled_from([0, 1, 125, 126, 300, 65536, 1 << 20, 1 << 62, 1 << 63, 1 << 80]),
+    cut=st.integers(min_value=0, max_value=80_000),
+    skip=st.integers(min_value=0, max_value=3),
+    kind=st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_c_and_python_simple_frame_runs_agree(
+    kinds: list[tuple[int, bytes, int | None, bool]],
+    garbage: bytes,
+    masked: bool,
+    mask_key: bytes,
+    limit: int,
+    cut: int,
+    skip: int,
+    kind: type,
+) -> None:
+    from upwire._speedups import take_simple_frames as take_c
+    from upwire.protocol.simple_frames import take_simple_frames_py as take_py
+
+    encoded = [
+        _frame(
+            b0, payload, mask_key if as_expected == masked else (None if masked else mask_key), bits
+        )
+        for b0, payload, bits, as_expected in kinds
+    ]
+    whole = b"".join(encoded) + garbage
+    data = whole[: min(cut, len(whole))] if cut < len(whole) else whole
+    # Start at a frame boundary (as the parser does), or anywhere.
+    pos = min(sum(len(f) for f in encoded[:skip]), len(data)) if skip < 3 else min(skip, len(data))
+    events_c: list[object] = ["before"]
+    events_py: list[object] = ["before"]
+    end_c = take_c(kind(data), pos, masked, limit, events_c)  # type: ignore[arg-type]
+    end_py = take_py(kind(data), pos, masked, limit, events_py)  # type: ignore[arg-type]
+    assert (end_c, events_c) == (end_py, events_py)
+    assert pos <= end_c <= len(data)
+
+
+def test_a_simple_frame_run_takes_whole_messages_and_stops_at_the_first_other_frame() -> None:
+    from upwire._speedups import take_simple_frames as take_c
+    from upwire.protocol.simple_frames import take_simple_frames_py as take_py
+
+    key = b"\x01\x02\x03\x04"
+    simple = [
+        _frame(0x81, "héllo".encode(), key),
+        _frame(0x82, bytes(range(200)), key),
+        _frame(0x82, bytes(70_000), key),
+        _frame(0x81, b"", key),
+    ]
+    expected = ["héllo", bytes(range(200)), bytes(70_000), ""]
+    stoppers = [
+        _frame(0x01, b"fragment", key),  # FIN clear
+        _frame(0xC1, b"compressed", key),  # RSV1
+        _frame(0x89, b"ping", key),  # control
+        _frame(0x81, b"\xce\xbb\xff", key),  # not UTF-8
+        _frame(0x82, b"short", key, length_bits=16),  # not the minimal length
+        _frame(0x82, b"unmasked", None),  # wrong MASK bit for a server
+        _frame(0x82, bytes(70_001), key),  # over the limit
+    ]
+    run = b"".join(simple)
+    for take in (take_c, take_py):
+        for stopper in stoppers:
+            events: list[object] = []
+            data = run + stopper + simple[0]
+            assert take(data, 0, True, 70_000, events) == len(run)  # type: ignore[arg-type]
+            assert events == expected
+        events = []
+        incomplete = run + _frame(0x82, b"cut short", key)[:-1]
+        assert take(incomplete, 0, True, 70_000, events) == len(run)  # type: ignore[arg-type]
+        assert events == expected
+        events = []
+        assert take(run, 0, True, 1 << 63, events) == len(run)  # type: ignore[arg-type]
+        assert events == expected
+        # A client expects unmasked frames.
+        events = []
+        unmasked = _frame(0x81, b"hi", None) + _frame(0x82, b"\x00", None)
+        assert take(unmasked, 0, False, 125, events) == len(unmasked)  # type: ignore[arg-type]
+        assert events == ["hi", b"\x00"]
+        for bad in ((run, -1, True, 10), (run, len(run) + 1, True, 10), (run, 0, True, -1)):
+            with pytest.raises(ValueError):
+                take(*bad, [])  # type: ignore[arg-type]

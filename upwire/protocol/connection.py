@@ -40,6 +40,7 @@ from upwire.protocol.frames import (
     encode_frame,
     encode_header,
 )
+from upwire.protocol.simple_frames import take_simple_frames
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "SEPARATE_PAYLOAD_SIZE", "Connection", "Role", "State"]
@@ -486,45 +487,16 @@ class Connection:
             if self._frame_remaining:
                 return pos
         fast_limit = self._fast_limit
-        header_length = 6 if self._expect_masked else 2
-        mask_bit = 0x80 if self._expect_masked else 0
+        masked = self._expect_masked
         while pos < end and not self._discard_input:
+            if not self._msg_opcode:
+                # Fast path: the frames that are whole messages by themselves (`simple_frames` has the
+                # rule; such a frame passes every check of `_parse_frame` by construction). It takes
+                # none that is not, and raises for none: those go to `_parse_frame`, the reference.
+                pos = take_simple_frames(view, pos, masked, fast_limit, events)
+                if pos == end:
+                    break
             try:
-                # Fast path for the common frame: FIN set, no RSV bit, TEXT or BINARY, outside a
-                # fragmented message, the expected MASK bit, a minimal length within the limits, and all
-                # of it received. Such a header passes every rule of `check_header` and
-                # `_check_data_frame` by construction; anything else takes `_parse_frame`, the reference.
-                if end - pos > 3 and not self._msg_opcode:
-                    b0 = view[pos]
-                    b1 = view[pos + 1]
-                    if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == mask_bit:
-                        length = b1 & 0x7F
-                        start = pos + header_length
-                        if length == 126:
-                            length = (view[pos + 2] << 8) | view[pos + 3]
-                            start += 2
-                            if length < 126:
-                                length = -1  # not minimal: let the reference path report it
-                        elif length == 127:
-                            start += 8
-                            if start > end:
-                                length = -1
-                            else:
-                                length = int.from_bytes(view[pos + 2 : pos + 10])
-                                if length < 65536 or length >= _NO_LIMIT:
-                                    length = -1  # not minimal, or the most significant bit set
-                        if 0 <= length <= fast_limit and start + length <= end:
-                            stop = start + length
-                            if mask_bit:
-                                payload: bytes | memoryview = apply_mask(
-                                    view[start:stop],
-                                    view[start - 4 : start],  # type: ignore[arg-type]
-                                )
-                            else:
-                                payload = view[start:stop]
-                            events.append(_decode_text(payload) if b0 == 0x81 else bytes(payload))
-                            pos = stop
-                            continue
                 stop = self._parse_frame(view, pos, end, events)
             except ProtocolError as exc:
                 if not isinstance(exc, _NotRetryable) and any(
