@@ -103,6 +103,27 @@ def test_rfc_example_request_is_read() -> None:
     assert request.path == "/chat"
 
 
+def test_requests_share_the_field_names_and_common_values_they_keep() -> None:
+    # A server keeps every connection's request; the strings every handshake repeats are kept once.
+    # The common form (the fast reader) and the h11 path (a head fed in two pieces) alike.
+    first = read_request(RFC_REQUEST)
+    reader = RequestReader()
+    assert reader.feed(RFC_REQUEST[:30]) is None
+    second = reader.feed(RFC_REQUEST[30:])
+    assert second is not None
+    for a, b in ((first, second), (read_request(RFC_REQUEST), first)):
+        assert a.headers.items() == b.headers.items()
+        for (name_a, value_a), (name_b, value_b) in zip(
+            a.headers.items(), b.headers.items(), strict=True
+        ):
+            assert name_a is name_b
+            if name_a in ("Upgrade", "Sec-WebSocket-Version"):
+                assert value_a is value_b
+    # Values that differ between clients are kept as received.
+    assert first.headers["Origin"] == "http://example.com"
+    assert first.headers["Sec-WebSocket-Key"] == "dGhlIHNhbXBsZSBub25jZQ=="
+
+
 def test_request_fed_one_byte_at_a_time_is_read_once_complete() -> None:
     reader = RequestReader()
     for i in range(len(RFC_REQUEST) - 1):

@@ -239,6 +239,54 @@ def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidH
 
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 
+# A server keeps each connection's request, headers included, for as long as the connection: ~50 bytes per
+# str. The field names clients send and the values that are the same in every handshake are kept once per
+# process instead (a fixed table: what clients send cannot grow it).
+_COMMON_FIELD_STRINGS = {
+    s: s
+    for s in (
+        "Host",
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+        "Origin",
+        "User-Agent",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Cache-Control",
+        "Pragma",
+        "Cookie",
+        "Authorization",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Real-IP",
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "origin",
+        "user-agent",
+        "accept-encoding",
+        "accept-language",
+        "websocket",
+        "keep-alive, Upgrade",
+        "13",
+        "no-cache",
+        "gzip, deflate",
+        "gzip, deflate, br",
+        "gzip, deflate, br, zstd",
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; client_no_context_takeover",
+    )
+}
+
 
 def _reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
@@ -412,6 +460,9 @@ class RequestReader:
         count = len(request.headers)
         if count > self._max_headers:
             raise http_error(431, f"{count} header fields exceed max_headers={self._max_headers}")
+        fields = request.headers._fields
+        common = _COMMON_FIELD_STRINGS.get
+        fields[:] = [common(field, field) for field in fields]
         self.request = request
         self.trailing_data = trailing
         return request
