@@ -21,6 +21,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -277,13 +278,28 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ receiving
 
-    async def recv(self) -> Data:
-        """Wait for the next message: `str` for text, `bytes` for binary.
+    def recv(self) -> Coroutine[Any, Any, Data]:
+        """Wait for the next message: `str` for text, `bytes` for binary (`await ws.recv()`).
 
         Raises:
             ConnectionClosedOK: after a normal closure (1000, 1001 or no code), once every message was received.
             ConnectionClosedError: after an error or an abnormal closure.
             ConcurrencyError: when another task is already waiting in `recv`.
+        """
+        return self._receive(False)
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, Data]:
+        """The next message for `async for`; a normal closure ends the loop quietly."""
+        return self._receive(True)
+
+    async def _receive(self, iterating: bool) -> Data:
+        """`recv`, and with `iterating` `__anext__` (StopAsyncIteration instead of ConnectionClosedOK).
+
+        One coroutine serves both, called directly: a message costs one coroutine frame, not two, and an
+        idle connection waiting in `async for` holds one frame.
         """
         messages = self._messages
         if messages:
@@ -296,11 +312,18 @@ class Connection(asyncio.BufferedProtocol):
                 "another task is already waiting in recv(); only one task may receive at a time"
             )
         if self._closed.done() or self._input_ended():
-            raise self._closed_error()
+            error = self._closed_error()
+            if iterating and isinstance(error, ConnectionClosedOK):
+                raise StopAsyncIteration
+            raise error
         waiter: asyncio.Future[Data] = self.loop.create_future()
         self._recv_waiter = waiter
         try:
             return await waiter
+        except ConnectionClosedOK:
+            if iterating:
+                raise StopAsyncIteration from None
+            raise
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # The message arrived as this recv was cancelled (a timeout, say): keep it for the next.
@@ -313,20 +336,6 @@ class Connection(asyncio.BufferedProtocol):
             # The exception that ends the connection holds this frame: without this, frame -> waiter ->
             # exception -> traceback -> frame is a cycle, and every closed connection waits for the GC.
             del waiter
-
-    def __aiter__(self) -> AsyncIterator[Data]:
-        return self
-
-    async def __anext__(self) -> Data:
-        """The next message for `async for`; a normal closure ends the loop quietly.
-
-        A coroutine rather than an async generator: one object fewer per message, and nothing to finalize
-        when a loop is left early.
-        """
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
 
     def _input_ended(self) -> bool:
         protocol = self.protocol
