@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from upwire.protocol import connection as core
 from upwire.protocol import frames, simple_frames
+from upwire.protocol.connection import Connection, Role
+
+# The differential tests below take UPWIRE_FUZZ_FACTOR times their usual number of examples: a fuzzing
+# budget of its own, e.g. `UPWIRE_FUZZ_FACTOR=100 .venv/bin/python -m pytest tests/protocol/test_speedups.py`.
+FUZZ = int(os.environ.get("UPWIRE_FUZZ_FACTOR", "1"))
 
 
 def test_the_c_extension_is_built_and_used() -> None:
@@ -106,7 +114,7 @@ FRAME_SIZES = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * FUZZ, deadline=None)
 @given(
     opcode=st.integers(min_value=0, max_value=15),
     size=FRAME_SIZES,
@@ -197,7 +205,7 @@ FRAME_KINDS = st.tuples(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500 * FUZZ, deadline=None)
 @given(
     kinds=st.lists(FRAME_KINDS, max_size=6),
     garbage=st.binary(max_size=20),
@@ -282,3 +290,53 @@ def test_a_simple_frame_run_takes_whole_messages_and_stops_at_the_first_other_fr
         for bad in ((run, -1, True, 10), (run, len(run) + 1, True, 10), (run, 0, True, -1)):
             with pytest.raises(ValueError):
                 take(*bad, [])  # type: ignore[arg-type]
+
+
+@settings(max_examples=200 * FUZZ, deadline=None)
+@given(
+    kinds=st.lists(FRAME_KINDS, max_size=8),
+    garbage=st.binary(max_size=12),
+    role=st.sampled_from([Role.SERVER, Role.CLIENT]),
+    mask_key=st.binary(min_size=4, max_size=4),
+    limit=st.sampled_from([None, 0, 125, 300, 70_000]),
+    cuts=st.lists(st.integers(min_value=0, max_value=80_000), max_size=4),
+)
+def test_the_core_answers_alike_with_the_c_fast_path_and_its_twin(
+    kinds: list[tuple[int, bytes, int | None, bool]],
+    garbage: bytes,
+    role: Role,
+    mask_key: bytes,
+    limit: int | None,
+    cuts: list[int],
+) -> None:
+    # The whole receive path, not just the function: the same stream, cut into the same pieces, gives the
+    # same events, the same bytes to send (close codes) and the same end state either way.
+    from upwire._speedups import take_simple_frames as take_c
+    from upwire.protocol.simple_frames import take_simple_frames_py as take_py
+
+    server = role is Role.SERVER
+    stream = b"".join(
+        _frame(b0, payload, mask_key if as_expected == server else None, bits)
+        for b0, payload, bits, as_expected in kinds
+    )
+    stream += garbage
+    bounds = sorted({min(cut, len(stream)) for cut in cuts} | {0, len(stream)})
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def run(take: object) -> tuple[object, ...]:
+        with mock.patch.object(core, "take_simple_frames", take):
+            conn = Connection(role, max_message_size=limit)
+            events: list[object] = []
+            for piece in pieces:
+                events += conn.receive_data(piece)
+                while conn.input_pending:
+                    events += conn.receive_data(b"")
+            # What it sent, unmasked: a client masks each frame with a fresh key.
+            sent = frames.FrameParser(expect_masked=None, strict=False)
+            sent.feed(b"".join(conn.data_to_send()))
+            answers = []
+            while (frame := sent.next_frame()) is not None:
+                answers.append((frame.header.fin, frame.header.opcode, frame.payload))
+            return events, answers, sent.buffered, conn.state, conn.close_code
+
+    assert run(take_c) == run(take_py)
