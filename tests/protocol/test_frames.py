@@ -16,6 +16,7 @@ from upwire.protocol.frames import (
     decode_header,
     encode_frame,
     encode_header,
+    frame_size,
 )
 
 from .wire import KEY, split_at, xor
@@ -142,6 +143,21 @@ def test_encode_header_sets_fin_rsv_and_mask_bits() -> None:
 # ---------------------------------------------------------------- decode_header on partial input
 
 
+frame_heads = [
+    head[:cut]
+    for head in (
+        HELLO_UNMASKED,
+        HELLO_MASKED,
+        BINARY_256_HEADER,
+        BINARY_64K_HEADER,
+        b"\x82\xfe\x01\x2c" + KEY,
+        b"\x82\xff" + (1 << 40).to_bytes(8, "big") + KEY,
+        b"\x88\x7e\x00\x7d",
+    )
+    for cut in range(len(head) + 1)
+]
+
+
 @pytest.mark.parametrize(
     "frame",
     [
@@ -157,6 +173,23 @@ def test_decode_header_needs_the_whole_header(frame: bytes) -> None:
     assert full is not None
     for cut in range(full.header_length):
         assert decode_header(frame[:cut]) is None
+
+
+@given(
+    data=st.one_of(
+        st.binary(max_size=20),
+        st.tuples(st.binary(max_size=3), st.sampled_from(frame_heads)).map(lambda t: t[0] + t[1]),
+    ),
+    pos=st.integers(0, 4),
+)
+def test_frame_size_is_header_length_plus_length_and_needs_the_whole_header(
+    data: bytes, pos: int
+) -> None:
+    pos = min(pos, len(data))
+    header = decode_header(data, pos)
+    expected = -1 if header is None else header.header_length + header.length
+    assert frame_size(data, pos) == expected
+    assert frame_size(bytearray(data), pos) == frame_size(memoryview(data), pos) == expected
 
 
 def test_decode_header_reads_at_an_offset() -> None:

@@ -39,6 +39,7 @@ from upwire.protocol.frames import (
     decode_header,
     encode_frame,
     encode_header,
+    frame_size,
 )
 from upwire.protocol.simple_frames import take_simple_frames
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
@@ -359,10 +360,8 @@ class Connection:
 
     def _missing_bytes(self) -> int:
         """How many bytes the frame that starts the buffer lacks; 0 while its header is incomplete."""
-        header = decode_header(self._buffer)
-        if header is None:
-            return 0
-        return header.header_length + header.length - len(self._buffer)
+        size = frame_size(self._buffer)
+        return 0 if size < 0 else size - len(self._buffer)
 
     def receive_buffer(self) -> memoryview | None:
         """Return a writable view to receive the rest of a large frame into, or None.
@@ -930,11 +929,8 @@ class Connection:
 
 def _large_frame_total(data: bytes | bytearray | memoryview) -> int:
     """The whole size of the data frame `data` starts with if it is large and still arriving, else 0."""
-    header = decode_header(data)
-    if header is None or header.opcode >= 8:
-        return 0
-    total = header.header_length + header.length
-    return total if total >= _SINK_MIN_FRAME and total > len(data) else 0
+    total = frame_size(data)
+    return total if total >= _SINK_MIN_FRAME and total > len(data) and data[0] & 0x0F < 8 else 0
 
 
 def _frame_buffer(size: int) -> bytearray:

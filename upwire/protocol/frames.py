@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar, cast
@@ -35,6 +36,7 @@ __all__ = [
     "encode_frame",
     "encode_frame_py",
     "encode_header",
+    "frame_size",
 ]
 
 
@@ -164,6 +166,31 @@ def decode_header(buffer: bytes | bytearray | memoryview, pos: int = 0) -> Frame
     )
 
 
+def frame_size(buffer: bytes | bytearray | memoryview, pos: int = 0) -> int:
+    """The whole size (header and payload) of the frame that starts at `buffer[pos]`; -1 without its header.
+
+    What `decode_header` gives as `header_length + length`, without building the header: the connection asks
+    this on every read that ends inside a frame, to know how much of that frame is still to come.
+    """
+    available = len(buffer) - pos
+    if available < 2:
+        return -1
+    b1 = buffer[pos + 1]
+    length = b1 & 0x7F
+    size = 6 if b1 & 0x80 else 2  # the masking key, when there is one, follows the length
+    if length == 126:
+        if available < 4:
+            return -1
+        length = (buffer[pos + 2] << 8) | buffer[pos + 3]
+        size += 2
+    elif length == 127:
+        if available < 10:
+            return -1
+        length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+        size += 8
+    return -1 if available < size else size + length
+
+
 def check_header(
     header: FrameHeader,
     *,
@@ -288,6 +315,11 @@ def alloc_buffer_py(size: int) -> bytearray:
 alloc_buffer = select_speedup(alloc_buffer_py)
 
 
+# The first two bytes and the 16- or 64-bit length, in network order.
+_HEADER_16: Final = struct.Struct("!BBH")
+_HEADER_64: Final = struct.Struct("!BBQ")
+
+
 def encode_header(
     opcode: int, length: int, *, fin: bool = True, rsv: int = 0, mask_key: bytes | None = None
 ) -> bytes:
@@ -310,9 +342,9 @@ def encode_header(
     if length < 126:
         header = bytes((b0, mask_bit | length))
     elif length < 65536:
-        header = bytes((b0, mask_bit | 126)) + length.to_bytes(2, "big")
+        header = _HEADER_16.pack(b0, mask_bit | 126, length)
     else:
-        header = bytes((b0, mask_bit | 127)) + length.to_bytes(8, "big")
+        header = _HEADER_64.pack(b0, mask_bit | 127, length)
     if mask_key is not None:
         header += mask_key
     return header
