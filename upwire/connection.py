@@ -213,6 +213,9 @@ class Connection(asyncio.BufferedProtocol):
     _large_queued = False
     # True when the current read goes straight into the core's buffer of a large frame.
     _reading_in_place = False
+    # True while a Listener's callbacks run on a read's messages: what they send goes out in one write
+    # when the read is done (see _received), not the first frame at once and the rest a loop turn later.
+    _delivering = False
     # True while a Listener connection does not read because its answers are not being read.
     _paused_for_writes = False
     # True over TLS (set in connection_made).
@@ -391,6 +394,7 @@ class Connection(asyncio.BufferedProtocol):
         return 0 if self._messages is None else len(self._messages)
 
     def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> None:
+        self._delivering = True
         try:
             for event in events:
                 if isinstance(event, _MESSAGE_TYPES):
@@ -404,6 +408,9 @@ class Connection(asyncio.BufferedProtocol):
         except Exception:
             logger.exception("listener failed")
             self._fail(1011, "internal error")
+        finally:
+            # Back to the class default: an idle connection keeps no attribute of its own for it.
+            self.__dict__.pop("_delivering", None)
 
     def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
@@ -488,10 +495,11 @@ class Connection(asyncio.BufferedProtocol):
         """Write what was just queued now, or with the rest of this loop iteration's frames."""
         if size >= _LARGE_CHUNK // 4:  # a str's length is in characters: up to 4 bytes each
             self._large_queued = True
-        if not self._flush_scheduled:
+        if not (self._flush_scheduled or self._delivering):
             # The first message of a loop iteration goes out at once (no added latency); the frames
             # that follow it in the same iteration are written together by one call, one system call
-            # instead of one per message, unless they pile up past write_limit.
+            # instead of one per message, unless they pile up past write_limit. (Frames a Listener
+            # sends while a read's messages are delivered wait for the write at the end of that read.)
             self._flush()
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer
-from .wire import BINARY, TEXT, RawPeer
+from .wire import BINARY, TEXT, RawPeer, encode_frame
 
 
 async def test_a_burst_of_sends_in_one_step_arrives_complete_and_in_order(
@@ -78,3 +79,37 @@ async def test_coalesced_frames_never_exceed_write_limit_before_reaching_the_tra
         frames = [await peer.read_frame() for _ in range(50)]
     assert all(frame.payload == b"x" * 10_000 for frame in frames)
     assert max(pending) <= 32 * 1024 + 10_000 + 16
+
+
+class QueueingEcho(upwire.Listener):
+    """Echoes, and notes how many frames wait in the core after each answer."""
+
+    waiting: ClassVar[list[int]] = []
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        connection.send_now(message)
+        protocol = connection.protocol
+        assert protocol is not None
+        QueueingEcho.waiting.append(len(protocol._outgoing))
+
+
+async def test_a_listeners_answers_to_one_read_are_written_together_when_the_read_is_done(
+    start_server: StartServer,
+) -> None:
+    QueueingEcho.waiting = []
+    server = await start_server(QueueingEcho, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        # One write of 50 frames: they arrive in one read (a few at most), and their answers wait for
+        # its end instead of the first going out alone.
+        peer.write(b"".join(encode_frame(TEXT, f"m{i}") for i in range(50)))
+        frames = [await peer.read_frame() for _ in range(50)]
+        assert [frame.payload for frame in frames] == [f"m{i}".encode() for i in range(50)]
+        # A lone message later is answered at once, not left waiting for a read that does not come.
+        peer.send_frame(TEXT, "alone")
+        assert (await peer.read_frame()).payload == b"alone"
+    assert QueueingEcho.waiting[0] == 1
+    assert (
+        max(QueueingEcho.waiting[:50]) > 10
+    )  # answers piled up within a read, not sent one by one
+    assert QueueingEcho.waiting[-1] == 1
