@@ -409,8 +409,7 @@ class Connection(asyncio.BufferedProtocol):
             logger.exception("listener failed")
             self._fail(1011, "internal error")
         finally:
-            # Back to the class default: an idle connection keeps no attribute of its own for it.
-            self.__dict__.pop("_delivering", None)
+            self._delivering = False
 
     def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
