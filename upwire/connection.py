@@ -414,8 +414,9 @@ class Connection(asyncio.BufferedProtocol):
     def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
 
-        The frame is written at once, or with the other frames queued in the same loop iteration. There is
-        no backpressure: check `writing_paused`.
+        The frame is written at once, or with the other frames queued in the same loop iteration; from a
+        Listener callback of this connection, with the other answers to the same read, once it is handled.
+        There is no backpressure: check `writing_paused`.
 
         Raises:
             ConnectionClosed: when the connection is closing or closed.
