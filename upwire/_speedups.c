@@ -89,21 +89,14 @@ done:
  * A whole frame (RFC 6455 section 5.2): the header with the shortest length encoding, then the payload,
  * masked when mask_key is given; built in one allocation and one pass over the payload. */
 static PyObject *
-encode_frame(PyObject *module, PyObject *args, PyObject *kwargs)
+encode_frame_impl(int opcode, PyObject *payload_obj, int fin, int rsv, PyObject *mask_obj)
 {
-    static char *kwlist[] = {"opcode", "payload", "fin", "rsv", "mask_key", NULL};
-    int opcode, fin = 1, rsv = 0;
-    PyObject *payload_obj, *mask_obj = Py_None;
     Py_buffer payload, key;
     PyObject *result = NULL;
     Py_ssize_t n, header_len;
     unsigned char *out;
     int masked;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|piO:encode_frame", kwlist, &opcode,
-                                     &payload_obj, &fin, &rsv, &mask_obj)) {
-        return NULL;
-    }
     if (opcode < 0 || opcode > 15 || rsv < 0 || rsv > 7) {
         PyErr_SetString(PyExc_ValueError, "opcode must be 0-15 and rsv 0-7");
         return NULL;
@@ -165,6 +158,88 @@ done:
     }
     PyBuffer_Release(&payload);
     return result;
+}
+
+
+/* An int argument as C int, as the "i" format converts it; -1 with an exception set on failure. */
+static int
+int_argument(PyObject *obj, int *value)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "signed integer is greater than maximum");
+        return -1;
+    }
+    *value = (int)v;
+    return 0;
+}
+
+/* The entry point: positional arguments (what the connection passes, once per message sent) are taken
+ * straight from the call's stack; a call with keywords goes through the general argument parser. */
+static PyObject *
+encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int opcode, fin = 1, rsv = 0;
+    PyObject *mask_obj = Py_None;
+
+    if (kwnames == NULL && nargs >= 2 && nargs <= 5) {
+        if (int_argument(args[0], &opcode) < 0) {
+            return NULL;
+        }
+        if (nargs > 2 && (fin = PyObject_IsTrue(args[2])) < 0) {
+            return NULL;
+        }
+        if (nargs > 3 && int_argument(args[3], &rsv) < 0) {
+            return NULL;
+        }
+        if (nargs > 4) {
+            mask_obj = args[4];
+        }
+        return encode_frame_impl(opcode, args[1], fin, rsv, mask_obj);
+    }
+    {
+        static char *kwlist[] = {"opcode", "payload", "fin", "rsv", "mask_key", NULL};
+        PyObject *tuple, *dict = NULL, *payload_obj;
+        int ok;
+
+        tuple = PyTuple_New(nargs);
+        if (tuple == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            Py_INCREF(args[i]);
+            PyTuple_SET_ITEM(tuple, i, args[i]);
+        }
+        if (kwnames != NULL) {
+            dict = PyDict_New();
+            if (dict == NULL) {
+                Py_DECREF(tuple);
+                return NULL;
+            }
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+                if (PyDict_SetItem(dict, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+                    Py_DECREF(tuple);
+                    Py_DECREF(dict);
+                    return NULL;
+                }
+            }
+        }
+        ok = PyArg_ParseTupleAndKeywords(tuple, dict, "iO|piO:encode_frame", kwlist, &opcode, &payload_obj,
+                                         &fin, &rsv, &mask_obj);
+        if (ok) {
+            /* The tuple and the dict hold the arguments until the frame is built. */
+            PyObject *result = encode_frame_impl(opcode, payload_obj, fin, rsv, mask_obj);
+            Py_DECREF(tuple);
+            Py_XDECREF(dict);
+            return result;
+        }
+        Py_DECREF(tuple);
+        Py_XDECREF(dict);
+        return NULL;
+    }
 }
 
 /* take_simple_frames(buffer, pos, masked, limit, events) -> int
@@ -457,7 +532,7 @@ done:
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask_key, offset=0) -> bytes: XOR with the repeated 4-byte key."},
-    {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_VARARGS | METH_KEYWORDS,
+    {"encode_frame", (PyCFunction)(void (*)(void))encode_frame, METH_FASTCALL | METH_KEYWORDS,
      "encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None) -> bytes: a whole frame, masked "
      "when mask_key is given."},
     {"take_simple_frames", (PyCFunction)(void (*)(void))take_simple_frames, METH_FASTCALL,

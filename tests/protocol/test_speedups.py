@@ -163,6 +163,20 @@ def test_c_and_python_frames_refuse_the_same_bad_arguments() -> None:
             encode(1, b"x", True, 0, b"abc")
         with pytest.raises(TypeError):
             encode(1, "text is encoded by the caller")  # type: ignore[arg-type]
+        # The C version takes positional arguments on a path of its own: both paths check the same.
+        with pytest.raises(TypeError):
+            encode(1)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            encode(1, b"x", True, 0, None, 5)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            encode(1, b"x", size=1)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            encode("1", b"x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            encode(1, b"x", True, "0")  # type: ignore[arg-type]
+        assert encode(1, b"x", 0) == encode(
+            1, b"x", fin=False
+        )  # fin by truth value, positional or not
     # A refused key is let go: releasing a view still exported would raise BufferError.
     for key in (memoryview(b"abc"), memoryview(b"")):
         with pytest.raises(ValueError, match="4 bytes"):
