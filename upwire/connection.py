@@ -479,6 +479,7 @@ class Connection(asyncio.BufferedProtocol):
             await self._drain()
 
     def _send_whole(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queue a whole message in the core; write it now, or with the rest of this loop iteration's frames."""
         protocol = self.protocol
         if protocol is None:
             raise self._closed_error()
@@ -489,10 +490,7 @@ class Connection(asyncio.BufferedProtocol):
             if protocol.close_sent is not None or protocol.state is not State.OPEN:
                 raise self._closed_error() from None
             raise
-        self._sent(len(message))
-
-    def _sent(self, size: int) -> None:
-        """Write what was just queued now, or with the rest of this loop iteration's frames."""
+        size = len(message)
         if size >= _LARGE_CHUNK // 4:  # a str's length is in characters: up to 4 bytes each
             self._large_queued = True
         if not (self._flush_scheduled or self._delivering):

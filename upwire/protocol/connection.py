@@ -781,8 +781,13 @@ class Connection:
         Raises:
             UsageError: after the closing handshake started, or in the middle of a fragmented message.
         """
-        self._check_can_send_data()
-        if self._out_fragment_type is not None:
+        # One test for every refusal (this runs once per message); `_check_can_send_data` owns the first.
+        if (
+            self._close_sent is not None
+            or self.state is not _OPEN
+            or self._out_fragment_type is not None
+        ):
+            self._check_can_send_data()
             raise UsageError("a fragmented message is being sent; finish it before sending another")
         if isinstance(data, str):
             self._queue_frame(_TEXT, data.encode("utf-8"))
