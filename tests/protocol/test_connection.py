@@ -530,7 +530,7 @@ def test_nothing_can_be_sent_after_a_close_frame(send: Callable[[Connection], No
 def test_nothing_can_be_sent_after_this_side_sent_a_close() -> None:
     conn = server()
     conn.send_close(1000)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="closing handshake"):
         conn.send_message("late")
     with pytest.raises(UsageError):
         conn.send_ping()
@@ -815,11 +815,17 @@ def test_fragments_of_mixed_types_are_refused() -> None:
 def test_send_message_in_the_middle_of_a_fragmented_message_is_refused() -> None:
     conn = server()
     conn.send_fragment(b"a", fin=False)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="fragmented message is being sent"):
         conn.send_message(b"b")
     conn.send_ping(b"p")  # control frames may be interleaved (RFC 6455 §5.4)
     conn.send_fragment(b"c", fin=True)
     assert conn.data_to_send() == [b"\x02\x01a", b"\x89\x01p", b"\x80\x01c"]
+    conn.send_fragment(b"d", fin=False)
+    conn.send_close(1000)
+    with pytest.raises(
+        UsageError, match="closing handshake"
+    ):  # closing says more than the fragment
+        conn.send_message(b"e")
 
 
 def test_send_ping_pong_and_close_bytes() -> None:
