@@ -160,20 +160,17 @@ done:
     return result;
 }
 
-
-/* An int argument as C int, as the "i" format converts it; -1 with an exception set on failure. */
+/* An int argument (opcode, rsv) as C int; -1 with an exception set when it is not an integer. A value
+ * outside C int becomes -1, which the range checks then refuse as the Python twin does (ValueError). */
 static int
 int_argument(PyObject *obj, int *value)
 {
-    long v = PyLong_AsLong(obj);
+    int overflow;
+    long v = PyLong_AsLongAndOverflow(obj, &overflow);
     if (v == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "signed integer is greater than maximum");
-        return -1;
-    }
-    *value = (int)v;
+    *value = (overflow || v < INT_MIN || v > INT_MAX) ? -1 : (int)v;
     return 0;
 }
 
@@ -202,7 +199,7 @@ encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject
     }
     {
         static char *kwlist[] = {"opcode", "payload", "fin", "rsv", "mask_key", NULL};
-        PyObject *tuple, *dict = NULL, *payload_obj;
+        PyObject *tuple, *dict = NULL, *payload_obj, *opcode_obj, *rsv_obj = NULL;
         int ok;
 
         tuple = PyTuple_New(nargs);
@@ -227,8 +224,12 @@ encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject
                 }
             }
         }
-        ok = PyArg_ParseTupleAndKeywords(tuple, dict, "iO|piO:encode_frame", kwlist, &opcode, &payload_obj,
-                                         &fin, &rsv, &mask_obj);
+        ok = PyArg_ParseTupleAndKeywords(tuple, dict, "OO|pOO:encode_frame", kwlist, &opcode_obj,
+                                         &payload_obj, &fin, &rsv_obj, &mask_obj);
+        if (ok && (int_argument(opcode_obj, &opcode) < 0 ||
+                   (rsv_obj != NULL && int_argument(rsv_obj, &rsv) < 0))) {
+            ok = 0;
+        }
         if (ok) {
             /* The tuple and the dict hold the arguments until the frame is built. */
             PyObject *result = encode_frame_impl(opcode, payload_obj, fin, rsv, mask_obj);

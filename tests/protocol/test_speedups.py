@@ -159,6 +159,11 @@ def test_c_and_python_frames_refuse_the_same_bad_arguments() -> None:
             encode(16, b"x")
         with pytest.raises(ValueError, match="rsv"):
             encode(1, b"x", True, 8)
+        for huge in (1 << 40, -(1 << 70)):  # beyond a C int: the same ValueError, positional or not
+            with pytest.raises(ValueError, match="opcode"):
+                encode(huge, b"x")
+            with pytest.raises(ValueError, match="rsv"):
+                encode(1, b"x", rsv=huge)
         with pytest.raises(ValueError, match="4 bytes"):
             encode(1, b"x", True, 0, b"abc")
         with pytest.raises(TypeError):
