@@ -816,7 +816,16 @@ class Connection(asyncio.BufferedProtocol):
         """Where the transport reads next: the rest of a large frame in place, else the shared buffer."""
         protocol = self.protocol
         if protocol is not None:
-            view = protocol.receive_buffer()
+            # Reading ahead past a large frame takes no more frames than the recv queue has room for,
+            # and none while a Listener's answers pile up unread.
+            max_queue = self.options.max_queue
+            if self.listener is not None:
+                view = protocol.receive_buffer(0 if self._writing_paused else None)
+            elif max_queue is None:
+                view = protocol.receive_buffer()
+            else:
+                queued = self._messages
+                view = protocol.receive_buffer(max_queue - 1 - (len(queued) if queued else 0))
             if view is not None:
                 self._reading_in_place = True
                 return view

@@ -26,9 +26,13 @@ MiB = 1 << 20
 
 @pytest.fixture
 def small_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Receive frames of 40 bytes or more in place, growing by 16 bytes: every path with small data."""
+    """Every path with small data: frames of 40 bytes or more received in place, growing by 16 bytes; and
+    while streaming (batches of 64 bytes or more), frames of 20 bytes or more, with 50 bytes of read-ahead."""
     monkeypatch.setattr(core, "_SINK_MIN_FRAME", 40)
     monkeypatch.setattr(core, "_SINK_STEP", 16)
+    monkeypatch.setattr(core, "_STREAM_BATCH", 64)
+    monkeypatch.setattr(core, "_STREAM_MIN_FRAME", 20)
+    monkeypatch.setattr(core, "_READ_AHEAD", 50)
     yield
 
 
@@ -257,3 +261,143 @@ def test_a_close_frame_after_an_in_place_frame_is_answered(small_sink: None) -> 
         events += conn.receive_data(b"")
     assert events == [b"y" * 100, CloseReceived(1000, "")]
     assert sent_close(conn)[0] == 1000
+
+
+KiB = 1 << 10
+
+
+def stream_of(count: int, size: int) -> tuple[bytes, list[Event]]:
+    payloads = [bytes([i]) * size for i in range(count)]
+    return b"".join(frame(Opcode.BINARY, p) for p in payloads), list(payloads)
+
+
+def read_streaming(conn: Connection, data: bytes) -> tuple[list[int], list[Event]]:
+    """Like a pipelining peer's server: one full 256 KiB read, then full views until the core offers none.
+
+    Returns how many events each in-place read completed, and all events.
+    """
+    first = 256 * KiB
+    events = conn.receive_data(data[:first])
+    pos = first
+    per_read: list[int] = []
+    while pos < len(data) and (view := conn.receive_buffer()) is not None:
+        n = min(len(view), len(data) - pos)
+        view[:n] = data[pos : pos + n]
+        pos += n
+        completed = conn.receive_written(n)
+        per_read.append(len(completed))
+        events += completed
+    if pos < len(data):
+        events += conn.receive_data(data[pos:])
+    return per_read, events
+
+
+def test_while_the_peer_streams_one_read_takes_the_frames_after_a_large_one(no_spare: None) -> None:
+    data, expected = stream_of(40, 64 * KiB)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    per_read, events = read_streaming(conn, data)
+    assert events == expected
+    # 64 KiB frames, 512 KiB of read-ahead: reads complete 7 or 8 frames each, not one.
+    assert min(per_read[:-1]) >= 7
+    assert len(per_read) <= 6
+
+
+def test_the_read_ahead_view_stops_512_kib_past_the_frame_and_the_buffer_is_reused(
+    no_spare: None,
+) -> None:
+    data, expected = stream_of(40, 64 * KiB)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB]) == expected[:3]
+    view = conn.receive_buffer()
+    assert view is not None
+    frame_end = 4 * len(frame(Opcode.BINARY, bytes(64 * KiB)))
+    assert 256 * KiB + len(view) == frame_end + 512 * KiB
+    buffer = view.obj
+    n = len(view)
+    view[:] = data[256 * KiB : 256 * KiB + n]
+    # The frame that was arriving, and the 7 whole frames of the 512 KiB after it.
+    assert conn.receive_written(n) == expected[3:11]
+    # The frame still arriving moved to the start of the same buffer, and the next view follows it.
+    view = conn.receive_buffer()
+    assert view is not None and view.obj is buffer
+
+
+def test_a_read_that_ends_between_frames_gives_the_buffer_back(no_spare: None) -> None:
+    data, expected = stream_of(8, 64 * KiB)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB]) == expected[:3]
+    view = conn.receive_buffer()
+    assert view is not None and len(view) > len(data) - 256 * KiB
+    rest = len(data) - 256 * KiB
+    view[:rest] = data[256 * KiB :]
+    assert conn.receive_written(rest) == expected[3:]
+    assert conn.receive_buffer() is None
+    assert core._spare.buffer is not None  # kept for the thread's next large frame
+    # Small frames go on through receive_data as usual.
+    assert conn.receive_data(frame(Opcode.TEXT, b"hi")) == ["hi"]
+
+
+def test_a_small_batch_keeps_the_old_rule_frames_under_256_kib_are_copied() -> None:
+    one = frame(Opcode.BINARY, bytes(64 * KiB))
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(one[:1000]) == []
+    assert (
+        conn.receive_buffer() is None
+    )  # not streaming: a 64 KiB frame waits in the ordinary buffer
+    assert conn.receive_data(one[1000:]) == [bytes(64 * KiB)]
+
+
+def test_messages_before_a_close_frame_in_the_read_ahead_are_answered_first() -> None:
+    data, expected = stream_of(6, 64 * KiB)
+    data += frame(Opcode.CLOSE, b"\x03\xe8bye") + frame(Opcode.TEXT, b"after the close")
+    conn = Connection(Role.SERVER, max_message_size=None)
+    per_read, events = read_streaming(conn, data)
+    assert per_read == [3]  # one read took the last three messages and what follows them
+    assert events == expected
+    assert conn.input_pending
+    assert conn.receive_data(b"") == [CloseReceived(1000, "bye")]
+    assert sent_close(conn)[0] == 1000
+
+
+def test_a_protocol_error_in_the_read_ahead_fails_after_the_messages_before_it() -> None:
+    data, expected = stream_of(6, 64 * KiB)
+    data += b"\x83\x80" + KEY  # reserved opcode 3
+    data += frame(Opcode.TEXT, b"never delivered")
+    conn = Connection(Role.SERVER, max_message_size=None)
+    per_read, events = read_streaming(conn, data)
+    assert per_read == [3]  # one read took the last three messages and what follows them
+    assert events == expected
+    assert conn.input_pending
+    failure = conn.receive_data(b"")
+    assert len(failure) == 1 and isinstance(failure[0], ProtocolFailure) and failure[0].code == 1002
+    assert sent_close(conn)[0] == 1002
+    assert conn.receive_buffer() is None
+
+
+def test_while_streaming_a_header_announcing_a_huge_frame_does_not_allocate_its_size(
+    no_spare: None,
+) -> None:
+    data, expected = stream_of(3, 64 * KiB)
+    huge = frame(Opcode.BINARY, bytes(64 * MiB - 1))
+    batch = data + huge[: 256 * KiB - len(data)]
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(batch) == expected
+    view = conn.receive_buffer()
+    assert view is not None
+    fill = 256 * KiB - len(data)
+    assert fill + len(view) <= max(4 * fill, fill + 256 * KiB)
+
+
+@pytest.mark.parametrize("frames_ahead", [-1, 0, 2, 100])
+def test_frames_ahead_caps_the_read_ahead(no_spare: None, frames_ahead: int) -> None:
+    data, expected = stream_of(20, 64 * KiB)
+    size = len(frame(Opcode.BINARY, bytes(64 * KiB)))
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB]) == expected[:3]
+    view = conn.receive_buffer(frames_ahead)
+    assert view is not None
+    ahead = min(512 * KiB, max(frames_ahead, 0) * size)
+    assert 256 * KiB + len(view) == 4 * size + ahead
+    n = len(view)
+    view[:] = data[256 * KiB : 256 * KiB + n]
+    assert conn.receive_written(n) == expected[3 : 4 + ahead // size]

@@ -65,6 +65,13 @@ SEPARATE_PAYLOAD_SIZE = 16 * 1024
 _SINK_MIN_FRAME = 256 * 1024
 _SINK_GROWTH = 4
 _SINK_STEP = 256 * 1024
+# While the peer streams (a batch of _STREAM_BATCH bytes or more ended inside a data frame of at least
+# _STREAM_MIN_FRAME), that frame is received in place too, in a buffer with _READ_AHEAD bytes of room past
+# its end: one read then takes the frames that follow it as well, and the frame still arriving at the end
+# of that read moves to the buffer's start for the next one (one copy of at most a frame per read).
+_STREAM_BATCH = 256 * 1024
+_STREAM_MIN_FRAME = 16 * 1024
+_READ_AHEAD = 512 * 1024
 # One buffer per thread is kept for the next large frame, up to this size.
 _SPARE_MAX = 16 * 1024 * 1024
 _spare = threading.local()
@@ -135,6 +142,7 @@ class Connection:
         "_outgoing",
         "_pong_owed",
         "_sink",
+        "_sink_ahead",
         "_sink_fill",
         "_sink_total",
         "_sink_view",
@@ -181,11 +189,13 @@ class Connection:
             else max_message_size + (max_message_size + 7) // 8 + (max_message_size + 63) // 64 + 64
         )
         self._buffer = bytearray()
-        # A large frame being received in place (see `receive_buffer`): its buffer, the bytes of it
-        # received so far, its whole size, and the view handed out for the next read.
+        # A large frame being received in place (see `receive_buffer`): its buffer, the bytes in it (the
+        # frame's first), the frame's whole size, the room past it for reading ahead (0 or _READ_AHEAD),
+        # and the view handed out for the next read.
         self._sink: bytearray | None = None
         self._sink_fill = 0
         self._sink_total = 0
+        self._sink_ahead = 0
         self._sink_view: memoryview | None = None
         self._outgoing: list[bytes] = []
         self._discard_input = False
@@ -304,6 +314,7 @@ class Connection:
             self._input_pending = False
         elif not data:
             return events
+        streaming = len(data) >= _STREAM_BATCH
         buffer = self._buffer
         if buffer:
             missing = self._missing_bytes()
@@ -331,19 +342,23 @@ class Connection:
         elif data is self._buffer:
             del self._buffer[:consumed]
         elif consumed < len(data):
-            self._keep(memoryview(data)[consumed:])
+            self._keep(memoryview(data)[consumed:], streaming)
         return events
 
-    def _keep(self, rest: memoryview) -> None:
+    def _keep(self, rest: memoryview, streaming: bool) -> None:
         """Keep the bytes of an incomplete frame; a large data frame's go to a buffer of its own at once."""
-        total = 0 if self._input_pending else _large_frame_total(rest)
+        total = 0
+        if not self._input_pending:
+            total = _large_frame_total(rest, _STREAM_MIN_FRAME if streaming else _SINK_MIN_FRAME)
         if total:
             fill = len(rest)
-            sink = _frame_buffer(_sink_target(fill, total))
+            ahead = _READ_AHEAD if streaming else 0
+            sink = _frame_buffer(_sink_target(fill, total, ahead))
             sink[:fill] = rest
             self._sink = sink
             self._sink_fill = fill
             self._sink_total = total
+            self._sink_ahead = ahead
         else:
             self._buffer = bytearray(rest)
 
@@ -363,14 +378,21 @@ class Connection:
         size = frame_size(self._buffer)
         return 0 if size < 0 else size - len(self._buffer)
 
-    def receive_buffer(self) -> memoryview | None:
+    def receive_buffer(self, frames_ahead: int | None = None) -> memoryview | None:
         """Return a writable view to receive the rest of a large frame into, or None.
 
         When the input stopped in the middle of a data frame of 256 KiB or more, the I/O layer may read
         the next bytes straight into this view (`socket.recv_into`, asyncio's `BufferedProtocol`) and
         then call `receive_written` with their number, instead of passing them to `receive_data`: the
-        frame then reaches its buffer without an intermediate copy. The view holds at most the rest of
-        that frame and stays valid until the next call to `receive_written` or `receive_data`.
+        frame then reaches its buffer without an intermediate copy. The view stays valid until the next
+        call to `receive_written` or `receive_data`.
+
+        The view holds at most the rest of that frame, except while the peer streams: when a batch of
+        256 KiB or more ended inside a data frame of 16 KiB or more, that frame's view reaches 512 KiB
+        past its end, so that one read takes the frames after it too. The frame still arriving at the end
+        of such a read stays in the same buffer, moved to its start, and the next view follows it.
+        `frames_ahead` caps that read-ahead at so many frames of the size of the one arriving (an I/O
+        layer whose queue for incoming messages has room for only a few more passes that number).
 
         The frame's buffer grows with what arrives (to at most 4 times what came of it, by 256 KiB at
         least), so a header that announces a large frame does not by itself allocate its size.
@@ -384,21 +406,25 @@ class Connection:
             buffer = self._buffer
             if not buffer or self._input_pending or self._discard_input:
                 return None  # the common case, once per read: nothing is arriving in pieces
-            total = _large_frame_total(buffer)
+            total = _large_frame_total(buffer, _SINK_MIN_FRAME)
             if not total:
                 return None
             self._sink = sink = buffer
             self._sink_fill = len(buffer)
             self._sink_total = total
+            self._sink_ahead = 0
             self._buffer = bytearray()
         fill = self._sink_fill
         total = self._sink_total
+        ahead = self._sink_ahead
         if fill == len(sink):
-            grown = _frame_buffer(_sink_target(fill, total))
+            grown = _frame_buffer(_sink_target(fill, total, ahead))
             grown[:fill] = sink
             self._sink = sink = grown
-        # The buffer may be longer than the frame (a spare one): the view never reaches past the frame.
-        view = memoryview(sink)[fill:total]
+        if frames_ahead is not None and ahead:
+            ahead = min(ahead, max(frames_ahead, 0) * total)
+        # The buffer may be longer (a spare one): the view never reaches further than the read-ahead.
+        view = memoryview(sink)[fill : total + ahead]
         self._sink_view = view
         return view
 
@@ -417,23 +443,39 @@ class Connection:
         if not 0 <= nbytes <= len(view):
             raise UsageError(f"receive_written({nbytes}): the view held {len(view)} bytes")
         self._release_sink_view()
-        self._sink_fill += nbytes
-        total = self._sink_total
-        if self._sink_fill < total:
+        fill = self._sink_fill = self._sink_fill + nbytes
+        if fill < self._sink_total:
             return []
-        buffer = self._sink
+        sink = self._sink
+        events: list[Event] = []
+        # Every payload is copied out of the buffer (unmasking, bytes()): nothing refers to it after.
+        whole = memoryview(sink)
+        consumed = self._consume(whole[:fill], events)
+        rest = fill - consumed
+        if rest and not self._discard_input:
+            tail = whole[consumed:fill]
+            total = 0
+            if self._sink_ahead and not self._input_pending:
+                total = _large_frame_total(tail, _STREAM_MIN_FRAME)
+            if total:
+                # The next frame is arriving in the same stream: it moves to the buffer's start
+                # (memoryview assignment copies overlapping bytes correctly) and reading goes on after it.
+                whole[:rest] = tail
+                tail.release()
+                whole.release()
+                self._sink_fill = rest
+                self._sink_total = total
+                return events
+            self._buffer = bytearray(tail)
+            tail.release()
         self._sink = None
-        frame = memoryview(buffer)[:total]
         try:
-            # Every payload is copied out of the frame (unmasking, bytes()): nothing refers to it after.
-            return self.receive_data(frame)
-        finally:
-            try:
-                frame.release()
-            except BufferError:
-                pass  # still referred to: not reused
-            else:
-                _spare_frame_buffer(buffer)
+            whole.release()
+        except BufferError:
+            pass  # still referred to: not reused
+        else:
+            _spare_frame_buffer(sink)
+        return events
 
     def _release_sink_view(self) -> None:
         view = self._sink_view
@@ -932,10 +974,11 @@ class Connection:
             self._outgoing += (header, bytes(payload))
 
 
-def _large_frame_total(data: bytes | bytearray | memoryview) -> int:
-    """The whole size of the data frame `data` starts with if it is large and still arriving, else 0."""
+def _large_frame_total(data: bytes | bytearray | memoryview, least: int) -> int:
+    """The whole size of the data frame `data` starts with if it is still arriving and `least` bytes or
+    more long, else 0."""
     total = frame_size(data)
-    return total if total >= _SINK_MIN_FRAME and total > len(data) and data[0] & 0x0F < 8 else 0
+    return total if total >= least and total > len(data) and data[0] & 0x0F < 8 else 0
 
 
 def _frame_buffer(size: int) -> bytearray:
@@ -959,11 +1002,12 @@ def _spare_frame_buffer(buffer: bytearray) -> None:
             _spare.buffer = buffer
 
 
-def _sink_target(fill: int, total: int) -> int:
-    """The size of the buffer for a large frame of `total` bytes of which `fill` arrived."""
+def _sink_target(fill: int, total: int, ahead: int) -> int:
+    """The size of the buffer for a large frame of `total` bytes of which `fill` arrived, with `ahead`
+    bytes of room past its end once it is taken whole."""
     target = max(fill * _SINK_GROWTH, fill + _SINK_STEP)
     # Take the whole frame rather than leave a last step of a few bytes (and copy everything for it).
-    return total if target + _SINK_STEP >= total else target
+    return total + ahead if target + _SINK_STEP >= total else target
 
 
 # Looked up once per message sent (and per broadcast frame per connection): module constants, since
