@@ -148,3 +148,61 @@ def test_large_messages_sent_in_one_loop_turn_arrive_whole_and_in_order(loop_nam
                 assert await ws.recv() == message
 
     run(loop_name, main)
+
+
+class ListenerEcho(upwire.Listener):
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        connection.send_now(message)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize(
+    ("api", "max_queue"), [("handler", 4), ("handler", None), ("listener", 16)]
+)
+def test_a_pipelined_stream_of_large_frames_is_read_ahead_and_echoed_byte_for_byte(
+    loop_name: str, api: str, max_queue: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frames of 16 KiB to 300 KiB sent back to back fill whole reads: the server then reads past the
+    # frame in progress into its buffer (see the core's `receive_buffer`), with the recv queue's room
+    # (max_queue) limiting how far. Every echo must come back whole and in order.
+    sizes = [16 * KiB, 20 * KiB + 3, 64 * KiB + 14, 100 * KiB, 300 * KiB, 17 * KiB] * 12
+    messages: list[str | bytes] = [
+        payload(size, i) if i % 5 else "é" * (size // 2) for i, size in enumerate(sizes)
+    ]
+    per_read: list[int] = []
+    receive_written = upwire.protocol.Connection.receive_written
+
+    def spy(self: upwire.protocol.Connection, nbytes: int) -> list[object]:
+        events: list[object] = receive_written(self, nbytes)
+        if self.role is upwire.protocol.Role.SERVER:
+            per_read.append(sum(isinstance(event, str | bytes) for event in events))
+        return events
+
+    monkeypatch.setattr(upwire.protocol.Connection, "receive_written", spy)
+
+    async def main() -> None:
+        handler = ListenerEcho if api == "listener" else echo
+        server = await upwire.serve(
+            handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None, max_queue=max_queue
+        )
+        async with (
+            server,
+            upwire.connect(
+                f"ws://localhost:{server.port}/", max_message_size=LIMIT, compression=None
+            ) as ws,
+        ):
+
+            async def send_all() -> None:
+                for message in messages:
+                    await ws.send(message)
+
+            sender = asyncio.create_task(send_all())
+            for index, message in enumerate(messages):
+                answer = await ws.recv()
+                assert answer == message, (
+                    f"message {index} ({len(message)} bytes) came back different"
+                )
+            await sender
+
+    run(loop_name, main)
+    assert max(per_read) > 1, "no read took more than one frame"
