@@ -157,10 +157,16 @@ class ListenerEcho(upwire.Listener):
 
 @pytest.mark.parametrize("loop_name", LOOPS)
 @pytest.mark.parametrize(
-    ("api", "max_queue"), [("handler", 4), ("handler", None), ("listener", 16)]
+    ("api", "max_queue", "tls"),
+    [
+        ("handler", 4, False),
+        ("handler", None, False),
+        ("listener", 16, False),
+        ("handler", 16, True),
+    ],
 )
 def test_a_pipelined_stream_of_large_frames_is_read_ahead_and_echoed_byte_for_byte(
-    loop_name: str, api: str, max_queue: int | None, monkeypatch: pytest.MonkeyPatch
+    loop_name: str, api: str, max_queue: int | None, tls: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Frames of 16 KiB to 300 KiB sent back to back fill whole reads: the server then reads past the
     # frame in progress into its buffer (see the core's `receive_buffer`), with the recv queue's room
@@ -180,15 +186,27 @@ def test_a_pipelined_stream_of_large_frames_is_read_ahead_and_echoed_byte_for_by
 
     monkeypatch.setattr(upwire.protocol.Connection, "receive_written", spy)
 
+    server_context, client_context = tls_contexts() if tls else (None, None)
+    client_kwargs = {"ssl": client_context} if tls else {}
+
     async def main() -> None:
         handler = ListenerEcho if api == "listener" else echo
         server = await upwire.serve(
-            handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None, max_queue=max_queue
+            handler,
+            "127.0.0.1",
+            0,
+            max_message_size=LIMIT,
+            compression=None,
+            max_queue=max_queue,
+            ssl=server_context,
         )
         async with (
             server,
             upwire.connect(
-                f"ws://localhost:{server.port}/", max_message_size=LIMIT, compression=None
+                f"{'wss' if tls else 'ws'}://localhost:{server.port}/",
+                max_message_size=LIMIT,
+                compression=None,
+                **client_kwargs,
             ) as ws,
         ):
 
