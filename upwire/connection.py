@@ -223,9 +223,12 @@ class Connection(asyncio.BufferedProtocol):
     # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1.
     _fd = -1
 
-    def __init__(self, options: ConnectionOptions) -> None:
+    def __init__(
+        self, options: ConnectionOptions, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.options = options
-        self.loop = asyncio.get_running_loop()
+        # A server passes its loop: `get_running_loop` makes a getpid system call per connection.
+        self.loop = asyncio.get_running_loop() if loop is None else loop
         self.transport: asyncio.Transport | None = None
         self.protocol: ProtocolConnection | None = None
         self.request: Request | None = None

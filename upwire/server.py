@@ -47,8 +47,8 @@ ProcessRequest = Callable[
 class ServerConnection(Connection):
     """A connection accepted by a `Server`; the handler receives it."""
 
-    def __init__(self, server: Server) -> None:
-        super().__init__(server.options)
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(server.options, loop)
         self.server = server
         self._reader: RequestReader | None = RequestReader(
             max_request_line=server.max_request_line,
@@ -380,7 +380,7 @@ class Server:
     ) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ServerConnection(self),
+            lambda: ServerConnection(self, loop),
             host=None if sock is not None else host,
             port=None if sock is not None else port,
             ssl=ssl,
