@@ -819,11 +819,13 @@ class Connection(asyncio.BufferedProtocol):
         """Where the transport reads next: the rest of a large frame in place, else the shared buffer."""
         protocol = self.protocol
         if protocol is not None:
-            # Reading ahead past a large frame takes no more frames than the recv queue has room for,
-            # and none while a Listener's answers pile up unread.
+            # Reading ahead past a large frame takes no more frames than the recv queue has room for;
+            # a Listener reads ahead only while nothing waits to be written (its answers are read).
             max_queue = self.options.max_queue
             if self.listener is not None:
-                view = protocol.receive_buffer(0 if self._writing_paused else None)
+                transport = self.transport
+                pending = transport is not None and transport.get_write_buffer_size()
+                view = protocol.receive_buffer(0 if pending else None)
             elif max_queue is None:
                 view = protocol.receive_buffer()
             else:

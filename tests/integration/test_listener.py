@@ -122,11 +122,9 @@ async def test_a_listener_stops_reading_while_its_peer_does_not_read_its_answers
             peak = max(peak, transport.get_write_buffer_size())
             await asyncio.sleep(0.005)
         assert not sender.done(), "the peer could send 20 MiB: the server kept reading"
-        # Reading stops above the backlog limit; the answers to the read in progress may come on top:
-        # at most a 64 KiB frame and the 512 KiB read ahead of it (only while writing is not paused).
-        assert peak <= (backlog_kib + 64 + 512 + 64) * 1024, (
-            f"server write buffer reached {peak} bytes"
-        )
+        # Reading stops above the backlog limit; the answers to the read in progress (at most 256 KiB)
+        # may come on top. (A read ahead of 512 KiB happens only while nothing waits to be written.)
+        assert peak <= (backlog_kib + 256 + 64) * 1024, f"server write buffer reached {peak} bytes"
         assert connections[0].writing_paused
         # Once the peer reads, every echo arrives, in order.
         for _ in range(320):
