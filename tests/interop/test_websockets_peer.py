@@ -91,6 +91,42 @@ async def test_upwire_server_echoes_each_payload_to_a_websockets_client(
     assert handler.record.close_code == 1000
 
 
+async def test_upwire_server_reads_ahead_a_websockets_clients_pipelined_large_messages(
+    upwire_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Back-to-back frames of 16-300 KiB fill whole reads, so the server reads past the frame in progress
+    # into that frame's buffer; every echo must still come back whole and in order.
+    sizes = [16 * 1024, 20 * 1024 + 3, 64 * 1024 + 14, 100 * 1024, 300 * 1024, 17 * 1024] * 10
+    messages: list[Message] = [
+        bytes([i % 251]) * size if i % 4 else "ü" * (size // 2) for i, size in enumerate(sizes)
+    ]
+    per_read: list[int] = []
+    receive_written = upwire.protocol.Connection.receive_written
+
+    def spy(self: upwire.protocol.Connection, nbytes: int) -> list[object]:
+        events: list[object] = receive_written(self, nbytes)
+        per_read.append(sum(isinstance(event, str | bytes) for event in events))
+        return events
+
+    monkeypatch.setattr(upwire.protocol.Connection, "receive_written", spy)
+    handler = UpwireEchoHandler()
+    url = await upwire_server(handler, max_message_size=None)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with websockets_connect(url, compression=None, max_size=None) as ws:
+
+            async def send_all() -> None:
+                for message in messages:
+                    await ws.send(message)
+
+            sender = asyncio.create_task(send_all())
+            for message in messages:
+                assert_same_message(await ws.recv(), message)
+            await sender
+        await handler.record.wait_finished()
+    assert len(handler.record.messages) == len(messages)
+    assert max(per_read) > 1, "no read took more than one frame"
+
+
 async def test_upwire_server_assembles_fragmented_messages_from_a_websockets_client(
     upwire_server: StartServer,
 ) -> None:
