@@ -530,6 +530,338 @@ done:
 }
 #endif
 
+/* ------------------------------------------------------------------ the opening handshake */
+
+/* read_common_head(data) -> (method, target, fields, size) | None
+ * The C twin of upwire.protocol.request_head.read_common_head_py, whose docstring and comments give the
+ * grammar (h11's, restricted to the common form): a request head that ends within the first 64 KiB of
+ * `data`, with a request line `token SP target SP "HTTP/1.1" CRLF` and field lines
+ * `token ":" OWS value OWS CRLF`, exactly one Host field and no Content-Length or Transfer-Encoding.
+ * Anything else returns None (h11 reads it). One pass over the head, no regular expression. */
+
+/* The characters of an HTTP token (RFC 9110 section 5.6.2). */
+static int
+is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+           || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* A field value holds any byte but NUL, LF, CR, VT and FF (h11's field-content, with obs-text). */
+static int
+ends_value(unsigned char c)
+{
+    return c == 0 || c == '\n' || c == '\r' || c == 0x0b || c == 0x0c;
+}
+
+/* Does the token p[0:n] equal the lower-case `name` without regard to ASCII case? */
+static int
+token_is(const unsigned char *p, Py_ssize_t n, const char *name)
+{
+    Py_ssize_t i;
+    if ((size_t)n != strlen(name)) {
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = (unsigned char)(c + 32);
+        }
+        if (c != (unsigned char)name[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+read_common_head(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    PyObject *fields = NULL, *method = NULL, *target = NULL, *result = NULL;
+    const unsigned char *p;
+    Py_ssize_t n, end = -1, stop, i, start, hosts = 0;
+
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    p = (const unsigned char *)view.buf;
+    n = view.len < 65536 ? view.len : 65536;
+    /* The first CRLF CRLF that lies whole within the first 64 KiB. */
+    for (i = 0; i + 4 <= n; i++) {
+        const unsigned char *cr = memchr(p + i, '\r', (size_t)(n - 3 - i));
+        if (cr == NULL) {
+            break;
+        }
+        i = cr - p;
+        if (p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
+            end = i;
+            break;
+        }
+    }
+    if (end < 0) {
+        goto none;
+    }
+    stop = end + 2; /* up to the CRLF of the last line */
+    /* The request line. */
+    for (i = 0; i < stop && is_tchar(p[i]); i++) {
+    }
+    if (i == 0 || i >= stop || p[i] != ' ') {
+        goto none;
+    }
+    method = PyUnicode_DecodeLatin1((const char *)p, i, NULL);
+    if (method == NULL) {
+        goto done;
+    }
+    start = ++i;
+    while (i < stop && p[i] >= 0x21 && p[i] <= 0x7e) {
+        i++;
+    }
+    if (i == start || stop - i < 11 || memcmp(p + i, " HTTP/1.1\r\n", 11) != 0) {
+        goto none;
+    }
+    target = PyUnicode_DecodeLatin1((const char *)p + start, i - start, NULL);
+    if (target == NULL) {
+        goto done;
+    }
+    i += 11;
+    fields = PyList_New(0);
+    if (fields == NULL) {
+        goto done;
+    }
+    /* The field lines, each whole up to its CRLF. */
+    while (i < stop) {
+        Py_ssize_t name_start = i, name_end, value_start, value_end;
+        PyObject *name, *value;
+        int failed;
+
+        while (i < stop && is_tchar(p[i])) {
+            i++;
+        }
+        if (i == name_start || i >= stop || p[i] != ':') {
+            goto none;
+        }
+        name_end = i++;
+        while (i < stop && (p[i] == ' ' || p[i] == '\t')) {
+            i++;
+        }
+        value_start = i;
+        while (i < stop && !ends_value(p[i])) {
+            i++;
+        }
+        if (stop - i < 2 || p[i] != '\r' || p[i + 1] != '\n') {
+            goto none;
+        }
+        value_end = i;
+        while (value_end > value_start && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t')) {
+            value_end--;
+        }
+        i += 2;
+        if (token_is(p + name_start, name_end - name_start, "host")) {
+            hosts++;
+        }
+        else if (token_is(p + name_start, name_end - name_start, "content-length")
+                 || token_is(p + name_start, name_end - name_start, "transfer-encoding")) {
+            goto none; /* h11 rewrites these: left to it */
+        }
+        name = PyUnicode_DecodeLatin1((const char *)p + name_start, name_end - name_start, NULL);
+        if (name == NULL) {
+            goto done;
+        }
+        failed = PyList_Append(fields, name);
+        Py_DECREF(name);
+        if (failed) {
+            goto done;
+        }
+        value = PyUnicode_DecodeLatin1((const char *)p + value_start, value_end - value_start, NULL);
+        if (value == NULL) {
+            goto done;
+        }
+        failed = PyList_Append(fields, value);
+        Py_DECREF(value);
+        if (failed) {
+            goto done;
+        }
+    }
+    if (hosts != 1) {
+        goto none; /* h11 refuses a head without Host or with two */
+    }
+    result = Py_BuildValue("(OOOn)", method, target, fields, end + 4);
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(target);
+    Py_XDECREF(fields);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* SHA-1 (FIPS 180-4), for the one digest of a handshake: Sec-WebSocket-Accept. It is not a security
+ * measure here (RFC 6455 section 10.3 uses it only to tie the answer to the request), and hashlib's
+ * OpenSSL object costs more to set up for 60 bytes than the hashing itself. */
+typedef struct {
+    uint32_t h[5];
+    unsigned char block[64];
+    size_t used;     /* bytes in `block` */
+    uint64_t length; /* bytes hashed */
+} sha1_state;
+
+static uint32_t
+rotate_left(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void
+sha1_compress(uint32_t h[5], const unsigned char *block)
+{
+    uint32_t w[80], a, b, c, d, e;
+    int t;
+
+    for (t = 0; t < 16; t++) {
+        w[t] = (uint32_t)block[4 * t] << 24 | (uint32_t)block[4 * t + 1] << 16
+               | (uint32_t)block[4 * t + 2] << 8 | (uint32_t)block[4 * t + 3];
+    }
+    for (t = 16; t < 80; t++) {
+        w[t] = rotate_left(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+    }
+    a = h[0];
+    b = h[1];
+    c = h[2];
+    d = h[3];
+    e = h[4];
+    for (t = 0; t < 80; t++) {
+        uint32_t f, k, temp;
+        if (t < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5a827999;
+        }
+        else if (t < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ed9eba1;
+        }
+        else if (t < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8f1bbcdc;
+        }
+        else {
+            f = b ^ c ^ d;
+            k = 0xca62c1d6;
+        }
+        temp = rotate_left(a, 5) + f + e + k + w[t];
+        e = d;
+        d = c;
+        c = rotate_left(b, 30);
+        b = a;
+        a = temp;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+static void
+sha1_init(sha1_state *s)
+{
+    s->h[0] = 0x67452301;
+    s->h[1] = 0xefcdab89;
+    s->h[2] = 0x98badcfe;
+    s->h[3] = 0x10325476;
+    s->h[4] = 0xc3d2e1f0;
+    s->used = 0;
+    s->length = 0;
+}
+
+static void
+sha1_update(sha1_state *s, const unsigned char *data, size_t n)
+{
+    s->length += n;
+    while (n > 0) {
+        size_t take = 64 - s->used < n ? 64 - s->used : n;
+        memcpy(s->block + s->used, data, take);
+        s->used += take;
+        data += take;
+        n -= take;
+        if (s->used == 64) {
+            sha1_compress(s->h, s->block);
+            s->used = 0;
+        }
+    }
+}
+
+static void
+sha1_final(sha1_state *s, unsigned char digest[20])
+{
+    uint64_t bits = s->length * 8;
+    unsigned char tail[8];
+    int i;
+
+    /* A 1 bit, zeros up to 56 bytes into the last block, and the length in bits, big-endian. */
+    sha1_update(s, (const unsigned char *)"\x80", 1);
+    while (s->used != 56) {
+        sha1_update(s, (const unsigned char *)"", 1);
+    }
+    for (i = 0; i < 8; i++) {
+        tail[i] = (unsigned char)(bits >> (56 - 8 * i));
+    }
+    sha1_update(s, tail, 8);
+    for (i = 0; i < 20; i++) {
+        digest[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+    }
+}
+
+/* accept_key(key) -> str
+ * The C twin of upwire.protocol.handshake.accept_key_py: base64 of the SHA-1 of the key followed by the
+ * GUID of RFC 6455 section 1.3. */
+static PyObject *
+accept_key(PyObject *module, PyObject *arg)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    PyObject *encoded, *result;
+    unsigned char digest[21]; /* one zero byte past the 20 of the digest, for the last group */
+    sha1_state state;
+    Py_UCS1 *out;
+    int i;
+
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "can only concatenate str (not \"%.200s\") to str",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    encoded = PyUnicode_AsASCIIString(arg); /* UnicodeEncodeError, as the twin's encode("ascii") */
+    if (encoded == NULL) {
+        return NULL;
+    }
+    sha1_init(&state);
+    sha1_update(&state, (const unsigned char *)PyBytes_AS_STRING(encoded),
+                (size_t)PyBytes_GET_SIZE(encoded));
+    Py_DECREF(encoded);
+    sha1_update(&state, (const unsigned char *)guid, sizeof(guid) - 1);
+    sha1_final(&state, digest);
+    digest[20] = 0;
+    result = PyUnicode_New(28, 127);
+    if (result == NULL) {
+        return NULL;
+    }
+    out = PyUnicode_1BYTE_DATA(result);
+    for (i = 0; i < 7; i++) { /* 7 groups of 3 bytes: the last one has 2, and ends with "=" */
+        uint32_t group = (uint32_t)digest[3 * i] << 16 | (uint32_t)digest[3 * i + 1] << 8
+                         | digest[3 * i + 2];
+        out[4 * i] = (Py_UCS1)alphabet[group >> 18];
+        out[4 * i + 1] = (Py_UCS1)alphabet[(group >> 12) & 63];
+        out[4 * i + 2] = (Py_UCS1)alphabet[(group >> 6) & 63];
+        out[4 * i + 3] = (Py_UCS1)alphabet[group & 63];
+    }
+    out[27] = '=';
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask_key, offset=0) -> bytes: XOR with the repeated 4-byte key."},
@@ -546,6 +878,11 @@ static PyMethodDef speedups_methods[] = {
      "send_each(fds, data) -> list[tuple[int, int]]: send data on each socket; (position, sent) of the "
      "sockets that did not take all of it."},
 #endif
+    {"read_common_head", (PyCFunction)read_common_head, METH_O,
+     "read_common_head(data) -> (method, target, fields, size) | None: a whole request head in the "
+     "common form, else None."},
+    {"accept_key", (PyCFunction)accept_key, METH_O,
+     "accept_key(key) -> str: the Sec-WebSocket-Accept value for a Sec-WebSocket-Key."},
     {NULL, NULL, 0, NULL},
 };
 

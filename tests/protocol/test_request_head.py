@@ -9,6 +9,7 @@ serializers are held to their former field-by-field writer the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 
 import h11
@@ -31,9 +32,16 @@ from upwire.protocol.http import (
     serialize_request,
     serialize_response,
 )
-from upwire.protocol.request_head import read_common_head
+from upwire.protocol.request_head import read_common_head, read_common_head_py
 
 MANY = settings(max_examples=1500, deadline=None)
+
+# The head reader in use (the C one when the extension is built) and its pure-Python twin: the tests of
+# the fast path hold each to h11.
+HEAD_READERS = [
+    pytest.param(read_common_head, id="selected"),
+    pytest.param(read_common_head_py, id="python"),
+]
 
 
 class ReferenceRequestReader:
@@ -270,10 +278,13 @@ def test_any_bytes_like_segment_is_read_and_its_trailing_data_is_bytes(kind: typ
         assert type(reader.trailing_data) is bytes
 
 
+@pytest.mark.parametrize("read_head", HEAD_READERS)
 @MANY
-@given(heads())
-def test_a_head_the_fast_path_reads_is_one_h11_reads_the_same_way(data: bytes) -> None:
-    head = read_common_head(data)
+@given(data=heads())
+def test_a_head_the_fast_path_reads_is_one_h11_reads_the_same_way(
+    read_head: Callable[[bytes], object], data: bytes
+) -> None:
+    head = read_head(data)
     if head is None:
         return
     method, target, fields, size = head
@@ -292,8 +303,9 @@ def test_a_head_the_fast_path_reads_is_one_h11_reads_the_same_way(data: bytes) -
         b"GET /x?y HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Tab:\tv\t\r\n\r\n",
     ],
 )
-def test_common_heads_take_the_fast_path(data: bytes) -> None:
-    assert read_common_head(data) is not None
+@pytest.mark.parametrize("read_head", HEAD_READERS)
+def test_common_heads_take_the_fast_path(read_head: Callable[[bytes], object], data: bytes) -> None:
+    assert read_head(data) is not None
 
 
 @pytest.mark.parametrize(
@@ -323,8 +335,40 @@ def test_common_heads_take_the_fast_path(data: bytes) -> None:
         "bad-name",
     ],
 )
-def test_other_heads_are_left_to_h11(data: bytes) -> None:
-    assert read_common_head(data) is None
+@pytest.mark.parametrize("read_head", HEAD_READERS)
+def test_other_heads_are_left_to_h11(read_head: Callable[[bytes], object], data: bytes) -> None:
+    assert read_head(data) is None
+
+
+def _near_the_limit(size: int) -> bytes:
+    """A common head of `size` bytes (at least 50), its one long field filling the rest."""
+    start = b"GET / HTTP/1.1\r\nHost: a\r\nX: "
+    return start + b"v" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+@MANY
+@given(
+    data=heads()
+    | st.binary(max_size=80)
+    | st.builds(lambda head, cut: head[:cut], heads(), st.integers(0, 300))
+    | st.sampled_from([_near_the_limit(n) for n in (65535, 65536, 65537)]).map(
+        lambda head: head + b"\r\n"
+    )
+)
+@example(_near_the_limit(65536))
+@example(_near_the_limit(65537))
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nX: \xff\x80 \t\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\r\n\r\n")
+@example(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n")
+@example(b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\nHOST: a\r\nhost: b\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 0\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\n: a\r\nHost: a\r\n\r\n")
+def test_the_c_head_reader_gives_what_its_python_twin_gives(data: bytes) -> None:
+    # The C reader against the reference on anything: valid and flawed heads, cut short, random bytes,
+    # and heads that end just inside and just past the first 64 KiB.
+    assert read_common_head(data) == read_common_head_py(data)
 
 
 # ---------------------------------------------------------------- serializers against the former writer

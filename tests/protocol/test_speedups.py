@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+from base64 import b64encode
 from unittest import mock
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upwire.protocol import connection as core
-from upwire.protocol import frames, simple_frames
+from upwire.protocol import frames, handshake, request_head, simple_frames
 from upwire.protocol.connection import Connection, Role
 
 # The differential tests below take UPWIRE_FUZZ_FACTOR times their usual number of examples: a fuzzing
@@ -29,6 +30,8 @@ def test_the_c_extension_is_built_and_used() -> None:
     assert frames.alloc_buffer is speedups.alloc_buffer
     assert frames.encode_frame is speedups.encode_frame
     assert simple_frames.take_simple_frames is speedups.take_simple_frames
+    assert handshake.accept_key is speedups.accept_key
+    assert request_head.read_common_head is speedups.read_common_head
 
 
 @settings(max_examples=300, deadline=None)
@@ -67,18 +70,50 @@ def test_c_masking_rejects_a_key_that_is_not_4_bytes() -> None:
         apply_mask_c(b"data", b"abc")
 
 
+@settings(max_examples=300 * FUZZ, deadline=None)
+@given(
+    key=st.text(max_size=200)
+    | st.binary(min_size=16, max_size=16).map(lambda b: b64encode(b).decode())
+)
+def test_c_and_python_accept_keys_agree(key: str) -> None:
+    from upwire._speedups import accept_key as accept_key_c
+
+    try:
+        expected: object = handshake.accept_key_py(key)
+    except UnicodeEncodeError:
+        expected = UnicodeEncodeError
+    try:
+        got: object = accept_key_c(key)
+    except UnicodeEncodeError:
+        got = UnicodeEncodeError
+    assert got == expected
+
+
+def test_the_c_accept_key_is_rfc_6455s_and_refuses_bytes() -> None:
+    from upwire._speedups import accept_key as accept_key_c
+
+    # RFC 6455 §1.3's example; keys of every length around SHA-1's 64-byte blocks (with the GUID's 36).
+    assert accept_key_c("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    for size in range(0, 200):
+        assert accept_key_c("k" * size) == handshake.accept_key_py("k" * size)
+    with pytest.raises(TypeError):
+        accept_key_c(b"dGhlIHNhbXBsZSBub25jZQ==")  # type: ignore[arg-type]
+
+
 def test_upwire_no_speedups_selects_the_python_twin() -> None:
     code = (
         "from upwire.protocol import frames, simple_frames as s; "
         "print(frames.apply_mask is frames.apply_mask_py and frames.alloc_buffer is frames.alloc_buffer_py"
         " and frames.encode_frame is frames.encode_frame_py"
-        " and s.take_simple_frames is s.take_simple_frames_py)"
+        " and s.take_simple_frames is s.take_simple_frames_py); "
+        "from upwire.protocol import handshake as h, request_head as r; "
+        "print(h.accept_key is h.accept_key_py and r.read_common_head is r.read_common_head_py)"
     )
     env = {**os.environ, "UPWIRE_NO_SPEEDUPS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "True"
+    assert out.stdout.split() == ["True", "True"]
 
 
 @settings(max_examples=100, deadline=None)

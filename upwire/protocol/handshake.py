@@ -25,6 +25,7 @@ from upwire.protocol.extensions.base import (
     parse_extensions,
     serialize_extensions,
 )
+from upwire.protocol.frames import select_speedup
 from upwire.protocol.http import Headers, HeadersLike, Request, Response, http_error, list_tokens
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ClientHandshake",
     "ServerHandshake",
     "accept_key",
+    "accept_key_py",
     "generate_key",
 ]
 
@@ -46,10 +48,17 @@ def generate_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-def accept_key(key: str) -> str:
-    """Return the Sec-WebSocket-Accept value for `key` (RFC 6455 §4.2.2)."""
+def accept_key_py(key: str) -> str:
+    """Return the Sec-WebSocket-Accept value for `key` (RFC 6455 §4.2.2).
+
+    The pure-Python reference; `accept_key` is the C version from `upwire._speedups` when it is built
+    (its own SHA-1: hashlib's object costs more to set up than hashing the 60 bytes).
+    """
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+accept_key = select_speedup(accept_key_py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,16 @@
 """The fast path for reading the common HTTP/1.1 request head, beside h11 (the reference parser).
 
-Owns: recognising, with one compiled regular expression and no per-byte Python loop, a request head that
-arrived whole and is in the plain form almost every client sends — `HTTP/1.1`, CRLF line ends, no
-obs-fold, exactly one Host field, no Content-Length or Transfer-Encoding — and returning its parts
-exactly as h11 would.
+Owns: recognising, in one pass and without a per-byte Python loop, a request head that arrived whole and
+is in the plain form almost every client sends — `HTTP/1.1`, CRLF line ends, no obs-fold, exactly one
+Host field, no Content-Length or Transfer-Encoding — and returning its parts exactly as h11 would.
 
 Must not know: limits, errors or the `Request` value (`http.RequestReader` applies those). Anything else,
 valid or not, is not this module's to judge: `read_common_head` returns None and h11 decides, so the rules
-and error messages stay h11's. `tests/protocol/test_request_head.py` checks that both agree on random and
+and error messages stay h11's.
+
+`read_common_head` is the C version from `upwire._speedups` when it is built (one loop over the bytes);
+`read_common_head_py` is its pure-Python twin (one compiled regular expression), the reference.
+`tests/protocol/test_request_head.py` checks that both agree with h11, and with each other, on random and
 mutated heads.
 """
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CommonHead", "read_common_head"]
+from upwire.protocol.frames import select_speedup
+
+__all__ = ["CommonHead", "read_common_head", "read_common_head_py"]
 
 # The grammar is h11's (`h11/_abnf.py`: RFC 9112 with erratum 4189 on field-content), restricted to CRLF
 # line ends and HTTP/1.1. A field line is `name ":" OWS field-value OWS` where the value is runs of
@@ -33,7 +38,7 @@ CommonHead = tuple[str, str, list[str], int]
 """(method, target, fields as a flat [name, value, ...] list, length of the head in bytes)."""
 
 
-def read_common_head(data: bytes) -> CommonHead | None:
+def read_common_head_py(data: bytes) -> CommonHead | None:
     """Read a whole request head at the start of `data` if it is in the common form; else return None.
 
     A head returned here is one h11 would accept with the same method, target, names (as received) and
@@ -65,3 +70,6 @@ def read_common_head(data: bytes) -> CommonHead | None:
     if " \r\n" in block or "\t\r\n" in block:
         parts[1::2] = [value.rstrip(" \t") for value in parts[1::2]]  # trailing OWS
     return request_line[1], request_line[2], parts, end + 4
+
+
+read_common_head = select_speedup(read_common_head_py)
