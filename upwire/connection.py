@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import threading
 from asyncio import selector_events
 from collections import deque
@@ -86,8 +85,10 @@ def _socket_fd(transport: asyncio.BaseTransport) -> int:
         )
     if not direct:
         return -1
+    # These transports carry only stream sockets (asyncio's loop methods refuse any other kind), so the
+    # socket's type is not read here: that costs an enum conversion per connection.
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.type != socket.SOCK_STREAM:
+    if sock is None:
         return -1
     fd: int = sock.fileno()
     return fd
@@ -222,6 +223,11 @@ class Connection(asyncio.BufferedProtocol):
     _tls = False
     # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1.
     _fd = -1
+    # True once the TCP connection is closed (connection_lost).
+    _tcp_closed = False
+    # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
+    # future per connection costs time and memory on every handshake.
+    _closed_waiter: asyncio.Future[None] | None = None
 
     def __init__(
         self, options: ConnectionOptions, loop: asyncio.AbstractEventLoop | None = None
@@ -247,7 +253,6 @@ class Connection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         self._unflushed = 0
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
-        self._closed: asyncio.Future[None] = self.loop.create_future()
         self._close_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -269,7 +274,7 @@ class Connection(asyncio.BufferedProtocol):
     def state(self) -> State:
         """OPEN, CLOSING or CLOSED (before the handshake completes: OPEN is not reached yet)."""
         if self.protocol is None:
-            return State.CLOSED if self._closed.done() else State.OPEN
+            return State.CLOSED if self._tcp_closed else State.OPEN
         return self.protocol.state
 
     @property
@@ -317,7 +322,7 @@ class Connection(asyncio.BufferedProtocol):
             raise ConcurrencyError(
                 "another task is already waiting in recv(); only one task may receive at a time"
             )
-        if self._closed.done() or self._input_ended():
+        if self._tcp_closed or self._input_ended():
             error = self._closed_error()
             if iterating and isinstance(error, ConnectionClosedOK):
                 raise StopAsyncIteration
@@ -641,7 +646,7 @@ class Connection(asyncio.BufferedProtocol):
     async def _drain(self) -> None:
         if not self._writing_paused:
             return
-        if self._closed.done():
+        if self._tcp_closed:
             raise self._closed_error()
         waiter: asyncio.Future[None] = self.loop.create_future()
         if self._drain_waiters is None:
@@ -771,16 +776,20 @@ class Connection(asyncio.BufferedProtocol):
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
-        await asyncio.shield(self._closed)
+        if self._tcp_closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self.loop.create_future()
+        await asyncio.shield(self._closed_waiter)
 
     def _start_close_timer(self) -> None:
         timeout = self.options.close_timeout
-        if self._close_timer is None and timeout is not None and not self._closed.done():
+        if self._close_timer is None and timeout is not None and not self._tcp_closed:
             self._close_timer = self.loop.call_later(timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
-        if self.transport is not None and not self._closed.done():
+        if self.transport is not None and not self._tcp_closed:
             logger.info("closing handshake timed out; aborting the TCP connection")
             self.transport.abort()
 
@@ -872,7 +881,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._start_close_timer()
 
     def _resume_input(self) -> None:
-        if self.protocol is not None and not self._closed.done():
+        if self.protocol is not None and not self._tcp_closed:
             self.data_received(b"")
 
     def _handshake_data(self, data: bytes) -> None:
@@ -892,8 +901,10 @@ class Connection(asyncio.BufferedProtocol):
             if timer is not None:
                 timer.cancel()
         self._close_timer = self._keepalive_timer = self._idle_timer = None
-        if not self._closed.done():
-            self._closed.set_result(None)
+        self._tcp_closed = True
+        waiter = self._closed_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         self._wake_recv_on_end()
         if self.listener is not None:
             listener, self.listener = self.listener, None
@@ -920,7 +931,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _schedule_keepalive(self) -> None:
         interval = self.options.ping_interval
-        if interval is not None and not self._closed.done():
+        if interval is not None and not self._tcp_closed:
             self._keepalive_timer = self.loop.call_later(interval, self._keepalive)
 
     def _keepalive(self) -> None:
@@ -947,7 +958,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _schedule_idle_check(self, delay: float | None = None) -> None:
         timeout = self.options.idle_timeout
-        if timeout is not None and not self._closed.done():
+        if timeout is not None and not self._tcp_closed:
             self._idle_timer = self.loop.call_later(
                 timeout if delay is None else delay, self._idle_check
             )

@@ -181,7 +181,7 @@ class ServerConnection(Connection):
                 return None
             self.response = accepted.response
             self.subprotocol = accepted.subprotocol
-            transport.write(serialize_response(accepted.response))
+            transport.write(accepted.head)
             if self._opening is not None:
                 self._opening.discard(self)
                 self._opening = None
@@ -343,7 +343,7 @@ class Server:
         if waits or tasks:
             await asyncio.wait([*waits, *tasks], timeout=self.shutdown_timeout)
         for connection in connections:
-            if connection.transport is not None and not connection._closed.done():
+            if connection.transport is not None and not connection._tcp_closed:
                 connection.transport.abort()
         for task in tasks:
             if not task.done():

@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from upwire.exceptions import InvalidHandshake, InvalidStatus
+from upwire.exceptions import InvalidHandshake, InvalidStatus, UsageError
+from upwire.protocol.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from upwire.protocol.handshake import (
     GUID,
     ClientHandshake,
@@ -180,6 +183,54 @@ def test_select_subprotocol_hook_may_not_invent_a_subprotocol() -> None:
 def test_extra_headers_are_added_to_the_101() -> None:
     accepted = ServerHandshake(extra_headers=[("Server", "upwire")]).accept(request())
     assert accepted.response.headers["Server"] == "upwire"
+    assert accepted.head.endswith(b"\r\nServer: upwire\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[("X-A", "a\r\nSet-Cookie: b")], [("X-A\n", "a")], [("X-A", "a\x00")], [("X-\u00e9", "a")]],
+    ids=["crlf-in-value", "lf-in-name", "nul", "name-not-ascii"],
+)
+def test_extra_headers_that_would_break_the_head_are_refused_at_once(
+    extra: list[tuple[str, str]],
+) -> None:
+    # Refused when the server is set up, not at every handshake (as a 500).
+    with pytest.raises((UsageError, UnicodeEncodeError)):
+        ServerHandshake(extra_headers=extra)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offered=st.lists(st.sampled_from(["chat", "superchat", "mqtt", "v2.x"]), max_size=3),
+    supported=st.lists(st.sampled_from(["chat", "superchat", "v2.x"]), max_size=3),
+    deflate=st.sampled_from(
+        [None, "permessage-deflate", "permessage-deflate; client_max_window_bits"]
+    ),
+    extra=st.lists(
+        st.tuples(
+            st.sampled_from(["Server", "X-Id", "Set-Cookie"]), st.text("ab =;\xe9\t", max_size=8)
+        ),
+        max_size=3,
+    ),
+    key=st.binary(min_size=16, max_size=16).map(lambda raw: base64.b64encode(raw).decode()),
+)
+def test_the_head_written_with_the_101_is_its_response_serialized(
+    offered: list[str],
+    supported: list[str],
+    deflate: str | None,
+    extra: list[tuple[str, str]],
+    key: str,
+) -> None:
+    # The 101's bytes are assembled from parts; they must be what serialize_response writes for it.
+    add = [("Sec-WebSocket-Protocol", ", ".join(offered))] if offered else []
+    add += [("Sec-WebSocket-Extensions", deflate)] if deflate else []
+    req = request(replace={"Sec-WebSocket-Key": key}, add=tuple(add))
+    handshake = ServerHandshake(
+        subprotocols=supported, extensions=[ServerPerMessageDeflateFactory()], extra_headers=extra
+    )
+    accepted = handshake.accept(req)
+    assert accepted.head == serialize_response(accepted.response)
+    assert accepted.response.headers["Sec-WebSocket-Accept"] == accept_key(key)
 
 
 # ---------------------------------------------------------------- server: refused requests

@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from upwire.exceptions import InvalidHandshake, InvalidStatus
 from upwire.protocol.extensions.base import (
@@ -26,7 +26,16 @@ from upwire.protocol.extensions.base import (
     serialize_extensions,
 )
 from upwire.protocol.frames import select_speedup
-from upwire.protocol.http import Headers, HeadersLike, Request, Response, http_error, list_tokens
+from upwire.protocol.http import (
+    Headers,
+    HeadersLike,
+    Request,
+    Response,
+    http_error,
+    list_tokens,
+    serialize_fields,
+    serialize_response,
+)
 
 __all__ = [
     "GUID",
@@ -61,13 +70,20 @@ def accept_key_py(key: str) -> str:
 accept_key = select_speedup(accept_key_py)
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A valid opening handshake request, ready to be answered with `response`."""
+class Accepted(NamedTuple):
+    """A valid opening handshake request, ready to be answered with `response`.
+
+    Attributes:
+        response: the 101 response.
+        subprotocol: the subprotocol chosen, if any.
+        extensions: the extensions accepted, in the order they apply.
+        head: `response` written as bytes, what `serialize_response(response)` gives.
+    """
 
     response: Response
     subprotocol: str | None
     extensions: list[Extension]
+    head: bytes
 
 
 class ServerHandshake:
@@ -97,6 +113,8 @@ class ServerHandshake:
         self._extensions = list(extensions)
         self._origins = None if origins is None else set(origins)
         self._extra_headers = Headers(extra_headers)
+        # The end of every 101 head, written (and its fields checked) once, here.
+        self._head_end = serialize_fields(self._extra_headers._fields) + b"\r\n"
 
     def accept(self, request: Request) -> Accepted:
         """Check `request` against RFC 6455 §4.2.1 and build the 101 Switching Protocols response.
@@ -113,22 +131,30 @@ class ServerHandshake:
             if origin not in self._origins:
                 # RFC 6455 §4.2.2 (§10.2): a server may refuse origins it does not trust, with 403.
                 raise http_error(403, f"origin {origin or '(none)'} is not allowed")
-        fields = ["Upgrade", "websocket", "Connection", "Upgrade", "Sec-WebSocket-Accept"]
-        fields.append(accept_key(key))
+        answer = accept_key(key)
+        fields = [*_HEAD_FIELDS, answer]
+        # The head is written from its parts: the fixed start, the key's answer, the negotiated fields
+        # (checked as they are written) and the end made at construction.
+        head = _HEAD_START + answer.encode("ascii") + b"\r\n"
+        negotiated: list[str] = []
         subprotocol = None
         offered = found.get("sec-websocket-protocol")
         if offered:
             subprotocol = self._choose_subprotocol(offered)
             if subprotocol is not None:
-                fields += ("Sec-WebSocket-Protocol", subprotocol)
+                negotiated += ("Sec-WebSocket-Protocol", subprotocol)
         extensions: list[Extension] = []
         offers = found.get("sec-websocket-extensions")
         if offers and self._extensions:
             extensions, answers = self._negotiate_extensions(offers)
             if answers:
-                fields += ("Sec-WebSocket-Extensions", answers)
+                negotiated += ("Sec-WebSocket-Extensions", answers)
+        if negotiated:
+            fields += negotiated
+            head += serialize_fields(negotiated)
         fields += self._extra_headers._fields
-        return Accepted(Response._of(101, Headers._of(fields)), subprotocol, extensions)
+        response = Response._of(101, Headers._of(fields))
+        return Accepted(response, subprotocol, extensions, head + self._head_end)
 
     def _negotiate_extensions(self, values: list[str]) -> tuple[list[Extension], str]:
         """Accept the client's offers in its order (RFC 6455 §9.1), each by the first factory that takes it."""
@@ -164,6 +190,12 @@ class ServerHandshake:
                 return protocol
         return None
 
+
+# The fields every 101 response starts with, before Sec-WebSocket-Accept's value, and its head up to there.
+_HEAD_FIELDS = ("Upgrade", "websocket", "Connection", "Upgrade", "Sec-WebSocket-Accept")
+_HEAD_START = serialize_response(Response._of(101, Headers._of(list(_HEAD_FIELDS[:4]))))[:-2] + (
+    b"Sec-WebSocket-Accept: "
+)
 
 # The request fields the server's side of the handshake reads (lower-case).
 _REQUEST_FIELDS = frozenset(
@@ -203,15 +235,17 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     hosts = found.get("host")
     if not hosts or not ", ".join(hosts).strip():
         raise http_error(400, "missing Host header")
-    # (3) Upgrade MUST include "websocket" (case-insensitive).
-    if "websocket" not in list_tokens(found.get("upgrade") or ()):
+    # (3) Upgrade MUST include "websocket" (case-insensitive). (What browsers send is checked first.)
+    upgrade = found.get("upgrade")
+    if upgrade != ["websocket"] and "websocket" not in list_tokens(upgrade or ()):
         raise http_error(
             426,
             "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
     # (4) Connection MUST include the "Upgrade" token (case-insensitive).
-    if "upgrade" not in list_tokens(found.get("connection") or ()):
+    connection = found.get("connection")
+    if connection != ["Upgrade"] and "upgrade" not in list_tokens(connection or ()):
         raise http_error(400, "the Connection header does not include the 'Upgrade' token")
     # (6) Sec-WebSocket-Version MUST be 13; otherwise 426 listing the supported versions (§4.4).
     versions = found.get("sec-websocket-version")

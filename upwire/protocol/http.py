@@ -33,6 +33,7 @@ __all__ = [
     "Response",
     "ResponseReader",
     "http_error",
+    "serialize_fields",
     "serialize_request",
     "serialize_response",
 ]
@@ -319,15 +320,23 @@ def _write_head(start_line: str, fields: list[str]) -> bytes:
             return text.encode("latin-1")
         except UnicodeEncodeError:
             pass  # a value outside Latin-1
-    out = bytearray(start_line.encode("ascii"))
-    out += b"\r\n"
+    return start_line.encode("ascii") + b"\r\n" + serialize_fields(fields) + b"\r\n"
+
+
+def serialize_fields(fields: list[str]) -> bytes:
+    """Write header field lines (`name: value` and CRLF each) from a flat [name, value, ...] list.
+
+    Raises:
+        UsageError: for a CR, LF or NUL in a name or value (it would inject fields or a second head).
+        UnicodeEncodeError: for a name that is not ASCII or a value outside Latin-1.
+    """
+    out = bytearray()
     pairs = iter(fields)
     for name, value in zip(pairs, pairs, strict=True):
         out += _check_field(name, "header name").encode("ascii")
         out += b": "
         out += _check_field(value, "header value").encode("latin-1")
         out += b"\r\n"
-    out += b"\r\n"
     return bytes(out)
 
 
@@ -457,12 +466,11 @@ class RequestReader:
         # h11 bounds only an incomplete head; a complete one that arrived at once must be checked too.
         if self._received - len(trailing) > self._max_header_bytes:
             raise self._too_large()
-        count = len(request.headers)
+        fields = request.headers._fields
+        count = len(fields) // 2
         if count > self._max_headers:
             raise http_error(431, f"{count} header fields exceed max_headers={self._max_headers}")
-        fields = request.headers._fields
-        common = _COMMON_FIELD_STRINGS.get
-        fields[:] = [common(field, field) for field in fields]
+        fields[:] = map(_COMMON_FIELD_STRINGS.get, fields, fields)
         self.request = request
         self.trailing_data = trailing
         return request
