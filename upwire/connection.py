@@ -68,6 +68,8 @@ _read_buffers = threading.local()
 _WRITES_TO_SOCKET: dict[type, bool] = {}
 # asyncio's transport for plain sockets on its default event loop (a private name: looked up softly).
 _SELECTOR_SOCKET_TRANSPORT: type | None = getattr(selector_events, "_SelectorSocketTransport", None)
+# The high-water mark asyncio's transports start with (`FlowControlMixin`; the low one is a quarter of it).
+_ASYNCIO_HIGH_WATER = 64 * 1024
 
 
 def _socket_fd(transport: asyncio.BaseTransport) -> int:
@@ -807,13 +809,20 @@ class Connection(asyncio.BufferedProtocol):
         """Record the transport and set its write buffer limit."""
         # uvloop's transports are not subclasses of asyncio.Transport, but they have its methods.
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=self.options.write_limit)
-        if transport.get_extra_info("sslcontext") is not None:
-            self._tls = True
+        cls = type(transport)
+        if cls is _SELECTOR_SOCKET_TRANSPORT:
+            # asyncio's plain socket transport: no TLS, and its limits are 64 KiB and a quarter of it
+            # (asyncio's defaults), which is what the default write_limit sets anyway.
+            if self.options.write_limit != _ASYNCIO_HIGH_WATER:
+                self.transport.set_write_buffer_limits(high=self.options.write_limit)
         else:
-            fd = _socket_fd(transport)
-            if fd >= 0:
-                self._fd = fd
+            self.transport.set_write_buffer_limits(high=self.options.write_limit)
+            if transport.get_extra_info("sslcontext") is not None:
+                self._tls = True
+                return
+        fd = _socket_fd(transport)
+        if fd >= 0:
+            self._fd = fd
 
     def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
         """Switch to WebSocket frames once the opening handshake succeeded."""

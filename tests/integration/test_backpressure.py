@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+
+import pytest
+import uvloop
 
 import upwire
 
@@ -162,3 +166,32 @@ async def test_a_peer_that_pings_without_reading_cannot_grow_the_servers_buffer(
         while frame.payload != b"last":
             frame = await peer.read_frame()
         assert frame.opcode == PONG
+
+
+@pytest.mark.parametrize("write_limit", [None, 64 * 1024, 16 * 1024, 1024 * 1024])
+@pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_the_transport_pauses_at_write_limit_and_resumes_at_a_quarter(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], write_limit: int | None
+) -> None:
+    # On asyncio's own transport the default (64 KiB) is asyncio's default, so upwire leaves it as is.
+    limits: list[tuple[int, int]] = []
+
+    async def record(ws: upwire.ServerConnection) -> None:
+        assert ws.transport is not None
+        limits.append(ws.transport.get_write_buffer_limits())
+        await ws.close()
+
+    async def main() -> None:
+        kwargs = {} if write_limit is None else {"write_limit": write_limit}
+        async with (
+            upwire.serve(record, "127.0.0.1", 0, ping_interval=None, **kwargs) as server,
+            upwire.connect(uri(server)) as client,
+        ):
+            await client.wait_closed()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+    high = write_limit or 64 * 1024
+    assert limits == [(high // 4, high)]

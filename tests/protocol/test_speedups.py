@@ -247,9 +247,19 @@ TEXTS = st.sampled_from(["", "a", "héllo", "€" * 50, "𝄞" * 40, "x" * 300])
 PAYLOADS = st.one_of(
     TEXTS,
     st.binary(max_size=300),
+    # not UTF-8; 64-bit length; close payloads: none, valid codes (with a reason), 1 byte
     st.sampled_from(
-        [b"\xff", b"\xed\xa0\x80", b"ok\xc3", bytes(70_000)]
-    ),  # not UTF-8; 64-bit length
+        [
+            b"\xff",
+            b"\xed\xa0\x80",
+            b"ok\xc3",
+            bytes(70_000),
+            b"",
+            b"\x03\xe8",
+            b"\x0f\xa0bye",
+            b"\x03",
+        ]
+    ),
 )
 FRAME_KINDS = st.tuples(
     st.sampled_from([0x81, 0x82, 0x81, 0x82, 0x01, 0x02, 0x80, 0x88, 0x89, 0x8A, 0xC1, 0x83, 0x8F]),
@@ -355,7 +365,7 @@ def test_a_simple_frame_run_takes_whole_messages_and_stops_at_the_first_other_fr
     limit=st.sampled_from([None, 0, 125, 300, 70_000]),
     cuts=st.lists(st.integers(min_value=0, max_value=80_000), max_size=4),
 )
-def test_the_core_answers_alike_with_the_c_fast_path_and_its_twin(
+def test_the_core_answers_alike_with_the_c_fast_path_its_twin_and_no_fast_paths(
     kinds: list[tuple[int, bytes, int | None, bool]],
     garbage: bytes,
     role: Role,
@@ -364,7 +374,8 @@ def test_the_core_answers_alike_with_the_c_fast_path_and_its_twin(
     cuts: list[int],
 ) -> None:
     # The whole receive path, not just the function: the same stream, cut into the same pieces, gives the
-    # same events, the same bytes to send (close codes) and the same end state either way.
+    # same events, the same bytes to send (close codes) and the same end state either way; and the same
+    # as the reference alone (`_parse_frame` for every frame: no simple-frame or control-frame fast path).
     from upwire._speedups import take_simple_frames as take_c
     from upwire.protocol.simple_frames import take_simple_frames_py as take_py
 
@@ -377,8 +388,18 @@ def test_the_core_answers_alike_with_the_c_fast_path_and_its_twin(
     bounds = sorted({min(cut, len(stream)) for cut in cuts} | {0, len(stream)})
     pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
-    def run(take: object) -> tuple[object, ...]:
-        with mock.patch.object(core, "take_simple_frames", take):
+    def no_frames(view: object, pos: int, *args: object) -> int:
+        return pos
+
+    def run(take: object, control_fast_path: bool = True) -> tuple[object, ...]:
+        with (
+            mock.patch.object(core, "take_simple_frames", take),
+            mock.patch.object(
+                Connection,
+                "_take_control_frame",
+                Connection._take_control_frame if control_fast_path else lambda *args: -1,
+            ),
+        ):
             conn = Connection(role, max_message_size=limit)
             events: list[object] = []
             for piece in pieces:
@@ -393,4 +414,4 @@ def test_the_core_answers_alike_with_the_c_fast_path_and_its_twin(
                 answers.append((frame.header.fin, frame.header.opcode, frame.payload))
             return events, answers, sent.buffered, conn.state, conn.close_code
 
-    assert run(take_c) == run(take_py)
+    assert run(take_c) == run(take_py) == run(no_frames, control_fast_path=False)

@@ -537,6 +537,11 @@ class Connection:
                 pos = take_simple_frames(view, pos, masked, fast_limit, events)
                 if pos == end:
                     break
+            if 0x88 <= view[pos] <= 0x8A:  # FIN, no RSV bit, close, ping or pong
+                stop = self._take_control_frame(view, pos, end, events)
+                if stop >= 0:
+                    pos = stop
+                    continue
             try:
                 stop = self._parse_frame(view, pos, end, events)
             except ProtocolError as exc:
@@ -554,6 +559,38 @@ class Connection:
             if self._frame_remaining:
                 break
         return pos
+
+    def _take_control_frame(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
+        """Process a whole control frame in its usual form at `pos`; return where it ends, or -1.
+
+        The usual form: FIN set and no RSV bit (the caller checked the first byte), a 7-bit length within
+        both size limits, masked as this side expects, all of it in `view`, and for a close frame, no
+        message before it in `events`. Such a frame passes every check of `_parse_frame` by construction;
+        any other (and every error) is left to it, the reference.
+        """
+        if end - pos < 2:
+            return -1
+        b1 = view[pos + 1]
+        length = b1 & 0x7F
+        if length > 125 or length > self._fast_limit or bool(b1 & 0x80) is not self._expect_masked:
+            return -1
+        opcode = view[pos] & 0x0F
+        if opcode == _CLOSE and events:
+            return -1  # a close frame may have to wait behind messages: `_parse_frame` decides
+        if b1 & 0x80:
+            start = pos + 6
+            stop = start + length
+            if stop > end:
+                return -1
+            payload = apply_mask(view[start:stop], bytes(view[pos + 2 : start]))
+        else:
+            start = pos + 2
+            stop = start + length
+            if stop > end:
+                return -1
+            payload = bytes(view[start:stop])
+        self._control_frame(opcode, payload, events)
+        return stop
 
     def _parse_frame(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
         """Process the frame at `pos`; return where it ends, _INCOMPLETE or _PAUSE.
