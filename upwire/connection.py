@@ -50,6 +50,8 @@ Data = str | bytes
 _MESSAGE_TYPES = (str, bytes)
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})
+# What a waiting `recv` is woken with when no message will come (see `_wake_recv_on_end`).
+_INPUT_ENDED = object()
 # A chunk the core queued apart from its header (a payload of SEPARATE_PAYLOAD_SIZE or more) is written as a
 # view of itself instead of being copied into one joined buffer.
 _LARGE_CHUNK = SEPARATE_PAYLOAD_SIZE
@@ -244,7 +246,7 @@ class Connection(asyncio.BufferedProtocol):
         self.subprotocol: str | None = None
         # Created with the first message that must wait for recv: an empty deque costs ~600 bytes.
         self._messages: deque[Data] | None = None
-        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._recv_waiter: asyncio.Future[Data | object] | None = None
         self._reading_paused = False
         self._writing_paused = False
         # Tasks waiting in send for the write buffer to drain; the list is made by the first of them.
@@ -325,30 +327,32 @@ class Connection(asyncio.BufferedProtocol):
                 "another task is already waiting in recv(); only one task may receive at a time"
             )
         if self._tcp_closed or self._input_ended():
-            error = self._closed_error()
-            if iterating and isinstance(error, ConnectionClosedOK):
-                raise StopAsyncIteration
-            raise error
-        waiter: asyncio.Future[Data] = self.loop.create_future()
+            # Raised from the expression, not from a local: a local would hold the exception that holds
+            # this frame (a cycle, and every closed connection would wait for the GC).
+            raise self._end_of_input(iterating)
+        waiter: asyncio.Future[Data | object] = self.loop.create_future()
         self._recv_waiter = waiter
         try:
-            return await waiter
-        except ConnectionClosedOK:
-            if iterating:
-                raise StopAsyncIteration from None
-            raise
+            result = await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not _INPUT_ENDED:
                 # The message arrived as this recv was cancelled (a timeout, say): keep it for the next.
                 if self._messages is None:
                     self._messages = deque()
-                self._messages.appendleft(waiter.result())
+                self._messages.appendleft(cast(Data, waiter.result()))
             raise
         finally:
             self._recv_waiter = None
-            # The exception that ends the connection holds this frame: without this, frame -> waiter ->
-            # exception -> traceback -> frame is a cycle, and every closed connection waits for the GC.
-            del waiter
+        if result is _INPUT_ENDED:
+            raise self._end_of_input(iterating)
+        return cast(Data, result)
+
+    def _end_of_input(self, iterating: bool) -> BaseException:
+        """What `recv` raises once no message will come: StopAsyncIteration ends `async for` quietly."""
+        error = self._closed_error()
+        if iterating and isinstance(error, ConnectionClosedOK):
+            return StopAsyncIteration()
+        return error
 
     def _input_ended(self) -> bool:
         protocol = self.protocol
@@ -441,7 +445,9 @@ class Connection(asyncio.BufferedProtocol):
     def _wake_recv_on_end(self) -> None:
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done() and not self._messages:
-            waiter.set_exception(self._closed_error())
+            # A marker, not the exception: the waiting recv makes the error itself (or, in `async for`,
+            # just ends the loop), so a normal end builds no ConnectionClosedOK and no traceback.
+            waiter.set_result(_INPUT_ENDED)
 
     def _closed_error(self) -> ConnectionClosed:
         protocol = self.protocol

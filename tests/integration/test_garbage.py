@@ -23,7 +23,7 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
-@pytest.mark.parametrize("ending", ["client closes", "server closes"])
+@pytest.mark.parametrize("ending", ["client closes", "server closes", "recv raises"])
 def test_a_closed_server_connection_is_freed_without_the_gc(loop_name: str, ending: str) -> None:
     refs: list[weakref.ref[upwire.ServerConnection]] = []
     done = asyncio.Event()
@@ -34,13 +34,20 @@ def test_a_closed_server_connection_is_freed_without_the_gc(loop_name: str, endi
             await ws.send("bye")
             await ws.close()
             return
-        async for message in ws:  # ends with the client's close (ConnectionClosedOK inside)
+        if ending == "recv raises":
+            await ws.send(await ws.recv())
+            # Woken by the close while waiting, then called again once closed: both raise.
+            for _ in range(2):
+                with pytest.raises(upwire.ConnectionClosedOK):
+                    await ws.recv()
+            return
+        async for message in ws:  # ends with the client's close
             await ws.send(message)
 
     async def main() -> None:
         async with await upwire.serve(handler, "127.0.0.1", 0) as server:
             async with upwire.connect(f"ws://127.0.0.1:{server.port}/") as ws:
-                if ending == "client closes":
+                if ending in ("client closes", "recv raises"):
                     await ws.send("hi")
                     assert await ws.recv() == "hi"
                 else:
