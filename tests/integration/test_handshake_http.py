@@ -33,6 +33,29 @@ async def test_valid_upgrade_request_gets_101_with_the_correct_accept_key(
         peer.close()
 
 
+async def test_extra_headers_and_the_subprotocol_are_in_the_101_on_the_wire(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(
+        subprotocols=["chat"], extra_headers=[("Server", "upwire-test"), ("X-Id", "7")]
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(extra=[("Sec-WebSocket-Protocol", "mqtt, chat")]))
+        response = await peer.read_response_head()
+        assert response.status == 101
+        assert response.headers["sec-websocket-accept"] == ACCEPT
+        assert response.headers["sec-websocket-protocol"] == "chat"
+        assert (response.headers["server"], response.headers["x-id"]) == ("upwire-test", "7")
+        peer.close()
+
+
+@pytest.mark.parametrize("value", ["a\r\nSet-Cookie: injected=1", "a\nb", "a\x00"])
+async def test_serve_refuses_extra_headers_that_would_break_the_101(value: str) -> None:
+    with pytest.raises(upwire.UsageError):
+        upwire.serve(upwire.Listener, "127.0.0.1", 0, extra_headers=[("X-Bad", value)])
+
+
 # ---------------------------------------------------------------------------- bad requests
 
 HUGE_REQUEST_LINE = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
