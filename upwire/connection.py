@@ -349,10 +349,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def _end_of_input(self, iterating: bool) -> BaseException:
         """What `recv` raises once no message will come: StopAsyncIteration ends `async for` quietly."""
-        error = self._closed_error()
-        if iterating and isinstance(error, ConnectionClosedOK):
+        if iterating and self._closed_cleanly():
             return StopAsyncIteration()
-        return error
+        return self._closed_error()
 
     def _input_ended(self) -> bool:
         protocol = self.protocol
@@ -453,17 +452,21 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self.protocol
         code = 1006 if protocol is None else protocol.close_code or 1006
         reason = "" if protocol is None else protocol.close_reason
-        sent = None if protocol is None else protocol.close_sent
-        clean = (
-            protocol is not None
-            and protocol.close_received is not None
-            and sent is not None
-            and code in _CLEAN_CODES
-            and (sent[0] is None or sent[0] in _CLEAN_CODES)
-        )
-        if clean:
+        if self._closed_cleanly():
             return ConnectionClosedOK(code, reason)
         return ConnectionClosedError(code, reason)
+
+    def _closed_cleanly(self) -> bool:
+        """Both close frames went and came with normal codes (1000, 1001 or none)."""
+        protocol = self.protocol
+        if protocol is None or protocol.close_received is None:
+            return False
+        sent = protocol.close_sent
+        return (
+            sent is not None
+            and (protocol.close_code or 1006) in _CLEAN_CODES
+            and (sent[0] is None or sent[0] in _CLEAN_CODES)
+        )
 
     # ------------------------------------------------------------------ sending
 
