@@ -574,6 +574,21 @@ token_is(const unsigned char *p, Py_ssize_t n, const char *name)
     return 1;
 }
 
+/* Append p[0:n], decoded as Latin-1, to the list `fields`; -1 with an exception set on failure. */
+static int
+append_latin1(PyObject *fields, const unsigned char *p, Py_ssize_t n)
+{
+    PyObject *text = PyUnicode_DecodeLatin1((const char *)p, n, NULL);
+    int failed;
+
+    if (text == NULL) {
+        return -1;
+    }
+    failed = PyList_Append(fields, text);
+    Py_DECREF(text);
+    return failed;
+}
+
 static PyObject *
 read_common_head(PyObject *module, PyObject *arg)
 {
@@ -632,8 +647,6 @@ read_common_head(PyObject *module, PyObject *arg)
     /* The field lines, each whole up to its CRLF. */
     while (i < stop) {
         Py_ssize_t name_start = i, name_end, value_start, value_end;
-        PyObject *name, *value;
-        int failed;
 
         while (i < stop && is_tchar(p[i])) {
             i++;
@@ -664,22 +677,8 @@ read_common_head(PyObject *module, PyObject *arg)
                  || token_is(p + name_start, name_end - name_start, "transfer-encoding")) {
             goto none; /* h11 rewrites these: left to it */
         }
-        name = PyUnicode_DecodeLatin1((const char *)p + name_start, name_end - name_start, NULL);
-        if (name == NULL) {
-            goto done;
-        }
-        failed = PyList_Append(fields, name);
-        Py_DECREF(name);
-        if (failed) {
-            goto done;
-        }
-        value = PyUnicode_DecodeLatin1((const char *)p + value_start, value_end - value_start, NULL);
-        if (value == NULL) {
-            goto done;
-        }
-        failed = PyList_Append(fields, value);
-        Py_DECREF(value);
-        if (failed) {
+        if (append_latin1(fields, p + name_start, name_end - name_start) < 0
+            || append_latin1(fields, p + value_start, value_end - value_start) < 0) {
             goto done;
         }
     }
