@@ -9,6 +9,7 @@ serializers are held to their former field-by-field writer the same way.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -35,6 +36,8 @@ from upwire.protocol.http import (
 from upwire.protocol.request_head import read_common_head, read_common_head_py
 
 MANY = settings(max_examples=1500, deadline=None)
+# The C reader against its Python twin takes UPWIRE_FUZZ_FACTOR times as many, like tests/protocol/test_speedups.py.
+FUZZ = settings(max_examples=1500 * int(os.environ.get("UPWIRE_FUZZ_FACTOR", "1")), deadline=None)
 
 # The head reader in use (the C one when the extension is built) and its pure-Python twin: the tests of
 # the fast path hold each to h11.
@@ -346,7 +349,7 @@ def _near_the_limit(size: int) -> bytes:
     return start + b"v" * (size - len(start) - 4) + b"\r\n\r\n"
 
 
-@MANY
+@FUZZ
 @given(
     data=heads()
     | st.binary(max_size=80)
