@@ -1,6 +1,6 @@
 """The asyncio WebSocket server: `serve(handler, host, port)`.
 
-Owns: accepting TCP connections, reading the HTTP request under limits, the `process_request` hook and
+Owns: accepting TCP connections (directly on asyncio's selector loops: `_accept`), reading the HTTP request under limits, the `process_request` hook and
 routing by path, answering with 101 (through `protocol.handshake`) or a plain HTTP response, running one
 handler task per connection, and graceful shutdown (close 1001 to every client, then wait).
 """
@@ -14,6 +14,7 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
+from upwire import _accept
 from upwire.connection import Connection, ConnectionOptions, extension_factories
 from upwire.exceptions import ConnectionClosed, InvalidHandshake
 from upwire.forwarded import TrustedProxies
@@ -379,14 +380,23 @@ class Server:
         backlog: int,
     ) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: ServerConnection(self, loop),
+
+        def make_connection() -> ServerConnection:
+            return ServerConnection(self, loop)
+
+        self._server = server = await loop.create_server(
+            make_connection,
             host=None if sock is not None else host,
             port=None if sock is not None else port,
             ssl=ssl,
             sock=sock,
             backlog=backlog,
+            start_serving=False,
         )
+        if _accept.supported(loop, server, ssl):
+            _accept.start_accepting(loop, server, make_connection, backlog)
+        else:
+            await server.start_serving()
 
     async def __aenter__(self) -> Server:
         return self

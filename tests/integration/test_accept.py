@@ -1,0 +1,212 @@
+"""Accepting connections: upwire's own accept on asyncio's selector loop, asyncio's elsewhere.
+
+On the default loop the server accepts without a task per connection (`upwire._accept`); on uvloop it uses
+the loop's own. Both must give the same connections, close the same way, and survive running out of file
+descriptors without spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, echo
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def run_on(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Coroutine[Any, Any, None]
+) -> None:
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
+class Echo(upwire.Listener):
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        connection.send_now(message)
+
+
+def test_accepting_on_the_default_loop_makes_no_task_per_connection() -> None:
+    created: list[object] = []
+
+    def counting_factory(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main() -> None:
+        async with upwire.serve(Echo, "127.0.0.1", 0, ping_interval=None) as server:
+            async with asyncio.timeout(TEST_TIMEOUT_S):
+                clients = [
+                    await upwire.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None)
+                    for _ in range(20)
+                ]
+                # Count from here: the clients' own tasks are made; the server's connections are open.
+                asyncio.get_running_loop().set_task_factory(counting_factory)
+                for ws in clients:
+                    await ws.send("hi")
+                    assert await ws.recv() == "hi"
+                before = len(created)
+                more = [
+                    await upwire.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None)
+                    for _ in range(10)
+                ]
+                # 10 connections accepted by a Listener server (and opened by clients) made no task.
+                names = [getattr(c, "__qualname__", repr(c)) for c in created[before:]]
+                assert names == [], names
+                for ws in clients + more:
+                    await ws.close()
+
+    run_on(asyncio.new_event_loop, main())
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_connections_have_their_addresses_and_close_with_the_server(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        assert ws.transport is not None
+        seen.append((ws.remote_address, ws.transport.get_extra_info("sockname")))
+        await echo(ws)
+
+    async def main() -> None:
+        server = await upwire.serve(handler, "127.0.0.1", 0, ping_interval=None, shutdown_timeout=2)
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            address = f"ws://127.0.0.1:{server.port}/"
+            clients = await asyncio.gather(*(upwire.connect(address) for _ in range(30)))
+            for ws in clients:
+                await ws.send("x")
+                assert await ws.recv() == "x"
+            expected = {ws.transport.get_extra_info("sockname") for ws in clients if ws.transport}
+            assert {peer for peer, _ in seen} == expected
+            assert {local for _, local in seen} == {("127.0.0.1", server.port)}
+            server.close()
+            await server.wait_closed()
+            for ws in clients:
+                with pytest.raises(upwire.ConnectionClosedOK):
+                    await ws.recv()
+                assert ws.close_code == 1001
+            with pytest.raises(OSError):
+                await upwire.connect(address)
+
+    run_on(loop_factory, main())
+
+
+# A Listener echo server that can open only a few more file descriptors than it has once it listens.
+OUT_OF_FDS_SERVER = """
+import asyncio, os, resource, upwire
+
+class Echo(upwire.Listener):
+    def on_message(self, connection, message):
+        connection.send_now(message)
+
+async def main():
+    server = await upwire.serve(Echo, "127.0.0.1", 0, ping_interval=None)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(server.port, flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_out_of_file_descriptors_pauses_accepting_then_serves_the_waiting_clients() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_FDS_SERVER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = int(
+            await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), TEST_TIMEOUT_S)
+        )
+        address = f"ws://127.0.0.1:{port}/"
+        accepted: list[upwire.ClientConnection] = []
+        async with asyncio.timeout(30):
+            for _ in range(20):
+                try:
+                    accepted.append(
+                        await upwire.connect(address, open_timeout=1.0, ping_interval=None)
+                    )
+                except TimeoutError:
+                    break  # this one waits in the listen queue: the server cannot accept it
+            else:
+                pytest.fail(
+                    "the server accepted 20 connections: its file descriptor limit did not apply"
+                )
+            assert accepted, "not even one connection was accepted"
+            # Paused, not spinning on the listening socket Linux keeps reporting readable.
+            start = cpu_seconds(process.pid)
+            await asyncio.sleep(1.0)
+            assert cpu_seconds(process.pid) - start < 0.3
+            # Those accepted still work; once two close, waiting clients are served again.
+            for ws in accepted:
+                await ws.send("still here")
+                assert await ws.recv() == "still here"
+            waiting = asyncio.ensure_future(
+                upwire.connect(address, open_timeout=8.0, ping_interval=None)
+            )
+            for ws in accepted[:2]:
+                await ws.close()
+            ws = await waiting
+            await ws.send("served")
+            assert await ws.recv() == "served"
+            await ws.close()
+            for ws in accepted[2:]:
+                await ws.close()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert "cannot accept connections" in stderr and "Too many open files" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+def test_the_retry_after_running_out_does_nothing_once_the_server_is_closed() -> None:
+    # The paused acceptor's timer fires after close(): it must not watch the closed socket again.
+    from upwire import _accept
+
+    async def main() -> None:
+        server = await upwire.serve(Echo, "127.0.0.1", 0, ping_interval=None)
+        loop = asyncio.get_running_loop()
+        sock = server._server._sockets[0]  # type: ignore[union-attr]
+        acceptor = loop._selector.get_key(sock.fileno()).data[0]._callback.__self__  # type: ignore[attr-defined]
+        assert isinstance(acceptor, _accept._Acceptor)
+        acceptor._accept_failed(OSError(24, "Too many open files"))
+        assert sock.fileno() not in loop._selector.get_map()  # type: ignore[attr-defined]
+        server.close()
+        await server.wait_closed()
+        acceptor.resume()
+        assert sock.fileno() == -1
+
+    started = time.monotonic()
+    run_on(asyncio.new_event_loop, main())
+    assert time.monotonic() - started < TEST_TIMEOUT_S

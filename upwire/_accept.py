@@ -1,0 +1,113 @@
+"""Accepting TCP connections on asyncio's selector loops without a task per connection.
+
+Owns: the listening sockets' read callback when `serve` runs on plain TCP on a loop built on asyncio's
+`BaseSelectorEventLoop` (the default loop on Unix). Knows nothing about WebSocket or HTTP.
+
+Why: asyncio's own server accepts each connection in a coroutine run as a task, which makes the transport
+and then awaits a future the transport resolves once `connection_made` has run. That is a coroutine, a
+task, a future and two more loop callbacks per connection, about a tenth of the CPU time of a whole
+WebSocket handshake. Here the listening socket's callback accepts and makes the transport itself, with the
+same arguments asyncio's server passes (the peer's address as `peername`, the `asyncio.Server` so that its
+`wait_closed` and `close` keep working). `asyncio.Server.close()` removes this callback and closes the
+sockets as it does its own.
+
+It relies on two private parts of asyncio's selector loop, unchanged since Python 3.7: the loop's
+`_make_socket_transport` and the server's `_sockets`. Other loops (uvloop, Windows' proactor), TLS, and
+any loop without them keep asyncio's own accept (`supported` says which).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ACCEPT_RETRY_DELAY_S", "start_accepting", "supported"]
+
+logger = logging.getLogger("upwire")
+
+# After running out of file descriptors or memory, wait this long before accepting again (as asyncio does):
+# Linux keeps reporting the listening socket readable, so accepting at once would spin.
+ACCEPT_RETRY_DELAY_S = 1.0
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def supported(loop: asyncio.AbstractEventLoop, server: asyncio.Server, ssl: object) -> bool:
+    """Whether `start_accepting` can serve `server` (made with `start_serving=False`) on `loop`."""
+    return (
+        ssl is None
+        and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        and callable(getattr(loop, "_make_socket_transport", None))
+        and isinstance(getattr(server, "_sockets", None), list)
+    )
+
+
+def start_accepting(
+    loop: asyncio.AbstractEventLoop,
+    server: asyncio.Server,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    backlog: int,
+) -> None:
+    """Listen on `server`'s sockets and accept their connections (only where `supported` says so)."""
+    for sock in server._sockets:  # type: ignore[attr-defined]
+        sock.listen(backlog)
+        _Acceptor(loop, server, sock, protocol_factory, backlog).resume()
+
+
+class _Acceptor:
+    """The read callback of one listening socket."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        server: asyncio.Server,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        backlog: int,
+    ) -> None:
+        self.loop = loop
+        self.server = server
+        self.sock = sock
+        self.protocol_factory = protocol_factory
+        # Accept at most a backlog's worth per readiness, as asyncio does, so a flood cannot starve the loop.
+        self.batch = max(1, backlog)
+        self.make_transport: Callable[..., Any] = loop._make_socket_transport  # type: ignore[attr-defined]
+
+    def resume(self) -> None:
+        """Watch the listening socket, unless the server closed it meanwhile."""
+        if self.sock.fileno() != -1:
+            self.loop.add_reader(self.sock.fileno(), self.accept)
+
+    def accept(self) -> None:
+        """Accept the connections waiting on the listening socket, each into a transport and protocol."""
+        sock = self.sock
+        for _ in range(self.batch):
+            try:
+                conn, address = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # none left, or one reset while it waited
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            try:
+                conn.setblocking(False)
+                self.make_transport(
+                    conn, self.protocol_factory(), extra={"peername": address}, server=self.server
+                )
+            except Exception:
+                conn.close()
+                logger.exception("could not set up the connection from %s", address)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno in _OUT_OF_RESOURCES:
+            logger.error(
+                "cannot accept connections (%s); trying again in %s s", exc, ACCEPT_RETRY_DELAY_S
+            )
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.call_later(ACCEPT_RETRY_DELAY_S, self.resume)
+        else:
+            logger.error("accepting a connection failed: %s", exc)
