@@ -11,8 +11,9 @@ same arguments asyncio's server passes (the peer's address as `peername`, the `a
 `wait_closed` and `close` keep working). `asyncio.Server.close()` removes this callback and closes the
 sockets as it does its own.
 
-It relies on two private parts of asyncio's selector loop, unchanged since Python 3.7: the loop's
-`_make_socket_transport` and the server's `_sockets`. Other loops (uvloop, Windows' proactor), TLS, and
+It relies on private parts of asyncio's selector loop, unchanged since Python 3.7 (the loop's
+`_make_socket_transport`, the server's `_sockets`), and on the socket's `_accept` (socket.py's own accept
+since Python 3.3). Other loops (uvloop, Windows' proactor), TLS, and
 any loop without them keep asyncio's own accept (`supported` says which).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +44,7 @@ def supported(loop: asyncio.AbstractEventLoop, server: asyncio.Server, ssl: obje
         ssl is None
         and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
         and callable(getattr(loop, "_make_socket_transport", None))
+        and callable(getattr(socket.socket, "_accept", None))
         and isinstance(getattr(server, "_sockets", None), list)
     )
 
@@ -84,22 +87,31 @@ class _Acceptor:
 
     def accept(self) -> None:
         """Accept the connections waiting on the listening socket, each into a transport and protocol."""
+        # socket.accept() reads the listening socket's family and type as enums for every connection;
+        # the private _accept() and the numbers read once here make the same socket for less.
         sock = self.sock
+        accept = sock._accept  # type: ignore[attr-defined]
+        family, kind, proto = int(sock.family), int(sock.type), sock.proto
         for _ in range(self.batch):
             try:
-                conn, address = sock.accept()
+                fd, address = accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return  # none left, or one reset while it waited
             except OSError as exc:
                 self._accept_failed(exc)
                 return
+            conn = None
             try:
+                conn = socket.socket(family, kind, proto, fileno=fd)
                 conn.setblocking(False)
                 self.make_transport(
                     conn, self.protocol_factory(), extra={"peername": address}, server=self.server
                 )
             except Exception:
-                conn.close()
+                if conn is None:
+                    os.close(fd)
+                else:
+                    conn.close()
                 logger.exception("could not set up the connection from %s", address)
 
     def _accept_failed(self, exc: OSError) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ import uvloop
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, echo
+from .wire import TEXT, RawPeer
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -108,6 +111,41 @@ def test_connections_have_their_addresses_and_close_with_the_server(
                 assert ws.close_code == 1001
             with pytest.raises(OSError):
                 await upwire.connect(address)
+
+    run_on(loop_factory, main())
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_a_unix_socket_and_ipv6_are_served_too(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], tmp_path: Path
+) -> None:
+    peers: list[Any] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        peers.append(ws.remote_address)
+        await echo(ws)
+
+    async def main() -> None:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            path = str(tmp_path / "ws.sock")
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix.bind(path)
+            async with upwire.serve(handler, sock=unix, ping_interval=None):
+                peer = RawPeer(*await asyncio.open_unix_connection(path))
+                assert (await peer.upgrade()).status == 101
+                peer.send_frame(TEXT, "over a unix socket")
+                assert (await peer.read_frame()).payload == b"over a unix socket"
+                peer.close()
+            async with (
+                upwire.serve(handler, "::1", 0, ping_interval=None) as server,
+                upwire.connect(f"ws://[::1]:{server.port}/") as ws,
+            ):
+                await ws.send("over IPv6")
+                assert await ws.recv() == "over IPv6"
+                assert ws.transport is not None
+                local = ws.transport.get_extra_info("sockname")
+        assert peers[0] == ""  # a unix socket's unnamed client
+        assert peers[1][:2] == local[:2]
 
     run_on(loop_factory, main())
 
