@@ -74,6 +74,9 @@ _SELECTOR_SOCKET_TRANSPORT: type | None = getattr(selector_events, "_SelectorSoc
 _ASYNCIO_HIGH_WATER = 64 * 1024
 
 
+_FD_UNKNOWN = -2
+
+
 def _socket_fd(transport: asyncio.BaseTransport) -> int:
     """The file descriptor of `transport`'s stream socket if its writes go straight to it, else -1.
 
@@ -225,8 +228,10 @@ class Connection(asyncio.BufferedProtocol):
     _paused_for_writes = False
     # True over TLS (set in connection_made).
     _tls = False
-    # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1.
-    _fd = -1
+    # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1;
+    # looked up on first use (`_direct_fd`): uvloop makes a socket object and a system call for it, and
+    # most connections never need it.
+    _fd = _FD_UNKNOWN
     # True once the TCP connection is closed (connection_lost).
     _tcp_closed = False
     # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
@@ -606,8 +611,10 @@ class Connection(asyncio.BufferedProtocol):
     def _flush_chunks(self, transport: asyncio.Transport, out: list[bytes]) -> None:
         if not self._large_queued:
             transport.writelines(out)
-        elif self._fd >= 0 and _HAS_WRITEV and not transport.get_write_buffer_size():
-            _writev_chunks(self._fd, transport, out)
+        elif (
+            _HAS_WRITEV and not transport.get_write_buffer_size() and (fd := self._direct_fd()) >= 0
+        ):
+            _writev_chunks(fd, transport, out)
         else:
             _write_chunks(transport, out)
 
@@ -641,18 +648,27 @@ class Connection(asyncio.BufferedProtocol):
         would do, without its cost per connection.
         """
         fd = self._fd
-        if fd >= 0:
-            protocol = self.protocol
-            transport = self.transport
-            if (
-                protocol is not None
-                and transport is not None
-                and protocol.takes_encoded_now()
-                and not transport.is_closing()
-                and not transport.get_write_buffer_size()
-            ):
-                return fd
+        if fd == -1:
+            return -1
+        protocol = self.protocol
+        transport = self.transport
+        if (
+            protocol is not None
+            and transport is not None
+            and protocol.takes_encoded_now()
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+        ):
+            return fd if fd >= 0 else self._direct_fd()
         return -1
+
+    def _direct_fd(self) -> int:
+        """`_fd`, looked up now if it was not yet."""
+        fd = self._fd
+        if fd == _FD_UNKNOWN:
+            transport = self.transport
+            fd = self._fd = -1 if transport is None or self._tls else _socket_fd(transport)
+        return fd
 
     async def _drain(self) -> None:
         if not self._writing_paused:
@@ -828,10 +844,6 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.set_write_buffer_limits(high=self.options.write_limit)
             if transport.get_extra_info("sslcontext") is not None:
                 self._tls = True
-                return
-        fd = _socket_fd(transport)
-        if fd >= 0:
-            self._fd = fd
 
     def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
         """Switch to WebSocket frames once the opening handshake succeeded."""
@@ -911,8 +923,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Mark the connection closed and wake every waiting task."""
-        if self._fd >= 0:
-            self._fd = -1  # the number may soon name another socket
+        self._fd = -1  # the number may soon name another socket
         if self.protocol is not None:
             self.protocol.receive_eof()
         for timer in (self._close_timer, self._keepalive_timer, self._idle_timer):
