@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from asyncio import selector_events
 from collections import deque
@@ -70,6 +71,12 @@ _read_buffers = threading.local()
 _WRITES_TO_SOCKET: dict[type, bool] = {}
 # asyncio's transport for plain sockets on its default event loop (a private name: looked up softly).
 _SELECTOR_SOCKET_TRANSPORT: type | None = getattr(selector_events, "_SelectorSocketTransport", None)
+# Python 3.12 gave that transport its own `writelines` (no join: one sendmsg), which until 3.12.9 and
+# 3.13.2 forgot to pause the protocol past the high-water mark (CPython gh-127655): without the check
+# after it, a peer that stops reading could make the write buffer grow without bound.
+_WRITELINES_NEEDS_PAUSE_CHECK = sys.version_info >= (3, 12) and callable(
+    getattr(_SELECTOR_SOCKET_TRANSPORT, "_maybe_pause_protocol", None)
+)
 # The high-water mark asyncio's transports start with (`FlowControlMixin`; the low one is a quarter of it).
 _ASYNCIO_HIGH_WATER = 64 * 1024
 
@@ -611,6 +618,8 @@ class Connection(asyncio.BufferedProtocol):
     def _flush_chunks(self, transport: asyncio.Transport, out: list[bytes]) -> None:
         if not self._large_queued:
             transport.writelines(out)
+            if _WRITELINES_NEEDS_PAUSE_CHECK and type(transport) is _SELECTOR_SOCKET_TRANSPORT:
+                transport._maybe_pause_protocol()  # type: ignore[attr-defined]
         elif (
             _HAS_WRITEV and not transport.get_write_buffer_size() and (fd := self._direct_fd()) >= 0
         ):
