@@ -79,6 +79,9 @@ class _Acceptor:
         # Accept at most a backlog's worth per readiness, as asyncio does, so a flood cannot starve the loop.
         self.batch = max(1, backlog)
         self.make_transport: Callable[..., Any] = loop._make_socket_transport  # type: ignore[attr-defined]
+        # socket.accept() reads the listening socket's family and type as enums for every connection;
+        # the private _accept() and these numbers, read once, make the same socket for less.
+        self.socket_args = (int(sock.family), int(sock.type), sock.proto)
 
     def resume(self) -> None:
         """Watch the listening socket, unless the server closed it meanwhile."""
@@ -87,11 +90,8 @@ class _Acceptor:
 
     def accept(self) -> None:
         """Accept the connections waiting on the listening socket, each into a transport and protocol."""
-        # socket.accept() reads the listening socket's family and type as enums for every connection;
-        # the private _accept() and the numbers read once here make the same socket for less.
-        sock = self.sock
-        accept = sock._accept  # type: ignore[attr-defined]
-        family, kind, proto = int(sock.family), int(sock.type), sock.proto
+        accept = self.sock._accept  # type: ignore[attr-defined]
+        family, kind, proto = self.socket_args
         for _ in range(self.batch):
             try:
                 fd, address = accept()
