@@ -13,8 +13,8 @@ sockets as it does its own.
 
 It relies on private parts of asyncio's selector loop, unchanged since Python 3.7 (the loop's
 `_make_socket_transport`, the server's `_sockets`), and on the socket's `_accept` (socket.py's own accept
-since Python 3.3). Other loops (uvloop, Windows' proactor), TLS, and
-any loop without them keep asyncio's own accept (`supported` says which).
+since Python 3.3). Other loops (uvloop, Windows' proactor), TLS, and any loop without these parts keep
+asyncio's own accept (`supported` says which).
 """
 
 from __future__ import annotations

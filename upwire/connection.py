@@ -80,7 +80,7 @@ _WRITELINES_NEEDS_PAUSE_CHECK = sys.version_info >= (3, 12) and callable(
 # The high-water mark asyncio's transports start with (`FlowControlMixin`; the low one is a quarter of it).
 _ASYNCIO_HIGH_WATER = 64 * 1024
 
-
+# `Connection._fd` before its first use: not looked up yet (-1 means no direct writes).
 _FD_UNKNOWN = -2
 
 
