@@ -1,8 +1,9 @@
 """The asyncio WebSocket server: `serve(handler, host, port)`.
 
-Owns: accepting TCP connections (directly on asyncio's selector loops: `_accept`), reading the HTTP request under limits, the `process_request` hook and
-routing by path, answering with 101 (through `protocol.handshake`) or a plain HTTP response, running one
-handler task per connection, and graceful shutdown (close 1001 to every client, then wait).
+Owns: accepting TCP connections (on asyncio's selector loops through `_accept`), reading the HTTP request
+under limits, the `process_request` hook and routing by path, answering with 101 (through
+`protocol.handshake`) or a plain HTTP response, running one handler task per connection, and graceful
+shutdown (close 1001 to every client, then wait).
 """
 
 from __future__ import annotations
