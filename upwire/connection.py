@@ -231,6 +231,8 @@ class Connection(asyncio.BufferedProtocol):
     # True while a Listener's callbacks run on a read's messages: what they send goes out in one write
     # when the read is done (see _received), not the first frame at once and the rest a loop turn later.
     _delivering = False
+    # True while answers wait for the answer to the last received message still queued (_send_whole).
+    _holding_for_input = False
     # True while a Listener connection does not read because its answers are not being read.
     _paused_for_writes = False
     # True over TLS (set in connection_made).
@@ -524,21 +526,41 @@ class Connection(asyncio.BufferedProtocol):
         size = len(message)
         if size >= _LARGE_CHUNK // 4:  # a str's length is in characters: up to 4 bytes each
             self._large_queued = True
-        if not (self._flush_scheduled or self._delivering):
-            # The first message of a loop iteration goes out at once (no added latency); the frames
-            # that follow it in the same iteration are written together by one call, one system call
-            # instead of one per message, unless they pile up past write_limit. (Frames a Listener
-            # sends while a read's messages are delivered wait for the write at the end of that read.)
+        if self._delivering:
+            # A Listener's callbacks run on a read's messages: the read's end writes what they send.
+            self._hold(size)
+        elif self._messages and not self._large_queued:
+            # More received messages wait for recv: this answer goes out with the answer to the last of
+            # them (one write for a batch of small frames), or at the end of this loop iteration if none
+            # comes. A large frame's write costs its copy, not its system call: it is not held.
+            self._holding_for_input = True
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._scheduled_flush)
+            self._hold(size)
+        elif self._holding_for_input or not self._flush_scheduled:
+            # A message that no other received one follows goes out at once (no added latency), with the
+            # answers held for it; the frames that follow it in the same loop iteration are written
+            # together by one call, one system call instead of one per message.
+            if self._holding_for_input:  # set on the instance only when it changes
+                self._holding_for_input = False
             self._flush()
-            self._flush_scheduled = True
-            self.loop.call_soon(self._scheduled_flush)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._scheduled_flush)
         else:
-            self._unflushed += size
-            if self._unflushed > self.options.write_limit:
-                self._flush()
+            self._hold(size)
+
+    def _hold(self, size: int) -> None:
+        """Leave a frame for a later write, unless the held frames pile up past write_limit."""
+        self._unflushed += size
+        if self._unflushed > self.options.write_limit:
+            self._flush()
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
+        if self._holding_for_input:
+            self._holding_for_input = False
         self._flush()
 
     def _open_protocol(self) -> ProtocolConnection:

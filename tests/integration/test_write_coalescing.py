@@ -113,3 +113,64 @@ async def test_a_listeners_answers_to_one_read_are_written_together_when_the_rea
         max(QueueingEcho.waiting[:50]) > 10
     )  # answers piled up within a read, not sent one by one
     assert QueueingEcho.waiting[-1] == 1
+
+
+async def test_a_tasks_answers_to_one_reads_messages_are_written_together(
+    start_server: StartServer,
+) -> None:
+    held: list[int] = []
+
+    async def answer_each(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+            protocol = ws.protocol
+            assert protocol is not None
+            held.append(len(protocol._outgoing))
+
+    server = await start_server(answer_each, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        # One write of 50 frames: the task finds the ones after the first already queued, and its answers
+        # wait for the answer to the last of them instead of going out one by one.
+        peer.write(b"".join(encode_frame(TEXT, f"m{i}") for i in range(50)))
+        frames = [await peer.read_frame() for _ in range(50)]
+        assert [frame.payload for frame in frames] == [f"m{i}".encode() for i in range(50)]
+        # A lone message later is answered at once.
+        peer.send_frame(TEXT, "alone")
+        assert (await peer.read_frame()).payload == b"alone"
+    assert max(held[:50]) > 10  # answers piled up while messages were queued
+    assert held[49] == 0 and held[-1] == 0  # the last answer of the batch and the lone one: written
+
+
+async def test_an_answer_held_for_queued_messages_is_written_in_the_same_loop_turn_if_none_follows(
+    start_server: StartServer,
+) -> None:
+    async def answer_first_then_wait(ws: upwire.ServerConnection) -> None:
+        await ws.send(await ws.recv())  # held: the second message is queued
+        await asyncio.sleep(TEST_TIMEOUT_S)  # and no further answer comes to take it along
+
+    server = await start_server(answer_first_then_wait, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S / 2):
+        peer = await RawPeer.upgraded(server.port)
+        peer.write(encode_frame(TEXT, "first") + encode_frame(TEXT, "second"))
+        frame = await peer.read_frame()
+    assert frame.payload == b"first"
+
+
+async def test_held_answers_never_exceed_write_limit(start_server: StartServer) -> None:
+    held: list[int] = []
+
+    async def answer_each(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message * 8)
+            protocol = ws.protocol
+            assert protocol is not None
+            held.append(sum(len(chunk) for chunk in protocol._outgoing))
+
+    server = await start_server(answer_each, ping_interval=None, write_limit=16 * 1024)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.write(b"".join(encode_frame(BINARY, bytes([i]) * 300) for i in range(100)))
+        frames = [await peer.read_frame() for _ in range(100)]
+    assert [frame.payload for frame in frames] == [bytes([i]) * 2400 for i in range(100)]
+    assert 0 < max(held) <= 16 * 1024 + 2400 + 16
