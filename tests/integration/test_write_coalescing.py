@@ -99,15 +99,8 @@ async def test_a_listeners_answers_to_one_read_are_written_together_when_the_rea
     QueueingEcho.waiting = []
     server = await start_server(QueueingEcho, ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.upgraded(server.port)
-        # One write of 50 frames: they arrive in one read (a few at most), and their answers wait for
-        # its end instead of the first going out alone.
-        peer.write(b"".join(encode_frame(TEXT, f"m{i}") for i in range(50)))
-        frames = [await peer.read_frame() for _ in range(50)]
-        assert [frame.payload for frame in frames] == [f"m{i}".encode() for i in range(50)]
-        # A lone message later is answered at once, not left waiting for a read that does not come.
-        peer.send_frame(TEXT, "alone")
-        assert (await peer.read_frame()).payload == b"alone"
+        # Their answers wait for the read's end instead of the first going out alone.
+        await _fifty_in_one_write_then_one_alone(server.port)
     assert QueueingEcho.waiting[0] == 1
     assert (
         max(QueueingEcho.waiting[:50]) > 10
@@ -129,15 +122,9 @@ async def test_a_tasks_answers_to_one_reads_messages_are_written_together(
 
     server = await start_server(answer_each, ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.upgraded(server.port)
-        # One write of 50 frames: the task finds the ones after the first already queued, and its answers
-        # wait for the answer to the last of them instead of going out one by one.
-        peer.write(b"".join(encode_frame(TEXT, f"m{i}") for i in range(50)))
-        frames = [await peer.read_frame() for _ in range(50)]
-        assert [frame.payload for frame in frames] == [f"m{i}".encode() for i in range(50)]
-        # A lone message later is answered at once.
-        peer.send_frame(TEXT, "alone")
-        assert (await peer.read_frame()).payload == b"alone"
+        # The task finds the messages after the first already queued, and its answers wait for the
+        # answer to the last of them instead of going out one by one.
+        await _fifty_in_one_write_then_one_alone(server.port)
     assert max(held[:50]) > 10  # answers piled up while messages were queued
     assert held[49] == 0 and held[-1] == 0  # the last answer of the batch and the lone one: written
 
@@ -174,3 +161,14 @@ async def test_held_answers_never_exceed_write_limit(start_server: StartServer) 
         frames = [await peer.read_frame() for _ in range(100)]
     assert [frame.payload for frame in frames] == [bytes([i]) * 2400 for i in range(100)]
     assert 0 < max(held) <= 16 * 1024 + 2400 + 16
+
+
+async def _fifty_in_one_write_then_one_alone(port: int) -> None:
+    """Send 50 frames in one write (one read on the server, a few at most), then a lone one; check the echoes."""
+    peer = await RawPeer.upgraded(port)
+    peer.write(b"".join(encode_frame(TEXT, f"m{i}") for i in range(50)))
+    frames = [await peer.read_frame() for _ in range(50)]
+    assert [frame.payload for frame in frames] == [f"m{i}".encode() for i in range(50)]
+    # A lone message later is answered at once, not left waiting for a read or an answer that does not come.
+    peer.send_frame(TEXT, "alone")
+    assert (await peer.read_frame()).payload == b"alone"
