@@ -534,9 +534,7 @@ class Connection(asyncio.BufferedProtocol):
             # them (one write for a batch of small frames), or at the end of this loop iteration if none
             # comes. A large frame's write costs its copy, not its system call: it is not held.
             self._holding_for_input = True
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._scheduled_flush)
+            self._schedule_flush()
             self._hold(size)
         elif self._holding_for_input or not self._flush_scheduled:
             # A message that no other received one follows goes out at once (no added latency), with the
@@ -545,11 +543,15 @@ class Connection(asyncio.BufferedProtocol):
             if self._holding_for_input:  # set on the instance only when it changes
                 self._holding_for_input = False
             self._flush()
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._scheduled_flush)
+            self._schedule_flush()
         else:
             self._hold(size)
+
+    def _schedule_flush(self) -> None:
+        """Write what is held at the end of this loop iteration (once per iteration)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
 
     def _hold(self, size: int) -> None:
         """Leave a frame for a later write, unless the held frames pile up past write_limit."""
