@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from asyncio import selector_events
 from collections import deque
 from collections.abc import (
@@ -106,6 +107,50 @@ def _socket_fd(transport: asyncio.BaseTransport) -> int:
         return -1
     fd: int = sock.fileno()
     return fd
+
+
+class _IterationFlush:
+    """The connections whose held frames go out at the end of this loop iteration, with one loop callback.
+
+    A connection that wrote a frame at once holds the frames it sends after it in the same iteration
+    (`Connection._schedule_flush`). With many connections active at once, a loop callback for each
+    of them cost about 1 µs per message; one callback writes for all of them, in the order they held.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: list[Connection] = []
+
+    def add(self, connection: Connection) -> None:
+        """Write `connection`'s held frames at the end of this iteration (it adds itself once per iteration)."""
+        pending = self._pending
+        pending.append(connection)
+        if len(pending) == 1:
+            connection.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        pending = self._pending
+        self._pending = []
+        for connection in pending:
+            try:
+                connection._scheduled_flush()
+            except Exception:
+                # One connection's failure must not leave the others' frames unwritten.
+                logger.exception("writing held frames failed")
+
+
+# One per event loop; an entry goes with its loop.
+_iteration_flushes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _IterationFlush] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _iteration_flush(loop: asyncio.AbstractEventLoop) -> _IterationFlush:
+    flush = _iteration_flushes.get(loop)
+    if flush is None:
+        flush = _iteration_flushes[loop] = _IterationFlush()
+    return flush
 
 
 def _read_buffer() -> memoryview:
@@ -246,6 +291,8 @@ class Connection(asyncio.BufferedProtocol):
     # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
     # future per connection costs time and memory on every handshake.
     _closed_waiter: asyncio.Future[None] | None = None
+    # The loop's `_IterationFlush`, looked up when this connection first holds frames.
+    _iteration_flush: _IterationFlush | None = None
 
     def __init__(
         self, options: ConnectionOptions, loop: asyncio.AbstractEventLoop | None = None
@@ -551,7 +598,10 @@ class Connection(asyncio.BufferedProtocol):
         """Write what is held at the end of this loop iteration (once per iteration)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._scheduled_flush)
+            flush = self._iteration_flush
+            if flush is None:
+                flush = self._iteration_flush = _iteration_flush(self.loop)
+            flush.add(self)
 
     def _hold(self, size: int) -> None:
         """Leave a frame for a later write, unless the held frames pile up past write_limit."""

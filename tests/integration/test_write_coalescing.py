@@ -58,6 +58,40 @@ async def test_a_lone_message_is_written_before_the_sender_yields(
     assert written[1] == 0
 
 
+async def test_frames_held_by_many_connections_in_one_loop_turn_all_go_out_in_order(
+    start_server: StartServer,
+) -> None:
+    count = 20
+    ready = asyncio.Event()
+    greeted: list[int] = []
+    held: list[int] = []
+
+    async def three_at_once(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        greeted.append(1)
+        if len(greeted) == count:
+            ready.set()
+        await ready.wait()  # every task resumes in the same loop iteration
+        name = ws.request.path if ws.request else "?"
+        # The first goes out at once, the two after it are held for the end of the loop turn.
+        for i in range(3):
+            await ws.send(f"{name} {i}")
+        protocol = ws.protocol
+        assert protocol is not None
+        held.append(len(protocol._outgoing))
+        await ws.recv()
+
+    server = await start_server(three_at_once, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peers = [await RawPeer.upgraded(server.port, f"/{n}") for n in range(count)]
+        for peer in peers:
+            peer.send_frame(TEXT, "go")
+        for n, peer in enumerate(peers):
+            payloads = [(await peer.read_frame()).payload for _ in range(3)]
+            assert payloads == [f"/{n} {i}".encode() for i in range(3)]
+    assert held == [2] * count
+
+
 async def test_coalesced_frames_never_exceed_write_limit_before_reaching_the_transport(
     start_server: StartServer,
 ) -> None:
