@@ -78,6 +78,8 @@ def parse_uri(uri: str) -> WebSocketURI:
 class ClientConnection(Connection):
     """A connection opened by `connect`."""
 
+    __slots__ = ("_handshake", "_opening", "_reader")
+
     def __init__(self, options: ConnectionOptions, handshake: ClientHandshake) -> None:
         super().__init__(options)
         self._handshake = handshake

@@ -268,31 +268,45 @@ class Connection(asyncio.BufferedProtocol):
         subprotocol: the negotiated subprotocol, or None.
     """
 
-    # Class-level defaults, set on an instance only when they change (an idle connection stays small):
-    # True when a message of _LARGE_CHUNK bytes or more may be among the queued chunks.
-    _large_queued = False
-    # True when the current read goes straight into the core's buffer of a large frame.
-    _reading_in_place = False
-    # True while a Listener's callbacks run on a read's messages: what they send goes out in one write
-    # when the read is done (see _received), not the first frame at once and the rest a loop turn later.
-    _delivering = False
-    # True while answers wait for the answer to the last received message still queued (_send_whole).
-    _holding_for_input = False
-    # True while a Listener connection does not read because its answers are not being read.
-    _paused_for_writes = False
-    # True over TLS (set in connection_made).
-    _tls = False
-    # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1;
-    # looked up on first use (`_direct_fd`): uvloop makes a socket object and a system call for it, and
-    # most connections never need it.
-    _fd = _FD_UNKNOWN
-    # True once the TCP connection is closed (connection_lost).
-    _tcp_closed = False
-    # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
-    # future per connection costs time and memory on every handshake.
-    _closed_waiter: asyncio.Future[None] | None = None
-    # The loop's `_IterationFlush`, looked up when this connection first holds frames.
-    _iteration_flush: _IterationFlush | None = None
+    # Slots, not an instance dict: every connection has the same layout, so attribute reads in the hot
+    # paths stay on the interpreter's fast path (an instance dict that grows past 30 names, or a class
+    # default read through it, falls off it), and an idle connection pays 8 bytes per field. `__dict__`
+    # keeps attributes set by applications working.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_close_timer",
+        "_closed_waiter",
+        "_delivering",
+        "_drain_waiters",
+        "_fd",
+        "_flush_scheduled",
+        "_fragment_lock",
+        "_holding_for_input",
+        "_idle_timer",
+        "_iteration_flush",
+        "_keepalive_timer",
+        "_large_queued",
+        "_last_received",
+        "_messages",
+        "_paused_for_writes",
+        "_pings",
+        "_reading_in_place",
+        "_reading_paused",
+        "_recv_waiter",
+        "_tcp_closed",
+        "_tls",
+        "_unflushed",
+        "_writing_paused",
+        "listener",
+        "loop",
+        "options",
+        "protocol",
+        "request",
+        "response",
+        "subprotocol",
+        "transport",
+    )
 
     def __init__(
         self, options: ConnectionOptions, loop: asyncio.AbstractEventLoop | None = None
@@ -316,7 +330,31 @@ class Connection(asyncio.BufferedProtocol):
         # The low-level API: a Listener receives messages by callback instead of the recv queue.
         self.listener: Listener | None = None
         self._flush_scheduled = False
+        # The loop's `_IterationFlush`, looked up when this connection first holds frames.
+        self._iteration_flush: _IterationFlush | None = None
         self._unflushed = 0
+        # True when a message of _LARGE_CHUNK bytes or more may be among the queued chunks.
+        self._large_queued = False
+        # True when the current read goes straight into the core's buffer of a large frame.
+        self._reading_in_place = False
+        # True while a Listener's callbacks run on a read's messages: what they send goes out in one write
+        # when the read is done (see _received), not the first frame at once and the rest a loop turn later.
+        self._delivering = False
+        # True while answers wait for the answer to the last received message still queued (_send_whole).
+        self._holding_for_input = False
+        # True while a Listener connection does not read because its answers are not being read.
+        self._paused_for_writes = False
+        # True over TLS (set in connection_made).
+        self._tls = False
+        # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1;
+        # looked up on first use (`_direct_fd`): uvloop makes a socket object and a system call for it, and
+        # most connections never need it.
+        self._fd = _FD_UNKNOWN
+        # True once the TCP connection is closed (connection_lost).
+        self._tcp_closed = False
+        # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
+        # future per connection costs time and memory on every handshake.
+        self._closed_waiter: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -587,8 +625,7 @@ class Connection(asyncio.BufferedProtocol):
             # A message that no other received one follows goes out at once (no added latency), with the
             # answers held for it; the frames that follow it in the same loop iteration are written
             # together by one call, one system call instead of one per message.
-            if self._holding_for_input:  # set on the instance only when it changes
-                self._holding_for_input = False
+            self._holding_for_input = False
             self._flush()
             self._schedule_flush()
         else:
@@ -680,8 +717,7 @@ class Connection(asyncio.BufferedProtocol):
                 transport.write(out[0])
             else:
                 self._flush_chunks(transport, out)
-        if self._large_queued:  # written only when set: most connections keep the class default
-            self._large_queued = False
+        self._large_queued = False
         if protocol.transport_should_close and not transport.is_closing():
             transport.close()
             if self._tls or transport.get_write_buffer_size():

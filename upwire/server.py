@@ -49,6 +49,8 @@ ProcessRequest = Callable[
 class ServerConnection(Connection):
     """A connection accepted by a `Server`; the handler receives it."""
 
+    __slots__ = ("_early_data", "_opening", "_reader", "handler_task", "server")
+
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(server.options, loop)
         self.server = server
