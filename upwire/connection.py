@@ -642,15 +642,17 @@ class Connection(asyncio.BufferedProtocol):
 
     def _hold(self, size: int) -> None:
         """Leave a frame for a later write, unless the held frames pile up past write_limit."""
-        self._unflushed += size
+        # The header's 2 bytes at least are counted: an empty frame held makes `_unflushed` nonzero too.
+        self._unflushed += size + 2
         if self._unflushed > self.options.write_limit:
             self._flush()
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
-        if self._holding_for_input:
-            self._holding_for_input = False
-        self._flush()
+        self._holding_for_input = False
+        # Nothing held: every frame went out already (most often the one written at once).
+        if self._unflushed:
+            self._flush()
 
     def _open_protocol(self) -> ProtocolConnection:
         protocol = self.protocol

@@ -92,6 +92,29 @@ async def test_frames_held_by_many_connections_in_one_loop_turn_all_go_out_in_or
     assert held == [2] * count
 
 
+async def test_empty_messages_held_after_one_written_at_once_go_out_in_the_same_turn(
+    start_server: StartServer,
+) -> None:
+    async def empties(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        # The first is written at once; the empty ones after it are held for the end of the turn.
+        await ws.send("first")
+        await ws.send("")
+        await ws.send(b"")
+        await asyncio.sleep(TEST_TIMEOUT_S)  # nothing else comes to take them along
+
+    server = await start_server(empties, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S / 2):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "go")
+        frames = [await peer.read_frame() for _ in range(3)]
+    assert [(frame.opcode, frame.payload) for frame in frames] == [
+        (TEXT, b"first"),
+        (TEXT, b""),
+        (BINARY, b""),
+    ]
+
+
 async def test_coalesced_frames_never_exceed_write_limit_before_reaching_the_transport(
     start_server: StartServer,
 ) -> None:
