@@ -117,7 +117,7 @@ class _IterationFlush:
     of them cost about 1 µs per message; one callback writes for all of them, in the order they held.
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("__weakref__", "_pending")
 
     def __init__(self) -> None:
         self._pending: list[Connection] = []
@@ -140,16 +140,19 @@ class _IterationFlush:
                 logger.exception("writing held frames failed")
 
 
-# One per event loop; an entry goes with its loop.
-_iteration_flushes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _IterationFlush] = (
-    weakref.WeakKeyDictionary()
-)
+# One per event loop, held by the loop's connections (and its pending callback), weakly here: a flush
+# holds connections, which hold their loop, so a strong entry would keep a closed loop alive forever.
+_iteration_flushes: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.ref[_IterationFlush]
+] = weakref.WeakKeyDictionary()
 
 
 def _iteration_flush(loop: asyncio.AbstractEventLoop) -> _IterationFlush:
-    flush = _iteration_flushes.get(loop)
+    ref = _iteration_flushes.get(loop)
+    flush = None if ref is None else ref()
     if flush is None:
-        flush = _iteration_flushes[loop] = _IterationFlush()
+        flush = _IterationFlush()
+        _iteration_flushes[loop] = weakref.ref(flush)
     return flush
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import ClassVar
 
 import upwire
+from upwire.connection import Connection, ConnectionOptions
 
 from .helpers import TEST_TIMEOUT_S, StartServer
 from .wire import BINARY, TEXT, RawPeer, encode_frame
@@ -113,6 +116,18 @@ async def test_empty_messages_held_after_one_written_at_once_go_out_in_the_same_
         (TEXT, b""),
         (BINARY, b""),
     ]
+
+
+def test_a_loop_closed_while_a_connection_waits_for_its_flush_is_freed() -> None:
+    # The end-of-iteration flush is shared by a loop's connections; it must not keep the loop alive.
+    loop = asyncio.new_event_loop()
+    connection = Connection(ConnectionOptions(), loop)
+    connection._schedule_flush()  # a callback queued on a loop that will never run it
+    loop.close()
+    loop_ref = weakref.ref(loop)
+    del loop, connection
+    gc.collect()
+    assert loop_ref() is None
 
 
 async def test_coalesced_frames_never_exceed_write_limit_before_reaching_the_transport(
