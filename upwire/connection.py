@@ -125,9 +125,11 @@ class _IterationFlush:
     def add(self, connection: Connection) -> None:
         """Write `connection`'s held frames at the end of this iteration (it adds itself once per iteration)."""
         pending = self._pending
-        pending.append(connection)
-        if len(pending) == 1:
+        if not pending:
+            # Scheduled before the connection is listed: if `call_soon` raises (a closed loop), the
+            # list stays empty and the next connection schedules the callback again.
             connection.loop.call_soon(self._run)
+        pending.append(connection)
 
     def _run(self) -> None:
         pending = self._pending
