@@ -762,8 +762,7 @@ class Connection(asyncio.BufferedProtocol):
         else:  # frames queued earlier in this loop iteration go first
             self._flush_chunks(transport, out)
             self._unflushed = 0
-            if self._large_queued:
-                self._large_queued = False
+            self._large_queued = False
         return True
 
     def _shared_fd(self) -> int:
