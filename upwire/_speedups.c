@@ -417,6 +417,168 @@ alloc_buffer(PyObject *module, PyObject *arg)
     return PyByteArray_FromStringAndSize(NULL, size);
 }
 
+/* mask_in_place(buffer, mask_key, offset=0) -> None
+ * apply_mask on a writable buffer, in place: a payload received into its own buffer is unmasked where it
+ * lies, piece by piece as it arrives (offset: the piece's position within the payload). */
+static PyObject *
+mask_in_place(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data, key;
+    Py_ssize_t offset = 0;
+    PyObject *result = NULL;
+
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "mask_in_place(buffer, mask_key, offset=0)");
+        return NULL;
+    }
+    if (nargs == 3) {
+        offset = PyLong_AsSsize_t(args[2]);
+        if (offset == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_WRITABLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            /* read-only: a TypeError, as for the Python twin (and socket.recv_into) */
+            PyErr_SetString(PyExc_TypeError, "mask_in_place needs a writable buffer");
+        }
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &key, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (key.len != 4) {
+        PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes");
+        goto done;
+    }
+    mask_into((unsigned char *)data.buf, (const unsigned char *)data.buf, data.len,
+              (const unsigned char *)key.buf, (int)(((offset % 4) + 4) % 4));
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* A large binary message is received straight into the bytes object the application gets: the kernel
+ * copies it there, it is unmasked where it lies, and nothing copies it again.
+ *
+ * PayloadWriter exports a writable buffer over a new bytes object's storage and holds that object, so a
+ * view of it never outlives the storage. The rule that makes writing into a bytes object sound: it is
+ * written only through this view, and only before it is handed out; until then nothing else refers to it
+ * (so nothing can have hashed or compared it). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *target; /* the bytes object, not yet handed out */
+} PayloadWriter;
+
+static int
+payload_writer_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    PyObject *target = ((PayloadWriter *)self)->target;
+    return PyBuffer_FillInfo(view, self, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target), 0, flags);
+}
+
+static void
+payload_writer_dealloc(PyObject *self)
+{
+    Py_XDECREF(((PayloadWriter *)self)->target);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyBufferProcs payload_writer_as_buffer = {payload_writer_getbuffer, NULL};
+
+static PyTypeObject PayloadWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "upwire._speedups.PayloadWriter",
+    .tp_basicsize = sizeof(PayloadWriter),
+    .tp_dealloc = payload_writer_dealloc,
+    .tp_as_buffer = &payload_writer_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A writable buffer over a bytes object that is being filled (see payload_buffer).",
+};
+
+/* The payload handed out last (see keep_payload). Once nothing else refers to it (the application is done
+ * with it), the next payload of its size is received into it instead of new memory: large short-lived
+ * allocations are what make the heap shrink and grow again, with a page fault per 4 KiB each time. */
+static PyObject *spare_payload = NULL;
+
+/* A bytes object of `size` bytes, not initialized: the spare one when it is free and that size. */
+static PyObject *
+new_payload(Py_ssize_t size)
+{
+#if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030F0000
+    PyObject *spare = spare_payload;
+    if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == size) {
+        /* Only this module refers to it: it is as good as new, once its cached hash is forgotten (as
+         * _PyBytes_Resize does for a bytes object it reuses). */
+        spare_payload = NULL;
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+        ((PyBytesObject *)spare)->ob_shash = -1;
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+        return spare;
+    }
+#endif
+    return PyBytes_FromStringAndSize(NULL, size);
+}
+
+/* keep_payload(payload) -> None
+ * Remember a payload that payload_buffer gave and that was just handed out, for new_payload to reuse once
+ * the application has dropped it. It replaces the one kept before. */
+static PyObject *
+keep_payload(PyObject *module, PyObject *arg)
+{
+    if (PyBytes_CheckExact(arg) && PyBytes_GET_SIZE(arg) > 1) {
+        Py_XSETREF(spare_payload, Py_NewRef(arg));
+    }
+    Py_RETURN_NONE;
+}
+
+/* payload_buffer(size) -> (bytes, memoryview)
+ * A bytes object of `size` bytes whose contents are not initialized, and a writable view of them to
+ * receive a message's payload into. The caller hands the bytes object out once the view has filled it,
+ * and writes nothing through the view after that. */
+static PyObject *
+payload_buffer(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    PyObject *target, *view, *result;
+    PayloadWriter *writer;
+
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size <= 0) {
+        /* an empty bytes object is a shared singleton: never written into */
+        PyErr_SetString(PyExc_ValueError, "size must be positive");
+        return NULL;
+    }
+    target = new_payload(size);
+    if (target == NULL) {
+        return NULL;
+    }
+    writer = PyObject_New(PayloadWriter, &PayloadWriterType);
+    if (writer == NULL) {
+        Py_DECREF(target);
+        return NULL;
+    }
+    writer->target = target; /* the writer's reference */
+    view = PyMemoryView_FromObject((PyObject *)writer);
+    Py_DECREF(writer); /* the view holds it now */
+    if (view == NULL) {
+        return NULL;
+    }
+    result = PyTuple_Pack(2, target, view);
+    Py_DECREF(view);
+    return result;
+}
+
 #ifndef _WIN32
 /* send_each(fds, data) -> list[tuple[int, int]]
  * Send `data` on every socket of the list `fds` (file descriptors of non-blocking stream sockets) with
@@ -872,6 +1034,13 @@ static PyMethodDef speedups_methods[] = {
      "whole messages; return where it stops."},
     {"alloc_buffer", (PyCFunction)alloc_buffer, METH_O,
      "alloc_buffer(size) -> bytearray: `size` bytes, not initialized."},
+    {"mask_in_place", (PyCFunction)(void (*)(void))mask_in_place, METH_FASTCALL,
+     "mask_in_place(buffer, mask_key, offset=0) -> None: apply_mask on a writable buffer, in place."},
+    {"payload_buffer", (PyCFunction)payload_buffer, METH_O,
+     "payload_buffer(size) -> (bytes, memoryview): a bytes object not yet initialized, and a writable "
+     "view to fill it through before it is handed out."},
+    {"keep_payload", (PyCFunction)keep_payload, METH_O,
+     "keep_payload(payload) -> None: reuse this payload for a later one once nothing refers to it."},
 #ifndef _WIN32
     {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
      "send_each(fds, data) -> list[tuple[int, int]]: send data on each socket; (position, sent) of the "
@@ -893,5 +1062,8 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (PyType_Ready(&PayloadWriterType) < 0) {
+        return NULL;
+    }
     return PyModule_Create(&speedups_module);
 }

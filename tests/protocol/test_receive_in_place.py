@@ -7,6 +7,8 @@ and a header that announces a large frame must not by itself make the core alloc
 
 from __future__ import annotations
 
+import ctypes
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +19,14 @@ import upwire.protocol.connection as core
 from upwire.exceptions import UsageError
 from upwire.protocol import CloseReceived, Connection, Ping, ProtocolFailure, Role, State
 from upwire.protocol.events import Event
-from upwire.protocol.frames import Opcode, encode_frame
+from upwire.protocol.frames import (
+    Opcode,
+    encode_frame,
+    keep_payload,
+    keep_payload_py,
+    payload_buffer,
+    payload_buffer_py,
+)
 
 from .wire import KEY, sent_close
 
@@ -147,22 +156,115 @@ def receive_in_place(conn: Connection, data: bytes, step: int = 100_000) -> tupl
 
 
 def test_a_large_frame_buffer_is_reused_and_never_read_past_its_frame(no_spare: None) -> None:
-    big = frame(Opcode.BINARY, b"a" * (3 * MiB))
+    # Fragments (unlike whole binary messages, below) are received into the growing frame buffer.
+    big = frame(Opcode.BINARY, b"a" * (3 * MiB), fin=False)
+    end = frame(Opcode.CONTINUATION, b"")
     conn = Connection(Role.SERVER, max_message_size=4 * MiB)
     assert conn.receive_data(big[:300_000]) == []
     taken, events = receive_in_place(conn, big[300_000:])
-    assert taken == len(big) - 300_000 and events == [b"a" * (3 * MiB)]
+    assert taken == len(big) - 300_000 and events == []
+    assert conn.receive_data(end) == [b"a" * (3 * MiB)]
     spare = core._spare.buffer
     assert spare is not None and len(spare) >= len(big)
     # The next large frame gets that buffer, 3 MiB long, yet the views stop at the frame's end.
-    small = frame(Opcode.BINARY, b"b" * 300_000)
+    small = frame(Opcode.BINARY, b"b" * 300_000, fin=False)
     after = frame(Opcode.TEXT, b"next")
     assert conn.receive_data(small[:1000]) == []
     taken, events = receive_in_place(conn, small[1000:] + after, step=1 << 30)
     assert taken == len(small) - 1000
-    assert events == [b"b" * 300_000]
-    assert conn.receive_data(after) == ["next"]
+    assert events == []
+    assert conn.receive_data(end + after) == [b"b" * 300_000, "next"]
     assert core._spare.buffer is spare
+
+
+def address(buffer: memoryview | bytes) -> int:
+    """Where the bytes of a writable view, or of a bytes object, are in memory."""
+    if isinstance(buffer, bytes):
+        value = ctypes.cast(ctypes.c_char_p(buffer), ctypes.c_void_p).value
+        assert value is not None
+        return value
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+def test_a_large_whole_binary_message_is_received_into_the_bytes_delivered(role: Role) -> None:
+    payload = random.Random(7).randbytes(MiB + 3)
+    key = KEY if role is Role.SERVER else None  # a server's peer, a client, masks what it sends
+    stream = encode_frame(Opcode.BINARY, payload, mask_key=key)
+    stream += encode_frame(Opcode.TEXT, b"after", mask_key=key)
+    frame_end = len(stream) - len(encode_frame(Opcode.TEXT, b"after", mask_key=key))
+    header = frame_end - len(payload)
+    conn = Connection(role, max_message_size=4 * MiB)
+    # An odd split: each piece is unmasked where it lies, from its own place in the key.
+    assert conn.receive_data(stream[:100_001]) == []
+    pos = 100_001
+    events: list[Event] = []
+    last = (0, 0)
+    while (view := conn.receive_buffer()) is not None:
+        assert pos + len(view) == frame_end  # never past the frame
+        n = min(len(view), 300_007)
+        view[:n] = stream[pos : pos + n]
+        last = (address(view), pos - header)
+        pos += n
+        events += conn.receive_written(n)
+    assert events == [payload]
+    message = events[0]
+    assert type(message) is bytes
+    # With the C speedups the views were the message's own bytes: nothing copied it after the reads.
+    zero_copy = last[0] == address(message) + last[1]
+    assert zero_copy is (payload_buffer is not payload_buffer_py)
+    assert conn.receive_data(stream[pos:]) == ["after"]
+
+
+def test_receive_data_fills_a_whole_binary_message_and_goes_on_after_it() -> None:
+    payload = random.Random(8).randbytes(400_001)
+    stream = frame(Opcode.BINARY, payload) + frame(Opcode.TEXT, b"next") + frame(Opcode.PING, b"p")
+    conn = Connection(Role.SERVER)
+    assert conn.receive_data(stream[:262_145]) == []
+    assert conn.receive_buffer() is not None  # offered, then not used
+    assert conn.receive_data(stream[262_145:300_000]) == []
+    assert conn.receive_data(stream[300_000:]) == [payload, "next", Ping(b"p")]
+    assert conn.receive_buffer() is None
+
+
+def receive_whole(conn: Connection, payload: bytes) -> bytes:
+    """Receive one binary message of 256 KiB or more as an I/O layer does: a first read, then in place."""
+    stream = frame(Opcode.BINARY, payload)
+    assert conn.receive_data(stream[:65_536]) == []
+    taken, events = receive_in_place(conn, stream[65_536:])
+    assert taken == len(stream) - 65_536 and len(events) == 1
+    message = events[0]
+    assert isinstance(message, bytes)
+    return message
+
+
+def test_a_message_the_application_keeps_is_never_written_into_again() -> None:
+    payloads = [random.Random(i).randbytes(300_000) for i in range(4)]
+    conn = Connection(Role.SERVER)
+    kept = [receive_whole(conn, payload) for payload in payloads]
+    assert kept == payloads
+    hashes = [hash(message) for message in kept]
+    kept.append(receive_whole(conn, payloads[0][::-1]))
+    assert kept[:4] == payloads and [hash(message) for message in kept[:4]] == hashes
+
+
+def test_a_message_the_application_dropped_is_received_into_again() -> None:
+    conn = Connection(Role.SERVER)
+    first = receive_whole(conn, bytes(300_000))
+    where = address(first)
+    hash(first)  # cached in the object: the next message must not inherit it
+    del first
+    # Were its memory freed, this would most likely take it.
+    blocker = random.Random(10).randbytes(300_000)
+    payload = random.Random(9).randbytes(300_000)
+    second = receive_whole(conn, payload)
+    assert second == payload and hash(second) == hash(bytes(memoryview(payload)))
+    if keep_payload is not keep_payload_py:
+        # The C speedups received it into the dropped message's memory: no new allocation.
+        assert address(second) == where and address(blocker) != where
+    # A message of another size gets memory of its own.
+    other = receive_whole(conn, payload[:-1])
+    assert other == payload[:-1] and second == payload
 
 
 def test_a_spare_buffer_is_kept_only_up_to_16_mib(no_spare: None) -> None:

@@ -28,6 +28,8 @@ def test_the_c_extension_is_built_and_used() -> None:
     speedups = importlib.import_module("upwire._speedups")
     assert frames.apply_mask is speedups.apply_mask
     assert frames.alloc_buffer is speedups.alloc_buffer
+    assert frames.mask_in_place is speedups.mask_in_place
+    assert frames.payload_buffer is speedups.payload_buffer
     assert frames.encode_frame is speedups.encode_frame
     assert simple_frames.take_simple_frames is speedups.take_simple_frames
     assert handshake.accept_key is speedups.accept_key
@@ -104,6 +106,8 @@ def test_upwire_no_speedups_selects_the_python_twin() -> None:
     code = (
         "from upwire.protocol import frames, simple_frames as s; "
         "print(frames.apply_mask is frames.apply_mask_py and frames.alloc_buffer is frames.alloc_buffer_py"
+        " and frames.mask_in_place is frames.mask_in_place_py"
+        " and frames.payload_buffer is frames.payload_buffer_py"
         " and frames.encode_frame is frames.encode_frame_py"
         " and s.take_simple_frames is s.take_simple_frames_py); "
         "from upwire.protocol import handshake as h, request_head as r; "
@@ -140,6 +144,63 @@ def test_c_and_python_buffers_refuse_a_negative_size() -> None:
     for alloc in (alloc_buffer_c, frames.alloc_buffer_py):
         with pytest.raises(ValueError):
             alloc(-1)
+
+
+@settings(max_examples=300 * FUZZ, deadline=None)
+@given(
+    data=st.binary(max_size=300),
+    mask_key=st.binary(min_size=4, max_size=4),
+    offset=st.integers(min_value=0, max_value=1 << 40),
+    start=st.integers(min_value=0, max_value=9),
+)
+def test_c_and_python_masking_in_place_agree_with_apply_mask(
+    data: bytes, mask_key: bytes, offset: int, start: int
+) -> None:
+    from upwire._speedups import mask_in_place as mask_in_place_c
+
+    expected = data[:start] + frames.apply_mask_py(data[start:], mask_key, offset)
+    for mask_in_place in (mask_in_place_c, frames.mask_in_place_py):
+        buffer = bytearray(data)
+        assert mask_in_place(memoryview(buffer)[start:], mask_key, offset) is None
+        assert buffer == expected
+
+
+def test_c_and_python_masking_in_place_refuse_what_cannot_be_written_and_bad_keys() -> None:
+    from upwire._speedups import mask_in_place as mask_in_place_c
+
+    for mask_in_place in (mask_in_place_c, frames.mask_in_place_py):
+        with pytest.raises(TypeError):
+            mask_in_place(b"read-only", b"abcd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="4 bytes"):
+        mask_in_place_c(bytearray(b"data"), b"abc")
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(min_value=1, max_value=1 << 20), data=st.binary(min_size=1, max_size=64))
+def test_c_and_python_payload_buffers_deliver_what_their_view_wrote(size: int, data: bytes) -> None:
+    from upwire._speedups import payload_buffer as payload_buffer_c
+
+    piece = (data * (size // len(data) + 1))[:size]
+    for payload_buffer, kind in ((payload_buffer_c, bytes), (frames.payload_buffer_py, bytearray)):
+        buffer, view = payload_buffer(size)
+        assert type(buffer) is kind and len(buffer) == size
+        assert not view.readonly and len(view) == size and view.format == "B"
+        view[:] = piece
+        assert buffer == piece
+        del view  # the C buffer outlives its view, and each view keeps its storage alive
+    buffer, view = payload_buffer_c(size)
+    del buffer
+    view[:] = piece
+    assert view.tobytes() == piece
+
+
+def test_c_and_python_payload_buffers_refuse_sizes_below_one() -> None:
+    from upwire._speedups import payload_buffer as payload_buffer_c
+
+    for payload_buffer in (payload_buffer_c, frames.payload_buffer_py):
+        for size in (0, -1):
+            with pytest.raises(ValueError):
+                payload_buffer(size)
 
 
 # Lengths around the 7-, 16- and 64-bit encodings, and any other.

@@ -40,6 +40,9 @@ from upwire.protocol.frames import (
     encode_frame,
     encode_header,
     frame_size,
+    keep_payload,
+    mask_in_place,
+    payload_buffer,
 )
 from upwire.protocol.simple_frames import take_simple_frames
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
@@ -72,6 +75,12 @@ _SINK_STEP = 256 * 1024
 _STREAM_BATCH = 256 * 1024
 _STREAM_MIN_FRAME = 16 * 1024
 _READ_AHEAD = 512 * 1024
+# A binary message in one frame of _SINK_MIN_FRAME bytes or more, with a payload of at most _PAYLOAD_MAX,
+# is received straight into the bytes object the application gets (`payload_buffer`) and unmasked where it
+# lies: no buffer to grow, no copy after the kernel's (a larger one grows a buffer as above, so that its
+# header does not by itself reserve its size).
+_PAYLOAD_MAX = 16 * 1024 * 1024
+_WHOLE_BINARY = 0x80 | _BINARY  # FIN set, no RSV bit
 # One buffer per thread is kept for the next large frame, up to this size.
 _SPARE_MAX = 16 * 1024 * 1024
 _spare = threading.local()
@@ -140,6 +149,10 @@ class Connection:
         "_msg_size",
         "_out_fragment_type",
         "_outgoing",
+        "_payload",
+        "_payload_fill",
+        "_payload_key",
+        "_payload_view",
         "_pong_owed",
         "_sink",
         "_sink_ahead",
@@ -197,6 +210,13 @@ class Connection:
         self._sink_total = 0
         self._sink_ahead = 0
         self._sink_view: memoryview | None = None
+        # A whole binary message being received into its own buffer (see `_begin_payload`): that buffer
+        # (the bytes object delivered, with the C speedups), a writable view of all of it, the payload
+        # bytes in it (unmasked as they arrive) and the frame's masking key.
+        self._payload: bytes | bytearray | None = None
+        self._payload_view: memoryview | None = None
+        self._payload_fill = 0
+        self._payload_key: bytes | None = None
         self._outgoing: list[bytes] = []
         self._discard_input = False
         # Parsing stopped before a frame that breaks the protocol, because messages came before it in the
@@ -305,6 +325,13 @@ class Connection:
         events: list[Event] = []
         if self._sink is not None:
             self._leave_sink()
+        elif self._payload_view is not None:
+            self._release_sink_view()
+            if not data:
+                return events
+            data = self._fill_payload(data, events)
+            if not data:
+                return events
         if self._discard_input:
             return events
         if self._input_pending:
@@ -350,6 +377,8 @@ class Connection:
         total = 0
         if not self._input_pending:
             total = _large_frame_total(rest, _STREAM_MIN_FRAME if streaming else _SINK_MIN_FRAME)
+        if total >= _SINK_MIN_FRAME and self._begin_payload(rest):
+            return
         if total:
             fill = len(rest)
             ahead = _READ_AHEAD if streaming else 0
@@ -399,6 +428,9 @@ class Connection:
         """
         if self._sink_view is not None:
             self._release_sink_view()
+        if self._payload_view is not None:
+            view = self._sink_view = self._payload_view[self._payload_fill :]
+            return view
         sink = self._sink
         if sink is None:
             # Whatever waits in the buffer begins with a frame that `_parse` found incomplete, after its
@@ -409,6 +441,9 @@ class Connection:
             total = _large_frame_total(buffer, _SINK_MIN_FRAME)
             if not total:
                 return None
+            if self._begin_payload(memoryview(buffer)):
+                self._buffer = bytearray()
+                return self.receive_buffer()
             self._sink = sink = buffer
             self._sink_fill = len(buffer)
             self._sink_total = total
@@ -438,16 +473,21 @@ class Connection:
             UsageError: without a view from `receive_buffer`, or for more bytes than it held.
         """
         view = self._sink_view
-        if view is None or self._sink is None:
+        if view is None or (self._sink is None and self._payload_view is None):
             raise UsageError("receive_written() needs a view from receive_buffer() first")
         if not 0 <= nbytes <= len(view):
             raise UsageError(f"receive_written({nbytes}): the view held {len(view)} bytes")
         self._release_sink_view()
+        if self._payload_view is not None:
+            events: list[Event] = []
+            self._payload_arrived(nbytes, events)
+            return events
         fill = self._sink_fill = self._sink_fill + nbytes
         if fill < self._sink_total:
             return []
         sink = self._sink
-        events: list[Event] = []
+        assert sink is not None
+        events = []
         # Every payload is copied out of the buffer (unmasking, bytes()): nothing refers to it after.
         whole = memoryview(sink)
         consumed = self._consume(whole[:fill], events)
@@ -457,7 +497,9 @@ class Connection:
             total = 0
             if self._sink_ahead and not self._input_pending:
                 total = _large_frame_total(tail, _STREAM_MIN_FRAME)
-            if total:
+            if total >= _SINK_MIN_FRAME and self._begin_payload(tail):
+                pass  # the next frame, a whole binary message, is received into its own buffer
+            elif total:
                 # The next frame is arriving in the same stream: it moves to the buffer's start
                 # (memoryview assignment copies overlapping bytes correctly) and reading goes on after it.
                 whole[:rest] = tail
@@ -466,7 +508,8 @@ class Connection:
                 self._sink_fill = rest
                 self._sink_total = total
                 return events
-            self._buffer = bytearray(tail)
+            else:
+                self._buffer = bytearray(tail)
             tail.release()
         self._sink = None
         try:
@@ -498,15 +541,80 @@ class Connection:
         self._sink = None
         self._buffer = sink
 
+    def _begin_payload(self, data: memoryview) -> bool:
+        """Receive the rest of the frame `data` starts with into a buffer of its own, if it is a whole binary
+        message (nothing to reassemble, decode or validate); return whether it is.
+
+        `data` holds the start of a frame of _SINK_MIN_FRAME bytes or more whose header passed every check.
+        The message is delivered as that buffer: the bytes object itself with the C speedups.
+        """
+        if data[0] != _WHOLE_BINARY:
+            return False
+        header = decode_header(data)
+        if header is None or header.length > _PAYLOAD_MAX:
+            return False
+        payload, view = payload_buffer(header.length)
+        self._payload = payload
+        self._payload_view = view
+        self._payload_key = header.mask_key
+        self._payload_fill = 0
+        self._fill_payload(
+            data[header.header_length :], []
+        )  # not whole: the frame is still arriving
+        return True
+
+    def _fill_payload(
+        self, data: bytes | bytearray | memoryview, events: list[Event]
+    ) -> memoryview:
+        """Copy the start of `data` into the payload being received; return the rest of `data`."""
+        view = self._payload_view
+        assert view is not None
+        data = memoryview(data)
+        fill = self._payload_fill
+        take = min(len(view) - fill, len(data))
+        view[fill : fill + take] = data[:take]
+        self._payload_arrived(take, events)
+        return data[take:]
+
+    def _payload_arrived(self, nbytes: int, events: list[Event]) -> None:
+        """`nbytes` more of the payload are in its buffer: unmask them; deliver the message once whole."""
+        view = self._payload_view
+        assert view is not None
+        start = self._payload_fill
+        fill = self._payload_fill = start + nbytes
+        key = self._payload_key
+        if key is not None and nbytes:
+            mask_in_place(view[start:fill], key, start)
+        if fill == len(view):
+            payload = self._payload
+            assert payload is not None
+            self._end_payload()
+            message = payload if type(payload) is bytes else bytes(payload)
+            keep_payload(message)
+            events.append(message)
+
+    def _end_payload(self) -> None:
+        view = self._payload_view
+        if view is not None:
+            self._payload_view = None
+            try:
+                view.release()  # nothing writes into the payload once it is handed out
+            except BufferError:
+                pass  # exported (a read in progress): freed with its last user
+        self._payload = None
+        self._payload_key = None
+        self._payload_fill = 0
+
     def receive_eof(self) -> list[Event]:
         """Process the end of the TCP stream from the peer.
 
         Returns:
             No events; afterwards `state` is CLOSED and `close_code` is 1006 unless a close frame came.
         """
-        if self._sink is not None:
+        if self._sink is not None or self._payload_view is not None:
             self._release_sink_view()
             self._sink = None
+            self._end_payload()
         self.state = State.CLOSED
         self._discard_input = True
         self.transport_should_close = True

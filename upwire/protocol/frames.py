@@ -37,6 +37,12 @@ __all__ = [
     "encode_frame_py",
     "encode_header",
     "frame_size",
+    "keep_payload",
+    "keep_payload_py",
+    "mask_in_place",
+    "mask_in_place_py",
+    "payload_buffer",
+    "payload_buffer_py",
 ]
 
 
@@ -313,6 +319,45 @@ def alloc_buffer_py(size: int) -> bytearray:
 
 
 alloc_buffer = select_speedup(alloc_buffer_py)
+
+
+def mask_in_place_py(buffer: bytearray | memoryview, mask_key: bytes, offset: int = 0) -> None:
+    """`apply_mask` on a writable buffer, in place (`offset` as for `apply_mask`).
+
+    The pure-Python reference; `mask_in_place` is the C version from `upwire._speedups`.
+    """
+    buffer[:] = apply_mask_py(buffer, mask_key, offset)
+
+
+mask_in_place = select_speedup(mask_in_place_py)
+
+
+def payload_buffer_py(size: int) -> tuple[bytes | bytearray, memoryview]:
+    """Return a buffer of `size` bytes to receive a message's payload into, and a writable view of it.
+
+    The Python twin's buffer is a bytearray, which the caller copies to bytes once it is full.
+    `payload_buffer` is the C version from `upwire._speedups`: its buffer is the bytes object itself,
+    not initialized, filled through the view and then handed out as it is (no copy). Either way the
+    caller writes through the view only until it hands the payload out.
+    """
+    if size <= 0:
+        raise ValueError("size must be positive")
+    buffer = bytearray(size)
+    return buffer, memoryview(buffer)
+
+
+payload_buffer = select_speedup(payload_buffer_py)
+
+
+def keep_payload_py(payload: bytes) -> None:
+    """Remember a payload from `payload_buffer` just handed out (the Python twin: nothing to remember).
+
+    The C version keeps the last one, and receives the next payload of that size into it once nothing
+    else refers to it: the application is done with it, and its memory is still paged in.
+    """
+
+
+keep_payload = select_speedup(keep_payload_py)
 
 
 # The first two bytes and the 16- or 64-bit length, in network order.
