@@ -499,30 +499,39 @@ static PyTypeObject PayloadWriterType = {
     .tp_doc = "A writable buffer over a bytes object that is being filled (see payload_buffer).",
 };
 
-/* The payload handed out last (see keep_payload). Once nothing else refers to it (the application is done
- * with it), the next payload of its size is received into it instead of new memory: large short-lived
- * allocations are what make the heap shrink and grow again, with a page fault per 4 KiB each time. */
-static PyObject *spare_payload = NULL;
+/* The payloads handed out last (see keep_payload), at most SPARE_SLOTS of them and SPARE_BYTES in all. Once
+ * nothing else refers to one (the application is done with it), the next payload of its size is received
+ * into it instead of new memory: large short-lived allocations are what make the heap shrink and grow again,
+ * with a page fault per 4 KiB each time. More than one, since messages arriving on several connections at
+ * once are handed out (and dropped) in another order than they started arriving in. */
+#ifndef SPARE_SLOTS
+#define SPARE_SLOTS 4
+#endif
+#define SPARE_BYTES ((Py_ssize_t)16 << 20)
+static PyObject *spare_payloads[SPARE_SLOTS];
+static int spare_next = 0; /* the slot the next payload kept goes to: the oldest */
 
-/* A bytes object of `size` bytes, not initialized: the spare one when it is free and that size. */
+/* A bytes object of `size` bytes, not initialized: a spare one when one is free and that size. */
 static PyObject *
 new_payload(Py_ssize_t size)
 {
 #if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030F0000
-    PyObject *spare = spare_payload;
-    if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == size) {
-        /* Only this module refers to it: it is as good as new, once its cached hash is forgotten (as
-         * _PyBytes_Resize does for a bytes object it reuses). */
-        spare_payload = NULL;
+    for (int i = 0; i < SPARE_SLOTS; i++) {
+        PyObject *spare = spare_payloads[i];
+        if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == size) {
+            /* Only this module refers to it: it is as good as new, once its cached hash is forgotten (as
+             * _PyBytes_Resize does for a bytes object it reuses). */
+            spare_payloads[i] = NULL;
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #endif
-        ((PyBytesObject *)spare)->ob_shash = -1;
+            ((PyBytesObject *)spare)->ob_shash = -1;
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
-        return spare;
+            return spare;
+        }
     }
 #endif
     return PyBytes_FromStringAndSize(NULL, size);
@@ -530,12 +539,32 @@ new_payload(Py_ssize_t size)
 
 /* keep_payload(payload) -> None
  * Remember a payload that payload_buffer gave and that was just handed out, for new_payload to reuse once
- * the application has dropped it. It replaces the one kept before. */
+ * the application has dropped it. It replaces the oldest one kept, and older ones go while the ones kept
+ * add up to more than SPARE_BYTES. */
 static PyObject *
 keep_payload(PyObject *module, PyObject *arg)
 {
-    if (PyBytes_CheckExact(arg) && PyBytes_GET_SIZE(arg) > 1) {
-        Py_XSETREF(spare_payload, Py_NewRef(arg));
+    Py_ssize_t total;
+    int slot;
+
+    if (!PyBytes_CheckExact(arg) || PyBytes_GET_SIZE(arg) <= 1 || PyBytes_GET_SIZE(arg) > SPARE_BYTES) {
+        Py_RETURN_NONE;
+    }
+    slot = spare_next;
+    Py_XSETREF(spare_payloads[slot], Py_NewRef(arg));
+    spare_next = (slot + 1) % SPARE_SLOTS;
+    total = 0;
+    for (int i = 0; i < SPARE_SLOTS; i++) {
+        if (spare_payloads[i] != NULL) {
+            total += PyBytes_GET_SIZE(spare_payloads[i]);
+        }
+    }
+    for (int i = spare_next; total > SPARE_BYTES; i = (i + 1) % SPARE_SLOTS) {
+        /* the oldest first, never the one just kept (it alone fits) */
+        if (i != slot && spare_payloads[i] != NULL) {
+            total -= PyBytes_GET_SIZE(spare_payloads[i]);
+            Py_CLEAR(spare_payloads[i]);
+        }
     }
     Py_RETURN_NONE;
 }

@@ -249,14 +249,16 @@ def test_a_message_the_application_keeps_is_never_written_into_again() -> None:
 
 
 def test_a_message_the_application_dropped_is_received_into_again() -> None:
+    # A size of its own: no message kept from another test can be the one reused.
+    size = 300_123
     conn = Connection(Role.SERVER)
-    first = receive_whole(conn, bytes(300_000))
+    first = receive_whole(conn, bytes(size))
     where = address(first)
     hash(first)  # cached in the object: the next message must not inherit it
     del first
     # Were its memory freed, this would most likely take it.
-    blocker = random.Random(10).randbytes(300_000)
-    payload = random.Random(9).randbytes(300_000)
+    blocker = random.Random(10).randbytes(size)
+    payload = random.Random(9).randbytes(size)
     second = receive_whole(conn, payload)
     assert second == payload and hash(second) == hash(bytes(memoryview(payload)))
     if keep_payload is not keep_payload_py:
@@ -265,6 +267,23 @@ def test_a_message_the_application_dropped_is_received_into_again() -> None:
     # A message of another size gets memory of its own.
     other = receive_whole(conn, payload[:-1])
     assert other == payload[:-1] and second == payload
+
+
+def test_messages_dropped_in_another_order_than_they_came_are_received_into_again() -> None:
+    # Several connections' messages are handed out and dropped in any order: the last four are kept.
+    size = 300_321
+    conn = Connection(Role.SERVER)
+    held = [receive_whole(conn, random.Random(i).randbytes(size)) for i in range(4)]
+    where = {address(message) for message in held}
+    assert len(where) == 4
+    held.clear()
+    blockers = [random.Random(10 + i).randbytes(size) for i in range(4)]
+    payloads = [random.Random(20 + i).randbytes(size) for i in range(4)]
+    again = [receive_whole(conn, payload) for payload in payloads]
+    assert again == payloads
+    if keep_payload is not keep_payload_py:
+        assert {address(message) for message in again} == where
+        assert not where & {address(blocker) for blocker in blockers}
 
 
 def test_a_spare_buffer_is_kept_only_up_to_16_mib(no_spare: None) -> None:
