@@ -509,7 +509,8 @@ static PyTypeObject PayloadWriterType = {
 #endif
 #define SPARE_BYTES ((Py_ssize_t)16 << 20)
 static PyObject *spare_payloads[SPARE_SLOTS];
-static int spare_next = 0; /* the slot the next payload kept goes to: the oldest */
+static unsigned long spare_ages[SPARE_SLOTS]; /* when each was kept: the lowest is the oldest */
+static unsigned long spare_clock = 0;
 
 /* A bytes object of `size` bytes, not initialized: a spare one when one is free and that size. */
 static PyObject *
@@ -539,32 +540,44 @@ new_payload(Py_ssize_t size)
 
 /* keep_payload(payload) -> None
  * Remember a payload that payload_buffer gave and that was just handed out, for new_payload to reuse once
- * the application has dropped it. It replaces the oldest one kept, and older ones go while the ones kept
- * add up to more than SPARE_BYTES. */
+ * the application has dropped it. It goes to a free slot (new_payload empties the slot it takes from), else
+ * replaces the oldest one kept; older ones go while the ones kept add up to more than SPARE_BYTES. */
 static PyObject *
 keep_payload(PyObject *module, PyObject *arg)
 {
-    Py_ssize_t total;
-    int slot;
+    Py_ssize_t total = 0;
+    int slot = -1;
 
     if (!PyBytes_CheckExact(arg) || PyBytes_GET_SIZE(arg) <= 1 || PyBytes_GET_SIZE(arg) > SPARE_BYTES) {
         Py_RETURN_NONE;
     }
-    slot = spare_next;
+    for (int i = 0; i < SPARE_SLOTS; i++) {
+        if (spare_payloads[i] == NULL) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 || spare_ages[i] < spare_ages[slot]) {
+            slot = i;
+        }
+    }
     Py_XSETREF(spare_payloads[slot], Py_NewRef(arg));
-    spare_next = (slot + 1) % SPARE_SLOTS;
-    total = 0;
+    spare_ages[slot] = ++spare_clock;
     for (int i = 0; i < SPARE_SLOTS; i++) {
         if (spare_payloads[i] != NULL) {
             total += PyBytes_GET_SIZE(spare_payloads[i]);
         }
     }
-    for (int i = spare_next; total > SPARE_BYTES; i = (i + 1) % SPARE_SLOTS) {
-        /* the oldest first, never the one just kept (it alone fits) */
-        if (i != slot && spare_payloads[i] != NULL) {
-            total -= PyBytes_GET_SIZE(spare_payloads[i]);
-            Py_CLEAR(spare_payloads[i]);
+    while (total > SPARE_BYTES) {
+        /* the oldest other one (the one just kept fits by itself) */
+        int oldest = -1;
+        for (int i = 0; i < SPARE_SLOTS; i++) {
+            if (i != slot && spare_payloads[i] != NULL
+                && (oldest < 0 || spare_ages[i] < spare_ages[oldest])) {
+                oldest = i;
+            }
         }
+        total -= PyBytes_GET_SIZE(spare_payloads[oldest]);
+        Py_CLEAR(spare_payloads[oldest]);
     }
     Py_RETURN_NONE;
 }

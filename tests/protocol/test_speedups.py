@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import mmap
 import os
 import subprocess
 import sys
@@ -181,12 +182,12 @@ def test_c_and_python_payload_buffers_deliver_what_their_view_wrote(size: int, d
     from upwire._speedups import payload_buffer as payload_buffer_c
 
     piece = (data * (size // len(data) + 1))[:size]
-    for payload_buffer, kind in ((payload_buffer_c, bytes), (frames.payload_buffer_py, bytearray)):
+    for payload_buffer, kind in ((payload_buffer_c, bytes), (frames.payload_buffer_py, mmap.mmap)):
         buffer, view = payload_buffer(size)
         assert type(buffer) is kind and len(buffer) == size
         assert not view.readonly and len(view) == size and view.format == "B"
         view[:] = piece
-        assert buffer == piece
+        assert bytes(buffer) == piece
         del view  # the C buffer outlives its view, and each view keeps its storage alive
     buffer, view = payload_buffer_c(size)
     del buffer

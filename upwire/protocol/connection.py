@@ -22,6 +22,7 @@ handshake is done (RFC 6455 §7.1.1); both sides close at once after failing the
 from __future__ import annotations
 
 import enum
+import mmap
 import threading
 from collections.abc import Sequence
 
@@ -211,9 +212,9 @@ class Connection:
         self._sink_ahead = 0
         self._sink_view: memoryview | None = None
         # A whole binary message being received into its own buffer (see `_begin_payload`): that buffer
-        # (the bytes object delivered, with the C speedups), a writable view of all of it, the payload
+        # (the bytes object delivered with the C speedups, a memory map copied to bytes without), a writable view of all of it, the payload
         # bytes in it (unmasked as they arrive) and the frame's masking key.
-        self._payload: bytes | bytearray | None = None
+        self._payload: bytes | mmap.mmap | None = None
         self._payload_view: memoryview | None = None
         self._payload_fill = 0
         self._payload_key: bytes | None = None
@@ -558,9 +559,8 @@ class Connection:
         self._payload_view = view
         self._payload_key = header.mask_key
         self._payload_fill = 0
-        self._fill_payload(
-            data[header.header_length :], []
-        )  # not whole: the frame is still arriving
+        # The frame is still arriving: this part does not complete it.
+        self._fill_payload(data[header.header_length :], [])
         return True
 
     def _fill_payload(

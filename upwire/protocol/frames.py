@@ -10,6 +10,7 @@ Must not know: sockets, asyncio, clocks, or which message a frame belongs to.
 from __future__ import annotations
 
 import enum
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -332,17 +333,18 @@ def mask_in_place_py(buffer: bytearray | memoryview, mask_key: bytes, offset: in
 mask_in_place = select_speedup(mask_in_place_py)
 
 
-def payload_buffer_py(size: int) -> tuple[bytes | bytearray, memoryview]:
+def payload_buffer_py(size: int) -> tuple[bytes | mmap.mmap, memoryview]:
     """Return a buffer of `size` bytes to receive a message's payload into, and a writable view of it.
 
-    The Python twin's buffer is a bytearray, which the caller copies to bytes once it is full.
-    `payload_buffer` is the C version from `upwire._speedups`: its buffer is the bytes object itself,
-    not initialized, filled through the view and then handed out as it is (no copy). Either way the
-    caller writes through the view only until it hands the payload out.
+    The Python twin's buffer is an anonymous memory map (its pages are backed only as they are written, as
+    the C version's are), which the caller copies to bytes once it is full. `payload_buffer` is the C version
+    from `upwire._speedups`: its buffer is the bytes object itself, not initialized, filled through the view
+    and then handed out as it is (no copy). Either way the caller writes through the view only until it
+    hands the payload out.
     """
     if size <= 0:
         raise ValueError("size must be positive")
-    buffer = bytearray(size)
+    buffer = mmap.mmap(-1, size)
     return buffer, memoryview(buffer)
 
 
