@@ -42,6 +42,46 @@ mask_into(unsigned char *out, const unsigned char *in, Py_ssize_t n, const unsig
     }
 }
 
+/* The arguments of apply_mask and mask_in_place, (data, mask_key, offset=0): the data's buffer (writable
+ * when `flags` says so), the key's, and where in the key the data starts. 0, or -1 with an exception set
+ * and no buffer held. */
+static int
+mask_arguments(PyObject *const *args, Py_ssize_t nargs, const char *usage, int flags, Py_buffer *data,
+               Py_buffer *key, int *shift)
+{
+    Py_ssize_t offset = 0;
+
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (nargs == 3) {
+        offset = PyLong_AsSsize_t(args[2]);
+        if (offset == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (PyObject_GetBuffer(args[0], data, flags) < 0) {
+        if ((flags & PyBUF_WRITABLE) && PyErr_ExceptionMatches(PyExc_BufferError)) {
+            /* read-only: a TypeError, as for the Python twin (and socket.recv_into) */
+            PyErr_SetString(PyExc_TypeError, "a writable buffer is needed");
+        }
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[1], key, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(data);
+        return -1;
+    }
+    if (key->len != 4) {
+        PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes");
+        PyBuffer_Release(key);
+        PyBuffer_Release(data);
+        return -1;
+    }
+    *shift = (int)(((offset % 4) + 4) % 4);
+    return 0;
+}
+
 /* apply_mask(data, mask_key, offset=0) -> bytes
  * XOR data with the 4-byte masking key repeated (RFC 6455 section 5.3), starting at key byte
  * offset % 4. */
@@ -49,37 +89,18 @@ static PyObject *
 apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer data, key;
-    Py_ssize_t offset = 0;
-    PyObject *result = NULL;
+    int shift;
+    PyObject *result;
 
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "apply_mask(data, mask_key, offset=0)");
+    if (mask_arguments(args, nargs, "apply_mask(data, mask_key, offset=0)", PyBUF_SIMPLE, &data, &key,
+                       &shift) < 0) {
         return NULL;
-    }
-    if (nargs == 3) {
-        offset = PyLong_AsSsize_t(args[2]);
-        if (offset == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[1], &key, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    if (key.len != 4) {
-        PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes");
-        goto done;
     }
     result = PyBytes_FromStringAndSize(NULL, data.len);
-    if (result == NULL) {
-        goto done;
+    if (result != NULL) {
+        mask_into((unsigned char *)PyBytes_AS_STRING(result), (const unsigned char *)data.buf, data.len,
+                  (const unsigned char *)key.buf, shift);
     }
-    mask_into((unsigned char *)PyBytes_AS_STRING(result), (const unsigned char *)data.buf, data.len,
-              (const unsigned char *)key.buf, (int)(((offset % 4) + 4) % 4));
-done:
     PyBuffer_Release(&key);
     PyBuffer_Release(&data);
     return result;
@@ -424,41 +445,17 @@ static PyObject *
 mask_in_place(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer data, key;
-    Py_ssize_t offset = 0;
-    PyObject *result = NULL;
+    int shift;
 
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "mask_in_place(buffer, mask_key, offset=0)");
+    if (mask_arguments(args, nargs, "mask_in_place(buffer, mask_key, offset=0)", PyBUF_WRITABLE, &data,
+                       &key, &shift) < 0) {
         return NULL;
-    }
-    if (nargs == 3) {
-        offset = PyLong_AsSsize_t(args[2]);
-        if (offset == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_WRITABLE) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-            /* read-only: a TypeError, as for the Python twin (and socket.recv_into) */
-            PyErr_SetString(PyExc_TypeError, "mask_in_place needs a writable buffer");
-        }
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[1], &key, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    if (key.len != 4) {
-        PyErr_SetString(PyExc_ValueError, "mask_key must be 4 bytes");
-        goto done;
     }
     mask_into((unsigned char *)data.buf, (const unsigned char *)data.buf, data.len,
-              (const unsigned char *)key.buf, (int)(((offset % 4) + 4) % 4));
-    result = Py_NewRef(Py_None);
-done:
+              (const unsigned char *)key.buf, shift);
     PyBuffer_Release(&key);
     PyBuffer_Release(&data);
-    return result;
+    Py_RETURN_NONE;
 }
 
 /* A large binary message is received straight into the bytes object the application gets: the kernel
