@@ -63,8 +63,8 @@ mask_arguments(PyObject *const *args, Py_ssize_t nargs, const char *usage, int f
     }
     if (PyObject_GetBuffer(args[0], data, flags) < 0) {
         if ((flags & PyBUF_WRITABLE) && PyErr_ExceptionMatches(PyExc_BufferError)) {
-            /* read-only: a TypeError, as for the Python twin (and socket.recv_into) */
-            PyErr_SetString(PyExc_TypeError, "a writable buffer is needed");
+            /* read-only (or not contiguous): a TypeError, as for the Python twin and socket.recv_into */
+            PyErr_SetString(PyExc_TypeError, "a writable, contiguous buffer is needed");
         }
         return -1;
     }

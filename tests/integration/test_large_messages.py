@@ -18,6 +18,7 @@ import uvloop
 import upwire
 
 from .helpers import tls_contexts
+from .wire import MASK_KEY, RawPeer
 
 KiB = 1024
 MiB = 1 << 20
@@ -115,6 +116,48 @@ def test_large_message_over_the_limit_closes_with_1009_before_it_is_buffered(
                 with pytest.raises(upwire.ConnectionClosedError):
                     await ws.recv()
             assert ws.close_code == 1009
+
+    run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_peer_gone_in_the_middle_of_a_large_binary_message_is_closed_1006_and_no_harm_done(
+    loop_name: str,
+) -> None:
+    # A 1 MiB binary message is received into the bytes it is delivered as; a peer that vanishes after
+    # 300 KB of it must leave a 1006 for the handler, and the next large messages (on another connection,
+    # possibly into memory kept from earlier ones) must still arrive byte for byte.
+    async def main() -> None:
+        outcome: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+        async def handler(ws: upwire.ServerConnection) -> None:
+            try:
+                async for message in ws:
+                    await ws.send(message)
+            except upwire.ConnectionClosedError:
+                pass
+            if not outcome.done():
+                outcome.set_result(ws.close_code)
+
+        server = await upwire.serve(
+            handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None
+        )
+        async with server:
+            peer = await RawPeer.upgraded(server.port)
+            header = bytes([0x82, 0x80 | 127]) + MiB.to_bytes(8, "big") + MASK_KEY
+            peer.write(header + MASK_KEY * (300_000 // 4))  # a payload of zeros, masked
+            await peer.writer.drain()
+            await asyncio.sleep(0.1)
+            peer.close()
+            assert await asyncio.wait_for(outcome, 10) == 1006
+            messages = [payload(MiB, 1), payload(MiB, 2), payload(MiB - 1, 3)]
+            async with upwire.connect(
+                f"ws://localhost:{server.port}/", max_message_size=LIMIT, compression=None
+            ) as ws:
+                for message in messages:
+                    await ws.send(message)
+                for message in messages:
+                    assert await ws.recv() == message
 
     run(loop_name, main)
 
