@@ -264,6 +264,101 @@ encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject
     }
 }
 
+/* The payloads handed out last (see keep_payload), at most SPARE_SLOTS of them and SPARE_BYTES in all. Once
+ * nothing else refers to one (the application is done with it), the next payload of its size is received
+ * into it instead of new memory: large short-lived allocations are what make the heap shrink and grow again,
+ * with a page fault per 4 KiB each time. More than one, since messages arriving on several connections at
+ * once are handed out (and dropped) in another order than they started arriving in. */
+#ifndef SPARE_SLOTS
+#define SPARE_SLOTS 4
+#endif
+#define SPARE_BYTES ((Py_ssize_t)16 << 20)
+/* Binary messages parsed from a read (take_simple_frames) at least this large are reused alike. */
+#define REUSE_MIN ((Py_ssize_t)256 << 10)
+static PyObject *spare_payloads[SPARE_SLOTS];
+static unsigned long spare_ages[SPARE_SLOTS]; /* when each was kept: the lowest is the oldest */
+static unsigned long spare_clock = 0;
+
+/* A bytes object of `size` bytes, not initialized: a spare one when one is free and that size. */
+static PyObject *
+new_payload(Py_ssize_t size)
+{
+#if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030F0000
+    for (int i = 0; i < SPARE_SLOTS; i++) {
+        PyObject *spare = spare_payloads[i];
+        if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == size) {
+            /* Only this module refers to it: it is as good as new, once its cached hash is forgotten (as
+             * _PyBytes_Resize does for a bytes object it reuses). */
+            spare_payloads[i] = NULL;
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+            ((PyBytesObject *)spare)->ob_shash = -1;
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+            return spare;
+        }
+    }
+#endif
+    return PyBytes_FromStringAndSize(NULL, size);
+}
+
+/* Remember a large payload that was just handed out, for new_payload to reuse once the application has
+ * dropped it. It goes to a free slot (new_payload empties the slot it takes from), else replaces the oldest
+ * one kept; older ones go while the ones kept add up to more than SPARE_BYTES. */
+static void
+remember_payload(PyObject *arg)
+{
+    Py_ssize_t total = 0;
+    int slot = -1;
+
+#if defined(Py_GIL_DISABLED) || PY_VERSION_HEX >= 0x030F0000
+    return; /* new_payload reuses none there: keeping them would only hold memory */
+#endif
+    if (!PyBytes_CheckExact(arg) || PyBytes_GET_SIZE(arg) <= 1 || PyBytes_GET_SIZE(arg) > SPARE_BYTES) {
+        return;
+    }
+    for (int i = 0; i < SPARE_SLOTS; i++) {
+        if (spare_payloads[i] == NULL) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 || spare_ages[i] < spare_ages[slot]) {
+            slot = i;
+        }
+    }
+    Py_XSETREF(spare_payloads[slot], Py_NewRef(arg));
+    spare_ages[slot] = ++spare_clock;
+    for (int i = 0; i < SPARE_SLOTS; i++) {
+        if (spare_payloads[i] != NULL) {
+            total += PyBytes_GET_SIZE(spare_payloads[i]);
+        }
+    }
+    while (total > SPARE_BYTES) {
+        /* the oldest other one (the one just kept fits by itself) */
+        int oldest = -1;
+        for (int i = 0; i < SPARE_SLOTS; i++) {
+            if (i != slot && spare_payloads[i] != NULL
+                && (oldest < 0 || spare_ages[i] < spare_ages[oldest])) {
+                oldest = i;
+            }
+        }
+        total -= PyBytes_GET_SIZE(spare_payloads[oldest]);
+        Py_CLEAR(spare_payloads[oldest]);
+    }
+}
+
+/* keep_payload(payload) -> None
+ * remember_payload, for a payload that payload_buffer gave and that was just handed out. */
+static PyObject *
+keep_payload(PyObject *module, PyObject *arg)
+{
+    remember_payload(arg);
+    Py_RETURN_NONE;
+}
+
 /* take_simple_frames(buffer, pos, masked, limit, events) -> int
  * The receive fast path (twin and rules: upwire/protocol/simple_frames.py). From `pos`, decode every frame
  * that is a whole message by itself: FIN, no RSV bit, TEXT or BINARY, the expected MASK bit, the minimal
@@ -370,7 +465,7 @@ take_simple_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         n = (Py_ssize_t)length;
         if (b0 == 0x82) {
-            message = PyBytes_FromStringAndSize(NULL, n);
+            message = n >= REUSE_MIN ? new_payload(n) : PyBytes_FromStringAndSize(NULL, n);
             if (message == NULL) {
                 goto error;
             }
@@ -379,6 +474,9 @@ take_simple_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             else {
                 memcpy(PyBytes_AS_STRING(message), p + start, (size_t)n);
+            }
+            if (n >= REUSE_MIN) {
+                remember_payload(message);
             }
         }
         else {
@@ -495,89 +593,6 @@ static PyTypeObject PayloadWriterType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A writable buffer over a bytes object that is being filled (see payload_buffer).",
 };
-
-/* The payloads handed out last (see keep_payload), at most SPARE_SLOTS of them and SPARE_BYTES in all. Once
- * nothing else refers to one (the application is done with it), the next payload of its size is received
- * into it instead of new memory: large short-lived allocations are what make the heap shrink and grow again,
- * with a page fault per 4 KiB each time. More than one, since messages arriving on several connections at
- * once are handed out (and dropped) in another order than they started arriving in. */
-#ifndef SPARE_SLOTS
-#define SPARE_SLOTS 4
-#endif
-#define SPARE_BYTES ((Py_ssize_t)16 << 20)
-static PyObject *spare_payloads[SPARE_SLOTS];
-static unsigned long spare_ages[SPARE_SLOTS]; /* when each was kept: the lowest is the oldest */
-static unsigned long spare_clock = 0;
-
-/* A bytes object of `size` bytes, not initialized: a spare one when one is free and that size. */
-static PyObject *
-new_payload(Py_ssize_t size)
-{
-#if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030F0000
-    for (int i = 0; i < SPARE_SLOTS; i++) {
-        PyObject *spare = spare_payloads[i];
-        if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == size) {
-            /* Only this module refers to it: it is as good as new, once its cached hash is forgotten (as
-             * _PyBytes_Resize does for a bytes object it reuses). */
-            spare_payloads[i] = NULL;
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#endif
-            ((PyBytesObject *)spare)->ob_shash = -1;
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
-            return spare;
-        }
-    }
-#endif
-    return PyBytes_FromStringAndSize(NULL, size);
-}
-
-/* keep_payload(payload) -> None
- * Remember a payload that payload_buffer gave and that was just handed out, for new_payload to reuse once
- * the application has dropped it. It goes to a free slot (new_payload empties the slot it takes from), else
- * replaces the oldest one kept; older ones go while the ones kept add up to more than SPARE_BYTES. */
-static PyObject *
-keep_payload(PyObject *module, PyObject *arg)
-{
-    Py_ssize_t total = 0;
-    int slot = -1;
-
-    if (!PyBytes_CheckExact(arg) || PyBytes_GET_SIZE(arg) <= 1 || PyBytes_GET_SIZE(arg) > SPARE_BYTES) {
-        Py_RETURN_NONE;
-    }
-    for (int i = 0; i < SPARE_SLOTS; i++) {
-        if (spare_payloads[i] == NULL) {
-            slot = i;
-            break;
-        }
-        if (slot < 0 || spare_ages[i] < spare_ages[slot]) {
-            slot = i;
-        }
-    }
-    Py_XSETREF(spare_payloads[slot], Py_NewRef(arg));
-    spare_ages[slot] = ++spare_clock;
-    for (int i = 0; i < SPARE_SLOTS; i++) {
-        if (spare_payloads[i] != NULL) {
-            total += PyBytes_GET_SIZE(spare_payloads[i]);
-        }
-    }
-    while (total > SPARE_BYTES) {
-        /* the oldest other one (the one just kept fits by itself) */
-        int oldest = -1;
-        for (int i = 0; i < SPARE_SLOTS; i++) {
-            if (i != slot && spare_payloads[i] != NULL
-                && (oldest < 0 || spare_ages[i] < spare_ages[oldest])) {
-                oldest = i;
-            }
-        }
-        total -= PyBytes_GET_SIZE(spare_payloads[oldest]);
-        Py_CLEAR(spare_payloads[oldest]);
-    }
-    Py_RETURN_NONE;
-}
 
 /* payload_buffer(size) -> (bytes, memoryview)
  * A bytes object of `size` bytes whose contents are not initialized, and a writable view of them to

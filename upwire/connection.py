@@ -65,6 +65,11 @@ _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16) if _HAS_WRITEV else 0  # POSIX guar
 # What one read takes at most (asyncio's own read size), into a buffer shared by the thread's connections.
 _READ_SIZE = 256 * 1024
 _read_buffers = threading.local()
+# FIONREAD: how many bytes a socket holds, not yet read (`_bytes_waiting`; not on Windows).
+_HAS_FIONREAD = sys.platform != "win32"
+if sys.platform != "win32":
+    from fcntl import ioctl as _ioctl
+    from termios import FIONREAD as _FIONREAD
 
 
 # Transport classes whose write() sends on their socket at once when nothing is buffered (asyncio's
@@ -107,6 +112,14 @@ def _socket_fd(transport: asyncio.BaseTransport) -> int:
         return -1
     fd: int = sock.fileno()
     return fd
+
+
+def _bytes_waiting(fd: int) -> int | None:
+    """How many bytes the socket `fd` holds, not yet read; None if the system does not tell."""
+    try:
+        return int.from_bytes(_ioctl(fd, _FIONREAD, b"\0\0\0\0"), sys.byteorder)
+    except OSError:
+        return None
 
 
 class _IterationFlush:
@@ -1008,7 +1021,18 @@ class Connection(asyncio.BufferedProtocol):
             if protocol is not None:
                 self._received(protocol, protocol.receive_written(nbytes))
                 return
-        self.data_received(_read_buffer()[:nbytes])
+        buffer = _read_buffer()
+        if (
+            nbytes == _READ_SIZE
+            and protocol is not None
+            and _HAS_FIONREAD
+            and (fd := self._direct_fd()) >= 0
+        ):
+            # A full read: more may be waiting. The core reads a large frame's rest in place unless the
+            # next frames are waiting behind it too (a stream, which reading ahead serves better).
+            self._received(protocol, protocol.receive_data(buffer, _bytes_waiting(fd)))
+            return
+        self.data_received(buffer[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Feed received bytes to the core, deliver its events and write its answers."""

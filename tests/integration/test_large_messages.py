@@ -231,8 +231,10 @@ def test_a_pipelined_stream_of_large_frames_is_read_ahead_and_echoed_byte_for_by
     def spy_written(self: upwire.protocol.Connection, nbytes: int) -> list[object]:
         return count(self, receive_written(self, nbytes))
 
-    def spy_data(self: upwire.protocol.Connection, data: bytes | memoryview) -> list[object]:
-        return count(self, receive_data(self, data))
+    def spy_data(
+        self: upwire.protocol.Connection, data: bytes | memoryview, waiting: int | None = None
+    ) -> list[object]:
+        return count(self, receive_data(self, data, waiting))
 
     monkeypatch.setattr(upwire.protocol.Connection, "receive_written", spy_written)
     monkeypatch.setattr(upwire.protocol.Connection, "receive_data", spy_data)

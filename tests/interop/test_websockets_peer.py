@@ -110,8 +110,10 @@ async def test_upwire_server_reads_ahead_a_websockets_clients_pipelined_large_me
         per_read.append(sum(isinstance(event, str | bytes) for event in events))
         return events
 
-    def spy_data(self: upwire.protocol.Connection, data: bytes | memoryview) -> list[object]:
-        events: list[object] = receive_data(self, data)
+    def spy_data(
+        self: upwire.protocol.Connection, data: bytes | memoryview, waiting: int | None = None
+    ) -> list[object]:
+        events: list[object] = receive_data(self, data, waiting)
         per_read.append(sum(isinstance(event, str | bytes) for event in events))
         return events
 

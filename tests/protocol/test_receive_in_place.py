@@ -286,6 +286,27 @@ def test_messages_dropped_in_another_order_than_they_came_are_received_into_agai
         assert not where & {address(blocker) for blocker in blockers}
 
 
+def test_a_large_message_parsed_from_one_read_is_reused_alike_once_dropped() -> None:
+    # Whole in one read (reading ahead, or a read that took all of it), a 256 KiB+ binary message is copied
+    # out of the read by the frame parser; it too is kept, and reused only once nothing else refers to it.
+    size = 300_231
+    conn = Connection(Role.SERVER)
+    payloads = [random.Random(30 + i).randbytes(size) for i in range(3)]
+    first = conn.receive_data(frame(Opcode.BINARY, payloads[0]))
+    assert first == payloads[:1]
+    where = address(first[0])
+    kept = conn.receive_data(frame(Opcode.BINARY, payloads[1]))[0]
+    kept_hash = hash(kept)
+    hash(first[0])
+    del first
+    blocker = random.Random(40).randbytes(size)
+    again = conn.receive_data(frame(Opcode.BINARY, payloads[2]))[0]
+    assert again == payloads[2] and hash(again) == hash(bytes(memoryview(payloads[2])))
+    assert kept == payloads[1] and hash(kept) == kept_hash
+    if keep_payload is not keep_payload_py:
+        assert address(again) == where and address(blocker) != where
+
+
 def test_a_spare_buffer_is_kept_only_up_to_16_mib(no_spare: None) -> None:
     huge = frame(Opcode.BINARY, bytes(17 * MiB))
     conn = Connection(Role.SERVER, max_message_size=32 * MiB)
@@ -522,3 +543,72 @@ def test_frames_ahead_caps_the_read_ahead(no_spare: None, frames_ahead: int) -> 
     n = len(view)
     view[:] = data[256 * KiB : 256 * KiB + n]
     assert conn.receive_written(n) == expected[3 : 4 + ahead // size]
+
+
+def test_a_stream_of_whole_binary_messages_is_read_ahead_when_more_than_the_frame_is_waiting(
+    no_spare: None,
+) -> None:
+    # A peer streaming 1 MiB binary messages: its next frames wait behind the one arriving, so one read
+    # takes the rest of a frame and the start of the next (512 KiB past its end), not one read per piece.
+    data, expected = stream_of(8, MiB)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    view = conn.receive_buffer()
+    assert view is not None
+    frame_end = len(frame(Opcode.BINARY, bytes(MiB)))
+    assert 256 * KiB + len(view) == frame_end + 512 * KiB
+    # The whole stream, read as the asyncio layer reads: into the core's view when it offers one, else
+    # 256 KiB into a shared buffer, saying how much more is waiting.
+    conn = Connection(Role.SERVER, max_message_size=None)
+    events = []
+    pos = reads = 0
+    while pos < len(data):
+        reads += 1
+        view = conn.receive_buffer()
+        if view is None:
+            n = min(256 * KiB, len(data) - pos)
+            events += conn.receive_data(data[pos : pos + n], len(data) - pos - n)
+        else:
+            n = min(len(view), len(data) - pos)
+            view[:n] = data[pos : pos + n]
+            events += conn.receive_written(n)
+        pos += n
+    assert events == expected
+    assert reads <= 10, reads  # 8 frames of 1 MiB: 1 + 8 reads, where one read per piece took 16
+
+
+def test_a_whole_binary_message_is_received_in_place_when_only_its_rest_is_waiting(
+    no_spare: None,
+) -> None:
+    # A peer that sent one large message and waits for the answer: its rest is all there is to read, and
+    # it goes straight into the bytes delivered (the view ends at the frame's end).
+    payload = random.Random(9).randbytes(MiB)
+    stream = frame(Opcode.BINARY, payload)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(stream[: 256 * KiB], len(stream) - 256 * KiB) == []
+    view = conn.receive_buffer()
+    assert view is not None and 256 * KiB + len(view) == len(stream)
+    view[:] = stream[256 * KiB :]
+    assert conn.receive_written(len(view)) == [payload]
+    assert conn.receive_buffer() is None
+
+
+def test_a_read_ahead_that_stops_short_receives_the_next_whole_binary_message_in_place(
+    no_spare: None,
+) -> None:
+    # The stream paused inside the read-ahead, at the start of a 1 MiB binary message: its rest goes into
+    # its own bytes, and the view ends at its end.
+    data, expected = stream_of(3, MiB)
+    size = len(frame(Opcode.BINARY, bytes(MiB)))
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    view = conn.receive_buffer()
+    assert view is not None and len(view) > size - 256 * KiB + 1000
+    taken = size - 256 * KiB + 1000  # the first frame's rest and 1000 bytes of the next
+    view[:taken] = data[256 * KiB : 256 * KiB + taken]
+    assert conn.receive_written(taken) == expected[:1]
+    view = conn.receive_buffer()
+    assert view is not None and len(view) == size - 1000  # the second frame's rest, nothing past it
+    view[:] = data[size + 1000 : 2 * size]
+    assert conn.receive_written(len(view)) == expected[1:2]
+    assert conn.receive_data(data[2 * size :]) == expected[2:]

@@ -307,11 +307,18 @@ class Connection:
 
     # ------------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+    def receive_data(
+        self, data: bytes | bytearray | memoryview, waiting: int | None = None
+    ) -> list[Event]:
         """Process bytes received from the peer.
 
         Args:
             data: the bytes, in order; any split is fine (partial headers, partial payloads).
+            waiting: how many more bytes the operating system already holds for this connection, when the
+                I/O layer knows (`FIONREAD`); only a hint. When `data` ends inside a whole binary message
+                of 256 KiB or more, its rest is received in place (`receive_buffer`) into the bytes object
+                delivered, unless more than that rest is waiting: then the peer streams, and reading ahead
+                past the frame's end (one read for the rest and the next frames) costs less.
 
         The end of input comes in a batch of its own: when complete messages precede a close frame or a
         frame that breaks the protocol, parsing stops before that frame, `input_pending` becomes True
@@ -370,15 +377,19 @@ class Connection:
         elif data is self._buffer:
             del self._buffer[:consumed]
         elif consumed < len(data):
-            self._keep(memoryview(data)[consumed:], streaming)
+            self._keep(memoryview(data)[consumed:], streaming, waiting)
         return events
 
-    def _keep(self, rest: memoryview, streaming: bool) -> None:
+    def _keep(self, rest: memoryview, streaming: bool, waiting: int | None) -> None:
         """Keep the bytes of an incomplete frame; a large data frame's go to a buffer of its own at once."""
         total = 0
         if not self._input_pending:
             total = _large_frame_total(rest, _STREAM_MIN_FRAME if streaming else _SINK_MIN_FRAME)
-        if total >= _SINK_MIN_FRAME and self._begin_payload(rest):
+        if (
+            total >= _SINK_MIN_FRAME
+            and not (streaming and waiting is not None and waiting > total - len(rest))
+            and self._begin_payload(rest)
+        ):
             return
         if total:
             fill = len(rest)
@@ -476,8 +487,9 @@ class Connection:
         view = self._sink_view
         if view is None or (self._sink is None and self._payload_view is None):
             raise UsageError("receive_written() needs a view from receive_buffer() first")
-        if not 0 <= nbytes <= len(view):
-            raise UsageError(f"receive_written({nbytes}): the view held {len(view)} bytes")
+        room = len(view)
+        if not 0 <= nbytes <= room:
+            raise UsageError(f"receive_written({nbytes}): the view held {room} bytes")
         self._release_sink_view()
         if self._payload_view is not None:
             events: list[Event] = []
@@ -498,8 +510,11 @@ class Connection:
             total = 0
             if self._sink_ahead and not self._input_pending:
                 total = _large_frame_total(tail, _STREAM_MIN_FRAME)
-            if total >= _SINK_MIN_FRAME and self._begin_payload(tail):
-                pass  # the next frame, a whole binary message, is received into its own buffer
+            if total >= _SINK_MIN_FRAME and nbytes < room and self._begin_payload(tail):
+                # The read stopped short of the read-ahead: the stream paused, and the next frame, a whole
+                # binary message, is received into its own buffer. A read that filled the view suggests
+                # more is waiting: reading ahead goes on.
+                pass
             elif total:
                 # The next frame is arriving in the same stream: it moves to the buffer's start
                 # (memoryview assignment copies overlapping bytes correctly) and reading goes on after it.
