@@ -56,14 +56,19 @@ def test_c_and_python_masking_agree_on_random_input(
 
 
 def test_c_masking_handles_a_large_payload_at_every_alignment() -> None:
+    # 64 bytes at a time (vector registers), then 8, then single bytes: every split of those, at every
+    # alignment of the buffer and every place in the key, copied or in place.
     from upwire._speedups import apply_mask as apply_mask_c
+    from upwire._speedups import mask_in_place as mask_in_place_c
 
     data = os.urandom((1 << 20) + 7)
     for start in range(8):
         view = memoryview(data)[start:]
-        assert apply_mask_c(view, b"\x01\x02\x03\x04", start) == frames.apply_mask_py(
-            view, b"\x01\x02\x03\x04", start
-        )
+        expected = frames.apply_mask_py(view, b"\x01\x02\x03\x04", start)
+        assert apply_mask_c(view, b"\x01\x02\x03\x04", start) == expected
+        buffer = bytearray(data)
+        mask_in_place_c(memoryview(buffer)[start:], b"\x01\x02\x03\x04", start)
+        assert buffer[:start] == data[:start] and buffer[start:] == expected
 
 
 def test_c_masking_rejects_a_key_that_is_not_4_bytes() -> None:
