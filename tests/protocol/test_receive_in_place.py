@@ -612,3 +612,25 @@ def test_a_read_ahead_that_stops_short_receives_the_next_whole_binary_message_in
     view[:] = data[size + 1000 : 2 * size]
     assert conn.receive_written(len(view)) == expected[1:2]
     assert conn.receive_data(data[2 * size :]) == expected[2:]
+
+
+def test_a_streamed_whole_binary_message_goes_into_its_bytes_when_nothing_may_follow_it(
+    no_spare: None,
+) -> None:
+    # The peer streams, but the I/O layer takes no frame past this one now (`frames_ahead=0`: a Listener
+    # whose answers wait to be written, a full recv queue): reading ahead is off, so the message is
+    # received into the bytes delivered after all, and the view ends at its end.
+    data, expected = stream_of(3, MiB)
+    size = len(frame(Opcode.BINARY, bytes(MiB)))
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    view = conn.receive_buffer(0)
+    assert view is not None and 256 * KiB + len(view) == size
+    view[:] = data[256 * KiB : size]
+    where = address(view)
+    events = conn.receive_written(len(view))
+    assert events == expected[:1]
+    # With the C speedups the view was the message's own memory, after the part of the first read.
+    in_place = where == address(events[0]) + 256 * KiB - (size - MiB)
+    assert in_place is (payload_buffer is not payload_buffer_py)
+    assert conn.receive_data(data[size:]) == expected[1:]

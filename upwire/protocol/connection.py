@@ -464,6 +464,16 @@ class Connection:
         fill = self._sink_fill
         total = self._sink_total
         ahead = self._sink_ahead
+        if ahead and frames_ahead is not None and frames_ahead <= 0 and total >= _SINK_MIN_FRAME:
+            # Read ahead for a stream, but no frame may follow this one now (the I/O layer's queue is
+            # full, or its answers wait to be written): a whole binary message goes into its bytes after all.
+            start = memoryview(sink)[:fill]
+            moved = self._begin_payload(start)
+            start.release()
+            if moved:
+                self._sink = None
+                _spare_frame_buffer(sink)
+                return self.receive_buffer()
         if fill == len(sink):
             grown = _frame_buffer(_sink_target(fill, total, ahead))
             grown[:fill] = sink
