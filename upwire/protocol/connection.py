@@ -433,7 +433,9 @@ class Connection:
         past its end, so that one read takes the frames after it too. The frame still arriving at the end
         of such a read stays in the same buffer, moved to its start, and the next view follows it.
         `frames_ahead` caps that read-ahead at so many frames of the size of the one arriving (an I/O
-        layer whose queue for incoming messages has room for only a few more passes that number).
+        layer whose queue for incoming messages has room for only a few more passes that number); at 0 a
+        whole binary message of 256 KiB or more goes into its own bytes object, as when the peer does not
+        stream.
 
         The frame's buffer grows with what arrives (to at most 4 times what came of it, by 256 KiB at
         least), so a header that announces a large frame does not by itself allocate its size.
