@@ -279,3 +279,59 @@ def test_a_pipelined_stream_of_large_frames_is_read_ahead_and_echoed_byte_for_by
     assert max(per_read) > 1, "no read took more than one frame"
     # One read per frame would be 72 reads; reading ahead (and whole reads) takes about 20 to 40.
     assert len(per_read) < len(messages) * 2 // 3, f"{len(per_read)} reads"
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("api", ["handler", "listener"])
+def test_a_stream_of_1_mib_binary_messages_is_read_ahead_on_the_sockets_word(
+    loop_name: str, api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client streams 1 MiB binary messages. After a full read the server asks the socket how much it
+    # still holds (FIONREAD) and tells the core; with the next frames already there, the core reads past
+    # the frame's end instead of into the message's own bytes, so some read completes a message and keeps
+    # the next one's start. Every echo must come back byte for byte.
+    messages = [payload(MiB, 100 + i) for i in range(16)]
+    hints: list[int | None] = []
+    read_ahead: list[bool] = []
+    receive_data = upwire.protocol.Connection.receive_data
+    receive_written = upwire.protocol.Connection.receive_written
+
+    def spy_data(
+        self: upwire.protocol.Connection, data: bytes | memoryview, waiting: int | None = None
+    ) -> list[object]:
+        if self.role is upwire.protocol.Role.SERVER:
+            hints.append(waiting)
+        return receive_data(self, data, waiting)
+
+    def spy_written(self: upwire.protocol.Connection, nbytes: int) -> list[object]:
+        events: list[object] = receive_written(self, nbytes)
+        if self.role is upwire.protocol.Role.SERVER and events:
+            read_ahead.append(self._sink is not None)  # the next frame waits in the read-ahead
+        return events
+
+    monkeypatch.setattr(upwire.protocol.Connection, "receive_data", spy_data)
+    monkeypatch.setattr(upwire.protocol.Connection, "receive_written", spy_written)
+
+    async def main() -> None:
+        handler = ListenerEcho if api == "listener" else echo
+        async with (
+            upwire.serve(
+                handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None
+            ) as server,
+            upwire.connect(
+                f"ws://127.0.0.1:{server.port}/", max_message_size=LIMIT, compression=None
+            ) as ws,
+        ):
+
+            async def send_all() -> None:
+                for message in messages:
+                    await ws.send(message)
+
+            sender = asyncio.create_task(send_all())
+            for index, message in enumerate(messages):
+                assert await ws.recv() == message, f"message {index} came back different"
+            await sender
+
+    run(loop_name, main)
+    assert any(hint is not None for hint in hints), "no full read asked the socket"
+    assert any(read_ahead), "no read went past a message's end"
