@@ -54,6 +54,21 @@ async def echo(ws: upwire.ServerConnection) -> None:
         await ws.send(message)
 
 
+async def echo_pipelined(ws: upwire.ClientConnection, messages: list[str | bytes]) -> None:
+    """Send `messages` from a task while receiving their echoes: each must come back equal, in order."""
+
+    async def send_all() -> None:
+        for message in messages:
+            await ws.send(message)
+
+    sender = asyncio.create_task(send_all())
+    for index, message in enumerate(messages):
+        answer = await ws.recv()
+        assert type(answer) is type(message)
+        assert answer == message, f"message {index} ({len(message)} bytes) came back different"
+    await sender
+
+
 async def exchange(port: int, scheme: str = "ws", client_ssl: ssl.SSLContext | None = None) -> None:
     messages: list[str | bytes] = [payload(size, i) for i, size in enumerate(SIZES)]
     messages.append("ü" * (MiB // 2 + 3))  # 1 MiB + 6 bytes of text: UTF-8 checked as it streams
@@ -61,17 +76,7 @@ async def exchange(port: int, scheme: str = "ws", client_ssl: ssl.SSLContext | N
     async with upwire.connect(
         f"{scheme}://localhost:{port}/", max_message_size=LIMIT, compression=None, **kwargs
     ) as ws:
-
-        async def send_all() -> None:
-            for message in messages:
-                await ws.send(message)
-
-        sender = asyncio.create_task(send_all())  # pipelined: sending while the echoes come back
-        for message in messages:
-            answer = await ws.recv()
-            assert type(answer) is type(message)
-            assert answer == message, f"{len(message)} bytes came back different"
-        await sender
+        await echo_pipelined(ws, messages)  # sending while the echoes come back
         rtt = await ws.ping(b"after")
         assert rtt >= 0
         await ws.close(4000, "done")
@@ -262,18 +267,7 @@ def test_a_pipelined_stream_of_large_frames_is_read_ahead_and_echoed_byte_for_by
                 **client_kwargs,
             ) as ws,
         ):
-
-            async def send_all() -> None:
-                for message in messages:
-                    await ws.send(message)
-
-            sender = asyncio.create_task(send_all())
-            for index, message in enumerate(messages):
-                answer = await ws.recv()
-                assert answer == message, (
-                    f"message {index} ({len(message)} bytes) came back different"
-                )
-            await sender
+            await echo_pipelined(ws, messages)
 
     run(loop_name, main)
     assert max(per_read) > 1, "no read took more than one frame"
@@ -322,15 +316,7 @@ def test_a_stream_of_1_mib_binary_messages_is_read_ahead_on_the_sockets_word(
                 f"ws://127.0.0.1:{server.port}/", max_message_size=LIMIT, compression=None
             ) as ws,
         ):
-
-            async def send_all() -> None:
-                for message in messages:
-                    await ws.send(message)
-
-            sender = asyncio.create_task(send_all())
-            for index, message in enumerate(messages):
-                assert await ws.recv() == message, f"message {index} came back different"
-            await sender
+            await echo_pipelined(ws, messages)
 
     run(loop_name, main)
     assert any(hint is not None for hint in hints), "no full read asked the socket"

@@ -569,17 +569,23 @@ def test_frames_ahead_caps_the_read_ahead(no_spare: None, frames_ahead: int) -> 
     assert conn.receive_written(n) == expected[3 : 4 + ahead // size]
 
 
+def first_read_of_a_stream(count: int) -> tuple[bytes, list[Event], int, Connection]:
+    """`count` 1 MiB binary messages streamed: the stream, its events, one frame's size, and a server
+    connection that took a full 256 KiB read and was told the rest is waiting."""
+    data, expected = stream_of(count, MiB)
+    conn = Connection(Role.SERVER, max_message_size=None)
+    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    return data, expected, len(frame(Opcode.BINARY, bytes(MiB))), conn
+
+
 def test_a_stream_of_whole_binary_messages_is_read_ahead_when_more_than_the_frame_is_waiting(
     no_spare: None,
 ) -> None:
     # A peer streaming 1 MiB binary messages: its next frames wait behind the one arriving, so one read
     # takes the rest of a frame and the start of the next (512 KiB past its end), not one read per piece.
-    data, expected = stream_of(8, MiB)
-    conn = Connection(Role.SERVER, max_message_size=None)
-    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    data, expected, frame_end, conn = first_read_of_a_stream(8)
     view = conn.receive_buffer()
     assert view is not None
-    frame_end = len(frame(Opcode.BINARY, bytes(MiB)))
     assert 256 * KiB + len(view) == frame_end + 512 * KiB
     # The whole stream, read as the asyncio layer reads: into the core's view when it offers one, else
     # 256 KiB into a shared buffer, saying how much more is waiting.
@@ -622,10 +628,7 @@ def test_a_read_ahead_that_stops_short_receives_the_next_whole_binary_message_in
 ) -> None:
     # The stream paused inside the read-ahead, at the start of a 1 MiB binary message: its rest goes into
     # its own bytes, and the view ends at its end.
-    data, expected = stream_of(3, MiB)
-    size = len(frame(Opcode.BINARY, bytes(MiB)))
-    conn = Connection(Role.SERVER, max_message_size=None)
-    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    data, expected, size, conn = first_read_of_a_stream(3)
     view = conn.receive_buffer()
     assert view is not None and len(view) > size - 256 * KiB + 1000
     taken = size - 256 * KiB + 1000  # the first frame's rest and 1000 bytes of the next
@@ -644,10 +647,7 @@ def test_a_streamed_whole_binary_message_goes_into_its_bytes_when_nothing_may_fo
     # The peer streams, but the I/O layer takes no frame past this one now (`frames_ahead=0`: a Listener
     # whose answers wait to be written, a full recv queue): reading ahead is off, so the message is
     # received into the bytes delivered after all, and the view ends at its end.
-    data, expected = stream_of(3, MiB)
-    size = len(frame(Opcode.BINARY, bytes(MiB)))
-    conn = Connection(Role.SERVER, max_message_size=None)
-    assert conn.receive_data(data[: 256 * KiB], len(data) - 256 * KiB) == []
+    data, expected, size, conn = first_read_of_a_stream(3)
     view = conn.receive_buffer(0)
     assert view is not None and 256 * KiB + len(view) == size
     view[:] = data[256 * KiB : size]
