@@ -25,7 +25,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
 #define MASK_VECTORS 1
 typedef unsigned char mask_vector __attribute__((vector_size(32)));
-#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && !defined(__clang__) && __GNUC__ >= 8
 #define MASK_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
 #endif
