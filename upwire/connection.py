@@ -316,6 +316,7 @@ class Connection(asyncio.BufferedProtocol):
         "_tls",
         "_unflushed",
         "_writing_paused",
+        "_wrote_at_once",
         "listener",
         "loop",
         "options",
@@ -351,6 +352,9 @@ class Connection(asyncio.BufferedProtocol):
         # The loop's `_IterationFlush`, looked up when this connection first holds frames.
         self._iteration_flush: _IterationFlush | None = None
         self._unflushed = 0
+        # True from a frame written at once until this connection's next write: a frame sent meanwhile is
+        # held for the end of the loop iteration (see _send_whole).
+        self._wrote_at_once = False
         # True when a message of _LARGE_CHUNK bytes or more may be among the queued chunks.
         self._large_queued = False
         # True when the current read goes straight into the core's buffer of a large frame.
@@ -639,14 +643,19 @@ class Connection(asyncio.BufferedProtocol):
             self._holding_for_input = True
             self._schedule_flush()
             self._hold(size)
-        elif self._holding_for_input or not self._flush_scheduled:
+        elif self._holding_for_input or not (self._flush_scheduled or self._wrote_at_once):
             # A message that no other received one follows goes out at once (no added latency), with the
-            # answers held for it; the frames that follow it in the same loop iteration are written
-            # together by one call, one system call instead of one per message.
+            # answers held for it. No loop callback is scheduled for it: a lone answer costs no extra
+            # loop iteration.
             self._holding_for_input = False
             self._flush()
-            self._schedule_flush()
+            self._wrote_at_once = True
         else:
+            # It follows a frame written at once (or held ones): the frames sent until the end of this
+            # loop iteration are written together, one system call instead of one per message. A read or
+            # a write in between clears `_wrote_at_once`; a task that sent once and then waited for
+            # something else may see it still set, and its frame waits for the end of this iteration.
+            self._schedule_flush()
             self._hold(size)
 
     def _schedule_flush(self) -> None:
@@ -668,6 +677,7 @@ class Connection(asyncio.BufferedProtocol):
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self._holding_for_input = False
+        self._wrote_at_once = False
         # Nothing held: every frame went out already (most often the one written at once).
         if self._unflushed:
             self._flush()
@@ -731,6 +741,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is None or transport is None:
             return
         self._unflushed = 0
+        self._wrote_at_once = False
         out = protocol.data_to_send()
         if out and not transport.is_closing():
             if len(out) == 1:

@@ -201,6 +201,56 @@ async def test_a_tasks_answers_to_one_reads_messages_are_written_together(
     assert held[49] == 0 and held[-1] == 0  # the last answer of the batch and the lone one: written
 
 
+async def test_lone_answers_schedule_no_loop_callback(start_server: StartServer) -> None:
+    # A lone answer goes out at once; holding frames after it must not cost an extra loop turn per message.
+    loop = asyncio.get_running_loop()
+    scheduled: list[str] = []
+    call_soon = loop.call_soon
+
+    def counting_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        scheduled.append(getattr(callback, "__qualname__", ""))
+        return call_soon(callback, *args, **kwargs)
+
+    async def echo(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    server = await start_server(echo, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "warm up")
+        await peer.read_frame()
+        loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+        try:
+            for i in range(20):
+                peer.send_frame(TEXT, f"ping {i}")
+                assert (await peer.read_frame()).payload == f"ping {i}".encode()
+        finally:
+            del loop.call_soon
+    assert scheduled  # the spy saw the loop's callbacks (the handler's task wakeups)
+    assert "_IterationFlush._run" not in scheduled
+
+
+async def test_a_second_send_after_waiting_for_something_else_goes_out_in_that_loop_turn(
+    start_server: StartServer,
+) -> None:
+    # The first send was written at once and nothing was read or written since: the second is held for
+    # the end of its loop turn, and must still go out without anything else coming.
+    async def two_apart(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        await ws.send("first")
+        await asyncio.sleep(0.01)
+        await ws.send("second")
+        await asyncio.sleep(TEST_TIMEOUT_S)
+
+    server = await start_server(two_apart, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S / 2):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "go")
+        frames = [await peer.read_frame() for _ in range(2)]
+    assert [frame.payload for frame in frames] == [b"first", b"second"]
+
+
 async def test_an_answer_held_for_queued_messages_is_written_in_the_same_loop_turn_if_none_follows(
     start_server: StartServer,
 ) -> None:
