@@ -352,8 +352,9 @@ class Connection(asyncio.BufferedProtocol):
         # The loop's `_IterationFlush`, looked up when this connection first holds frames.
         self._iteration_flush: _IterationFlush | None = None
         self._unflushed = 0
-        # True from a frame written at once until this connection's next write: a frame sent meanwhile is
-        # held for the end of the loop iteration (see _send_whole).
+        # True from a frame written at once until this connection's next `_flush` (a read, a write, or the
+        # end-of-iteration callback): a frame sent meanwhile is held for the end of the loop iteration
+        # (see _send_whole).
         self._wrote_at_once = False
         # True when a message of _LARGE_CHUNK bytes or more may be among the queued chunks.
         self._large_queued = False
