@@ -212,8 +212,9 @@ class Connection:
         self._sink_ahead = 0
         self._sink_view: memoryview | None = None
         # A whole binary message being received into its own buffer (see `_begin_payload`): that buffer
-        # (the bytes object delivered with the C speedups, a memory map copied to bytes without), a writable view of all of it, the payload
-        # bytes in it (unmasked as they arrive) and the frame's masking key.
+        # (the bytes object delivered with the C speedups, a memory map copied to bytes without them), a
+        # writable view of all of it, the payload bytes in it (unmasked as they arrive) and the frame's
+        # masking key.
         self._payload: bytes | mmap.mmap | None = None
         self._payload_view: memoryview | None = None
         self._payload_fill = 0
