@@ -282,8 +282,9 @@ class Server:
         self.shutdown_timeout = shutdown_timeout
         self._connections: set[ServerConnection] = set()
         # Opening handshakes are timed in batches: the connections made within `_OPENING_BATCH_S` (at
-        # most a twentieth of open_timeout) share one timer, which aborts those still opening. A timer
-        # per connection, cancelled a moment later, cost more than the rest of accepting it.
+        # most a twentieth of open_timeout) share timers. At the batch's end one checks whether any of
+        # them is still opening; only then does another wait out open_timeout, and abort those still
+        # opening. A timer per connection, cancelled a moment later, cost more than the rest of accepting it.
         self._opening: set[ServerConnection] = set()
         self._opening_until = 0.0
         self._server: asyncio.Server | None = None
@@ -298,9 +299,28 @@ class Server:
             assert timeout is not None
             self._opening = set()
             self._opening_until = now + min(_OPENING_BATCH_S, timeout / 20)
-            loop.call_at(self._opening_until + timeout, _open_timed_out, self._opening)
+            loop.call_at(
+                self._opening_until,
+                self._end_opening_batch,
+                loop,
+                self._opening,
+                self._opening_until + timeout,
+            )
         self._opening.add(connection)
         return self._opening
+
+    def _end_opening_batch(
+        self, loop: asyncio.AbstractEventLoop, batch: set[ServerConnection], deadline: float
+    ) -> None:
+        """Close a batch of opening handshakes to newcomers; time those still opening, if any.
+
+        Most handshakes end within the batch: then no timer waits out open_timeout, and a server whose
+        connections are all open has no timer left to check in every loop iteration.
+        """
+        if batch is self._opening:
+            self._opening_until = 0.0  # the next connection starts a new batch
+        if batch:
+            loop.call_at(deadline, _open_timed_out, batch)
 
     def handler_for(self, request: Request) -> Handler | None:
         """Return the handler for a request (routing by path when `serve` got a mapping of paths)."""

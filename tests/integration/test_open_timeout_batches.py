@@ -55,3 +55,34 @@ async def test_a_client_that_opened_in_the_same_batch_as_a_silent_one_stays_open
         frame = await talking.read_frame()
         assert frame.payload == b"still here"
         talking.close()
+
+
+def opening_timers(loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
+    """The live timers of opening-handshake batches (white-box: asyncio's own timer heap)."""
+    names = ("_end_opening_batch", "_open_timed_out")
+    return [
+        handle
+        for handle in loop._scheduled  # type: ignore[attr-defined]
+        if not handle.cancelled() and getattr(handle._callback, "__name__", "") in names
+    ]
+
+
+async def test_no_timer_is_left_once_a_batch_has_opened(start_server: StartServer) -> None:
+    # With open_timeout at 10 s, a batch lasts 50 ms: a timer waiting out the 10 s for a connection that
+    # opened long ago would be checked in every loop iteration for nothing.
+    server = await start_server(open_timeout=10.0)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        assert (await peer.upgrade()).status == 101
+        assert len(opening_timers(loop)) == 1  # the check at the batch's end
+        await asyncio.sleep(0.2)
+        assert opening_timers(loop) == []
+        # A silent connection's batch ends with it still opening: its timer stays, for the 10 s.
+        silent = await RawPeer.connect(server.port)
+        await asyncio.sleep(0.2)
+        assert [handle._callback.__name__ for handle in opening_timers(loop)] == ["_open_timed_out"]
+        peer.send_frame(TEXT, "still here")
+        assert (await peer.read_frame()).payload == b"still here"
+        peer.close()
+        silent.close()
