@@ -452,10 +452,11 @@ class Connection(asyncio.BufferedProtocol):
             # Raised from the expression, not from a local: a local would hold the exception that holds
             # this frame (a cycle, and every closed connection would wait for the GC).
             raise self._end_of_input(iterating)
-        waiter: asyncio.Future[Data | object] = self.loop.create_future()
+        # Typed Any, not Data | object: a `cast` of the result would cost a call per message.
+        waiter: asyncio.Future[Any] = self.loop.create_future()
         self._recv_waiter = waiter
         try:
-            result = await waiter
+            result: Data = await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.result() is not _INPUT_ENDED:
                 # The message arrived as this recv was cancelled (a timeout, say): keep it for the next.
@@ -467,7 +468,7 @@ class Connection(asyncio.BufferedProtocol):
             self._recv_waiter = None
         if result is _INPUT_ENDED:
             raise self._end_of_input(iterating)
-        return cast(Data, result)
+        return result
 
     def _end_of_input(self, iterating: bool) -> BaseException:
         """What `recv` raises once no message will come: StopAsyncIteration ends `async for` quietly."""
@@ -1033,7 +1034,7 @@ class Connection(asyncio.BufferedProtocol):
             if protocol is not None:
                 self._received(protocol, protocol.receive_written(nbytes))
                 return
-        buffer = _read_buffer()
+        buffer = _read_buffers.view  # `get_buffer` returned it (`_read_buffer` made it)
         if (
             nbytes == _READ_SIZE
             and protocol is not None
@@ -1043,8 +1044,10 @@ class Connection(asyncio.BufferedProtocol):
             # A full read: more may be waiting. The core reads a large frame's rest in place unless the
             # next frames are waiting behind it too (a stream, which reading ahead serves better).
             self._received(protocol, protocol.receive_data(buffer, _bytes_waiting(fd)))
-            return
-        self.data_received(buffer[:nbytes])
+        elif protocol is not None:
+            self._received(protocol, protocol.receive_data(buffer[:nbytes]))
+        else:
+            self._handshake_data(bytes(buffer[:nbytes]))
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Feed received bytes to the core, deliver its events and write its answers."""

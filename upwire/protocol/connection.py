@@ -125,14 +125,11 @@ class Connection:
     __slots__ = (
         "_allowed_rsv",
         "_buffer",
-        "_close_received",
-        "_close_sent",
         "_compressed_frame_limit",
         "_decoder",
         "_discard_input",
         "_expect_masked",
         "_extensions",
-        "_failure",
         "_fast_limit",
         "_frame_fin",
         "_frame_mask",
@@ -141,7 +138,6 @@ class Connection:
         "_frame_remaining",
         "_header_frame_limit",
         "_holding_pongs",
-        "_input_pending",
         "_max_frame_size",
         "_max_message_size",
         "_msg_opcode",
@@ -160,6 +156,10 @@ class Connection:
         "_sink_fill",
         "_sink_total",
         "_sink_view",
+        "close_received",
+        "close_sent",
+        "failure",
+        "input_pending",
         "role",
         "state",
         "transport_should_close",
@@ -184,7 +184,7 @@ class Connection:
         self._header_frame_limit = (
             None if self._max_frame_size == max_message_size else self._max_frame_size
         )
-        # The largest frame the fast path of `_parse` may take: within both limits.
+        # The largest frame the fast path of `_consume` may take: within both limits.
         self._fast_limit = min(
             _NO_LIMIT if max_message_size is None else max_message_size,
             _NO_LIMIT if self._max_frame_size is None else self._max_frame_size,
@@ -221,12 +221,18 @@ class Connection:
         self._payload_key: bytes | None = None
         self._outgoing: list[bytes] = []
         self._discard_input = False
-        # Parsing stopped before a frame that breaks the protocol, because messages came before it in the
-        # same batch: the application answers them first; `receive_data(b"")` then fails the connection.
-        self._input_pending = False
-        self._close_sent: tuple[int | None, str] | None = None
-        self._close_received: tuple[int, str] | None = None
-        self._failure: ProtocolError | None = None
+        # What the I/O layer reads after every batch: plain attributes (read-only for it), not
+        # properties, since a property costs a function call per read on Python 3.11.
+        # True when a close frame or a protocol error waits behind messages just returned, because they
+        # came before it in the same batch: the application answers them first, then the caller calls
+        # `receive_data(b"")`, which goes on.
+        self.input_pending = False
+        # The (code, reason) of the close frame this side sent, or None.
+        self.close_sent: tuple[int | None, str] | None = None
+        # The (code, reason) of the close frame the peer sent (1005 for no code), or None.
+        self.close_received: tuple[int, str] | None = None
+        # The peer's protocol error that failed this connection, or None.
+        self.failure: ProtocolError | None = None
         # The message being received: opcode (0: none), parts, wire bytes so far, UTF-8 decoder.
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
@@ -254,10 +260,10 @@ class Connection:
         The peer's code when it sent a close frame (1005 when that frame had none); the code this side sent
         when it failed the connection; 1006 when the connection ended without a close frame.
         """
-        if self._close_received is not None:
-            return self._close_received[0]
-        if self._failure is not None:
-            return self._failure.close_code
+        if self.close_received is not None:
+            return self.close_received[0]
+        if self.failure is not None:
+            return self.failure.close_code
         if self.state is State.CLOSED:
             return 1006
         return None
@@ -265,39 +271,16 @@ class Connection:
     @property
     def close_reason(self) -> str:
         """The close reason matching `close_code` ("" when there is none)."""
-        if self._close_received is not None:
-            return self._close_received[1]
-        if self._failure is not None:
-            return str(self._failure)
+        if self.close_received is not None:
+            return self.close_received[1]
+        if self.failure is not None:
+            return str(self.failure)
         return ""
-
-    @property
-    def close_sent(self) -> tuple[int | None, str] | None:
-        """The (code, reason) of the close frame this side sent, or None."""
-        return self._close_sent
-
-    @property
-    def close_received(self) -> tuple[int, str] | None:
-        """The (code, reason) of the close frame the peer sent (1005 for no code), or None."""
-        return self._close_received
-
-    @property
-    def failure(self) -> ProtocolError | None:
-        """The peer's protocol error that failed this connection, or None."""
-        return self._failure
 
     @property
     def closing_handshake_done(self) -> bool:
         """True when both close frames were exchanged."""
-        return self._close_sent is not None and self._close_received is not None
-
-    @property
-    def input_pending(self) -> bool:
-        """True when a close frame or a protocol error waits behind messages just returned.
-
-        The caller lets the application answer those messages, then calls `receive_data(b"")`.
-        """
-        return self._input_pending
+        return self.close_sent is not None and self.close_received is not None
 
     def data_to_send(self) -> list[bytes]:
         """Return the bytes queued for the peer, in order, and forget them."""
@@ -343,11 +326,11 @@ class Connection:
                 return events
         if self._discard_input:
             return events
-        if self._input_pending:
+        if self.input_pending:
             if data:
                 self._buffer += data
                 return events
-            self._input_pending = False
+            self.input_pending = False
         elif not data:
             return events
         streaming = len(data) >= _STREAM_BATCH
@@ -365,7 +348,7 @@ class Connection:
                     self._buffer = bytearray()
                     return events
                 del buffer[:consumed]
-                if buffer or self._input_pending:
+                if buffer or self.input_pending:
                     buffer += rest
                     return events
                 data = rest
@@ -384,7 +367,7 @@ class Connection:
     def _keep(self, rest: memoryview, streaming: bool, waiting: int | None) -> None:
         """Keep the bytes of an incomplete frame; a large data frame's go to a buffer of its own at once."""
         total = 0
-        if not self._input_pending:
+        if not self.input_pending:
             total = _large_frame_total(rest, _STREAM_MIN_FRAME if streaming else _SINK_MIN_FRAME)
         if (
             total >= _SINK_MIN_FRAME
@@ -405,10 +388,54 @@ class Connection:
             self._buffer = bytearray(rest)
 
     def _consume(self, data: bytes | bytearray | memoryview, events: list[Event]) -> int:
-        """Parse what `data` holds; fail the connection on a protocol error. Return the bytes consumed."""
+        """Consume complete frames (and the available part of a streamed text frame) from `data`.
+
+        This is the hot loop: it works on offsets into one buffer and copies each payload once. A
+        protocol error fails the connection (all of `data` counts as consumed then).
+
+        Returns:
+            How many bytes of `data` were consumed.
+        """
         view = memoryview(data)
         try:
-            return self._parse(view, events)
+            pos = 0
+            end = len(view)
+            if self._frame_remaining:
+                pos = self._stream_text(view, 0, events)
+                if self._frame_remaining:
+                    return pos
+            fast_limit = self._fast_limit
+            masked = self._expect_masked
+            while pos < end and not self._discard_input:
+                if not self._msg_opcode:
+                    # Fast path: the frames that are whole messages by themselves (`simple_frames` has the
+                    # rule; such a frame passes every check of `_parse_frame` by construction). It takes
+                    # none that is not, and raises for none: those go to `_parse_frame`, the reference.
+                    pos = take_simple_frames(view, pos, masked, fast_limit, events)
+                    if pos == end:
+                        break
+                if 0x88 <= view[pos] <= 0x8A:  # FIN, no RSV bit, close, ping or pong
+                    stop = self._take_control_frame(view, pos, end, events)
+                    if stop >= 0:
+                        pos = stop
+                        continue
+                try:
+                    stop = self._parse_frame(view, pos, end, events)
+                except ProtocolError as exc:
+                    if not isinstance(exc, _NotRetryable) and any(
+                        isinstance(event, str | bytes) for event in events
+                    ):
+                        self.input_pending = True
+                        return pos
+                    raise
+                if stop < 0:
+                    if stop == _PAUSE:
+                        self.input_pending = True
+                    break
+                pos = stop
+                if self._frame_remaining:
+                    break
+            return pos
         except ProtocolError as exc:
             self._fail(exc, events)
             return len(view)
@@ -448,10 +475,10 @@ class Connection:
             return view
         sink = self._sink
         if sink is None:
-            # Whatever waits in the buffer begins with a frame that `_parse` found incomplete, after its
+            # Whatever waits in the buffer begins with a frame that `_consume` found incomplete, after its
             # header passed every check; when complete, that frame is parsed again from the start.
             buffer = self._buffer
-            if not buffer or self._input_pending or self._discard_input:
+            if not buffer or self.input_pending or self._discard_input:
                 return None  # the common case, once per read: nothing is arriving in pieces
             total = _large_frame_total(buffer, _SINK_MIN_FRAME)
             if not total:
@@ -521,7 +548,7 @@ class Connection:
         if rest and not self._discard_input:
             tail = whole[consumed:fill]
             total = 0
-            if self._sink_ahead and not self._input_pending:
+            if self._sink_ahead and not self.input_pending:
                 total = _large_frame_total(tail, _STREAM_MIN_FRAME)
             if total >= _SINK_MIN_FRAME and nbytes < room and self._begin_payload(tail):
                 # The read stopped short of the read-ahead: the stream paused, and the next frame, a whole
@@ -648,53 +675,6 @@ class Connection:
         self.transport_should_close = True
         self._buffer = bytearray()
         return []
-
-    def _parse(self, view: memoryview, events: list[Event]) -> int:
-        """Consume complete frames (and the available part of a streamed text frame) from `view`.
-
-        This is the hot loop: it works on offsets into one buffer and copies each payload once.
-
-        Returns:
-            How many bytes of `view` were consumed.
-        """
-        pos = 0
-        end = len(view)
-        if self._frame_remaining:
-            pos = self._stream_text(view, 0, events)
-            if self._frame_remaining:
-                return pos
-        fast_limit = self._fast_limit
-        masked = self._expect_masked
-        while pos < end and not self._discard_input:
-            if not self._msg_opcode:
-                # Fast path: the frames that are whole messages by themselves (`simple_frames` has the
-                # rule; such a frame passes every check of `_parse_frame` by construction). It takes
-                # none that is not, and raises for none: those go to `_parse_frame`, the reference.
-                pos = take_simple_frames(view, pos, masked, fast_limit, events)
-                if pos == end:
-                    break
-            if 0x88 <= view[pos] <= 0x8A:  # FIN, no RSV bit, close, ping or pong
-                stop = self._take_control_frame(view, pos, end, events)
-                if stop >= 0:
-                    pos = stop
-                    continue
-            try:
-                stop = self._parse_frame(view, pos, end, events)
-            except ProtocolError as exc:
-                if not isinstance(exc, _NotRetryable) and any(
-                    isinstance(event, str | bytes) for event in events
-                ):
-                    self._input_pending = True
-                    return pos
-                raise
-            if stop < 0:
-                if stop == _PAUSE:
-                    self._input_pending = True
-                break
-            pos = stop
-            if self._frame_remaining:
-                break
-        return pos
 
     def _take_control_frame(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
         """Process a whole control frame in its usual form at `pos`; return where it ends, or -1.
@@ -946,7 +926,7 @@ class Connection:
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == _PING:
             events.append(Ping(payload))
-            if self._close_sent is None:
+            if self.close_sent is None:
                 if self._holding_pongs:
                     # RFC 6455 §5.5.3: an endpoint may answer only the most recent of several pings.
                     self._pong_owed = payload
@@ -959,14 +939,14 @@ class Connection:
         else:
             close = parse_close_payload(payload)
             code = 1005 if close.code is None else close.code
-            self._close_received = (code, close.reason)
+            self.close_received = (code, close.reason)
             events.append(CloseReceived(code, close.reason))
             # RFC 6455 §5.5.1: nothing is processed after a close frame.
             self._discard_input = True
             self._buffer = bytearray()
-            if self._close_sent is None:
+            if self.close_sent is None:
                 # RFC 6455 §5.5.1: answer with a close frame echoing the status code (and the reason).
-                self._close_sent = (close.code, close.reason)
+                self.close_sent = (close.code, close.reason)
                 self._queue_frame(_CLOSE, payload)
             self.state = State.CLOSING
             if self.role is Role.SERVER:
@@ -975,11 +955,11 @@ class Connection:
 
     def _fail(self, error: ProtocolError, events: list[Event]) -> None:
         """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame, then drop TCP."""
-        self._failure = error
+        self.failure = error
         events.append(ProtocolFailure(error.close_code, str(error)))
-        if self._close_sent is None:
+        if self.close_sent is None:
             reason = str(error).encode("utf-8")[:123].decode("utf-8", "ignore")
-            self._close_sent = (error.close_code, reason)
+            self.close_sent = (error.close_code, reason)
             self._queue_frame(_CLOSE, build_close_payload(error.close_code, reason))
         self._discard_input = True
         self._end_message()
@@ -998,7 +978,7 @@ class Connection:
         """
         # One test for every refusal (this runs once per message); `_check_can_send_data` owns the first.
         if (
-            self._close_sent is not None
+            self.close_sent is not None
             or self.state is not _OPEN
             or self._out_fragment_type is not None
         ):
@@ -1040,7 +1020,7 @@ class Connection:
 
     def _takes_encoded(self) -> bool:
         return (
-            self._close_sent is None
+            self.close_sent is None
             and self.state is _OPEN
             and self._out_fragment_type is None
             and self.role is _SERVER
@@ -1057,7 +1037,7 @@ class Connection:
         self._holding_pongs = hold
         if not hold and self._pong_owed is not None:
             payload, self._pong_owed = self._pong_owed, None
-            if self._close_sent is None and self.state is State.OPEN:
+            if self.close_sent is None and self.state is State.OPEN:
                 self._queue_frame(_PONG, payload)
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
@@ -1101,22 +1081,22 @@ class Connection:
         Raises:
             UsageError: for a code that must not be sent, a reason over 123 bytes, or a second close.
         """
-        if self._close_sent is not None:
+        if self.close_sent is not None:
             raise UsageError("a close frame was already sent")
         payload = build_close_payload(code, reason)
-        self._close_sent = (code, reason)
+        self.close_sent = (code, reason)
         self._queue_frame(_CLOSE, payload)
         if self.state is State.OPEN:
             self.state = State.CLOSING
 
     def _check_can_send_data(self) -> None:
-        if self._close_sent is not None or self.state is not _OPEN:
+        if self.close_sent is not None or self.state is not _OPEN:
             raise UsageError("cannot send data: the closing handshake has started")
 
     def _check_control(self, data: bytes, what: str) -> None:
         if len(data) > 125:
             raise UsageError(f"{what} data of {len(data)} bytes exceeds 125 bytes (RFC 6455 §5.5)")
-        if self._close_sent is not None or self.state is State.CLOSED:
+        if self.close_sent is not None or self.state is State.CLOSED:
             raise UsageError(f"cannot send a {what}: a close frame was already sent")
 
     def _queue_frame(
