@@ -985,6 +985,9 @@ class Connection(asyncio.BufferedProtocol):
         """Record the transport and set its write buffer limit."""
         # uvloop's transports are not subclasses of asyncio.Transport, but they have its methods.
         self.transport = cast(asyncio.Transport, transport)
+        # This thread's read buffer exists from now on: `get_buffer` and `buffer_updated` take it
+        # without a call.
+        _read_buffer()
         cls = type(transport)
         if cls is _SELECTOR_SOCKET_TRANSPORT:
             # asyncio's plain socket transport: no TLS, and its limits are 64 KiB and a quarter of it
@@ -1024,7 +1027,8 @@ class Connection(asyncio.BufferedProtocol):
             if view is not None:
                 self._reading_in_place = True
                 return view
-        return _read_buffer()
+        buffer: memoryview = _read_buffers.view
+        return buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` were read into the buffer `get_buffer` returned."""
@@ -1034,7 +1038,7 @@ class Connection(asyncio.BufferedProtocol):
             if protocol is not None:
                 self._received(protocol, protocol.receive_written(nbytes))
                 return
-        buffer = _read_buffers.view  # `get_buffer` returned it (`_read_buffer` made it)
+        buffer = _read_buffers.view  # what `get_buffer` returned
         if (
             nbytes == _READ_SIZE
             and protocol is not None
