@@ -448,7 +448,12 @@ class Connection(asyncio.BufferedProtocol):
             raise ConcurrencyError(
                 "another task is already waiting in recv(); only one task may receive at a time"
             )
-        if self._tcp_closed or self._input_ended():
+        protocol = self.protocol
+        if self._tcp_closed or (
+            # No message will come: the peer's close frame, or a protocol error, was received.
+            protocol is not None
+            and (protocol.close_received is not None or protocol.failure is not None)
+        ):
             # Raised from the expression, not from a local: a local would hold the exception that holds
             # this frame (a cycle, and every closed connection would wait for the GC).
             raise self._end_of_input(iterating)
@@ -475,12 +480,6 @@ class Connection(asyncio.BufferedProtocol):
         if iterating and self._closed_cleanly():
             return StopAsyncIteration()
         return self._closed_error()
-
-    def _input_ended(self) -> bool:
-        protocol = self.protocol
-        return protocol is not None and (
-            protocol.close_received is not None or protocol.failure is not None
-        )
 
     def _resume_threshold(self) -> int:
         max_queue = self.options.max_queue
