@@ -428,15 +428,13 @@ class Connection(asyncio.BufferedProtocol):
     def __aiter__(self) -> AsyncIterator[Data]:
         return self
 
-    def __anext__(self) -> Coroutine[Any, Any, Data]:
-        """The next message for `async for`; a normal closure ends the loop quietly."""
-        return self._receive(True)
-
-    async def _receive(self, iterating: bool) -> Data:
-        """`recv`, and with `iterating` `__anext__` (StopAsyncIteration instead of ConnectionClosedOK).
+    async def _receive(self, iterating: bool = True) -> Data:
+        """The next message for `async for` (`__anext__`: a normal closure ends the loop quietly), and
+        for `recv` with `iterating` False (ConnectionClosedOK instead of StopAsyncIteration).
 
         One coroutine serves both, called directly: a message costs one coroutine frame, not two, and an
-        idle connection waiting in `async for` holds one frame.
+        idle connection waiting in `async for` holds one frame. `__anext__` is this coroutine function
+        itself, so `async for` makes no call before it.
         """
         messages = self._messages
         if messages:
@@ -475,6 +473,8 @@ class Connection(asyncio.BufferedProtocol):
             raise self._end_of_input(iterating)
         return result
 
+    __anext__ = _receive
+
     def _end_of_input(self, iterating: bool) -> BaseException:
         """What `recv` raises once no message will come: StopAsyncIteration ends `async for` quietly."""
         if iterating and self._closed_cleanly():
@@ -490,11 +490,15 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _deliver(self, events: list[Any]) -> None:
-        """Hand the core's events to waiting tasks; the hot path for incoming messages."""
+    def _deliver(self, events: list[Any]) -> bool:
+        """Hand the core's events to waiting tasks; the hot path for incoming messages.
+
+        Returns:
+            True when a control event came (the core may have queued a pong or a close frame).
+        """
         if self.listener is not None:
-            self._deliver_to_listener(self.listener, events)
-            return
+            return self._deliver_to_listener(self.listener, events)
+        control = False
         messages = self._messages
         for event in events:
             if isinstance(event, _MESSAGE_TYPES):
@@ -505,7 +509,9 @@ class Connection(asyncio.BufferedProtocol):
                     messages = self._messages = deque((event,))
                 else:
                     messages.append(event)
-            elif isinstance(event, Pong):
+                continue
+            control = True
+            if isinstance(event, Pong):
                 self._pong_received(event.data)
             elif isinstance(event, CloseReceived | ProtocolFailure):
                 if isinstance(event, ProtocolFailure):
@@ -522,19 +528,23 @@ class Connection(asyncio.BufferedProtocol):
             self._reading_paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+        return control
 
     @property
     def messages_queued(self) -> int:
         """How many received messages wait for `recv` (at most `max_queue` before reading pauses)."""
         return 0 if self._messages is None else len(self._messages)
 
-    def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> None:
+    def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> bool:
+        control = False
         self._delivering = True
         try:
             for event in events:
                 if isinstance(event, _MESSAGE_TYPES):
                     listener.on_message(self, event)
-                elif isinstance(event, Pong):
+                    continue
+                control = True
+                if isinstance(event, Pong):
                     self._pong_received(event.data)
                 elif isinstance(event, Ping):
                     listener.on_ping(self, event.data)
@@ -545,6 +555,7 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(1011, "internal error")
         finally:
             self._delivering = False
+        return control
 
     def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
@@ -1061,11 +1072,16 @@ class Connection(asyncio.BufferedProtocol):
         self._received(protocol, protocol.receive_data(data))
 
     def _received(self, protocol: ProtocolConnection, events: list[Any]) -> None:
-        if events:
-            self._deliver(events)
+        control = self._deliver(events) if events else False
         if self._idle_timer is not None:
             self._last_received = self.loop.time()
-        self._flush()
+        if control or self._unflushed:
+            self._flush()
+        else:
+            # Nothing to write: the core queues frames on input only with a control event saying why (a
+            # pong, a close frame; see `receive_data`), and frames held here count in `_unflushed`. The
+            # read still ends what `_wrote_at_once` marks, as a flush would.
+            self._wrote_at_once = False
         if self._writing_paused and self.listener is not None:
             self._limit_answer_backlog()
         if protocol.input_pending:

@@ -993,3 +993,52 @@ def test_releasing_held_pongs_without_a_ping_sends_nothing() -> None:
     conn.hold_pongs(True)
     conn.hold_pongs(False)
     assert conn.data_to_send() == []
+
+
+# ---------------------------------------------------------------- what input makes the core send
+
+# Frames a peer may send a server (masked), and a few bytes of anything: valid or not, whole or cut.
+peer_frames = st.one_of(
+    st.builds(lambda p: encode_frame(Opcode.TEXT, p.encode(), mask_key=KEY), st.text(max_size=20)),
+    st.builds(lambda p: encode_frame(Opcode.BINARY, p, mask_key=KEY), st.binary(max_size=300)),
+    st.builds(
+        lambda p, fin: encode_frame(Opcode.BINARY, p, fin=fin, mask_key=KEY),
+        st.binary(max_size=20),
+        st.booleans(),
+    ),
+    st.builds(lambda p: encode_frame(Opcode.CONTINUATION, p, mask_key=KEY), st.binary(max_size=20)),
+    st.builds(lambda p: encode_frame(Opcode.PING, p, mask_key=KEY), st.binary(max_size=125)),
+    st.builds(lambda p: encode_frame(Opcode.PONG, p, mask_key=KEY), st.binary(max_size=125)),
+    st.builds(
+        lambda code: encode_frame(Opcode.CLOSE, code.to_bytes(2, "big"), mask_key=KEY),
+        st.sampled_from([1000, 1001, 999, 3000]),
+    ),
+    st.binary(min_size=1, max_size=8),
+)
+
+
+@FAST
+@given(frames=st.lists(peer_frames, max_size=12), data=st.data())
+def test_input_makes_the_core_send_only_with_a_control_event_saying_why(
+    frames: list[bytes], data: st.DataObject
+) -> None:
+    # The contract the asyncio layer relies on to skip writing after a read of messages only: bytes to
+    # send (a pong, a close frame) and `transport_should_close` come from input only with a Ping,
+    # CloseReceived or ProtocolFailure event in the same batch.
+    stream = b"".join(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6), label="cuts")
+    connection = server()
+    for chunk in split_at(stream, cuts):
+        # A batch, and the one `input_pending` asks for (the I/O layer handles them one by one).
+        for batch in (chunk, b""):
+            if batch or connection.input_pending:
+                should_close = connection.transport_should_close
+                events = connection.receive_data(batch)
+                out = connection.data_to_send()
+                if out or connection.transport_should_close is not should_close:
+                    assert any(
+                        isinstance(e, Ping | CloseReceived | ProtocolFailure) for e in events
+                    ), (
+                        events,
+                        out,
+                    )

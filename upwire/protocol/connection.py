@@ -314,6 +314,11 @@ class Connection:
         out (a peer that sends messages and then closes, or errs, expects the answers to what came
         first). Further bytes are buffered until `receive_data(b"")` is called, which goes on.
 
+        Input makes the connection queue bytes to send (a pong, a close frame) or set
+        `transport_should_close` only together with a `Ping`, `CloseReceived` or `ProtocolFailure` event in
+        the same batch (here and in `receive_written`): after a batch of messages only, there is nothing
+        new in `data_to_send`.
+
         Returns:
             The events they complete, in order: `str`/`bytes` for complete messages, `Ping`, `Pong`,
             `CloseReceived`, and `ProtocolFailure` when the peer broke the protocol.
