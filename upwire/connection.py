@@ -352,9 +352,9 @@ class Connection(asyncio.BufferedProtocol):
         # The loop's `_IterationFlush`, looked up when this connection first holds frames.
         self._iteration_flush: _IterationFlush | None = None
         self._unflushed = 0
-        # True from a frame written at once until this connection's next `_flush` (a read, a write, or the
+        # True from a frame written at once until this connection's next read or write (or the
         # end-of-iteration callback): a frame sent meanwhile is held for the end of the loop iteration
-        # (see _send_whole).
+        # (see send_now).
         self._wrote_at_once = False
         # True when a message of _LARGE_CHUNK bytes or more may be among the queued chunks.
         self._large_queued = False
@@ -363,7 +363,7 @@ class Connection(asyncio.BufferedProtocol):
         # True while a Listener's callbacks run on a read's messages: what they send goes out in one write
         # when the read is done (see _received), not the first frame at once and the rest a loop turn later.
         self._delivering = False
-        # True while answers wait for the answer to the last received message still queued (_send_whole).
+        # True while answers wait for the answer to the last received message still queued (send_now).
         self._holding_for_input = False
         # True while a Listener connection does not read because its answers are not being read.
         self._paused_for_writes = False
@@ -496,8 +496,6 @@ class Connection(asyncio.BufferedProtocol):
         Returns:
             True when a control event came (the core may have queued a pong or a close frame).
         """
-        if self.listener is not None:
-            return self._deliver_to_listener(self.listener, events)
         control = False
         messages = self._messages
         for event in events:
@@ -536,6 +534,7 @@ class Connection(asyncio.BufferedProtocol):
         return 0 if self._messages is None else len(self._messages)
 
     def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> bool:
+        """`_deliver` for a Listener: its callbacks run on the events; the same result."""
         control = False
         self._delivering = True
         try:
@@ -556,18 +555,6 @@ class Connection(asyncio.BufferedProtocol):
         finally:
             self._delivering = False
         return control
-
-    def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
-        """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
-
-        The frame is written at once, or with the other frames queued in the same loop iteration; from a
-        Listener callback of this connection, with the other answers to the same read, once it is handled.
-        There is no backpressure: check `writing_paused`.
-
-        Raises:
-            ConnectionClosed: when the connection is closing or closed.
-        """
-        self._send_whole(message)
 
     @property
     def writing_paused(self) -> bool:
@@ -617,9 +604,9 @@ class Connection(asyncio.BufferedProtocol):
             lock = self._fragment_lock
             if lock is not None and lock.locked():
                 async with lock:
-                    self._send_whole(message)
+                    self.send_now(message)
             else:
-                self._send_whole(message)
+                self.send_now(message)
         elif isinstance(message, Mapping | Set):
             # Iterable, but over keys (or in no order): sending them as fragments is never what was meant.
             raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or a sequence")
@@ -630,8 +617,17 @@ class Connection(asyncio.BufferedProtocol):
         if self._writing_paused:
             await self._drain()
 
-    def _send_whole(self, message: str | bytes | bytearray | memoryview) -> None:
-        """Queue a whole message in the core; write it now, or with the rest of this loop iteration's frames."""
+    def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
+
+        The frame is written at once, or with the other frames queued in the same loop iteration; from a
+        Listener callback of this connection, with the other answers to the same read, once it is handled.
+        There is no backpressure: check `writing_paused`. (`send` sends a whole message with this, then
+        waits while writing is paused.)
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+        """
         protocol = self.protocol
         if protocol is None:
             raise self._closed_error()
@@ -1072,7 +1068,13 @@ class Connection(asyncio.BufferedProtocol):
         self._received(protocol, protocol.receive_data(data))
 
     def _received(self, protocol: ProtocolConnection, events: list[Any]) -> None:
-        control = self._deliver(events) if events else False
+        control = False
+        if events:
+            listener = self.listener
+            if listener is None:
+                control = self._deliver(events)
+            else:
+                control = self._deliver_to_listener(listener, events)
         if self._idle_timer is not None:
             self._last_received = self.loop.time()
         if control or self._unflushed:
