@@ -1017,7 +1017,7 @@ class Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the transport reads next: the rest of a large frame in place, else the shared buffer."""
         protocol = self.protocol
-        if protocol is not None:
+        if protocol is not None and protocol.frame_incomplete:
             # Reading ahead past a large frame takes no more frames than the recv queue has room for;
             # a Listener reads ahead only while nothing waits to be written (its answers are read).
             max_queue = self.options.max_queue

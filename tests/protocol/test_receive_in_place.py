@@ -54,6 +54,8 @@ def feed_mixed(
 ) -> list[Event]:
     """Deliver `stream` in chunks; when the core offers its buffer and the choice says so, write into it.
 
+    It also checks that the core offers a view only while `frame_incomplete` says so.
+
     A choice's third item picks the I/O layer's hints: 0 none; 1 `waiting` (the true number of bytes left
     after the chunk); 2 `waiting=0` and `frames_ahead=0`; 3 `waiting` and `frames_ahead=0`.
     """
@@ -63,7 +65,10 @@ def feed_mixed(
     while pos < len(stream):
         in_place, size, hints = choices[step % len(choices)] if choices else (True, 1 << 30, 0)
         step += 1
+        incomplete = conn.frame_incomplete
         view = conn.receive_buffer(0 if hints >= 2 else None) if in_place else None
+        # The I/O layer skips `receive_buffer` unless `frame_incomplete`: no view may be lost that way.
+        assert view is None or incomplete
         if view is not None:
             n = min(max(1, size), len(view), len(stream) - pos)
             view[:n] = stream[pos : pos + n]

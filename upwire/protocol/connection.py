@@ -160,6 +160,7 @@ class Connection:
         "close_received",
         "close_sent",
         "failure",
+        "frame_incomplete",
         "input_pending",
         "role",
         "state",
@@ -207,6 +208,11 @@ class Connection:
             else max_message_size + (max_message_size + 7) // 8 + (max_message_size + 63) // 64 + 64
         )
         self._buffer = bytearray()
+        # True when the input so far ends inside a frame (its first bytes are kept): only then may
+        # `receive_buffer` offer a view, so an I/O layer may skip calling it otherwise. Set as
+        # `receive_data` and `receive_written` return (a plain attribute: the I/O layer reads it before
+        # every read).
+        self.frame_incomplete = False
         # A large frame being received in place (see `receive_buffer`): its buffer, the bytes in it (the
         # frame's first), the frame's whole size, the room past it for reading ahead (0 or _READ_AHEAD),
         # and the view handed out for the next read.
@@ -324,54 +330,60 @@ class Connection:
             `CloseReceived`, and `ProtocolFailure` when the peer broke the protocol.
         """
         events: list[Event] = []
-        if self._sink is not None:
-            self._leave_sink()
-        elif self._payload_view is not None:
-            self._release_sink_view()
-            if not data:
-                return events
-            data = self._fill_payload(data, events)
-            if not data:
-                return events
-        if self._discard_input:
-            return events
-        if self.input_pending:
-            if data:
-                self._buffer += data
-                return events
-            self.input_pending = False
-        elif not data:
-            return events
-        streaming = len(data) >= _STREAM_BATCH
-        buffer = self._buffer
-        if buffer:
-            missing = self._missing_bytes()
-            if 0 < missing < len(data):
-                # The frame waiting in the buffer ends inside `data`: complete just that frame, then parse
-                # the rest of `data` where it is, instead of copying all of it behind the buffer.
-                whole = memoryview(data)
-                buffer += whole[:missing]
-                rest = whole[missing:]
-                consumed = self._consume(buffer, events)
-                if self._discard_input:
-                    self._buffer = bytearray()
+        try:
+            if self._sink is not None:
+                self._leave_sink()
+            elif self._payload_view is not None:
+                self._release_sink_view()
+                if not data:
                     return events
-                del buffer[:consumed]
-                if buffer or self.input_pending:
-                    buffer += rest
+                data = self._fill_payload(data, events)
+                if not data:
                     return events
-                data = rest
-            else:
-                buffer += data
-                data = buffer
-        consumed = self._consume(data, events)
-        if self._discard_input:
-            self._buffer = bytearray()
-        elif data is self._buffer:
-            del self._buffer[:consumed]
-        elif consumed < len(data):
-            self._keep(memoryview(data)[consumed:], streaming, waiting)
-        return events
+            if self._discard_input:
+                return events
+            if self.input_pending:
+                if data:
+                    self._buffer += data
+                    return events
+                self.input_pending = False
+            elif not data:
+                return events
+            streaming = len(data) >= _STREAM_BATCH
+            buffer = self._buffer
+            if buffer:
+                missing = self._missing_bytes()
+                if 0 < missing < len(data):
+                    # The frame waiting in the buffer ends inside `data`: complete just that frame, then parse
+                    # the rest of `data` where it is, instead of copying all of it behind the buffer.
+                    whole = memoryview(data)
+                    buffer += whole[:missing]
+                    rest = whole[missing:]
+                    consumed = self._consume(buffer, events)
+                    if self._discard_input:
+                        self._buffer = bytearray()
+                        return events
+                    del buffer[:consumed]
+                    if buffer or self.input_pending:
+                        buffer += rest
+                        return events
+                    data = rest
+                else:
+                    buffer += data
+                    data = buffer
+            consumed = self._consume(data, events)
+            if self._discard_input:
+                self._buffer = bytearray()
+            elif data is self._buffer:
+                del self._buffer[:consumed]
+            elif consumed < len(data):
+                self._keep(memoryview(data)[consumed:], streaming, waiting)
+            return events
+        finally:
+            # Inline, not a method: this runs once per read (as in `receive_written`).
+            self.frame_incomplete = (
+                True if self._buffer else self._sink is not None or self._payload_view is not None
+            )
 
     def _keep(self, rest: memoryview, streaming: bool, waiting: int | None) -> None:
         """Keep the bytes of an incomplete frame; a large data frame's go to a buffer of its own at once."""
@@ -539,51 +551,56 @@ class Connection:
         room = len(view)
         if not 0 <= nbytes <= room:
             raise UsageError(f"receive_written({nbytes}): the view held {room} bytes")
-        self._release_sink_view()
-        if self._payload_view is not None:
-            events: list[Event] = []
-            self._payload_arrived(nbytes, events)
-            return events
-        fill = self._sink_fill = self._sink_fill + nbytes
-        if fill < self._sink_total:
-            return []
-        sink = self._sink
-        assert sink is not None
-        events = []
-        # Every payload is copied out of the buffer (unmasking, bytes()): nothing refers to it after.
-        whole = memoryview(sink)
-        consumed = self._consume(whole[:fill], events)
-        rest = fill - consumed
-        if rest and not self._discard_input:
-            tail = whole[consumed:fill]
-            total = 0
-            if self._sink_ahead and not self.input_pending:
-                total = _large_frame_total(tail, _STREAM_MIN_FRAME)
-            if total >= _SINK_MIN_FRAME and nbytes < room and self._begin_payload(tail):
-                # The read stopped short of the read-ahead: the stream paused, and the next frame, a whole
-                # binary message, is received into its own buffer. A read that filled the view suggests
-                # more is waiting: reading ahead goes on.
-                pass
-            elif total:
-                # The next frame is arriving in the same stream: it moves to the buffer's start
-                # (memoryview assignment copies overlapping bytes correctly) and reading goes on after it.
-                whole[:rest] = tail
-                tail.release()
-                whole.release()
-                self._sink_fill = rest
-                self._sink_total = total
-                return events
-            else:
-                self._buffer = bytearray(tail)
-            tail.release()
-        self._sink = None
         try:
-            whole.release()
-        except BufferError:
-            pass  # still referred to: not reused
-        else:
-            _spare_frame_buffer(sink)
-        return events
+            self._release_sink_view()
+            if self._payload_view is not None:
+                events: list[Event] = []
+                self._payload_arrived(nbytes, events)
+                return events
+            fill = self._sink_fill = self._sink_fill + nbytes
+            if fill < self._sink_total:
+                return []
+            sink = self._sink
+            assert sink is not None
+            events = []
+            # Every payload is copied out of the buffer (unmasking, bytes()): nothing refers to it after.
+            whole = memoryview(sink)
+            consumed = self._consume(whole[:fill], events)
+            rest = fill - consumed
+            if rest and not self._discard_input:
+                tail = whole[consumed:fill]
+                total = 0
+                if self._sink_ahead and not self.input_pending:
+                    total = _large_frame_total(tail, _STREAM_MIN_FRAME)
+                if total >= _SINK_MIN_FRAME and nbytes < room and self._begin_payload(tail):
+                    # The read stopped short of the read-ahead: the stream paused, and the next frame, a whole
+                    # binary message, is received into its own buffer. A read that filled the view suggests
+                    # more is waiting: reading ahead goes on.
+                    pass
+                elif total:
+                    # The next frame is arriving in the same stream: it moves to the buffer's start
+                    # (memoryview assignment copies overlapping bytes correctly) and reading goes on after it.
+                    whole[:rest] = tail
+                    tail.release()
+                    whole.release()
+                    self._sink_fill = rest
+                    self._sink_total = total
+                    return events
+                else:
+                    self._buffer = bytearray(tail)
+                tail.release()
+            self._sink = None
+            try:
+                whole.release()
+            except BufferError:
+                pass  # still referred to: not reused
+            else:
+                _spare_frame_buffer(sink)
+            return events
+        finally:
+            self.frame_incomplete = (
+                True if self._buffer else self._sink is not None or self._payload_view is not None
+            )
 
     def _release_sink_view(self) -> None:
         view = self._sink_view
