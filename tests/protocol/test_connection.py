@@ -828,6 +828,71 @@ def test_send_message_in_the_middle_of_a_fragmented_message_is_refused() -> None
         conn.send_message(b"e")
 
 
+_AT_ONCE_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("message"),
+            st.one_of(
+                st.binary(max_size=20),
+                st.text(max_size=20),
+                st.sampled_from([16383, 16384, 20000]).map(lambda n: b"b" * n),
+                st.sampled_from([4095, 8000]).map(lambda n: "\u20ac" * n),  # 3 bytes each
+            ),
+            st.booleans(),
+        ),
+        st.tuples(st.just("ping")),
+        st.tuples(st.just("write")),
+    ),
+    max_size=12,
+)
+
+
+@FAST
+@given(role=st.sampled_from([Role.SERVER, Role.CLIENT]), ops=_AT_ONCE_OPS)
+def test_a_frame_handed_back_at_once_is_what_the_queue_would_have_sent(
+    role: Role, ops: list[tuple[object, ...]]
+) -> None:
+    """`send_message(data, at_once=True)` returns the frame only when nothing is queued before it and the
+    frame is one piece; writing it then leaves the bytes on the wire as they would have been."""
+    conn, reference = Connection(role), Connection(role)
+    wire: list[bytes] = []
+    expected: list[bytes] = []
+    for op in ops:
+        if op[0] == "message":
+            data = op[1]
+            assert isinstance(data, str | bytes) and isinstance(op[2], bool)
+            queued_before = bool(conn._outgoing)
+            frame = conn.send_message(data, op[2])
+            assert reference.send_message(data) is None
+            encoded = data.encode() if isinstance(data, str) else data
+            one_piece = role is Role.SERVER and len(encoded) < 16 * 1024
+            assert (frame is not None) == (op[2] and not queued_before and one_piece)
+            if frame is not None:
+                wire.append(frame)
+        elif op[0] == "ping":
+            conn.send_ping(b"p")
+            reference.send_ping(b"p")
+        else:
+            wire += conn.data_to_send()
+            expected += reference.data_to_send()
+    wire += conn.data_to_send()
+    expected += reference.data_to_send()
+    if role is Role.SERVER:
+        assert b"".join(wire) == b"".join(expected)
+    else:  # each frame has its own mask: compare what the peer reads
+        assert [(f.opcode, f.payload) for f in read_frames(b"".join(wire))] == [
+            (f.opcode, f.payload) for f in read_frames(b"".join(expected))
+        ]
+
+
+def test_a_frame_is_not_handed_back_when_sending_is_refused() -> None:
+    conn = server()
+    assert conn.send_message(b"x", True) == b"\x82\x01x"
+    conn.send_close(1000)
+    with pytest.raises(UsageError, match="closing handshake"):
+        conn.send_message(b"y", True)
+
+
 def test_send_ping_pong_and_close_bytes() -> None:
     conn = server()
     conn.send_ping(b"Hello")

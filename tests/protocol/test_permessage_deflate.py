@@ -1297,3 +1297,13 @@ def test_what_zlib_compresses_with_any_allowed_window_is_received(
         for _ in range(3)
     )
     assert conn.receive_data(wire) == [message] * 3
+
+
+def test_a_compressed_frame_is_queued_even_at_once() -> None:
+    """A frame with an extension is not one piece: `send_message(..., at_once=True)` queues it."""
+    client, server = pair()
+    assert server.send_message(b"x" * 100, True) is None
+    sent = b"".join(server.data_to_send())
+    (frame,) = read_frames(sent)
+    assert frame.rsv == 4 and frame.opcode == 2 and len(frame.payload) < 100  # RSV1: compressed
+    assert client.receive_data(sent) == [b"x" * 100]

@@ -330,6 +330,19 @@ class Connection:
             `CloseReceived`, and `ProtocolFailure` when the peer broke the protocol.
         """
         events: list[Event] = []
+        start = 0
+        if not (
+            self.frame_incomplete
+            or self.input_pending
+            or self._discard_input
+            or self._frame_remaining
+            or self._msg_opcode
+        ):
+            # The common read: it starts at a frame boundary, and its frames are whole messages. This is
+            # the fast path `_consume` takes first, taken here without a call; nothing to keep after it.
+            start = take_simple_frames(data, 0, self._expect_masked, self._fast_limit, events)
+            if start == len(data):
+                return events
         try:
             if self._sink is not None:
                 self._leave_sink()
@@ -371,7 +384,7 @@ class Connection:
                 else:
                     buffer += data
                     data = buffer
-            consumed = self._consume(data, events)
+            consumed = self._consume(data, events, start)
             if self._discard_input:
                 self._buffer = bytearray()
             elif data is self._buffer:
@@ -408,21 +421,26 @@ class Connection:
         else:
             self._buffer = bytearray(rest)
 
-    def _consume(self, data: bytes | bytearray | memoryview, events: list[Event]) -> int:
+    def _consume(
+        self, data: bytes | bytearray | memoryview, events: list[Event], start: int = 0
+    ) -> int:
         """Consume complete frames (and the available part of a streamed text frame) from `data`.
 
         This is the hot loop: it works on offsets into one buffer and copies each payload once. A
         protocol error fails the connection (all of `data` counts as consumed then).
 
+        Args:
+            start: where the first frame starts (`receive_data`'s fast path took the frames before).
+
         Returns:
-            How many bytes of `data` were consumed.
+            How many bytes of `data` were consumed (`start` included).
         """
         view = memoryview(data)
         try:
-            pos = 0
+            pos = start
             end = len(view)
             if self._frame_remaining:
-                pos = self._stream_text(view, 0, events)
+                pos = self._stream_text(view, pos, events)
                 if self._frame_remaining:
                     return pos
             fast_limit = self._fast_limit
@@ -996,8 +1014,19 @@ class Connection:
 
     # ------------------------------------------------------------------ sending
 
-    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
+    def send_message(
+        self, data: str | bytes | bytearray | memoryview, at_once: bool = False
+    ) -> bytes | None:
         """Queue a whole message: text for `str`, binary for bytes-like data.
+
+        Args:
+            at_once: the caller writes to the peer at once. Then, when nothing is queued before this message
+                and its frame is one piece (a server's, no extension in effect, under 16 KiB), the frame is
+                returned instead of queued: the caller writes it, as the only bytes `data_to_send` would
+                have returned.
+
+        Returns:
+            The frame not queued, or None.
 
         Raises:
             UsageError: after the closing handshake started, or in the middle of a fragmented message.
@@ -1017,9 +1046,13 @@ class Connection:
             opcode = _BINARY
         if self._frames_as_is and len(data) < SEPARATE_PAYLOAD_SIZE:
             # The most common frame, built as `_queue_frame` (the reference) builds it, one call less.
-            self._outgoing.append(encode_frame(opcode, data, True, 0))
+            frame = encode_frame(opcode, data, True, 0)
+            if at_once and not self._outgoing:
+                return frame
+            self._outgoing.append(frame)
         else:
             self._queue_frame(opcode, data)
+        return None
 
     @property
     def can_share_frames(self) -> bool:
