@@ -50,6 +50,8 @@ logger = logging.getLogger("upwire")
 
 Data = str | bytes
 _MESSAGE_TYPES = (str, bytes)
+_Future = asyncio.Future
+_current_task = asyncio.current_task
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})
 # What a waiting `recv` is woken with when no message will come (see `_wake_recv_on_end`).
@@ -456,7 +458,7 @@ class Connection(asyncio.BufferedProtocol):
             # this frame (a cycle, and every closed connection would wait for the GC).
             raise self._end_of_input(iterating)
         # Typed Any, not Data | object: a `cast` of the result would cost a call per message.
-        waiter: asyncio.Future[Any] = self.loop.create_future()
+        waiter: asyncio.Future[Any] = _Future()
         self._recv_waiter = waiter
         try:
             result: Data = await waiter
@@ -493,15 +495,25 @@ class Connection(asyncio.BufferedProtocol):
     def _deliver(self, events: list[Any]) -> bool:
         """Hand the core's events to waiting tasks; the hot path for incoming messages.
 
+        A task waiting in `recv` goes on here, once the read's messages are queued, not in a later loop
+        iteration: its wakeup (the waiter's one callback) runs now, in its own context, as the loop would
+        run it. It takes the read's other messages from the queue, so its answers to them go out together.
+
         Returns:
             True when a control event came (the core may have queued a pong or a close frame).
         """
         control = False
         messages = self._messages
+        wakeup = None
         for event in events:
             if isinstance(event, _MESSAGE_TYPES):
                 waiter = self._recv_waiter
                 if waiter is not None and not waiter.done() and not messages:
+                    callbacks = waiter._callbacks
+                    if len(callbacks) == 1 and _current_task(self.loop) is None:
+                        wakeup, context = callbacks[0]
+                        woken = waiter
+                        waiter.remove_done_callback(wakeup)
                     waiter.set_result(event)
                 elif messages is None:
                     messages = self._messages = deque((event,))
@@ -515,6 +527,13 @@ class Connection(asyncio.BufferedProtocol):
                 if isinstance(event, ProtocolFailure):
                     logger.info("failing the connection with %d: %s", event.code, event.message)
                 self._wake_recv_on_end()
+        if wakeup is not None:
+            try:
+                context.run(wakeup, woken)
+            except RuntimeError:
+                # Not run: its context is the current one. The loop runs it, as it would have.
+                self.loop.call_soon(wakeup, woken, context=context)
+            messages = self._messages
         max_queue = self.options.max_queue
         if (
             max_queue is not None
@@ -631,14 +650,31 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self.protocol
         if protocol is None:
             raise self._closed_error()
+        size = len(message)
+        # A lone small answer (the third case below, with nothing held): the core hands its frame back
+        # when nothing is queued before it, and it is written here, without a flush.
+        at_once = not (
+            self._delivering
+            or self._messages
+            or self._holding_for_input
+            or self._flush_scheduled
+            or self._wrote_at_once
+            or self._large_queued
+            or size >= _LARGE_CHUNK // 4
+        )
         try:
             # The core checks that sending is still allowed; this layer only translates its refusal.
-            protocol.send_message(message)
+            frame = protocol.send_message(message, at_once)
         except UsageError:
             if protocol.close_sent is not None or protocol.state is not State.OPEN:
                 raise self._closed_error() from None
             raise
-        size = len(message)
+        if frame is not None:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(frame)
+            self._wrote_at_once = True
+            return
         if size >= _LARGE_CHUNK // 4:  # a str's length is in characters: up to 4 bytes each
             self._large_queued = True
         if self._delivering:

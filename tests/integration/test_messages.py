@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -298,10 +299,14 @@ async def test_a_message_arriving_as_recv_is_cancelled_is_kept_for_the_next_recv
         await asyncio.sleep(0)  # recv is now waiting
         await ws.send("go")
         # Cancel the waiting recv in the very loop turn the message is handed to it, as a timeout
-        # firing at that moment would: the message must not be lost.
+        # firing at that moment would: the message must not be lost. (A second callback on the waiter
+        # makes the loop, not the read, run the task's wakeup, so that the cancellation comes first.)
         original = ws._deliver
 
         def deliver_then_cancel(events: list[object]) -> None:
+            waiter = ws._recv_waiter
+            assert waiter is not None
+            waiter.add_done_callback(lambda _: None)
             original(events)
             receiving.cancel()
 
@@ -311,6 +316,77 @@ async def test_a_message_arriving_as_recv_is_cancelled_is_kept_for_the_next_recv
         ws._deliver = original  # type: ignore[method-assign]
         assert await ws.recv() == "first"
         assert await ws.recv() == "second"
+
+
+async def test_a_waiting_recv_goes_on_in_the_read_that_brings_its_message(
+    start_server: StartServer,
+) -> None:
+    # Its task's wakeup runs in the read, not in a later loop turn: the loop never schedules it.
+    loop = asyncio.get_running_loop()
+    handler_tasks: list[asyncio.Task[object] | None] = []
+    scheduled: list[object] = []
+    call_soon = loop.call_soon
+
+    def spying_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        scheduled.append(getattr(callback, "__self__", None))
+        return call_soon(callback, *args, **kwargs)
+
+    async def echo_in_own_task(ws: upwire.ServerConnection) -> None:
+        handler_tasks.append(asyncio.current_task())
+        async for message in ws:
+            assert asyncio.current_task() is handler_tasks[0]
+            await ws.send(message)
+
+    server = await start_server(echo_in_own_task, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "warm up")
+        await peer.read_frame()
+        loop.call_soon = spying_call_soon  # type: ignore[method-assign]
+        try:
+            for i in range(20):
+                peer.send_frame(TEXT, f"ping {i}")
+                assert (await peer.read_frame()).payload == f"ping {i}".encode()
+        finally:
+            del loop.call_soon
+    assert handler_tasks[0] is not None
+    assert scheduled  # the spy saw the loop's callbacks (this test's own task, among others)
+    assert handler_tasks[0] not in scheduled
+
+
+async def test_a_task_woken_in_a_read_runs_in_its_own_context(start_server: StartServer) -> None:
+    owner: contextvars.ContextVar[str] = contextvars.ContextVar("owner")
+
+    async def answer_with_owner(ws: upwire.ServerConnection) -> None:
+        owner.set(ws.request.path if ws.request is not None else "?")
+        async for message in ws:
+            await ws.send(f"{owner.get()} {message}")
+
+    server = await start_server(answer_with_owner, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        first = await RawPeer.upgraded(server.port, "/a")
+        second = await RawPeer.upgraded(server.port, "/b")
+        for i in range(10):
+            first.send_frame(TEXT, f"{i}")
+            second.send_frame(TEXT, f"{i}")
+            assert (await first.read_frame()).payload == f"/a {i}".encode()
+            assert (await second.read_frame()).payload == f"/b {i}".encode()
+    assert owner.get(None) is None  # nothing leaked into this test's context
+
+
+async def test_a_message_read_in_the_waiting_tasks_own_context_still_reaches_it(
+    start_server: StartServer,
+) -> None:
+    # The read cannot enter the task's context while it is the current one: the loop wakes the task.
+    server = await start_server(lambda ws: ws.wait_closed(), ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        receiving = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0)  # recv is now waiting
+        waiter = ws._recv_waiter
+        assert waiter is not None
+        ((_, task_context),) = waiter._callbacks
+        asyncio.get_running_loop().call_soon(ws.data_received, b"\x81\x02hi", context=task_context)
+        assert await receiving == "hi"
 
 
 async def test_a_fragment_iterator_failing_before_anything_was_sent_leaves_the_connection_open(
