@@ -51,7 +51,6 @@ logger = logging.getLogger("upwire")
 Data = str | bytes
 _MESSAGE_TYPES = (str, bytes)
 _Future = asyncio.Future
-_current_task = asyncio.current_task
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})
 # What a waiting `recv` is woken with when no message will come (see `_wake_recv_on_end`).
@@ -510,7 +509,7 @@ class Connection(asyncio.BufferedProtocol):
                 waiter = self._recv_waiter
                 if waiter is not None and not waiter.done() and not messages:
                     callbacks = waiter._callbacks
-                    if len(callbacks) == 1 and _current_task(self.loop) is None:
+                    if len(callbacks) == 1:
                         wakeup, context = callbacks[0]
                         woken = waiter
                         waiter.remove_done_callback(wakeup)
@@ -531,7 +530,8 @@ class Connection(asyncio.BufferedProtocol):
             try:
                 context.run(wakeup, woken)
             except RuntimeError:
-                # Not run: its context is the current one. The loop runs it, as it would have.
+                # Refused before it ran: a task is running (asyncio steps no other inside it), or the
+                # task's context is the current one. The loop runs it, as it would have.
                 self.loop.call_soon(wakeup, woken, context=context)
             messages = self._messages
         max_queue = self.options.max_queue
@@ -553,9 +553,13 @@ class Connection(asyncio.BufferedProtocol):
         return 0 if self._messages is None else len(self._messages)
 
     def _deliver_to_listener(self, listener: Listener, events: list[Any]) -> bool:
-        """`_deliver` for a Listener: its callbacks run on the events; the same result."""
+        """`_deliver` for a Listener: its callbacks run on the events; the same result.
+
+        Their answers to a read of several events are held for one write once it is handled; a lone
+        message's answer goes out at once.
+        """
         control = False
-        self._delivering = True
+        self._delivering = len(events) > 1
         try:
             for event in events:
                 if isinstance(event, _MESSAGE_TYPES):
@@ -640,7 +644,8 @@ class Connection(asyncio.BufferedProtocol):
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
 
         The frame is written at once, or with the other frames queued in the same loop iteration; from a
-        Listener callback of this connection, with the other answers to the same read, once it is handled.
+        Listener callback of this connection on a read of several events, with the other answers to that
+        read, once it is handled.
         There is no backpressure: check `writing_paused`. (`send` sends a whole message with this, then
         waits while writing is paused.)
 

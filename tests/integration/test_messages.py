@@ -389,6 +389,18 @@ async def test_a_message_read_in_the_waiting_tasks_own_context_still_reaches_it(
         assert await receiving == "hi"
 
 
+async def test_a_message_read_while_a_task_runs_still_reaches_the_waiting_task(
+    start_server: StartServer,
+) -> None:
+    # asyncio steps no task inside another: the loop wakes the waiting one.
+    server = await start_server(lambda ws: ws.wait_closed(), ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        receiving = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0)  # recv is now waiting
+        ws.data_received(b"\x81\x02hi")  # from this test's task
+        assert await receiving == "hi"
+
+
 async def test_a_fragment_iterator_failing_before_anything_was_sent_leaves_the_connection_open(
     start_server: StartServer,
 ) -> None:
