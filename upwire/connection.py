@@ -310,6 +310,7 @@ class Connection(asyncio.BufferedProtocol):
         "_messages",
         "_paused_for_writes",
         "_pings",
+        "_read_view",
         "_reading_in_place",
         "_reading_paused",
         "_recv_waiter",
@@ -505,7 +506,8 @@ class Connection(asyncio.BufferedProtocol):
         messages = self._messages
         wakeup = None
         for event in events:
-            if isinstance(event, _MESSAGE_TYPES):
+            # The core's messages are exactly str or bytes: two identity tests cost less than isinstance.
+            if (kind := type(event)) is str or kind is bytes:
                 waiter = self._recv_waiter
                 if waiter is not None and not waiter.done() and not messages:
                     callbacks = waiter._callbacks
@@ -562,7 +564,7 @@ class Connection(asyncio.BufferedProtocol):
         self._delivering = len(events) > 1
         try:
             for event in events:
-                if isinstance(event, _MESSAGE_TYPES):
+                if (kind := type(event)) is str or kind is bytes:
                     listener.on_message(self, event)
                     continue
                 control = True
@@ -623,7 +625,12 @@ class Connection(asyncio.BufferedProtocol):
             ConnectionClosed: when the connection is closing or closed.
             TypeError: for other types.
         """
-        if isinstance(message, (str, bytes, bytearray, memoryview)):  # a tuple: faster than a union
+        # The exact types first: a failed isinstance test looks `__class__` up on the object.
+        if (
+            type(message) is str
+            or type(message) is bytes
+            or isinstance(message, (str, bytes, bytearray, memoryview))
+        ):
             lock = self._fragment_lock
             if lock is not None and lock.locked():
                 async with lock:
@@ -1032,9 +1039,9 @@ class Connection(asyncio.BufferedProtocol):
         """Record the transport and set its write buffer limit."""
         # uvloop's transports are not subclasses of asyncio.Transport, but they have its methods.
         self.transport = cast(asyncio.Transport, transport)
-        # This thread's read buffer exists from now on: `get_buffer` and `buffer_updated` take it
-        # without a call.
-        _read_buffer()
+        # This thread's read buffer, kept here: `get_buffer` and `buffer_updated` take it without a call
+        # or a thread-local lookup (a connection stays on its loop's thread).
+        self._read_view: memoryview = _read_buffer()
         cls = type(transport)
         if cls is _SELECTOR_SOCKET_TRANSPORT:
             # asyncio's plain socket transport: no TLS, and its limits are 64 KiB and a quarter of it
@@ -1074,8 +1081,7 @@ class Connection(asyncio.BufferedProtocol):
             if view is not None:
                 self._reading_in_place = True
                 return view
-        buffer: memoryview = _read_buffers.view
-        return buffer
+        return self._read_view
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` were read into the buffer `get_buffer` returned."""
@@ -1085,7 +1091,7 @@ class Connection(asyncio.BufferedProtocol):
             if protocol is not None:
                 self._received(protocol, protocol.receive_written(nbytes))
                 return
-        buffer = _read_buffers.view  # what `get_buffer` returned
+        buffer = self._read_view  # what `get_buffer` returned
         if (
             nbytes == _READ_SIZE
             and protocol is not None

@@ -1039,7 +1039,8 @@ class Connection:
         ):
             self._check_can_send_data()
             raise UsageError("a fragmented message is being sent; finish it before sending another")
-        if isinstance(data, str):
+        # `type(data) is bytes` first: a failed isinstance test looks `__class__` up on the object.
+        if type(data) is not bytes and isinstance(data, str):
             data = data.encode("utf-8")
             opcode = _TEXT
         else:
