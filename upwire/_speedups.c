@@ -36,17 +36,23 @@ typedef unsigned char mask_vector __attribute__((vector_size(32)));
 MASK_CLONES static void
 mask_into(unsigned char *out, const unsigned char *in, Py_ssize_t n, const unsigned char *k, int shift)
 {
-    unsigned char rotated[32];
+    unsigned char rotated[8];
     Py_ssize_t i = 0;
     uint64_t word;
 
-    for (int j = 0; j < 32; j++) {
-        rotated[j] = k[(j + shift) & 3];
+    /* The key as it applies from the first byte on, twice: 8 bytes (most payloads are short: no loop
+     * over 32 bytes to set up). */
+    for (int j = 0; j < 4; j++) {
+        rotated[j] = rotated[j + 4] = k[(j + shift) & 3];
     }
 #ifdef MASK_VECTORS
     if (n >= 64) {
         mask_vector key_vector;
-        memcpy(&key_vector, rotated, 32);
+        unsigned char wide[32];
+        for (int j = 0; j < 32; j += 8) {
+            memcpy(wide + j, rotated, 8);
+        }
+        memcpy(&key_vector, wide, 32);
         for (; i + 64 <= n; i += 64) {
             mask_vector a, b;
             memcpy(&a, in + i, 32);
