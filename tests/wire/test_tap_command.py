@@ -153,3 +153,43 @@ async def test_tap_command_prints_the_frames_it_relays_and_stops_cleanly(
                 await process.wait()
     assert process.returncode == 0, stderr.decode(errors="replace")
     assert b"Traceback" not in stderr and stdout == b""
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_tap_command_stops_cleanly_while_it_relays_an_open_connection(
+    stop_signal: signal.Signals,
+) -> None:
+    async with upwire.serve(echo, "127.0.0.1", 0) as server:
+        upstream_port = server.sockets[0].getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "upwire",
+            "tap",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            f"ws://127.0.0.1:{upstream_port}",
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        try:
+            banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", banner)
+            assert match, banner
+            async with upwire.connect(f"ws://127.0.0.1:{match.group(1)}/open") as ws:
+                await ws.send("still here")
+                assert await ws.recv() == "still here"
+                process.send_signal(stop_signal)  # the relay is live: its task gets cancelled
+                _, stderr = await asyncio.wait_for(process.communicate(), 15)
+                with pytest.raises(upwire.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)  # the tap closed the client's TCP
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    assert b"Traceback" not in stderr and b"Exception in callback" not in stderr, stderr.decode()

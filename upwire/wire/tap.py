@@ -79,6 +79,7 @@ class Tap:
         self._ssl = ssl
         self._streams = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.Server:
@@ -88,6 +89,7 @@ class Tap:
 
     async def close(self) -> None:
         """Stop listening and end the relayed connections."""
+        self._closing = True
         if self.server is not None:
             self.server.close()
         for task in list(self._tasks):
@@ -106,6 +108,11 @@ class Tap:
             await self._relay(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Cancelled by `close`: the relay ends as when a peer leaves. A cancelled client callback
+            # would make asyncio's stream server log a traceback (Python 3.11 asks it for its exception).
+            if not self._closing:
+                raise
         finally:
             self._tasks.discard(task)
             writer.close()
