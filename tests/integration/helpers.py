@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable
 from typing import Any, Protocol
@@ -9,6 +10,8 @@ from typing import Any, Protocol
 import trustme
 
 import upwire
+
+from .wire import TEXT, RawPeer
 
 # Upper bound for a test body that waits on nothing slow; tests that wait on timeouts set their own.
 TEST_TIMEOUT_S = 10.0
@@ -39,3 +42,27 @@ class StartServer(Protocol):
     """`server = await start_server(handler, **serve_kwargs)`."""
 
     def __call__(self, handler: Any = ..., /, **kwargs: Any) -> Awaitable[upwire.Server]: ...
+
+
+async def scheduled_during_round_trips(port: int, count: int = 20) -> list[Any]:
+    """The callbacks the loop is given (`call_soon`) while a raw peer makes `count` lone round trips with
+    the echo server on `port`, after one to warm up."""
+    loop = asyncio.get_running_loop()
+    scheduled: list[Any] = []
+    call_soon = loop.call_soon
+
+    def spying_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)
+
+    peer = await RawPeer.upgraded(port)
+    peer.send_frame(TEXT, "warm up")
+    await peer.read_frame()
+    loop.call_soon = spying_call_soon  # type: ignore[method-assign]
+    try:
+        for i in range(count):
+            peer.send_frame(TEXT, f"ping {i}")
+            assert (await peer.read_frame()).payload == f"ping {i}".encode()
+    finally:
+        del loop.call_soon
+    return scheduled

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 import upwire
 
-from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .helpers import TEST_TIMEOUT_S, StartServer, scheduled_during_round_trips, uri
 from .wire import BINARY, CONTINUATION, TEXT, RawPeer
 
 MESSAGES = {
@@ -322,14 +323,7 @@ async def test_a_waiting_recv_goes_on_in_the_read_that_brings_its_message(
     start_server: StartServer,
 ) -> None:
     # Its task's wakeup runs in the read, not in a later loop turn: the loop never schedules it.
-    loop = asyncio.get_running_loop()
     handler_tasks: list[asyncio.Task[object] | None] = []
-    scheduled: list[object] = []
-    call_soon = loop.call_soon
-
-    def spying_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
-        scheduled.append(getattr(callback, "__self__", None))
-        return call_soon(callback, *args, **kwargs)
 
     async def echo_in_own_task(ws: upwire.ServerConnection) -> None:
         handler_tasks.append(asyncio.current_task())
@@ -339,19 +333,10 @@ async def test_a_waiting_recv_goes_on_in_the_read_that_brings_its_message(
 
     server = await start_server(echo_in_own_task, ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.upgraded(server.port)
-        peer.send_frame(TEXT, "warm up")
-        await peer.read_frame()
-        loop.call_soon = spying_call_soon  # type: ignore[method-assign]
-        try:
-            for i in range(20):
-                peer.send_frame(TEXT, f"ping {i}")
-                assert (await peer.read_frame()).payload == f"ping {i}".encode()
-        finally:
-            del loop.call_soon
+        scheduled = await scheduled_during_round_trips(server.port)
     assert handler_tasks[0] is not None
-    assert scheduled  # the spy saw the loop's callbacks (this test's own task, among others)
-    assert handler_tasks[0] not in scheduled
+    assert scheduled  # the spy saw the loop's callbacks (the raw peer's, among others)
+    assert handler_tasks[0] not in [getattr(callback, "__self__", None) for callback in scheduled]
 
 
 async def test_a_task_woken_in_a_read_runs_in_its_own_context(start_server: StartServer) -> None:
@@ -374,17 +359,23 @@ async def test_a_task_woken_in_a_read_runs_in_its_own_context(start_server: Star
     assert owner.get(None) is None  # nothing leaked into this test's context
 
 
+async def _a_waiting_recv(ws: upwire.ClientConnection) -> tuple[asyncio.Task[object], Any]:
+    """A task waiting in `ws.recv()`, and the context its wakeup runs in."""
+    receiving: asyncio.Task[object] = asyncio.create_task(ws.recv())
+    await asyncio.sleep(0)  # recv is now waiting
+    waiter = ws._recv_waiter
+    assert waiter is not None
+    ((_, task_context),) = waiter._callbacks
+    return receiving, task_context
+
+
 async def test_a_message_read_in_the_waiting_tasks_own_context_still_reaches_it(
     start_server: StartServer,
 ) -> None:
     # The read cannot enter the task's context while it is the current one: the loop wakes the task.
     server = await start_server(lambda ws: ws.wait_closed(), ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
-        receiving = asyncio.create_task(ws.recv())
-        await asyncio.sleep(0)  # recv is now waiting
-        waiter = ws._recv_waiter
-        assert waiter is not None
-        ((_, task_context),) = waiter._callbacks
+        receiving, task_context = await _a_waiting_recv(ws)
         asyncio.get_running_loop().call_soon(ws.data_received, b"\x81\x02hi", context=task_context)
         assert await receiving == "hi"
 
@@ -395,8 +386,7 @@ async def test_a_message_read_while_a_task_runs_still_reaches_the_waiting_task(
     # asyncio steps no task inside another: the loop wakes the waiting one.
     server = await start_server(lambda ws: ws.wait_closed(), ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
-        receiving = asyncio.create_task(ws.recv())
-        await asyncio.sleep(0)  # recv is now waiting
+        receiving, _ = await _a_waiting_recv(ws)
         ws.data_received(b"\x81\x02hi")  # from this test's task
         assert await receiving == "hi"
 

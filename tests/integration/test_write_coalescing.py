@@ -10,7 +10,7 @@ from typing import ClassVar
 import upwire
 from upwire.connection import Connection, ConnectionOptions
 
-from .helpers import TEST_TIMEOUT_S, StartServer
+from .helpers import TEST_TIMEOUT_S, StartServer, scheduled_during_round_trips
 from .wire import BINARY, TEXT, RawPeer, encode_frame
 
 
@@ -203,32 +203,16 @@ async def test_a_tasks_answers_to_one_reads_messages_are_written_together(
 
 async def test_lone_answers_schedule_no_loop_callback(start_server: StartServer) -> None:
     # A lone answer goes out at once; holding frames after it must not cost an extra loop turn per message.
-    loop = asyncio.get_running_loop()
-    scheduled: list[str] = []
-    call_soon = loop.call_soon
-
-    def counting_call_soon(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
-        scheduled.append(getattr(callback, "__qualname__", ""))
-        return call_soon(callback, *args, **kwargs)
-
     async def echo(ws: upwire.ServerConnection) -> None:
         async for message in ws:
             await ws.send(message)
 
     server = await start_server(echo, ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.upgraded(server.port)
-        peer.send_frame(TEXT, "warm up")
-        await peer.read_frame()
-        loop.call_soon = counting_call_soon  # type: ignore[method-assign]
-        try:
-            for i in range(20):
-                peer.send_frame(TEXT, f"ping {i}")
-                assert (await peer.read_frame()).payload == f"ping {i}".encode()
-        finally:
-            del loop.call_soon
-    assert scheduled  # the spy saw the loop's callbacks (the handler's task wakeups)
-    assert "_IterationFlush._run" not in scheduled
+        scheduled = await scheduled_during_round_trips(server.port)
+    names = [getattr(callback, "__qualname__", "") for callback in scheduled]
+    assert names  # the spy saw the loop's callbacks (the raw peer's, among others)
+    assert "_IterationFlush._run" not in names
 
 
 async def test_a_second_send_after_waiting_for_something_else_goes_out_in_that_loop_turn(

@@ -43,6 +43,34 @@ async def client_session(port: int, compression: str | None) -> None:
         await ws.close(4003, "tap command done")
 
 
+async def start_tap(upstream_port: int, *options: str) -> asyncio.subprocess.Process:
+    """`upwire tap` on a free port in front of the server on `upstream_port`; its output piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "upwire",
+        "tap",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        f"ws://127.0.0.1:{upstream_port}",
+        *options,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def tap_port_of(process: asyncio.subprocess.Process) -> int:
+    """The port of the tap's banner line (`listening on ws://127.0.0.1:PORT/`)."""
+    assert process.stderr is not None
+    banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+    match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", banner)
+    assert match, banner
+    return int(match.group(1))
+
+
 async def read_json_lines(stream: asyncio.StreamReader, frames: int) -> list[dict[str, Any]]:
     """Read the tap's stdout until `frames` frame objects have been printed."""
     objects: list[dict[str, Any]] = []
@@ -121,27 +149,10 @@ async def test_tap_command_prints_the_frames_it_relays_and_stops_cleanly(
 ) -> None:
     async with upwire.serve(echo, "127.0.0.1", 0) as server:
         upstream_port = server.sockets[0].getsockname()[1]
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "upwire",
-            "tap",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            f"ws://127.0.0.1:{upstream_port}",
-            "--json",
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process = await start_tap(upstream_port, "--json")
         assert process.stdout is not None and process.stderr is not None
         try:
-            banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
-            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", banner)
-            assert match, banner
-            tap_port = int(match.group(1))
+            tap_port = await tap_port_of(process)
             for compression in (None, "deflate"):
                 await client_session(tap_port, compression)
                 check_frames(await read_json_lines(process.stdout, 11), compression is not None)
@@ -161,26 +172,9 @@ async def test_tap_command_stops_cleanly_while_it_relays_an_open_connection(
 ) -> None:
     async with upwire.serve(echo, "127.0.0.1", 0) as server:
         upstream_port = server.sockets[0].getsockname()[1]
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "upwire",
-            "tap",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            f"ws://127.0.0.1:{upstream_port}",
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert process.stderr is not None
+        process = await start_tap(upstream_port)
         try:
-            banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
-            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", banner)
-            assert match, banner
-            async with upwire.connect(f"ws://127.0.0.1:{match.group(1)}/open") as ws:
+            async with upwire.connect(f"ws://127.0.0.1:{await tap_port_of(process)}/open") as ws:
                 await ws.send("still here")
                 assert await ws.recv() == "still here"
                 process.send_signal(stop_signal)  # the relay is live: its task gets cancelled
