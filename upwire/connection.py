@@ -49,7 +49,6 @@ __all__ = ["Connection", "ConnectionOptions", "Data"]
 logger = logging.getLogger("upwire")
 
 Data = str | bytes
-_MESSAGE_TYPES = (str, bytes)
 _Future = asyncio.Future
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})

@@ -4,7 +4,8 @@ With `serve(MyListener, host, port)`, each connection gets a `MyListener()` inst
 event loop as soon as a message is parsed — no task per connection, no future and no queue per message — and
 answers with `connection.send_now(...)`, which queues the frame synchronously. The answers to one read's
 messages go out in one write once they were all delivered (the answer to a read of one message, at once;
-frames queued in one loop iteration, in one write too). What the high-level API adds in convenience, this one saves in CPU and memory.
+frames queued in one loop iteration, in one write too). What the high-level API adds in convenience, this
+one saves in CPU and memory.
 
 Backpressure: once the transport's write buffer holds more than `write_limit` + `max_message_size` (16 ×
 `write_limit` without a message limit), upwire stops reading from the socket (so `on_message` is not called
