@@ -49,7 +49,6 @@ __all__ = ["Connection", "ConnectionOptions", "Data"]
 logger = logging.getLogger("upwire")
 
 Data = str | bytes
-_Future = asyncio.Future
 # A closure is "OK" with a normal code, or with an empty close frame (1005), which browsers send for close().
 _CLEAN_CODES = frozenset({1000, 1001, 1005})
 # What a waiting `recv` is woken with when no message will come (see `_wake_recv_on_end`).
@@ -456,8 +455,9 @@ class Connection(asyncio.BufferedProtocol):
             # Raised from the expression, not from a local: a local would hold the exception that holds
             # this frame (a cycle, and every closed connection would wait for the GC).
             raise self._end_of_input(iterating)
-        # Typed Any, not Data | object: a `cast` of the result would cost a call per message.
-        waiter: asyncio.Future[Any] = _Future()
+        # Typed Any, not Data | object: a `cast` of the result would cost a call per message. Made by the
+        # loop: a bare `asyncio.Future()` looks the loop up, and on Python 3.11 that is a getpid system call.
+        waiter: asyncio.Future[Any] = self.loop.create_future()
         self._recv_waiter = waiter
         try:
             result: Data = await waiter
