@@ -12,6 +12,11 @@ Each server runs alone under `valgrind --tool=callgrind --instr-atstart=no`. A b
 socket opens one connection, sends 300 masked 16-byte binary frames one at a time (each waits for its
 echo), then switches the counting on (`callgrind_control -i on`), does `--round-trips` more, switches it
 off and closes. Needs valgrind (Debian: `apt-get install valgrind`).
+
+A system call costs hundreds of nanoseconds of kernel time that callgrind does not count (Python 3.11's
+`asyncio.Future()` without a loop makes a `getpid`, say). `--syscalls` runs each server once more without
+valgrind, under `strace -c -f` for the counted round trips, and prints the system calls per round trip
+(needs strace).
 """
 
 from __future__ import annotations
@@ -89,22 +94,39 @@ def round_trips(sock: socket.socket, count: int, answer_size: int) -> None:
             got += len(chunk)
 
 
+def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [part.replace("{port}", str(port)) for part in cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def measure(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> float:
     """Instructions per round trip of the server that `cmd` starts."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        server = subprocess.Popen(
+        server = start(
             [
                 "valgrind",
                 "--tool=callgrind",
                 "--instr-atstart=no",
                 f"--callgrind-out-file={out}",
-                *[part.replace("{port}", str(port)) for part in cmd],
+                *cmd,
             ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            env,
+            port,
         )
         try:
             sock = connect(port, time.monotonic() + 120)
@@ -121,12 +143,7 @@ def measure(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> float
                     sock.sendall(bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]))
                     sock.recv(64)
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop(server)
         with open(out) as f:
             text = f.read()
         # `summary:` counts only what was dumped last; `totals:` the whole run (here: counting on).
@@ -136,6 +153,40 @@ def measure(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> float
         if match is None:
             raise RuntimeError(f"no instruction count in {out}")
         return int(match.group(1)) / count
+
+
+def syscalls(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> dict[str, float]:
+    """System calls per round trip of the server that `cmd` starts, by name (strace -c)."""
+    port = free_port()
+    server = start(cmd, env, port)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "strace.txt")
+        try:
+            sock = connect(port, time.monotonic() + 60)
+            with sock:
+                if not raw:
+                    upgrade(sock)
+                answer = len(FRAME) if raw else len(FRAME) - 4
+                round_trips(sock, WARM_UP, answer)
+                tracer = subprocess.Popen(
+                    ["strace", "-c", "-f", "-U", "name,calls", "-o", out, "-p", str(server.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                assert tracer.stderr is not None
+                tracer.stderr.readline()  # "strace: Process N attached": counting from here
+                round_trips(sock, count, answer)
+                tracer.send_signal(signal.SIGINT)
+                tracer.wait(30)
+        finally:
+            stop(server)
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                    counts[parts[0]] = int(parts[1]) / count
+        return counts
 
 
 def main() -> None:
@@ -151,8 +202,11 @@ def main() -> None:
         "--upwire-ref", action="append", default=[], help="also upwire as of this commit"
     )
     p.add_argument("--python", default=DEFAULT_PY if os.path.exists(DEFAULT_PY) else sys.executable)
+    p.add_argument(
+        "--syscalls", action="store_true", help="also system calls per round trip (strace -c)"
+    )
     a = p.parse_args()
-    for tool in ("valgrind", "callgrind_control"):
+    for tool in ("valgrind", "callgrind_control") + (("strace",) if a.syscalls else ()):
         if shutil.which(tool) is None:
             sys.exit(f"instructions.py: {tool} not found (Debian: apt-get install valgrind)")
     runs: list[tuple[str, str, dict[str, str]]] = []
@@ -175,7 +229,13 @@ def main() -> None:
         for name, script, env in runs:
             cmd = [a.python, os.path.join(SRV, script), "--port", "{port}", "--loop", loop]
             per_rt = measure(cmd, env, name == "raw", a.round_trips)
-            print(f"{name + '-' + loop:32s} {per_rt:10,.0f}", flush=True)
+            line = f"{name + '-' + loop:32s} {per_rt:10,.0f}"
+            if a.syscalls:
+                calls = syscalls(cmd, env, name == "raw", a.round_trips)
+                line += "   " + " ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(calls.items()) if v >= 0.01
+                )
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

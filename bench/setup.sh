@@ -6,9 +6,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q -r requirements.txt
 .venv/bin/pip install -q -e ..
-# instructions.py counts instructions with valgrind's callgrind (a Debian package; installed when root)
-if ! command -v valgrind >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
-  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null
+# instructions.py counts instructions with valgrind's callgrind and system calls with strace (Debian
+# packages; installed when root)
+if ! { command -v valgrind && command -v strace; } >/dev/null && command -v apt-get >/dev/null \
+  && [ "$(id -u)" -eq 0 ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind strace >/dev/null
 fi
 .venv/bin/python - <<'PY'
 import websockets.frames, websockets.speedups as s
