@@ -662,16 +662,18 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is None:
             raise self._closed_error()
         size = len(message)
-        # A lone small answer (the third case below, with nothing held): the core hands its frame back
-        # when nothing is queued before it, and it is written here, without a flush.
+        # A str's length is in characters, up to 4 bytes each: it may be large once encoded.
+        large = size >= _LARGE_CHUNK // 4
+        # An answer written at once (the third case below, with nothing held): the core hands its frame
+        # back when nothing is queued before it, and it is written here, without a flush. A small one is
+        # held instead while more received messages wait for recv (the second case); a large one is not.
         at_once = not (
             self._delivering
-            or self._messages
             or self._holding_for_input
             or self._flush_scheduled
             or self._wrote_at_once
             or self._large_queued
-            or size >= _LARGE_CHUNK // 4
+            or (self._messages and not large)
         )
         try:
             # The core checks that sending is still allowed; this layer only translates its refusal.
@@ -683,10 +685,13 @@ class Connection(asyncio.BufferedProtocol):
         if frame is not None:
             transport = self.transport
             if transport is not None and not transport.is_closing():
-                transport.write(frame)
+                if isinstance(frame, bytes):
+                    transport.write(frame)
+                else:
+                    self._write_large(transport, frame)
             self._wrote_at_once = True
             return
-        if size >= _LARGE_CHUNK // 4:  # a str's length is in characters: up to 4 bytes each
+        if large:
             self._large_queued = True
         if self._delivering:
             # A Listener's callbacks run on a read's messages: the read's end writes what they send.
@@ -816,9 +821,12 @@ class Connection(asyncio.BufferedProtocol):
             transport.writelines(out)
             if _WRITELINES_NEEDS_PAUSE_CHECK and type(transport) is _SELECTOR_SOCKET_TRANSPORT:
                 transport._maybe_pause_protocol()  # type: ignore[attr-defined]
-        elif (
-            _HAS_WRITEV and not transport.get_write_buffer_size() and (fd := self._direct_fd()) >= 0
-        ):
+        else:
+            self._write_large(transport, out)
+
+    def _write_large(self, transport: asyncio.Transport, out: Sequence[bytes]) -> None:
+        """Write chunks with a large payload among them, without joining it to the others."""
+        if _HAS_WRITEV and not transport.get_write_buffer_size() and (fd := self._direct_fd()) >= 0:
             _writev_chunks(fd, transport, out)
         else:
             _write_chunks(transport, out)
@@ -1235,7 +1243,7 @@ class Connection(asyncio.BufferedProtocol):
             self._schedule_idle_check(timeout - idle_for)
 
 
-def _writev_chunks(fd: int, transport: asyncio.Transport, out: list[bytes]) -> None:
+def _writev_chunks(fd: int, transport: asyncio.Transport, out: Sequence[bytes]) -> None:
     """Send the chunks on the socket with one writev(2), and give the transport what it did not take.
 
     For a transport that writes straight to its socket (see `_socket_fd`) with nothing buffered: what its
@@ -1259,7 +1267,7 @@ def _writev_chunks(fd: int, transport: asyncio.Transport, out: list[bytes]) -> N
         return
 
 
-def _write_chunks(transport: asyncio.Transport, out: list[bytes]) -> None:
+def _write_chunks(transport: asyncio.Transport, out: Sequence[bytes]) -> None:
     """Write the core's chunks in order: small frames joined, each large payload as a view of itself.
 
     Joining would copy a large payload once more (asyncio's `writelines` joins), and asyncio copies the

@@ -852,8 +852,9 @@ _AT_ONCE_OPS = st.lists(
 def test_a_frame_handed_back_at_once_is_what_the_queue_would_have_sent(
     role: Role, ops: list[tuple[object, ...]]
 ) -> None:
-    """`send_message(data, at_once=True)` returns the frame only when nothing is queued before it and the
-    frame is one piece; writing it then leaves the bytes on the wire as they would have been."""
+    """`send_message(data, at_once=True)` returns the frame only when nothing is queued before it and it
+    goes out as built (a server's, no extension): one piece under 16 KiB, header and payload from 16 KiB
+    on. Writing it then leaves the bytes on the wire as they would have been."""
     conn, reference = Connection(role), Connection(role)
     wire: list[bytes] = []
     expected: list[bytes] = []
@@ -865,10 +866,15 @@ def test_a_frame_handed_back_at_once_is_what_the_queue_would_have_sent(
             frame = conn.send_message(data, op[2])
             assert reference.send_message(data) is None
             encoded = data.encode() if isinstance(data, str) else data
-            one_piece = role is Role.SERVER and len(encoded) < 16 * 1024
-            assert (frame is not None) == (op[2] and not queued_before and one_piece)
-            if frame is not None:
+            assert (frame is not None) == (op[2] and not queued_before and role is Role.SERVER)
+            if len(encoded) < 16 * 1024:
+                assert frame is None or type(frame) is bytes
+            else:
+                assert frame is None or (type(frame) is tuple and frame[1] == encoded)
+            if type(frame) is bytes:
                 wire.append(frame)
+            elif frame is not None:
+                wire += frame
         elif op[0] == "ping":
             conn.send_ping(b"p")
             reference.send_ping(b"p")
@@ -883,6 +889,20 @@ def test_a_frame_handed_back_at_once_is_what_the_queue_would_have_sent(
         assert [(f.opcode, f.payload) for f in read_frames(b"".join(wire))] == [
             (f.opcode, f.payload) for f in read_frames(b"".join(expected))
         ]
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_a_large_frame_handed_back_holds_its_own_copy_of_a_mutable_buffer(kind: type) -> None:
+    """The payload handed back may be written later (a partial send): the caller's buffer may change."""
+    buffer = bytearray(b"a" * 20000)
+    frame = server().send_message(kind(buffer), True)
+    assert type(frame) is tuple
+    header, payload = frame
+    buffer[:] = b"b" * 20000
+    assert header == b"\x82\x7e\x4e\x20" and payload == b"a" * 20000 and type(payload) is bytes
+    message = b"c" * 20000
+    frame = server().send_message(message, True)
+    assert type(frame) is tuple and frame[0] == b"\x82\x7e\x4e\x20" and frame[1] is message
 
 
 def test_a_frame_is_not_handed_back_when_sending_is_refused() -> None:

@@ -1300,7 +1300,7 @@ def test_what_zlib_compresses_with_any_allowed_window_is_received(
 
 
 def test_a_compressed_frame_is_queued_even_at_once() -> None:
-    """A frame with an extension is not one piece: `send_message(..., at_once=True)` queues it."""
+    """A frame with an extension does not go out as built: `send_message(..., at_once=True)` queues it."""
     client, server = pair()
     assert server.send_message(b"x" * 100, True) is None
     sent = b"".join(server.data_to_send())
