@@ -1,4 +1,4 @@
-"""Instructions a server executes per lone 16-byte round trip, counted by valgrind's callgrind.
+"""Instructions a server executes per lone round trip (16 bytes by default), counted by valgrind's callgrind.
 
 On a shared 2-core VM a change worth 2-5 % of a round trip's CPU hides in the timings' noise; the count of
 instructions the server runs in user space is the same from run to run (within ~0.1 %). It does not see
@@ -7,11 +7,14 @@ cache misses, the kernel or the context switch, so it complements the timed benc
     bench/.venv/bin/python bench/instructions.py                      # upwire (both APIs), picows, raw
     bench/.venv/bin/python bench/instructions.py --upwire-ref HEAD~3  # the same, plus upwire as of a commit
     bench/.venv/bin/python bench/instructions.py --servers upwire --loops uvloop --round-trips 5000
+    bench/.venv/bin/python bench/instructions.py --size 65536 --round-trips 1000 --syscalls
+    bench/.venv/bin/python bench/instructions.py --handshakes --round-trips 300
 
 Each server runs alone under `valgrind --tool=callgrind --instr-atstart=no`. A blocking client on a raw
-socket opens one connection, sends 300 masked 16-byte binary frames one at a time (each waits for its
-echo), then switches the counting on (`callgrind_control -i on`), does `--round-trips` more, switches it
-off and closes. Needs valgrind (Debian: `apt-get install valgrind`).
+socket opens one connection, sends 300 masked binary frames of `--size` bytes one at a time (each waits
+for its echo), then switches the counting on (`callgrind_control -i on`), does `--round-trips` more, switches it
+off and closes. `--handshakes` counts whole connections instead, one at a time: connect, upgrade, send a close
+frame, read until the server closes (100 before counting). Needs valgrind (Debian: `apt-get install valgrind`).
 
 A system call costs hundreds of nanoseconds of kernel time that callgrind does not count (Python 3.11's
 `asyncio.Future()` without a loop makes a `getpid`, say). `--syscalls` runs each server once more without
@@ -45,7 +48,17 @@ SCRIPTS = {
     "raw": "raw_echo.py",  # no handshake: the frame comes back as sent
 }
 WARM_UP = 300
-FRAME = bytes([0x82, 0x80 | 16]) + b"\x9c\x3a\x5e\x71" + bytes(b ^ 0x5A for b in range(16))
+
+
+def masked_frame(size: int) -> bytes:
+    """A masked binary frame of `size` payload bytes, as a client sends it."""
+    if size < 126:
+        length = bytes([0x80 | size])
+    elif size < 1 << 16:
+        length = bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return b"\x82" + length + b"\x9c\x3a\x5e\x71" + bytes(b & 0xFF ^ 0x5A for b in range(size))
 
 
 def free_port() -> int:
@@ -83,15 +96,70 @@ def upgrade(sock: socket.socket) -> None:
         raise RuntimeError(f"no 101: {head[:80]!r}")
 
 
-def round_trips(sock: socket.socket, count: int, answer_size: int) -> None:
+CLOSE_FRAME = bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])  # masked, code 1000
+
+
+def round_trips(sock: socket.socket, frame: bytes, count: int, answer_size: int) -> None:
     for _ in range(count):
-        sock.sendall(FRAME)
+        sock.sendall(frame)
         got = 0
         while got < answer_size:
             chunk = sock.recv(answer_size - got)
             if not chunk:
                 raise RuntimeError("the server closed the connection")
             got += len(chunk)
+
+
+class RoundTrips:
+    """The load counted by default: lone echoes of one frame on one connection."""
+
+    unit = "round trip"
+
+    def __init__(self, frame: bytes, raw: bool) -> None:
+        self.frame, self.raw = frame, raw
+        self.answer = len(frame) if raw else len(frame) - 4  # the echo is not masked
+        self.sock: socket.socket | None = None
+
+    def open(self, port: int, deadline: float) -> None:
+        self.sock = connect(port, deadline)
+        if not self.raw:
+            upgrade(self.sock)
+        round_trips(self.sock, self.frame, WARM_UP, self.answer)
+
+    def run(self, count: int) -> None:
+        assert self.sock is not None
+        round_trips(self.sock, self.frame, count, self.answer)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with self.sock:
+                if not self.raw:
+                    self.sock.sendall(CLOSE_FRAME)
+                    self.sock.recv(64)
+            self.sock = None
+
+
+class Handshakes:
+    """`--handshakes`: whole connections, one at a time: connect, upgrade, closing handshake, TCP close."""
+
+    unit = "connection"
+
+    def open(self, port: int, deadline: float) -> None:
+        connect(port, deadline).close()  # the server listens
+        self.port = port
+        self.run(WARM_UP // 3)
+
+    def run(self, count: int) -> None:
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                upgrade(sock)
+                sock.sendall(CLOSE_FRAME)
+                while sock.recv(4096):  # the close frame, then the server closes TCP
+                    pass
+
+    def close(self) -> None:
+        pass
 
 
 def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -112,8 +180,10 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait()
 
 
-def measure(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> float:
-    """Instructions per round trip of the server that `cmd` starts."""
+def measure(
+    cmd: list[str], env: dict[str, str], load: RoundTrips | Handshakes, count: int
+) -> float:
+    """Instructions per unit of `load` of the server that `cmd` starts."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
@@ -129,19 +199,14 @@ def measure(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> float
             port,
         )
         try:
-            sock = connect(port, time.monotonic() + 120)
-            with sock:
-                if not raw:
-                    upgrade(sock)
-                answer = len(FRAME) if raw else len(FRAME) - 4  # the echo is not masked
-                round_trips(sock, WARM_UP, answer)
+            load.open(port, time.monotonic() + 120)
+            try:
                 control = ["callgrind_control", "-i"]
                 subprocess.run([*control, "on", str(server.pid)], check=True, capture_output=True)
-                round_trips(sock, count, answer)
+                load.run(count)
                 subprocess.run([*control, "off", str(server.pid)], check=True, capture_output=True)
-                if not raw:
-                    sock.sendall(bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]))
-                    sock.recv(64)
+            finally:
+                load.close()
         finally:
             stop(server)
         with open(out) as f:
@@ -155,19 +220,17 @@ def measure(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> float
         return int(match.group(1)) / count
 
 
-def syscalls(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> dict[str, float]:
-    """System calls per round trip of the server that `cmd` starts, by name (strace -c)."""
+def syscalls(
+    cmd: list[str], env: dict[str, str], load: RoundTrips | Handshakes, count: int
+) -> dict[str, float]:
+    """System calls per unit of `load` of the server that `cmd` starts, by name (strace -c)."""
     port = free_port()
     server = start(cmd, env, port)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "strace.txt")
         try:
-            sock = connect(port, time.monotonic() + 60)
-            with sock:
-                if not raw:
-                    upgrade(sock)
-                answer = len(FRAME) if raw else len(FRAME) - 4
-                round_trips(sock, WARM_UP, answer)
+            load.open(port, time.monotonic() + 60)
+            try:
                 tracer = subprocess.Popen(
                     ["strace", "-c", "-f", "-U", "name,calls", "-o", out, "-p", str(server.pid)],
                     stdout=subprocess.DEVNULL,
@@ -175,9 +238,11 @@ def syscalls(cmd: list[str], env: dict[str, str], raw: bool, count: int) -> dict
                 )
                 assert tracer.stderr is not None
                 tracer.stderr.readline()  # "strace: Process N attached": counting from here
-                round_trips(sock, count, answer)
+                load.run(count)
                 tracer.send_signal(signal.SIGINT)
                 tracer.wait(30)
+            finally:
+                load.close()
         finally:
             stop(server)
         counts = {}
@@ -197,13 +262,21 @@ def main() -> None:
         "--servers", default="upwire,upwire-listener,picows,raw", help=", ".join(SCRIPTS)
     )
     p.add_argument("--loops", default="asyncio,uvloop")
-    p.add_argument("--round-trips", type=int, default=2000)
+    p.add_argument(
+        "--round-trips", type=int, default=2000, help="how many are counted (connections too)"
+    )
+    p.add_argument("--size", type=int, default=16, help="payload bytes per message")
     p.add_argument(
         "--upwire-ref", action="append", default=[], help="also upwire as of this commit"
     )
     p.add_argument("--python", default=DEFAULT_PY if os.path.exists(DEFAULT_PY) else sys.executable)
     p.add_argument(
         "--syscalls", action="store_true", help="also system calls per round trip (strace -c)"
+    )
+    p.add_argument(
+        "--handshakes",
+        action="store_true",
+        help="count per whole connection (upgrade and closing handshake) instead (not raw)",
     )
     a = p.parse_args()
     for tool in ("valgrind", "callgrind_control") + (("strace",) if a.syscalls else ()):
@@ -224,14 +297,22 @@ def main() -> None:
             for name in ("upwire", "upwire-listener"):
                 if name in a.servers.split(","):
                     runs.append((f"{name}@{sha}", SCRIPTS[name], env))
-    print(f"instructions per lone 16 B round trip, server user space ({a.round_trips} round trips)")
+    frame = masked_frame(a.size)
+    if a.handshakes:
+        runs = [run for run in runs if run[0] != "raw"]  # it echoes the request: no handshake
+        what = "connection (upgrade, closing handshake)"
+    else:
+        what = f"lone {a.size} B round trip"
+    print(f"instructions per {what}, server user space ({a.round_trips} of them)")
     for loop in a.loops.split(","):
         for name, script, env in runs:
             cmd = [a.python, os.path.join(SRV, script), "--port", "{port}", "--loop", loop]
-            per_rt = measure(cmd, env, name == "raw", a.round_trips)
+            load = Handshakes() if a.handshakes else RoundTrips(frame, name == "raw")
+            per_rt = measure(cmd, env, load, a.round_trips)
             line = f"{name + '-' + loop:32s} {per_rt:10,.0f}"
             if a.syscalls:
-                calls = syscalls(cmd, env, name == "raw", a.round_trips)
+                load = Handshakes() if a.handshakes else RoundTrips(frame, name == "raw")
+                calls = syscalls(cmd, env, load, a.round_trips)
                 line += "   " + " ".join(
                     f"{k} {v:.2f}" for k, v in sorted(calls.items()) if v >= 0.01
                 )
