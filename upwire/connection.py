@@ -661,8 +661,9 @@ class Connection(asyncio.BufferedProtocol):
         protocol = self.protocol
         if protocol is None:
             raise self._closed_error()
-        size = len(message)
-        # A str's length is in characters, up to 4 bytes each: it may be large once encoded.
+        # Bytes (a memoryview's `len` counts its items), or a str's characters, up to 4 bytes each once
+        # encoded: it may be large then.
+        size = message.nbytes if type(message) is memoryview else len(message)
         large = size >= _LARGE_CHUNK // 4
         # An answer written at once (the third case below, with nothing held): the core hands its frame
         # back when nothing is queued before it, and it is written here, without a flush. A small one is

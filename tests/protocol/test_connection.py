@@ -1127,3 +1127,51 @@ def test_input_makes_the_core_send_only_with_a_control_event_saying_why(
                         events,
                         out,
                     )
+
+
+def _views_of(data: bytes) -> list[memoryview]:
+    """The same bytes seen as other items or strides: ints, a 2-D shape, every other byte of a doubled copy."""
+    doubled = bytes(b for byte in data for b in (byte, 0))
+    return [
+        memoryview(data).cast("i"),
+        memoryview(data).cast("B", (len(data) // 8, 8)),
+        memoryview(doubled)[::2],
+    ]
+
+
+@pytest.mark.parametrize("size", [64, 20000, 80000])
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+@pytest.mark.parametrize("at_once", [False, True])
+def test_a_memoryview_of_other_items_or_strides_is_sent_as_its_bytes(
+    size: int, role: Role, at_once: bool
+) -> None:
+    """A frame's length is the buffer's bytes, not its item count (20000 ints are 80000 bytes)."""
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    for view in _views_of(data):
+        sender, receiver = (
+            Connection(role),
+            Connection(Role.CLIENT if role is Role.SERVER else Role.SERVER),
+        )
+        frame = sender.send_message(view, at_once)
+        wire = (
+            b"".join(sender.data_to_send())
+            if frame is None
+            else b"".join([frame] if isinstance(frame, bytes) else frame)
+        )
+        assert receiver.receive_data(wire) == [data]
+        sender, receiver = (
+            Connection(role),
+            Connection(Role.CLIENT if role is Role.SERVER else Role.SERVER),
+        )
+        sender.send_fragment(view, fin=False)
+        sender.send_fragment(view, fin=True)
+        assert receiver.receive_data(b"".join(sender.data_to_send())) == [data + data]
+
+
+def test_ping_and_pong_data_may_be_a_memoryview_of_other_items() -> None:
+    conn = server()
+    conn.send_ping(memoryview(b"abcd").cast("i"))
+    conn.send_pong(memoryview(b"abcdef")[::2])
+    assert conn.data_to_send() == [b"\x89\x04abcd", b"\x8a\x03ace"]
+    with pytest.raises(UsageError, match="128 bytes exceeds 125"):
+        conn.send_ping(memoryview(bytes(128)).cast("i"))

@@ -1042,10 +1042,13 @@ class Connection:
             self._check_can_send_data()
             raise UsageError("a fragmented message is being sent; finish it before sending another")
         # `type(data) is bytes` first: a failed isinstance test looks `__class__` up on the object.
-        if type(data) is not bytes and isinstance(data, str):
+        if type(data) is bytes:
+            opcode = _BINARY
+        elif isinstance(data, str):
             data = data.encode("utf-8")
             opcode = _TEXT
         else:
+            data = _byte_view(data)
             opcode = _BINARY
         if self._frames_as_is:
             # The frames `_queue_frame` (the reference) builds for a server without extensions, built here
@@ -1126,7 +1129,7 @@ class Connection:
         """
         self._check_can_send_data()
         kind = str if isinstance(data, str) else bytes
-        payload = data.encode("utf-8") if isinstance(data, str) else data
+        payload = data.encode("utf-8") if isinstance(data, str) else _byte_view(data)
         current = self._out_fragment_type
         if current is None:
             opcode = _TEXT if kind is str else _BINARY
@@ -1137,17 +1140,19 @@ class Connection:
         self._out_fragment_type = None if fin else kind
         self._queue_frame(opcode, payload, fin=fin)
 
-    def send_ping(self, data: bytes = b"") -> None:
+    def send_ping(self, data: bytes | bytearray | memoryview = b"") -> None:
         """Queue a ping (at most 125 bytes of data).
 
         Raises:
             UsageError: when the data is too long or a close frame was already sent.
         """
+        data = _byte_view(data)
         self._check_control(data, "ping")
         self._queue_frame(_PING, data)
 
-    def send_pong(self, data: bytes = b"") -> None:
+    def send_pong(self, data: bytes | bytearray | memoryview = b"") -> None:
         """Queue an unsolicited pong, e.g. as a unidirectional heartbeat (RFC 6455 §5.5.3)."""
+        data = _byte_view(data)
         self._check_control(data, "pong")
         self._queue_frame(_PONG, data)
 
@@ -1169,7 +1174,7 @@ class Connection:
         if self.close_sent is not None or self.state is not _OPEN:
             raise UsageError("cannot send data: the closing handshake has started")
 
-    def _check_control(self, data: bytes, what: str) -> None:
+    def _check_control(self, data: bytes | bytearray | memoryview, what: str) -> None:
         if len(data) > 125:
             raise UsageError(f"{what} data of {len(data)} bytes exceeds 125 bytes (RFC 6455 §5.5)")
         if self.close_sent is not None or self.state is State.CLOSED:
@@ -1201,6 +1206,17 @@ class Connection:
         else:
             header = encode_header(opcode, len(payload), fin=fin, rsv=rsv)
             self._outgoing += (header, bytes(payload))
+
+
+def _byte_view(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    """`data` as a flat run of bytes, which is what frames are sized by (`len`) and built from.
+
+    A memoryview of wider items (`len` counts items: 20000 ints are 80000 bytes) or of several dimensions is
+    cast to bytes; one with gaps between its items is copied.
+    """
+    if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
+        return data.cast("B") if data.ndim == 1 and data.c_contiguous else data.tobytes()
+    return data
 
 
 def _large_frame_total(data: bytes | bytearray | memoryview, least: int) -> int:
