@@ -253,6 +253,25 @@ def test_c_and_python_frames_agree_and_decode_back(
         assert header.mask_key == mask_key and frames.apply_mask_py(body, mask_key) == payload
 
 
+@pytest.mark.parametrize("size", [0, 8, 120, 2000, 70000])
+@pytest.mark.parametrize("item", ["i", "Q"])
+def test_c_and_python_frame_and_mask_a_memoryview_of_wider_items_by_its_bytes(
+    size: int, item: str
+) -> None:
+    """`len` of a view of ints counts ints: both twins must size and mask the view's bytes."""
+    from upwire._speedups import apply_mask as apply_mask_c
+    from upwire._speedups import encode_frame as encode_frame_c
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    view = memoryview(payload).cast(item)
+    for mask_key in (None, b"\x01\x02\x03\x04"):
+        expected = frames.encode_frame_py(2, payload, True, 0, mask_key)
+        assert frames.encode_frame_py(2, view, True, 0, mask_key) == expected
+        assert encode_frame_c(2, view, True, 0, mask_key) == expected
+    masked = frames.apply_mask_py(payload, b"abcd", 1)
+    assert frames.apply_mask_py(view, b"abcd", 1) == masked == apply_mask_c(view, b"abcd", 1)
+
+
 def test_c_and_python_frames_refuse_the_same_bad_arguments() -> None:
     from upwire._speedups import encode_frame as encode_frame_c
 

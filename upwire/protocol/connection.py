@@ -36,6 +36,7 @@ from upwire.protocol.frames import (
     _size,
     alloc_buffer,
     apply_mask,
+    byte_view,
     check_header,
     decode_header,
     encode_frame,
@@ -1048,7 +1049,7 @@ class Connection:
             data = data.encode("utf-8")
             opcode = _TEXT
         else:
-            data = _byte_view(data)
+            data = byte_view(data)
             opcode = _BINARY
         if self._frames_as_is:
             # The frames `_queue_frame` (the reference) builds for a server without extensions, built here
@@ -1129,7 +1130,7 @@ class Connection:
         """
         self._check_can_send_data()
         kind = str if isinstance(data, str) else bytes
-        payload = data.encode("utf-8") if isinstance(data, str) else _byte_view(data)
+        payload = data.encode("utf-8") if isinstance(data, str) else byte_view(data)
         current = self._out_fragment_type
         if current is None:
             opcode = _TEXT if kind is str else _BINARY
@@ -1146,13 +1147,13 @@ class Connection:
         Raises:
             UsageError: when the data is too long or a close frame was already sent.
         """
-        data = _byte_view(data)
+        data = byte_view(data)
         self._check_control(data, "ping")
         self._queue_frame(_PING, data)
 
     def send_pong(self, data: bytes | bytearray | memoryview = b"") -> None:
         """Queue an unsolicited pong, e.g. as a unidirectional heartbeat (RFC 6455 §5.5.3)."""
-        data = _byte_view(data)
+        data = byte_view(data)
         self._check_control(data, "pong")
         self._queue_frame(_PONG, data)
 
@@ -1206,17 +1207,6 @@ class Connection:
         else:
             header = encode_header(opcode, len(payload), fin=fin, rsv=rsv)
             self._outgoing += (header, bytes(payload))
-
-
-def _byte_view(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
-    """`data` as a flat run of bytes, which is what frames are sized by (`len`) and built from.
-
-    A memoryview of wider items (`len` counts items: 20000 ints are 80000 bytes) or of several dimensions is
-    cast to bytes; one with gaps between its items is copied.
-    """
-    if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
-        return data.cast("B") if data.ndim == 1 and data.c_contiguous else data.tobytes()
-    return data
 
 
 def _large_frame_total(data: bytes | bytearray | memoryview, least: int) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "alloc_buffer_py",
     "apply_mask",
     "apply_mask_py",
+    "byte_view",
     "check_header",
     "decode_header",
     "encode_frame",
@@ -279,6 +280,17 @@ def select_speedup(twin: _Twin) -> _Twin:
     return cast(_Twin, getattr(_speedups, twin.__name__.removesuffix("_py"), twin))
 
 
+def byte_view(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    """`data` as a flat run of bytes, which is what frames are sized by (`len`) and built from.
+
+    A memoryview of wider items (`len` counts items: 20000 ints are 80000 bytes) or of several dimensions is
+    cast to bytes; one with gaps between its items is copied. Anything else is returned as it is.
+    """
+    if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
+        return data.cast("B") if data.ndim == 1 and data.c_contiguous else data.tobytes()
+    return data
+
+
 def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes:
     """XOR `data` with the repeated 4-byte `mask_key` (RFC 6455 §5.3); masking and unmasking are the same.
 
@@ -292,6 +304,8 @@ def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset:
     Returns:
         The masked (or unmasked) bytes.
     """
+    if type(data) is memoryview:
+        data = byte_view(data)
     n = len(data)
     if n == 0:
         return b""
@@ -419,6 +433,8 @@ def encode_frame_py(
     Returns:
         The frame's bytes.
     """
+    if type(payload) is memoryview:
+        payload = byte_view(payload)
     header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
     if mask_key is not None:
         if len(mask_key) != 4:
