@@ -412,3 +412,43 @@ async def test_upwire_client_closes_with_1009_when_a_websockets_server_sends_too
     assert (closed.value.code, ws.close_code) == (1009, 1009)  # RFC 6455 §7.4.1: message too big
     # websockets reports the close frame it received from upwire: 1009, message too big.
     assert handler.record.close_code == 1009
+
+
+# --- a memoryview of wider items or with strides, both ways ----------------------------------
+
+
+VIEW_DATA = bytes(range(256)) * 312 + bytes(128)  # 80000 bytes: 20000 ints, past the 16 KiB split
+
+
+def views_of_view_data() -> list[memoryview]:
+    doubled = bytes(b for byte in VIEW_DATA for b in (byte, 0))
+    return [memoryview(VIEW_DATA).cast("i"), memoryview(doubled)[::2]]
+
+
+async def test_upwire_server_sends_memoryviews_that_a_websockets_client_reads_as_their_bytes(
+    upwire_server: StartServer,
+) -> None:
+    async def send_views(ws: upwire.ServerConnection) -> None:
+        for view in views_of_view_data():
+            await ws.send(view)
+
+    url = await upwire_server(UpwireEchoHandler(send_views), compression=None)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with websockets_connect(url, max_size=None, compression=None) as ws:
+            for _ in views_of_view_data():
+                assert_same_message(await ws.recv(), VIEW_DATA)
+
+
+async def test_upwire_client_sends_memoryviews_that_a_websockets_server_reads_as_their_bytes(
+    websockets_server: StartServer,
+) -> None:
+    handler = WebsocketsEchoHandler()
+    url = await websockets_server(handler, compression=None)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with upwire.connect(url, compression=None) as ws:
+            for view in views_of_view_data():
+                await ws.send(view)
+                assert_same_message(await ws.recv(), VIEW_DATA)
+        await handler.record.wait_finished()
+    assert [bytes(message) for message in handler.record.messages] == [VIEW_DATA, VIEW_DATA]
+    assert handler.record.close_code == 1000
