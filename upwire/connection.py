@@ -668,7 +668,10 @@ class Connection(asyncio.BufferedProtocol):
         # An answer written at once (the third case below, with nothing held): the core hands its frame
         # back when nothing is queued before it, and it is written here, without a flush. A small one is
         # held instead while more received messages wait for recv (the second case); a large one is not.
-        at_once = not (
+        # From 16 KiB on (header and payload written apart, see `_write_large`) a frame goes out at once
+        # whenever nothing is queued before it: its write costs its copy, not its system call, and holding
+        # it would join nothing to it.
+        at_once = size >= _LARGE_CHUNK or not (
             self._delivering
             or self._holding_for_input
             or self._flush_scheduled

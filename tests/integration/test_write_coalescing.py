@@ -269,6 +269,64 @@ async def test_held_answers_never_exceed_write_limit(start_server: StartServer) 
     assert 0 < max(held) <= 16 * 1024 + 2400 + 16
 
 
+async def test_a_large_answer_goes_out_at_once_whenever_nothing_is_held_before_it(
+    start_server: StartServer,
+) -> None:
+    # From 16 KiB on, holding a frame joins nothing to it: it is written as soon as nothing queued waits
+    # before it, even after a frame written at once in the same turn; a small one after it is held.
+    large = 20_000
+    held: list[int] = []
+
+    async def mixed(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        protocol = ws.protocol
+        assert protocol is not None
+        for message in ("first", b"a" * large, "b" * large, "small", b"c" * large, "last"):
+            await ws.send(message)
+            held.append(len(protocol._outgoing))
+        await asyncio.sleep(TEST_TIMEOUT_S)
+
+    server = await start_server(mixed, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S / 2):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "go")
+        frames = [await peer.read_frame() for _ in range(6)]
+    assert [(frame.opcode, frame.payload) for frame in frames] == [
+        (TEXT, b"first"),
+        (BINARY, b"a" * large),
+        (TEXT, b"b" * large),
+        (TEXT, b"small"),
+        (BINARY, b"c" * large),  # queued behind "small" (order first), held with it
+        (TEXT, b"last"),
+    ]
+    assert held == [0, 0, 0, 1, 3, 4]
+
+
+class LargeEcho(upwire.Listener):
+    """Echoes each message 32 times larger, and notes how many frames wait in the core after each."""
+
+    waiting: ClassVar[list[int]] = []
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        connection.send_now(message * 32)
+        protocol = connection.protocol
+        assert protocol is not None
+        LargeEcho.waiting.append(len(protocol._outgoing))
+
+
+async def test_a_listeners_large_answers_to_one_read_go_out_at_once(
+    start_server: StartServer,
+) -> None:
+    LargeEcho.waiting = []
+    server = await start_server(LargeEcho, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.write(b"".join(encode_frame(BINARY, bytes([i]) * 1000) for i in range(20)))
+        frames = [await peer.read_frame() for _ in range(20)]
+    assert [frame.payload for frame in frames] == [bytes([i]) * 32_000 for i in range(20)]
+    assert LargeEcho.waiting == [0] * 20
+
+
 async def _fifty_in_one_write_then_one_alone(port: int) -> None:
     """Send 50 frames in one write (one read on the server, a few at most), then a lone one; check the echoes."""
     peer = await RawPeer.upgraded(port)
