@@ -651,7 +651,8 @@ class Connection(asyncio.BufferedProtocol):
 
         The frame is written at once, or with the other frames queued in the same loop iteration; from a
         Listener callback of this connection on a read of several events, with the other answers to that
-        read, once it is handled.
+        read, once it is handled. A frame larger than `write_limit` is written at once when nothing is
+        queued before it.
         There is no backpressure: check `writing_paused`. (`send` sends a whole message with this, then
         waits while writing is paused.)
 
@@ -668,10 +669,9 @@ class Connection(asyncio.BufferedProtocol):
         # An answer written at once (the third case below, with nothing held): the core hands its frame
         # back when nothing is queued before it, and it is written here, without a flush. A small one is
         # held instead while more received messages wait for recv (the second case); a large one is not.
-        # From 16 KiB on (header and payload written apart, see `_write_large`) a frame goes out at once
-        # whenever nothing is queued before it: its write costs its copy, not its system call, and holding
-        # it would join nothing to it.
-        at_once = size >= _LARGE_CHUNK or not (
+        # A frame that `_hold` would flush at once by itself (past write_limit) goes out at once whenever
+        # nothing is queued before it, as the same write without the pass through the queue.
+        at_once = (large and size + 2 > self.options.write_limit) or not (
             self._delivering
             or self._holding_for_input
             or self._flush_scheduled

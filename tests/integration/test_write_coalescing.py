@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections.abc import Callable
 from typing import ClassVar
+
+import pytest
 
 import upwire
 from upwire.connection import Connection, ConnectionOptions
+from upwire.protocol import connection as core
 
 from .helpers import TEST_TIMEOUT_S, StartServer, scheduled_during_round_trips
 from .wire import BINARY, TEXT, RawPeer, encode_frame
@@ -269,11 +273,27 @@ async def test_held_answers_never_exceed_write_limit(start_server: StartServer) 
     assert 0 < max(held) <= 16 * 1024 + 2400 + 16
 
 
-async def test_a_large_answer_goes_out_at_once_whenever_nothing_is_held_before_it(
-    start_server: StartServer,
+def _count_flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Note how many chunks the core hands over each time its queue is taken (by a flush)."""
+    taken: list[int] = []
+    take: Callable[[core.Connection], list[bytes]] = core.Connection.data_to_send
+
+    def counted(self: core.Connection) -> list[bytes]:
+        out = take(self)
+        if out:
+            taken.append(len(out))
+        return out
+
+    monkeypatch.setattr(core.Connection, "data_to_send", counted)
+    return taken
+
+
+async def test_an_answer_past_write_limit_is_written_at_once_without_the_queue(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # From 16 KiB on, holding a frame joins nothing to it: it is written as soon as nothing queued waits
-    # before it, even after a frame written at once in the same turn; a small one after it is held.
+    # Holding a frame larger than write_limit would flush it at once: it is written as the core hands it
+    # back whenever nothing is queued before it, even after a frame written at once in the same turn.
+    # Behind a held frame it goes through the queue, in order. Small ones after it are held as before.
     large = 20_000
     held: list[int] = []
 
@@ -281,12 +301,14 @@ async def test_a_large_answer_goes_out_at_once_whenever_nothing_is_held_before_i
         await ws.recv()
         protocol = ws.protocol
         assert protocol is not None
+        flushes.clear()  # the handshake's answer is not a flush of frames
         for message in ("first", b"a" * large, "b" * large, "small", b"c" * large, "last"):
             await ws.send(message)
             held.append(len(protocol._outgoing))
         await asyncio.sleep(TEST_TIMEOUT_S)
 
-    server = await start_server(mixed, ping_interval=None)
+    server = await start_server(mixed, ping_interval=None, write_limit=16 * 1024)
+    flushes = _count_flushes(monkeypatch)
     async with asyncio.timeout(TEST_TIMEOUT_S / 2):
         peer = await RawPeer.upgraded(server.port)
         peer.send_frame(TEXT, "go")
@@ -296,35 +318,32 @@ async def test_a_large_answer_goes_out_at_once_whenever_nothing_is_held_before_i
         (BINARY, b"a" * large),
         (TEXT, b"b" * large),
         (TEXT, b"small"),
-        (BINARY, b"c" * large),  # queued behind "small" (order first), held with it
+        (BINARY, b"c" * large),  # queued behind "small", and both flushed past write_limit
         (TEXT, b"last"),
     ]
-    assert held == [0, 0, 0, 1, 3, 4]
+    assert held == [0, 0, 0, 1, 0, 1]
+    # Two flushes: "small" with "c" (header and payload), then "last" at the end of the turn.
+    assert flushes == [3, 1]
 
 
 class LargeEcho(upwire.Listener):
-    """Echoes each message 32 times larger, and notes how many frames wait in the core after each."""
-
-    waiting: ClassVar[list[int]] = []
+    """Echoes each message 32 times larger."""
 
     def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
         connection.send_now(message * 32)
-        protocol = connection.protocol
-        assert protocol is not None
-        LargeEcho.waiting.append(len(protocol._outgoing))
 
 
-async def test_a_listeners_large_answers_to_one_read_go_out_at_once(
-    start_server: StartServer,
+async def test_a_listeners_answers_past_write_limit_go_out_at_once_within_a_read(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    LargeEcho.waiting = []
-    server = await start_server(LargeEcho, ping_interval=None)
+    server = await start_server(LargeEcho, ping_interval=None, write_limit=16 * 1024)
     async with asyncio.timeout(TEST_TIMEOUT_S):
         peer = await RawPeer.upgraded(server.port)
+        flushes = _count_flushes(monkeypatch)
         peer.write(b"".join(encode_frame(BINARY, bytes([i]) * 1000) for i in range(20)))
         frames = [await peer.read_frame() for _ in range(20)]
     assert [frame.payload for frame in frames] == [bytes([i]) * 32_000 for i in range(20)]
-    assert LargeEcho.waiting == [0] * 20
+    assert flushes == []
 
 
 async def _fifty_in_one_write_then_one_alone(port: int) -> None:
