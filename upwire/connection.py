@@ -694,6 +694,9 @@ class Connection(asyncio.BufferedProtocol):
                 else:
                     self._write_large(transport, frame)
             self._wrote_at_once = True
+            if large:
+                # Nothing is held any more (a frame past write_limit may go out while the mark is set).
+                self._holding_for_input = False
             return
         if large:
             self._large_queued = True
