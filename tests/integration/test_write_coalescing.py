@@ -326,6 +326,34 @@ async def test_an_answer_past_write_limit_is_written_at_once_without_the_queue(
     assert flushes == [3, 1]
 
 
+async def test_an_answer_after_one_past_write_limit_is_held_to_the_end_of_the_turn(
+    start_server: StartServer,
+) -> None:
+    # Small answers held for queued messages pass write_limit and are flushed; the answer to the next
+    # message is past write_limit and goes out at once; the answer to the last one follows a frame written
+    # at once in the same turn, so it is held for the end of the turn, as after any such frame.
+    held: list[int] = []
+
+    async def answer(ws: upwire.ServerConnection) -> None:
+        protocol = ws.protocol
+        assert protocol is not None
+        async for message in ws:
+            if message == b"big":
+                await ws.send(b"x" * 20_000)
+            else:
+                await ws.send(message)
+            held.append(len(protocol._outgoing))
+
+    server = await start_server(answer, ping_interval=None, write_limit=16 * 1024)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        sent = [bytes([i]) * 3000 for i in range(6)] + [b"big", b"tail"]
+        peer.write(b"".join(encode_frame(BINARY, payload) for payload in sent))
+        frames = [await peer.read_frame() for _ in range(8)]
+    assert [frame.payload for frame in frames] == [*sent[:6], b"x" * 20_000, b"tail"]
+    assert held[5:] == [0, 0, 1]  # flushed past write_limit, written at once, held
+
+
 class LargeEcho(upwire.Listener):
     """Echoes each message 32 times larger."""
 
