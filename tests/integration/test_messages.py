@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from views import odd_views
 
 import upwire
 
@@ -409,16 +410,6 @@ async def test_a_fragment_iterator_failing_before_anything_was_sent_leaves_the_c
         assert ws.close_code is None
 
 
-def _views(data: bytes) -> list[memoryview]:
-    """`data` seen as ints, as a 2-D shape, and as every other byte of a doubled copy."""
-    doubled = bytes(b for byte in data for b in (byte, 0))
-    return [
-        memoryview(data).cast("i"),
-        memoryview(data).cast("B", (len(data) // 8, 8)),
-        memoryview(doubled)[::2],
-    ]
-
-
 @pytest.mark.parametrize("compression", ["deflate", None])
 async def test_a_memoryview_of_ints_or_with_strides_goes_out_as_its_bytes_both_ways(
     start_server: StartServer, compression: str | None
@@ -428,7 +419,7 @@ async def test_a_memoryview_of_ints_or_with_strides_goes_out_as_its_bytes_both_w
 
     async def send_views(ws: upwire.ServerConnection) -> None:
         for size in sizes:
-            for view in _views(bytes(range(256)) * (size // 256) + bytes(size % 256)):
+            for view in odd_views(bytes(range(256)) * (size // 256) + bytes(size % 256)):
                 await ws.send(view)
         await ws.wait_closed()
 
@@ -443,8 +434,8 @@ async def test_a_memoryview_of_ints_or_with_strides_goes_out_as_its_bytes_both_w
         async with upwire.connect(uri(echo), compression=compression) as ws:
             for size in sizes:
                 data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-                for view in _views(data):
+                for view in odd_views(data):
                     await ws.send(view)
                     assert await ws.recv() == data
-                await ws.send(_views(data))  # one message in three fragments
+                await ws.send(odd_views(data))  # one message in three fragments
                 assert await ws.recv() == data * 3

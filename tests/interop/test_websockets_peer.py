@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import websockets
+from views import odd_views
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.frames import Opcode
 
@@ -420,22 +421,17 @@ async def test_upwire_client_closes_with_1009_when_a_websockets_server_sends_too
 VIEW_DATA = bytes(range(256)) * 312 + bytes(128)  # 80000 bytes: 20000 ints, past the 16 KiB split
 
 
-def views_of_view_data() -> list[memoryview]:
-    doubled = bytes(b for byte in VIEW_DATA for b in (byte, 0))
-    return [memoryview(VIEW_DATA).cast("i"), memoryview(doubled)[::2]]
-
-
 async def test_upwire_server_sends_memoryviews_that_a_websockets_client_reads_as_their_bytes(
     upwire_server: StartServer,
 ) -> None:
     async def send_views(ws: upwire.ServerConnection) -> None:
-        for view in views_of_view_data():
+        for view in odd_views(VIEW_DATA):
             await ws.send(view)
 
     url = await upwire_server(UpwireEchoHandler(send_views), compression=None)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         async with websockets_connect(url, max_size=None, compression=None) as ws:
-            for _ in views_of_view_data():
+            for _ in odd_views(VIEW_DATA):
                 assert_same_message(await ws.recv(), VIEW_DATA)
 
 
@@ -446,9 +442,9 @@ async def test_upwire_client_sends_memoryviews_that_a_websockets_server_reads_as
     url = await websockets_server(handler, compression=None)
     async with asyncio.timeout(STEP_TIMEOUT_S):
         async with upwire.connect(url, compression=None) as ws:
-            for view in views_of_view_data():
+            for view in odd_views(VIEW_DATA):
                 await ws.send(view)
                 assert_same_message(await ws.recv(), VIEW_DATA)
         await handler.record.wait_finished()
-    assert [bytes(message) for message in handler.record.messages] == [VIEW_DATA, VIEW_DATA]
+    assert [bytes(message) for message in handler.record.messages] == [VIEW_DATA] * 3
     assert handler.record.close_code == 1000

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from views import odd_views
 
 from upwire.exceptions import UsageError
 from upwire.protocol import (
@@ -1129,16 +1130,6 @@ def test_input_makes_the_core_send_only_with_a_control_event_saying_why(
                     )
 
 
-def _views_of(data: bytes) -> list[memoryview]:
-    """The same bytes seen as other items or strides: ints, a 2-D shape, every other byte of a doubled copy."""
-    doubled = bytes(b for byte in data for b in (byte, 0))
-    return [
-        memoryview(data).cast("i"),
-        memoryview(data).cast("B", (len(data) // 8, 8)),
-        memoryview(doubled)[::2],
-    ]
-
-
 @pytest.mark.parametrize("size", [64, 20000, 80000])
 @pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
 @pytest.mark.parametrize("at_once", [False, True])
@@ -1147,7 +1138,7 @@ def test_a_memoryview_of_other_items_or_strides_is_sent_as_its_bytes(
 ) -> None:
     """A frame's length is the buffer's bytes, not its item count (20000 ints are 80000 bytes)."""
     data = (bytes(range(256)) * (size // 256 + 1))[:size]
-    for view in _views_of(data):
+    for view in odd_views(data):
         sender, receiver = (
             Connection(role),
             Connection(Role.CLIENT if role is Role.SERVER else Role.SERVER),

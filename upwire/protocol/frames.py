@@ -283,11 +283,12 @@ def select_speedup(twin: _Twin) -> _Twin:
 def byte_view(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
     """`data` as a flat run of bytes, which is what frames are sized by (`len`) and built from.
 
-    A memoryview of wider items (`len` counts items: 20000 ints are 80000 bytes) or of several dimensions is
-    cast to bytes; one with gaps between its items is copied. Anything else is returned as it is.
+    A contiguous memoryview of wider items (`len` counts items: 20000 ints are 80000 bytes) or of several
+    dimensions is cast to bytes, without a copy; one with gaps between its items is copied. Anything else is
+    returned as it is.
     """
     if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
-        return data.cast("B") if data.ndim == 1 and data.c_contiguous else data.tobytes()
+        return data.cast("B") if data.c_contiguous else data.tobytes()
     return data
 
 
@@ -304,8 +305,7 @@ def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset:
     Returns:
         The masked (or unmasked) bytes.
     """
-    if type(data) is memoryview:
-        data = byte_view(data)
+    data = byte_view(data)
     n = len(data)
     if n == 0:
         return b""
@@ -433,8 +433,7 @@ def encode_frame_py(
     Returns:
         The frame's bytes.
     """
-    if type(payload) is memoryview:
-        payload = byte_view(payload)
+    payload = byte_view(payload)
     header = encode_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=mask_key)
     if mask_key is not None:
         if len(mask_key) != 4:
