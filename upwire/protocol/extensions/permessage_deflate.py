@@ -196,7 +196,7 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
         server_no_context_takeover: always reset the server's compressor after each message.
         client_no_context_takeover: ask clients to reset theirs after each message.
         server_max_window_bits: the window of the server's compressor (9-15; None: 15, or what the client
-            asks for). Default 12: 16 KiB of history compresses typical messages almost as well as 32 KiB.
+            asks for). Default 12: 4 KiB of history compresses typical messages almost as well as 32 KiB.
         client_max_window_bits: the window clients should use, when they offer to limit it (8-15; None:
             theirs).
         compress_level, mem_level, min_size: see `PerMessageDeflate`.
