@@ -29,6 +29,8 @@ CHART_ROWS = (
     "tp_1m_1c",
     "conn_seq",
 )
+# The rows whose issue-3 target is picows' own figure (≥ 1.0×): one panel of upwire ÷ picows, both APIs.
+PICOWS_ROWS = ("tp_64k_1c", "tp_1m_1c", "tp_64k_100c", "tp_1m_100c", "conn_seq", "conn_50c")
 
 
 def by_rep(result, server, mid):
@@ -162,7 +164,14 @@ def chart(result, png):
     }
     rows = [r for r in ROWS if r[0] in CHART_ROWS and r[0] in summary]
     clients = result.get("clients")
-    panels = len(LOOPS) + (1 if clients else 0)
+    against_picows = [
+        (f"{api}-{loop}", f"picows-{loop}")
+        for api in (up, "upwire-listener")
+        for loop in LOOPS
+        if f"{api}-{loop}" in result["servers"] and f"picows-{loop}" in result["servers"]
+    ]
+    picows_rows = [r for r in ROWS if r[0] in PICOWS_ROWS and r[0] in summary]
+    panels = len(LOOPS) + (1 if against_picows and picows_rows else 0) + (1 if clients else 0)
     fig, axes = plt.subplots(panels, 1, figsize=(11, 3.6 * panels), squeeze=False)
     width = 0.8 / len(libs)
     for ax, loop in zip(axes[:, 0], LOOPS, strict=False):
@@ -185,6 +194,29 @@ def chart(result, png):
         ax.set_title(
             f"server side, {loop} loop (dashed: issue 3 target of 2× websockets at 16 B / 1 KiB)"
         )
+        ax.legend(fontsize=8, ncol=4)
+    if against_picows and picows_rows:
+        ax = axes[len(LOOPS), 0]
+        shades = ("#d62728", "#f08080", "#8c564b", "#c49c94")
+        width = 0.8 / len(against_picows)
+        for i, (server, peer) in enumerate(against_picows):
+            values = [ratio(result, mid, server, peer) or 0.0 for mid, *_ in picows_rows]
+            xs = [k + (i - (len(against_picows) - 1) / 2) * width for k in range(len(picows_rows))]
+            ax.bar(xs, values, width, label=server, color=shades[i % len(shades)])
+            for x, value in zip(xs, values, strict=True):
+                if not value:
+                    ax.text(x, 0.05, "no result", rotation=90, fontsize=7, ha="center", va="bottom")
+        ax.axhline(1.0, color="#9467bd", linewidth=0.8, linestyle="--")
+        ax.set_xticks(
+            range(len(picows_rows)),
+            [
+                " ".join(label.split()[:-1]) if label.split()[-1] in ("msg/s", "MB/s") else label
+                for _, label, *_ in picows_rows
+            ],
+            fontsize=8,
+        )
+        ax.set_ylabel("× picows (higher is better)")
+        ax.set_title("large messages and handshakes against picows (dashed: issue 3 target, 1.0×)")
         ax.legend(fontsize=8, ncol=4)
     if clients:
         ax = axes[-1, 0]
