@@ -49,7 +49,7 @@ ProcessRequest = Callable[
 class ServerConnection(Connection):
     """A connection accepted by a `Server`; the handler receives it."""
 
-    __slots__ = ("_early_data", "_opening", "_reader", "handler_task", "server")
+    __slots__ = ("_answered", "_early_data", "_opening", "_reader", "handler_task", "server")
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(server.options, loop)
@@ -60,6 +60,8 @@ class ServerConnection(Connection):
             max_headers=server.max_headers,
         )
         self._early_data = b""
+        # Answered with plain HTTP: what still arrives is read and dropped until the TCP close.
+        self._answered = False
         # The connections of one `Server._opening` batch, while this one is among them.
         self._opening: set[ServerConnection] | None = None
         self.handler_task: asyncio.Task[None] | None = None
@@ -94,6 +96,8 @@ class ServerConnection(Connection):
             self.transport.abort()
 
     def _handshake_data(self, data: bytes) -> None:
+        if self._answered:
+            return
         reader = self._reader
         if reader is None:
             # The request is complete and being processed; keep what follows for the WebSocket.
@@ -147,12 +151,29 @@ class ServerConnection(Connection):
         self._answer_http(Response(error.status, error.headers, error.body))
 
     def _answer_http(self, response: Response) -> None:
-        """Write a plain HTTP response and close the TCP connection."""
+        """Write a plain HTTP response and close the TCP connection.
+
+        The close goes in stages (RFC 9112 §9.6): this side's FIN after the response, then the socket is
+        closed once the client's FIN comes, or after `close_timeout`. Closing it at once while the client
+        still sends (a request head over the limits, a body) would make the kernel answer with a reset,
+        which can destroy the response before the client reads it. Meanwhile what arrives is dropped.
+        """
         self.response = response
+        self._answered = True
+        self._reader = None
+        self._early_data = b""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(serialize_response(response))
-            transport.close()
+            request = self.request
+            transport.write(
+                serialize_response(response, body=request is None or request.method != "HEAD")
+            )
+            timeout = self.options.close_timeout
+            if timeout is not None and transport.can_write_eof():
+                transport.write_eof()
+                self._close_timer = self.loop.call_later(timeout, transport.close)
+            else:
+                transport.close()
 
     def _internal_error(self) -> None:
         logger.exception("error while opening a connection from %s", self.remote_address)

@@ -10,7 +10,7 @@ import pytest
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, uri
-from .wire import ACCEPT, TEXT, RawPeer, parse_response, plain_get, upgrade_request
+from .wire import ACCEPT, TEXT, RawPeer, encode_frame, parse_response, plain_get, upgrade_request
 
 # ---------------------------------------------------------------------------- a good request
 
@@ -71,11 +71,19 @@ BAD_REQUESTS = {
     "no-key": (upgrade_request(headers={"Sec-WebSocket-Key": None}), 400),
     "no-connection-upgrade": (upgrade_request(headers={"Connection": "keep-alive"}), 400),
     "post": (upgrade_request(method="POST"), 405),
-    "oversized-request-line": (HUGE_REQUEST_LINE, 400),
+    "oversized-request-line": (HUGE_REQUEST_LINE, 414),
     "oversized-header-block": (HUGE_HEADER_BLOCK, 431),
     "too-many-headers": (TOO_MANY_HEADERS, 431),
     "garbage": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n", 400),
     "http-1.0": (upgrade_request().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
+    # RFC 9112 §2.3: another major version on an HTTP/1 connection is not HTTP/1.
+    "http-2.0": (upgrade_request().replace(b"HTTP/1.1", b"HTTP/2.0", 1), 505),
+    # RFC 9112 §3.2: a Host field with an invalid value gets 400.
+    "invalid-host": (upgrade_request(headers={"Host": "a b/c@d"}), 400),
+    "host-with-path": (upgrade_request(headers={"Host": "example.com/chat"}), 400),
+    # RFC 6455 §3 / RFC 9112 §3.2: a path or an absolute URI, no fragment, not asterisk-form.
+    "asterisk-target": (upgrade_request(path="*"), 400),
+    "fragment-in-target": (upgrade_request(path="/chat#frag"), 400),
 }
 
 
@@ -121,6 +129,115 @@ async def test_wrong_version_gets_426_naming_version_13(start_server: StartServe
         assert response.status == 426
         # RFC 6455 §4.4: the server lists the versions it supports.
         assert response.headers["sec-websocket-version"] == "13"
+        # RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+        assert response.headers["upgrade"].lower() == "websocket"
+
+
+@pytest.mark.parametrize(
+    "body_fields",
+    [
+        [("Content-Length", "14")],
+        [("Transfer-Encoding", "chunked")],
+        [("Content-Length", "14"), ("Content-Length", "14")],
+    ],
+    ids=["content-length", "chunked", "two-content-lengths"],
+)
+async def test_request_with_a_body_is_refused_and_its_body_never_read_as_frames(
+    start_server: StartServer, body_fields: list[tuple[str, str]]
+) -> None:
+    # The body of an upgrade request belongs to HTTP (RFC 9112 §6.3): read as WebSocket data, it
+    # would smuggle a message past an intermediary that saw it as a body.
+    server = await start_server()
+    smuggled = encode_frame(TEXT, "smuggled")
+    assert len(smuggled) == 14
+    body = (
+        smuggled
+        if body_fields[0][0] == "Content-Length"
+        else b"e\r\n" + smuggled + b"\r\n0\r\n\r\n"
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(extra=body_fields) + body)
+        raw = await peer.read_to_eof()
+        response = parse_response(raw)
+        assert response.status == 400, raw[:300]
+        assert b"no body" in response.body
+        assert b"smuggled" not in raw
+
+
+async def test_request_with_content_length_0_upgrades(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(extra=[("Content-Length", "0")]))
+        response = await peer.read_response_head()
+        assert response.status == 101
+        peer.send_frame(TEXT, "after")
+        assert (await peer.read_frame()).payload == b"after"
+        peer.close()
+
+
+async def test_head_request_gets_405_without_a_body(start_server: StartServer) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(method="HEAD"))
+        raw = await peer.read_to_eof()
+        # RFC 9110 §9.3.2: no content in a response to HEAD; Content-Length is what GET would get.
+        _, _, rest = raw.partition(b"\r\n\r\n")
+        response = parse_response(raw)
+        assert response.status == 405
+        assert response.headers["allow"] == "GET"
+        assert int(response.headers["content-length"]) > 0
+        assert rest == b""
+
+
+async def test_process_request_answer_to_head_has_no_body(start_server: StartServer) -> None:
+    server = await start_server(
+        process_request=lambda connection, request: upwire.Response(200, body="OK\n")
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(b"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        raw = await peer.read_to_eof()
+        assert raw.startswith(b"HTTP/1.1 200 ")
+        assert b"Content-Length: 3\r\n" in raw
+        assert raw.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "host", ["example.com", "127.0.0.1:8765", "[::1]:8765", "[::1]", "xn--bcher-kva.example:80"]
+)
+async def test_valid_host_values_upgrade(start_server: StartServer, host: str) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(headers={"Host": host}))
+        assert (await peer.read_response_head()).status == 101
+        peer.close()
+
+
+async def test_empty_lines_before_the_request_line_are_ignored(start_server: StartServer) -> None:
+    # RFC 9112 §2.2: a server SHOULD ignore at least one empty line received before the request line.
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(b"\r\n")
+        await asyncio.sleep(0.05)
+        peer.write(b"\r\n" + upgrade_request())
+        assert (await peer.read_response_head()).status == 101
+        peer.close()
+
+
+async def test_absolute_form_target_upgrades_and_routes_by_its_path(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request(path="ws://127.0.0.1/chat?x=1"))
+        assert (await peer.read_response_head()).status == 101
+        peer.close()
 
 
 @pytest.mark.parametrize(
@@ -150,6 +267,26 @@ async def test_post_gets_405_allowing_only_get(start_server: StartServer) -> Non
         response = await peer.read_http_response()
         assert response.status == 405
         assert response.headers["allow"] == "GET"
+
+
+async def test_refused_request_still_sending_gets_its_answer_and_a_clean_close(
+    start_server: StartServer,
+) -> None:
+    # The server answers 431 while the client is still sending the head. Closing the socket at once
+    # with unread bytes makes the kernel send a reset, which can destroy the 431 before it is read
+    # (RFC 9112 §9.6): the server sends its FIN, drops what arrives, and closes when the client does.
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(HUGE_HEADER_BLOCK[:-2])
+        for _ in range(64):  # 2 MiB more of the never-ending head, after the server answered
+            writer.write(b"X-More: " + b"m" * 32760 + b"\r\n")
+            await writer.drain()
+        # Answered, and then this side's end: an EOF, not a reset.
+        raw = await reader.read()
+        assert parse_response(raw).status == 431
+        assert reader.at_eof()
+        writer.close()
 
 
 async def test_oversized_header_block_sent_in_pieces_gets_431(start_server: StartServer) -> None:

@@ -423,6 +423,14 @@ def test_client_refuses_a_subprotocol_it_did_not_offer(offered: list[str]) -> No
         handshake.check_response(ok_response(Sec_WebSocket_Protocol="mqtt"))
 
 
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_client_refuses_an_empty_subprotocol(value: str) -> None:
+    # The field names one subprotocol (RFC 6455 §11.3.4); present but empty, it names none.
+    handshake = ClientHandshake("a", "/", subprotocols=["chat"], key=RFC_KEY)
+    with pytest.raises(InvalidHandshake, match="empty Sec-WebSocket-Protocol"):
+        handshake.check_response(ok_response(Sec_WebSocket_Protocol=value))
+
+
 def test_client_refuses_more_than_one_subprotocol() -> None:
     handshake = ClientHandshake("a", "/", subprotocols=["chat", "superchat"], key=RFC_KEY)
     with pytest.raises(InvalidHandshake):

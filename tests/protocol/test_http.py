@@ -180,16 +180,17 @@ def test_request_line_of_max_request_line_bytes_is_accepted_when_fed_byte_by_byt
     assert results[-1] is not None
 
 
-def test_request_line_over_max_request_line_is_a_400() -> None:
+def test_request_line_over_max_request_line_is_a_414() -> None:
+    # RFC 9112 §3: a target longer than the server parses gets 414 URI Too Long.
     line = b"GET /" + b"a" * 96 + b" HTTP/1.1"
     error = rejected([line + b"\r\nHost: a\r\n\r\n"], max_request_line=len(line) - 1)
-    assert error.status == 400
+    assert error.status == 414
     assert "max_request_line" in str(error)
 
 
-def test_request_line_over_max_request_line_is_a_400_before_its_end_arrives() -> None:
+def test_request_line_over_max_request_line_is_a_414_before_its_end_arrives() -> None:
     chunks = [b"GET /" + b"a" * 50 for _ in range(200)]  # no CRLF ever
-    assert rejected(chunks, max_request_line=1000).status == 400
+    assert rejected(chunks, max_request_line=1000).status == 414
 
 
 def test_request_head_over_max_header_bytes_is_a_431_while_incomplete() -> None:
@@ -339,5 +340,33 @@ def test_malformed_response_is_an_invalid_handshake_with_status_0() -> None:
 def test_eof_before_any_response_is_an_invalid_handshake() -> None:
     reader = ResponseReader(rfc_request())
     assert reader.feed(b"HTTP/1.1 10") is None
-    with pytest.raises(InvalidHandshake):
+    with pytest.raises(InvalidHandshake, match="connection closed before a complete HTTP response"):
         reader.feed_eof()
+
+
+def test_eof_with_no_byte_received_says_the_connection_closed() -> None:
+    with pytest.raises(InvalidHandshake, match="connection closed before") as info:
+        ResponseReader(rfc_request()).feed_eof()
+    assert info.value.status == 0
+
+
+def big_101(size: int) -> bytes:
+    """The RFC's 101 with one more field, so that the head is `size` bytes long."""
+    pad = size - len(RFC_RESPONSE) - len("X-Pad: \r\n")
+    return RFC_RESPONSE[:-2] + b"X-Pad: " + b"p" * pad + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("pieces", [1, 64])
+def test_response_head_over_max_header_bytes_is_refused_however_it_arrives(pieces: int) -> None:
+    data = big_101(40 * 1024)
+    reader = ResponseReader(rfc_request(), max_header_bytes=16 * 1024)
+    step = -(-len(data) // pieces)
+    with pytest.raises(InvalidHandshake, match="max_header_bytes=16384"):
+        for start in range(0, len(data), step):
+            reader.feed(data[start : start + step])
+
+
+def test_response_head_of_max_header_bytes_is_accepted() -> None:
+    data = big_101(4096)
+    response = ResponseReader(rfc_request(), max_header_bytes=4096).feed(data)
+    assert response is not None and response.status == 101

@@ -63,6 +63,7 @@ class ReferenceRequestReader:
         self._max_header_bytes = max_header_bytes
         self._seen = bytearray()
         self._received = 0
+        self._skipped = 0
         self.request: Request | None = None
         self.trailing_data = b""
 
@@ -71,11 +72,20 @@ class ReferenceRequestReader:
             self.trailing_data += data
             return self.request
         limit = self._max_request_line
+        if self._received == 0:
+            # Empty lines before the request line are ignored (RFC 9112 §2.2), a request line's worth.
+            rest = bytes(data).lstrip(b"\r\n")
+            self._skipped += len(data) - len(rest)
+            if self._skipped > limit:
+                raise http_error(400, "no request line: only empty lines received")
+            data = rest
+            if not data:
+                return None
         if len(self._seen) < limit + 2:
             self._seen += data[: limit + 2 - len(self._seen)]
             line_end = self._seen.find(b"\r\n")
             if line_end > limit or (line_end < 0 and len(self._seen) >= limit + 2):
-                raise http_error(400, f"request line longer than max_request_line={limit} bytes")
+                raise http_error(414, f"request line longer than max_request_line={limit} bytes")
         self._received += len(data)
         self._parser.receive_data(data)
         try:

@@ -1,7 +1,7 @@
 """The opening handshake (RFC 6455 §4): the client's Upgrade request and the server's 101 answer.
 
 Owns: every rule of the opening handshake on both sides — request validation with the right HTTP error
-(400, 405, 426), `Sec-WebSocket-Key`/`Accept`, version, subprotocol negotiation, and the client's checks of
+(400, 405, 426, 505), `Sec-WebSocket-Key`/`Accept`, version, subprotocol negotiation, and the client's checks of
 the server's answer.
 
 Must not know: sockets, or how HTTP bytes are parsed (`http` does that).
@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -201,6 +202,8 @@ _HEAD_START = serialize_response(Response._of(101, Headers._of(list(_HEAD_FIELDS
 _REQUEST_FIELDS = frozenset(
     {
         "host",
+        "content-length",
+        "transfer-encoding",
         "upgrade",
         "connection",
         "sec-websocket-version",
@@ -212,12 +215,21 @@ _REQUEST_FIELDS = frozenset(
 )
 
 
+# RFC 3986 §3.2.2-3.2.3 host (an IP literal in brackets, or IPv4 / a registered name) and optional port.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Za-z:.%!$&'()*+,;=~_-]+\]|[0-9A-Za-z.%!$&'()*+,;=~_-]+)(?::[0-9]*)?", re.ASCII
+)
+# An absolute-form request target starts with a scheme and "://" (RFC 9112 §3.2.2).
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://", re.ASCII)
+
+
 def check_request(request: Request) -> str:
     """Validate an opening handshake request; return its Sec-WebSocket-Key.
 
     Raises:
-        InvalidHandshake: 405 for a method other than GET, 400 for a malformed request, 426 when the request
-            is not a WebSocket Upgrade or asks for a version other than 13.
+        InvalidHandshake: 405 for a method other than GET, 400 for a malformed request (a bad target or
+            Host, or a body), 426 when the request is not a WebSocket Upgrade or asks for a version other
+            than 13, 505 for an HTTP major version other than 1.
     """
     return _check_request(request, request.headers._collect(_REQUEST_FIELDS))
 
@@ -231,10 +243,26 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
         )
     if request.http_version in ("0.9", "1.0"):
         raise http_error(400, f"HTTP/{request.http_version} cannot upgrade; HTTP/1.1 is required")
-    # (2) A Host header field (h11 already requires it for HTTP/1.1; a blank one is not enough).
+    if not request.http_version.startswith("1."):
+        # The request came on an HTTP/1 connection; another major version is not HTTP/1 (RFC 9112 §2.3).
+        raise http_error(505, f"HTTP/{request.http_version} is not supported; use HTTP/1.1")
+    # (1) The Request-URI: a path (origin-form) or an absolute URI, without a fragment (RFC 6455 §3,
+    # RFC 9112 §3.2): not `*` nor an authority.
+    target = request.target
+    if "#" in target or not (target.startswith("/") or _ABSOLUTE_FORM.match(target)):
+        raise http_error(400, f"request target {target!r} is neither a path nor an absolute URI")
+    # A handshake request has no content (RFC 6455 §4.1); bytes sent as one would be read as frames.
+    lengths = found.get("content-length")
+    if "transfer-encoding" in found or (lengths and any(v.strip() != "0" for v in lengths)):
+        raise http_error(
+            400, "an opening handshake request has no body (Content-Length or Transfer-Encoding)"
+        )
+    # (2) Exactly one Host header field with a valid value (RFC 9112 §3.2): host, IP literal, port.
     hosts = found.get("host")
     if not hosts or not ", ".join(hosts).strip():
         raise http_error(400, "missing Host header")
+    if len(hosts) != 1 or not _HOST.fullmatch(hosts[0].strip(" \t")):
+        raise http_error(400, f"invalid Host header {', '.join(hosts)!r}")
     # (3) Upgrade MUST include "websocket" (case-insensitive). (What browsers send is checked first.)
     upgrade = found.get("upgrade")
     if upgrade != ["websocket"] and "websocket" not in list_tokens(upgrade or ()):
@@ -254,7 +282,8 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
         raise http_error(
             426,
             f"unsupported Sec-WebSocket-Version ({found_versions}); this server speaks version 13",
-            [("Sec-WebSocket-Version", "13")],
+            # A 426 names the protocol to upgrade to (RFC 9110 §15.5.22); §4.4 adds the versions.
+            [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
         )
     # (5) Sec-WebSocket-Key MUST be base64 of 16 bytes, sent once.
     keys = found.get("sec-websocket-key")
@@ -346,8 +375,12 @@ class ClientHandshake:
                 f"wrong Sec-WebSocket-Accept {', '.join(accepts) or '(missing)'}", 101
             )
         self.extensions = self._accept_extensions(headers.get_all("Sec-WebSocket-Extensions"))
-        chosen = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in _split(v)]
+        values = headers.get_all("Sec-WebSocket-Protocol")
+        chosen = [t for v in values for t in _split(v)]
         if not chosen:
+            if values:
+                # RFC 6455 §4.1 (6) / §11.3.4: the field names one subprotocol; an empty one names none.
+                raise InvalidHandshake("empty Sec-WebSocket-Protocol in the 101 response", 101)
             return None
         if len(chosen) > 1 or chosen[0] not in self.subprotocols:
             raise InvalidHandshake(

@@ -340,8 +340,12 @@ def serialize_fields(fields: list[str]) -> bytes:
     return bytes(out)
 
 
-def serialize_response(response: Response, *, close: bool = True) -> bytes:
-    """Write a response as bytes; a non-101 response gets Content-Length and, with `close`, Connection: close."""
+def serialize_response(response: Response, *, close: bool = True, body: bool = True) -> bytes:
+    """Write a response as bytes; a non-101 response gets Content-Length and, with `close`, Connection: close.
+
+    With `body` False (the answer to a HEAD request, RFC 9110 §9.3.2) the head alone is written, its
+    Content-Length still the body's.
+    """
     fields = response.headers._fields
     if response.status != 101:
         fields = list(fields)
@@ -352,7 +356,7 @@ def serialize_response(response: Response, *, close: bool = True) -> bytes:
     head = _write_head(
         f"HTTP/1.1 {response.status} {_check_field(response.reason, 'reason')}", fields
     )
-    return head + response.body if response.body else head
+    return head + response.body if response.body and body else head
 
 
 def serialize_request(request: Request) -> bytes:
@@ -376,7 +380,8 @@ class RequestReader:
     stays the reference for what is valid and for every error message.
 
     Args:
-        max_request_line: the longest request line accepted (400 past it).
+        max_request_line: the longest request line accepted (414 URI Too Long past it: the target is
+            what makes a request line long).
         max_header_bytes: the largest request head accepted (431 past it).
         max_headers: the most header fields accepted (431 past it).
     """
@@ -388,6 +393,7 @@ class RequestReader:
         "_parser",
         "_received",
         "_seen",
+        "_skipped",
         "request",
         "trailing_data",
     )
@@ -406,6 +412,7 @@ class RequestReader:
         self._max_header_bytes = max_header_bytes
         self._seen = bytearray()
         self._received = 0
+        self._skipped = 0
         self.request: Request | None = None
         self.trailing_data = b""
 
@@ -413,18 +420,29 @@ class RequestReader:
         """Feed received bytes; return the request once its head is complete.
 
         Raises:
-            InvalidHandshake: with the status to answer (400, 431) when the request is malformed or too large.
+            InvalidHandshake: with the status to answer (400, 414, 431) when the request is malformed or too
+                large.
         """
         if self.request is not None:
             self.trailing_data += data
             return self.request
         limit = self._max_request_line
+        if self._received == 0 and data[:1] in (b"\r", b"\n"):
+            # Empty lines before the request line are ignored (RFC 9112 §2.2), a request line's worth.
+            data = bytes(data)
+            start = len(data) - len(data.lstrip(b"\r\n"))
+            self._skipped += start
+            if self._skipped > limit:
+                raise http_error(400, "no request line: only empty lines received")
+            data = data[start:]
+            if not data:
+                return None
         if self._received == 0 and data:
             # The first segment: the same check as below, without copying it.
             data = bytes(data)  # a no-op for bytes; trailing_data is bytes whatever was fed
             line_end = data.find(b"\r\n", 0, limit + 2)
             if line_end > limit or (line_end < 0 and len(data) >= limit + 2):
-                raise http_error(400, f"request line longer than max_request_line={limit} bytes")
+                raise _too_long(limit)
             head = read_common_head(data)
             if head is not None:
                 method, target, fields, size = head
@@ -435,7 +453,7 @@ class RequestReader:
             self._seen += data[: limit + 2 - len(self._seen)]
             line_end = self._seen.find(b"\r\n")
             if line_end > limit or (line_end < 0 and len(self._seen) >= limit + 2):
-                raise http_error(400, f"request line longer than max_request_line={limit} bytes")
+                raise _too_long(limit)
         self._received += len(data)
         parser = self._parser
         if parser is None:
@@ -481,6 +499,10 @@ class RequestReader:
         )
 
 
+def _too_long(limit: int) -> InvalidHandshake:
+    return http_error(414, f"request line longer than max_request_line={limit} bytes")
+
+
 class ResponseReader:
     """Read the response to a request on the client side (101, or an HTTP error with a bounded body).
 
@@ -506,8 +528,10 @@ class ResponseReader:
             )
         )
         self._max_body_bytes = max_body_bytes
+        self._max_header_bytes = max_header_bytes
         self._response: Response | None = None
         self._body = bytearray()
+        self._eof = False
         self.trailing_data = b""
 
     def feed(self, data: bytes) -> Response | None:
@@ -521,6 +545,7 @@ class ResponseReader:
 
     def feed_eof(self) -> Response | None:
         """Tell the reader the server closed the connection; return the response if that completes it."""
+        self._eof = True
         self._parser.receive_data(b"")
         return self._next()
 
@@ -529,11 +554,20 @@ class ResponseReader:
             try:
                 event = self._parser.next_event()
             except h11.RemoteProtocolError as exc:
+                if self._eof and self._response is None:
+                    raise InvalidHandshake(
+                        "connection closed before a complete HTTP response", 0
+                    ) from None
+                if exc.error_status_hint == 431:  # h11's bound on a head still arriving
+                    raise self._too_large() from None
                 raise InvalidHandshake(f"malformed HTTP response: {exc}", 0) from None
             if event is h11.NEED_DATA:
                 return None
             if event is h11.PAUSED:
                 return self._response
+            if isinstance(event, h11.InformationalResponse | h11.Response):
+                # h11 bounds only a head still arriving; one that arrived whole is measured here.
+                self._check_head_size(event)
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     self._response = Response(
@@ -556,3 +590,16 @@ class ResponseReader:
                     raise InvalidHandshake("connection closed before an HTTP response", 0)
                 self._response.body = bytes(self._body)
                 return self._response
+
+    def _check_head_size(self, event: h11.InformationalResponse | h11.Response) -> None:
+        # The status line and each field line as written with the least white space: "HTTP/1.1 NNN
+        # reason", "name: value", each with its CRLF, and the blank line.
+        size = 15 + len(event.reason) + 2
+        size += sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
+        if size > self._max_header_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> InvalidHandshake:
+        return InvalidHandshake(
+            f"response head larger than max_header_bytes={self._max_header_bytes} bytes", 0
+        )
