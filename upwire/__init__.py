@@ -35,6 +35,10 @@ from upwire.exceptions import (
 from upwire.listener import Listener
 from upwire.protocol.close import CloseCode
 from upwire.protocol.connection import State
+from upwire.protocol.extensions import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
 from upwire.protocol.frames import Opcode
 from upwire.protocol.http import Headers, Request, Response
 from upwire.server import Server, ServerConnection, serve
@@ -43,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClientConnection",
+    "ClientPerMessageDeflateFactory",
     "CloseCode",
     "ConcurrencyError",
     "Connection",
@@ -65,6 +70,7 @@ __all__ = [
     "Response",
     "Server",
     "ServerConnection",
+    "ServerPerMessageDeflateFactory",
     "State",
     "UsageError",
     "WebSocketError",

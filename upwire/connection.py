@@ -618,7 +618,9 @@ class Connection(asyncio.BufferedProtocol):
         """Send a message: `str` as text, bytes-like as binary, an (async) iterable as one fragmented message.
 
         Frames of different messages never interleave, whatever the number of tasks sending at once. Waits
-        while the transport's write buffer is above `write_limit`.
+        while the transport's write buffer is above `write_limit`. An async iterable's fragments go out as
+        they are produced, and an empty final frame ends the message; a sync iterable's last fragment
+        carries FIN itself.
 
         Raises:
             ConnectionClosed: when the connection is closing or closed.
@@ -773,13 +775,23 @@ class Connection(asyncio.BufferedProtocol):
                         break
                     if not isinstance(item, str | bytes | bytearray | memoryview):
                         raise TypeError(f"cannot send a fragment of type {type(item).__name__}")
-                    if previous is not sentinel:
+                    if iterator is not None:
+                        # An async producer's fragment goes out as soon as it is yielded (the next one may
+                        # be long in coming); an empty final frame ends the message.
+                        previous = "" if isinstance(item, str) else b""
+                        self._open_protocol().send_fragment(item, fin=False)
+                    elif previous is not sentinel:
+                        # A sync iterable's next fragment is there already: one frame behind, the last
+                        # fragment carries FIN itself.
                         self._open_protocol().send_fragment(previous, fin=False)
-                        self._large_queued = True
-                        self._flush()
-                        if self._writing_paused:
-                            await self._drain()
-                    previous = item
+                        previous = item
+                    else:
+                        previous = item
+                        continue
+                    self._large_queued = True
+                    self._flush()
+                    if self._writing_paused:
+                        await self._drain()
             except BaseException:
                 if self._fragmenting():
                     # Fragments are on the wire and the message cannot be finished: the peer must not

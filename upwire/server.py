@@ -17,7 +17,7 @@ from typing import Any
 
 from upwire import _accept
 from upwire.connection import Connection, ConnectionOptions, extension_factories
-from upwire.exceptions import ConnectionClosed, InvalidHandshake
+from upwire.exceptions import ConnectionClosed, InvalidHandshake, UsageError
 from upwire.forwarded import TrustedProxies
 from upwire.listener import Listener
 from upwire.protocol.connection import Connection as ProtocolConnection
@@ -309,6 +309,7 @@ class Server:
         self._opening: set[ServerConnection] = set()
         self._opening_until = 0.0
         self._server: asyncio.Server | None = None
+        self._port: int | None = None  # kept once the server is closed
         self._closing: asyncio.Task[None] | None = None
 
     def _watch_opening(self, connection: ServerConnection) -> set[ServerConnection]:
@@ -356,8 +357,14 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The port of the first listening socket (useful with `port=0`)."""
-        return int(self.sockets[0].getsockname()[1])
+        """The port of the first listening socket (useful with `port=0`); still the same once closed.
+
+        Raises:
+            UsageError: for a server listening on no TCP socket (a Unix socket, say).
+        """
+        if self._port is None:
+            raise UsageError("the server listens on no TCP port")
+        return self._port
 
     @property
     def connections(self) -> set[ServerConnection]:
@@ -437,6 +444,9 @@ class Server:
             backlog=backlog,
             start_serving=False,
         )
+        addresses = [sock.getsockname() for sock in server.sockets]
+        if addresses and isinstance(addresses[0], tuple):
+            self._port = int(addresses[0][1])
         if _accept.supported(loop, server, ssl):
             _accept.start_accepting(loop, server, make_connection, backlog)
         else:

@@ -122,7 +122,8 @@ async def test_list_generator_and_async_generator_each_arrive_as_one_message(
     [
         (lambda: ["ab", "cd", "ef"], TEXT, [b"ab", b"cd", b"ef"]),
         (sync_fragments, BINARY, [b"ab", b"cd", b"ef"]),
-        (async_fragments, TEXT, [b"ab", b"cd", b"ef"]),
+        # An async producer's fragments go out as they come; an empty final frame ends the message.
+        (async_fragments, TEXT, [b"ab", b"cd", b"ef", b""]),
         (lambda: ["only"], TEXT, [b"only"]),
     ],
     ids=["list", "generator", "async-generator", "single-item"],
@@ -142,6 +143,33 @@ async def test_fragmented_send_goes_on_the_wire_as_one_frame_per_fragment(
         assert [f.opcode for f in frames] == [first_opcode] + [CONTINUATION] * (len(payloads) - 1)
         assert [f.fin for f in frames] == [False] * (len(payloads) - 1) + [True]
         assert not any(f.masked for f in frames)
+        peer.close()
+
+
+async def test_async_producer_fragment_goes_out_before_the_next_one_is_produced(
+    start_server: StartServer,
+) -> None:
+    # Streaming (tokens of an answer, say): a fragment must not wait for its successor to exist.
+    more = asyncio.Event()
+
+    async def producer() -> AsyncIterator[str]:
+        yield "first"
+        await more.wait()
+        yield "second"
+
+    async def send_stream(ws: upwire.ServerConnection) -> None:
+        await ws.send(producer())
+        await ws.recv()
+
+    server = await start_server(send_stream)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        first = await peer.read_frame()
+        assert (first.opcode, first.fin, first.payload) == (TEXT, False, b"first")
+        more.set()
+        second, last = await peer.read_frame(), await peer.read_frame()
+        assert (second.opcode, second.fin, second.payload) == (CONTINUATION, False, b"second")
+        assert (last.opcode, last.fin, last.payload) == (CONTINUATION, True, b"")
         peer.close()
 
 

@@ -48,6 +48,31 @@ async def test_server_close_closes_every_client_with_1001_and_wait_closed_return
             await upwire.connect(address)
 
 
+async def test_server_port_is_still_known_once_the_server_is_closed() -> None:
+    server = await upwire.serve(echo, "127.0.0.1", 0)
+    port = server.port
+    assert port > 0
+    server.close()
+    await server.wait_closed()
+    assert server.sockets == ()
+    assert server.port == port
+
+
+async def test_deflate_factories_are_importable_from_upwire_and_negotiate(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(
+        extensions=[upwire.ServerPerMessageDeflateFactory(compress_level=1)]
+    )
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect(uri(server), extensions=[upwire.ClientPerMessageDeflateFactory()]) as ws,
+    ):
+        assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+        await ws.send("x" * 1000)
+        assert await ws.recv() == "x" * 1000
+
+
 async def test_handler_that_ignores_the_close_is_cancelled_after_shutdown_timeout(
     start_server: StartServer,
 ) -> None:
