@@ -8,11 +8,13 @@ redirects (`redirects`), all within `open_timeout`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import ssl as ssl_module
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from upwire.connection import Connection, ConnectionOptions, extension_factories
 from upwire.exceptions import InvalidCertificate, InvalidHandshake, InvalidStatus, InvalidURI
@@ -31,12 +33,17 @@ USER_AGENT = "upwire (Python)"
 
 @dataclass(frozen=True, slots=True)
 class WebSocketURI:
-    """A parsed ws:// or wss:// URI."""
+    """A parsed ws:// or wss:// URI.
+
+    Attributes:
+        user_info: the user name and password of a `ws://user:password@host/` URI, percent-decoded.
+    """
 
     secure: bool
     host: str
     port: int
     target: str
+    user_info: tuple[str, str] | None = None
 
     @property
     def host_header(self) -> str:
@@ -49,6 +56,9 @@ class WebSocketURI:
 def parse_uri(uri: str) -> WebSocketURI:
     """Parse a WebSocket URI (RFC 6455 §3).
 
+    Credentials (`ws://user:password@host/`) are kept as `user_info`; `connect` sends them as HTTP Basic
+    authentication. Error messages never show them.
+
     Raises:
         InvalidURI: for another scheme, a missing host, a bad port, or a fragment.
     """
@@ -56,23 +66,36 @@ def parse_uri(uri: str) -> WebSocketURI:
         parts = urlsplit(uri)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURI(uri, str(exc)) from None
+        raise InvalidURI(redact_uri(uri), str(exc)) from None
     if parts.scheme not in ("ws", "wss"):
-        raise InvalidURI(uri, "the scheme must be ws:// or wss://")
+        raise InvalidURI(redact_uri(uri), "the scheme must be ws:// or wss://")
     if not parts.hostname:
-        raise InvalidURI(uri, "no host")
+        raise InvalidURI(redact_uri(uri), "no host")
     if parts.fragment or uri.endswith("#"):
         # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
-        raise InvalidURI(uri, "a WebSocket URI cannot have a #fragment")
-    if parts.username or parts.password:
-        raise InvalidURI(
-            uri, "credentials in the URI are not supported; send an Authorization header"
-        )
+        raise InvalidURI(redact_uri(uri), "a WebSocket URI cannot have a #fragment")
+    user_info = None
+    if parts.username is not None or parts.password is not None:
+        user_info = (unquote(parts.username or ""), unquote(parts.password or ""))
     secure = parts.scheme == "wss"
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), target)
+    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), target, user_info)
+
+
+_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with its user information (user name and password) replaced by `***`, for messages."""
+    return _USER_INFO.sub(r"\1***@", uri)
+
+
+def basic_authorization(user_info: tuple[str, str]) -> str:
+    """The `Authorization` value for HTTP Basic authentication (RFC 7617) with these credentials."""
+    credentials = f"{user_info[0]}:{user_info[1]}".encode()
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
 
 
 class ClientConnection(Connection):
@@ -195,15 +218,17 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
     ) -> None:
         self.uri = parse_uri(uri)
         if not self.uri.secure and (ssl is not None or server_hostname is not None):
-            raise InvalidURI(uri, "ssl and server_hostname need a wss:// URI")
+            raise InvalidURI(redact_uri(uri), "ssl and server_hostname need a wss:// URI")
         if not isinstance(proxy, str | bool | None):
             raise TypeError(
                 f"proxy must be a URL string, True (from the environment) or None, not {proxy!r}"
             )
+        # Redirects start from the URI without its credentials (the Authorization header carries them):
+        # they stay out of relative Locations and of error messages.
+        self._raw_uri = _USER_INFO.sub(r"\1", uri)
         RedirectChain(
-            uri, max_redirects
-        )  # checks max_redirects now rather than at the first redirect
-        self._raw_uri = uri
+            self._raw_uri, max_redirects
+        )  # checks max_redirects now, not at the first redirect
         self._max_redirects = max_redirects
         self._proxy = proxy
         self._user_agent = user_agent
@@ -215,6 +240,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             headers.add("User-Agent", user_agent)
         for name, value in Headers(additional_headers).items():
             headers.add(name, value)
+        # Credentials in the URI are sent as an Authorization header would be (one given wins), so they
+        # follow a redirect to the same origin only.
+        if self.uri.user_info is not None and "authorization" not in headers:
+            headers.add("Authorization", basic_authorization(self.uri.user_info))
         self._headers = headers
         self._subprotocols = list(subprotocols)
         self._extensions = extension_factories(
@@ -238,6 +267,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                         raise
                     headers = headers_for_redirect(headers, chain.uris[-2], location)
                     uri = parse_uri(location)
+                    if uri.user_info is not None and "authorization" not in headers:
+                        headers = Headers(headers.items())
+                        headers.add("Authorization", basic_authorization(uri.user_info))
         self.connection = connection
         return connection
 

@@ -6,6 +6,7 @@ up to `max_redirects`, never from wss:// to ws://, and reports loops and refusal
 
 from __future__ import annotations
 
+import base64
 import ssl
 from collections.abc import Callable
 
@@ -95,6 +96,46 @@ async def test_credentials_are_not_sent_to_another_origin(start_server: StartSer
         f"ws://127.0.0.1:{first.port}/away", additional_headers=headers
     ) as ws:
         assert await ws.recv() == "/x auth=None"
+
+
+async def test_credentials_in_the_uri_are_sent_as_basic_authorization(
+    start_server: StartServer,
+) -> None:
+    final = await start_server(whoami)
+    first = await start_server(
+        whoami,
+        process_request=redirecting(
+            {"/same": (302, "/there"), "/away": (302, f"ws://127.0.0.1:{final.port}/x")}
+        ),
+    )
+    # Percent-decoded first (RFC 3986 §3.2.1): "al@ice" and "p:ss".
+    basic = "Basic " + base64.b64encode(b"al@ice:p:ss").decode()
+    async with upwire.connect(f"ws://al%40ice:p%3Ass@127.0.0.1:{first.port}/h") as ws:
+        assert await ws.recv() == f"/h auth={basic}"
+    # Like an Authorization header given by the caller: kept to the same origin only.
+    async with upwire.connect(f"ws://al%40ice:p%3Ass@127.0.0.1:{first.port}/same") as ws:
+        assert await ws.recv() == f"/there auth={basic}"
+    async with upwire.connect(f"ws://al%40ice:p%3Ass@127.0.0.1:{first.port}/away") as ws:
+        assert await ws.recv() == "/x auth=None"
+    # An Authorization header given by the caller wins.
+    async with upwire.connect(
+        f"ws://u:p@127.0.0.1:{first.port}/h", additional_headers={"Authorization": "Bearer t"}
+    ) as ws:
+        assert await ws.recv() == "/h auth=Bearer t"
+
+
+async def test_credentials_in_the_uri_never_appear_in_errors(start_server: StartServer) -> None:
+    with pytest.raises(upwire.InvalidURI) as caught:
+        await upwire.connect("ws://user:secret@127.0.0.1:port/")
+    assert "secret" not in str(caught.value)
+    assert "***@127.0.0.1" in str(caught.value)
+    server = await start_server(
+        whoami, process_request=redirecting({"/a": (302, "/b"), "/b": (301, "/a")})
+    )
+    with pytest.raises(upwire.InvalidRedirect) as looped:
+        await upwire.connect(f"ws://user:secret@127.0.0.1:{server.port}/a")
+    assert "secret" not in str(looped.value)
+    assert "user" not in str(looped.value)
 
 
 async def test_redirect_loop_is_a_clear_error(start_server: StartServer) -> None:
