@@ -59,6 +59,7 @@ class Packet:
     ack: int
     flags: int
     payload: bytes = b""
+    ip6_options: bool = False  # an IPv6 Destination Options header before TCP
 
 
 @dataclass
@@ -112,6 +113,12 @@ def _ip(packet: Packet) -> bytes:
     if ":" in packet.src[0]:
         src, dst = (socket.inet_pton(socket.AF_INET6, a[0]) for a in (packet.src, packet.dst))
         tcp.sum = 0
+        if packet.ip6_options:
+            # Next header TCP, length 0 (8 bytes), then a 4-byte PadN option.
+            options = bytes([dpkt.ip.IP_PROTO_TCP, 0, 1, 4, 0, 0, 0, 0])
+            segment = bytes(tcp)
+            head = dpkt.ip6.IP6(src=src, dst=dst, nxt=60, hlim=64, plen=len(options) + len(segment))
+            return bytes(head)[:40] + options + segment
         ip6 = dpkt.ip6.IP6(src=src, dst=dst, nxt=dpkt.ip.IP_PROTO_TCP, hlim=64, data=tcp)
         ip6.plen = len(bytes(tcp))
         return bytes(ip6)

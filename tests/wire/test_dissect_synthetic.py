@@ -8,6 +8,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import dpkt
 import pytest
 
 from upwire.cli import main
@@ -23,6 +24,7 @@ from .pcapbuild import (
     RESPONSE,
     SERVER6,
     Conversation,
+    Packet,
     client_frame,
     deflate_messages,
     server_frame,
@@ -217,6 +219,76 @@ def test_a_capture_that_starts_mid_frame_says_so(tmp_path: Path) -> None:
     [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
     assert not connection.observer.is_websocket
     assert "middle of this connection" in connection.observer.notes[0]
+
+
+def test_a_request_header_with_latin_1_bytes_decodes(tmp_path: Path) -> None:
+    # obs-text (RFC 9110 §5.5) in a request value: read as Latin-1, never a traceback.
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST.replace(b"synthetic", b"caf\xe9 \xff\xfe"))
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, b"hi"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert connection.observer.is_websocket
+    assert connection.observer.request is not None
+    assert connection.observer.request.headers["User-Agent"] == "caf\xe9 \xff\xfe"
+    assert [f.text for f in connection.frames] == ["hi"]
+
+
+def test_a_close_with_a_code_not_allowed_keeps_its_code_and_reason(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.CLOSE, b"\x03\xedgone"))  # 1005
+    conversation.send(False, server_frame(Opcode.CLOSE, b"\x03\xe8bad \xff"))  # 1000, bad UTF-8
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    first, second = connection.frames
+    assert (first.close_code, first.close_reason) == (1005, "gone")
+    assert first.violations
+    assert (second.close_code, second.close_reason) == (1000, "bad \ufffd")
+    assert second.violations
+
+
+def test_ipv6_extension_headers_before_tcp_are_walked(tmp_path: Path) -> None:
+    conversation = echo_conversation(client=CLIENT6, server=SERVER6)
+    for packet in conversation.packets:
+        packet.ip6_options = True
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert connection.observer.is_websocket
+    assert [f.opcode for f in connection.frames] == [1, 1, 2, 8]
+
+
+def test_a_request_carried_in_the_syn_is_read_from_the_byte_after_it(tmp_path: Path) -> None:
+    # TCP Fast Open (RFC 7413): the SYN's data starts at its sequence number plus one.
+    conversation = Conversation()
+    c, s = conversation.client, conversation.server
+    conversation.packets.append(Packet(c, s, 1000, 0, dpkt.tcp.TH_SYN, REQUEST))
+    conversation.packets.append(Packet(s, c, 5000, 1001 + len(REQUEST), 0x12))
+    conversation.next = {c: 1001 + len(REQUEST), s: 5001}
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, b"fast"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert connection.observer.request is not None
+    assert connection.observer.request.method == "GET"
+    assert [f.text for f in connection.frames] == ["fast"]
+
+
+def test_ports_reused_before_the_close_was_captured_are_a_new_connection(tmp_path: Path) -> None:
+    # The first connection's end is not in the capture; the second one's SYN has another ISN.
+    first = Conversation().handshake()
+    first.send(True, REQUEST)
+    first.send(False, RESPONSE)
+    first.send(True, client_frame(Opcode.TEXT, b"conn A"))
+    second = Conversation(client_isn=900_000, server_isn=700_000).handshake()
+    second.send(True, REQUEST)
+    second.send(False, RESPONSE)
+    second.send(True, client_frame(Opcode.TEXT, b"conn B"))
+    # ...but a SYN sent again with the same ISN is the same connection's.
+    again = Conversation(client_isn=900_000).packets
+    again.append(first.packets[0].__class__(second.client, second.server, 900_000, 0, 0x02))
+    packets = first.packets + second.packets + again
+    connections = dissect(write_capture(tmp_path / "c.pcap", packets)).connections
+    assert [[f.text for f in c.frames] for c in connections] == [["conn A"], ["conn B"]]
+    assert not any(note for c in connections for note in c.observer.notes if "gap" in note)
 
 
 def test_deflate_messages_inflate_with_context_takeover_and_fragments(tmp_path: Path) -> None:

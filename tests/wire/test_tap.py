@@ -140,6 +140,41 @@ async def test_tap_is_byte_exact_for_frames_it_relays() -> None:
     assert bytes(received) == frames
 
 
+async def test_tap_relays_a_request_with_latin_1_bytes_in_a_header() -> None:
+    """obs-text in a request value (RFC 9110 §5.5) is relayed as it came, not a crash of the relay."""
+    heads: list[bytes] = []
+
+    async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    tap = Tap(f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/")
+    server = await tap.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"X-Name: caf\xe9 \xff\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101")
+        assert b"X-Name: caf\xe9 \xff\r\n" in heads[0]
+        writer.close()
+    finally:
+        await tap.close()
+        upstream.close()
+
+
 async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
     from playwright.async_api import async_playwright
 

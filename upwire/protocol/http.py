@@ -520,11 +520,15 @@ class ResponseReader:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self._parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        # As bytes: h11 encodes a str as ASCII, and a received request's values are Latin-1 (obs-text).
         self._parser.send(
             h11.Request(
-                method=request.method,
-                target=request.target,
-                headers=request.headers.items(),
+                method=request.method.encode("latin-1"),
+                target=request.target.encode("latin-1"),
+                headers=[
+                    (name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in request.headers.items()
+                ],
             )
         )
         self._max_body_bytes = max_body_bytes

@@ -169,10 +169,11 @@ def _decode(dpkt: Any, linktype: int, number: int, time: float, data: bytes) -> 
         family = socket.AF_INET
         ip_payload_length = ip.len - ip.hl * 4
     else:
-        if ip.nxt != dpkt.ip.IP_PROTO_TCP:
-            return None  # extension headers before TCP are rare on the paths we care about
+        # `p` is the protocol after any extension headers (dpkt walks them), `nxt` the first one's.
+        if ip.p != dpkt.ip.IP_PROTO_TCP or dpkt.ip.IP_PROTO_FRAGMENT in ip.extension_hdrs:
+            return None  # not TCP, or an IPv6 fragment (reassembling fragments is out of scope)
         family = socket.AF_INET6
-        ip_payload_length = ip.plen
+        ip_payload_length = ip.plen - sum(len(bytes(h)) for h in ip.extension_hdrs.values() if h)
     tcp = ip.data
     if not isinstance(tcp, dpkt.tcp.TCP):
         return None

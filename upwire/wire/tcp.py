@@ -74,11 +74,13 @@ class HalfStream:
         length = len(segment.payload) + segment.missing
         if length == 0:
             return []
+        # Data in a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence number.
+        seq = (segment.seq + 1) % _WRAP if segment.flags & _SYN else segment.seq
         if not self.started:
             # The capture started after this direction's SYN: its first captured byte is offset 0.
             self.started = True
-            self._next_seq = segment.seq
-        offset = self._offset(segment.seq)
+            self._next_seq = seq
+        offset = self._offset(seq)
         out: list[Delivery] = []
         if offset > self._next_offset:
             self.out_of_order_segments += 1
@@ -176,6 +178,7 @@ class TcpStream:
     from_a: HalfStream = field(default_factory=HalfStream)
     from_b: HalfStream = field(default_factory=HalfStream)
     closed: bool = False
+    isn: int | None = None  # the sequence number of the SYN that opened it, when the capture has it
 
     @property
     def started_mid_connection(self) -> bool:
@@ -199,14 +202,25 @@ class StreamTable:
         key = frozenset((segment.src, segment.dst))
         stream = self._by_key.get(key)
         is_syn = segment.flags & (_SYN | _ACK) == _SYN
-        if stream is not None and not (is_syn and stream.closed):
-            if segment.flags & _RST or (stream.from_a.fin_seen and stream.from_b.fin_seen):
-                stream.closed = True
-            return stream, False
+        if stream is not None:
+            if stream.from_a.fin_seen and stream.from_b.fin_seen:
+                stream.closed = True  # both FINs seen: a SYN now opens another connection
+            # A SYN on a closed connection, or one with another initial sequence number than the SYN
+            # that opened it (the ports reused before the capture saw the close), opens a new one; a
+            # SYN sent again with the same number is the same connection's.
+            reused = is_syn and (
+                stream.closed or (stream.isn is not None and segment.seq != stream.isn)
+            )
+            if not reused:
+                if segment.flags & _RST:
+                    stream.closed = True
+                return stream, False
         a, b = segment.src, segment.dst
         if not is_syn and segment.flags & _SYN:
             a, b = segment.dst, segment.src  # a SYN-ACK: the other side opened the connection
         stream = TcpStream(index=len(self.streams), a=a, b=b, first_time=segment.time)
+        if is_syn:
+            stream.isn = segment.seq
         self._by_key[key] = stream
         self.streams.append(stream)
         return stream, True

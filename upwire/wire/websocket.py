@@ -543,6 +543,11 @@ class WebSocketObserver:
                     close = parse_close_payload(record.payload)
                 except ProtocolError as exc:
                     record.violations.append(str(exc))
+                    # What was sent all the same, as it is on the wire: the code that is not allowed,
+                    # the reason with its invalid bytes replaced.
+                    if len(record.payload) >= 2:
+                        record.close_code = int.from_bytes(record.payload[:2], "big")
+                        record.close_reason = bytes(record.payload[2:]).decode("utf-8", "replace")
                 else:
                     record.close_code = close.code
                     record.close_reason = close.reason
