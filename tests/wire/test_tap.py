@@ -175,6 +175,59 @@ async def test_tap_relays_a_request_with_latin_1_bytes_in_a_header() -> None:
         upstream.close()
 
 
+async def test_tap_passes_a_frame_past_max_frame_hold_on_as_it_comes() -> None:
+    """A peer announcing a huge frame cannot make the relay hold it: past the limit, bytes flow on."""
+    received = bytearray()
+    got_enough = asyncio.Event()
+    sent = 1 << 20
+
+    async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        )
+        while chunk := await reader.read(65536):
+            received.extend(chunk)
+            if len(received) >= 14 + sent:
+                got_enough.set()
+        writer.close()
+
+    from upwire.protocol.frames import encode_header
+
+    # A binary frame announcing 1 TiB; 1 MiB of it is sent, and the frame never completes.
+    header = encode_header(2, 1 << 40, mask_key=b"\x01\x02\x03\x04")
+    notes: list[str] = []
+    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    tap = Tap(
+        f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/",
+        on_close=lambda observer: notes.extend(observer.notes),
+        max_frame_hold=64 * 1024,
+    )
+    server = await tap.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.write(header)
+        for _ in range(16):
+            writer.write(bytes(sent // 16))
+            await writer.drain()
+        await asyncio.wait_for(got_enough.wait(), 10)
+        writer.close()
+        await asyncio.sleep(0.1)
+    finally:
+        await tap.close()
+        upstream.close()
+    assert bytes(received) == header + bytes(sent)
+    assert any("max_frame_hold=65536" in note for note in notes)
+
+
 async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
     from playwright.async_api import async_playwright
 

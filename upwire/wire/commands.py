@@ -83,7 +83,25 @@ def add_subcommands(commands: Any) -> None:
     tap_cmd.add_argument(
         "--web", type=_host_port, metavar="HOST:PORT", help="also serve a live frames page here"
     )
+    tap_cmd.add_argument(
+        "--max-frame-hold",
+        type=_positive_int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="the most bytes of one frame held to decode it (default 16 MiB); a larger frame is "
+        "passed on as it comes, undecoded",
+    )
     _output_options(tap_cmd)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, not {text!r}")
+    return value
 
 
 def _style(args: argparse.Namespace, out: TextIO) -> Style:
@@ -173,7 +191,13 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             print(style.bold(f"{connection_title(observer)}  closed"), file=out, flush=True)
 
     try:
-        tap = Tap(args.upstream, on_open=on_open, on_frame=on_frame, on_close=on_close)
+        tap = Tap(
+            args.upstream,
+            on_open=on_open,
+            on_frame=on_frame,
+            on_close=on_close,
+            max_frame_hold=args.max_frame_hold,
+        )
     except InvalidURI as exc:
         print(f"upwire: {exc}", file=sys.stderr)
         return 2

@@ -61,6 +61,9 @@ class Tap:
         on_frame: called for each frame, before it is forwarded.
         on_close: called when a connection has ended.
         ssl: the TLS context for a wss:// upstream (the default context when None).
+        max_frame_hold: the most bytes of one incomplete frame held for decoding (default 16 MiB). A
+            larger frame is passed on as its bytes come, and that direction of the connection is no
+            longer decoded (a note says so): the relay's memory stays bounded whatever a peer announces.
     """
 
     def __init__(
@@ -71,8 +74,12 @@ class Tap:
         on_frame: FrameCallback | None = None,
         on_close: ConnectionCallback | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        max_frame_hold: int = 16 * 1024 * 1024,
     ) -> None:
+        if max_frame_hold <= 0:
+            raise ValueError(f"max_frame_hold must be positive, not {max_frame_hold!r}")
         self.upstream = parse_uri(upstream)
+        self._max_frame_hold = max_frame_hold
         self._on_open = on_open
         self._on_frame = on_frame
         self._on_close = on_close
@@ -198,12 +205,25 @@ class Tap:
         early: bytes,
     ) -> None:
         data = early
+        passing = False  # past max_frame_hold: bytes go on as they come, undecoded
         while True:
-            if data:
+            if data and passing:
+                sink.write(data)
+                await sink.drain()
+            elif data:
                 for record in observer.feed(from_client, data, time.time(), None):
                     if self._on_frame:
                         self._on_frame(observer, record)
                     sink.write(record.wire)
+                if observer.pending(from_client) > self._max_frame_hold:
+                    passing = True
+                    sink.write(
+                        observer.release(
+                            from_client,
+                            f"a frame larger than max_frame_hold={self._max_frame_hold} bytes "
+                            "was passed on undecoded",
+                        )
+                    )
                 await sink.drain()
             try:
                 data = await source.read(_READ_SIZE)

@@ -265,6 +265,25 @@ class WebSocketObserver:
             return self._handshake(from_a, data, time, packet)
         return self._frames(from_a, data, time, packet)
 
+    def pending(self, from_a: bool) -> int:
+        """How many bytes of one direction wait for the end of their frame."""
+        return len(self._dirs[from_a].raw) if self.state == "websocket" else 0
+
+    def release(self, from_a: bool, why: str) -> bytes:
+        """Stop decoding one direction; return the bytes it held (the start of an incomplete frame).
+
+        For a relay that cannot hold a frame whole: it passes these bytes and what follows on as they
+        come. A note says why.
+        """
+        direction = self._dirs[from_a]
+        held = bytes(direction.raw)
+        direction.raw = bytearray()
+        direction.parser = FrameParser(expect_masked=False, allowed_rsv=0, strict=False)
+        if direction.stopped is None:
+            direction.stopped = why
+            self.notes.append(f"{direction.name}: {why}; the rest of this direction is not decoded")
+        return held
+
     def gap(self, from_a: bool, size: int) -> None:
         """Bytes of one direction are missing from the capture."""
         if self.state == "websocket":
