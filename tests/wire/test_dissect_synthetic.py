@@ -93,6 +93,25 @@ def test_out_of_order_segments_are_put_back_in_order(tmp_path: Path) -> None:
     assert any("out-of-order" in note for note in connection.tcp_notes())
 
 
+def test_frames_that_waited_for_a_hole_count_as_the_packet_that_filled_it(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    segments = [
+        conversation.send(True, client_frame(Opcode.TEXT, text))[0] for text in (b"a", b"b", b"c")
+    ]
+    for segment in segments:
+        conversation.packets.remove(segment)
+    conversation.packets += segments[::-1]  # captured c, b, a: all three complete with a
+    filler = len(conversation.packets)  # a's packet number (numbers count from 1)
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert [(f.text, f.packet) for f in connection.frames] == [
+        ("a", filler),
+        ("b", filler),
+        ("c", filler),
+    ]
+
+
 def test_retransmitted_segments_do_not_duplicate_frames(tmp_path: Path) -> None:
     conversation = Conversation().handshake()
     conversation.send(True, REQUEST)
@@ -289,6 +308,24 @@ def test_ports_reused_before_the_close_was_captured_are_a_new_connection(tmp_pat
     connections = dissect(write_capture(tmp_path / "c.pcap", packets)).connections
     assert [[f.text for f in c.frames] for c in connections] == [["conn A"], ["conn B"]]
     assert not any(note for c in connections for note in c.observer.notes if "gap" in note)
+
+
+def test_mid_connection_the_other_direction_is_checked_for_a_frame_start_too(
+    tmp_path: Path,
+) -> None:
+    conversation = Conversation()  # no SYN, no handshake
+    conversation.send(False, server_frame(Opcode.TEXT, b"server first"))
+    # The client's first captured bytes are the middle of a masked frame, then a whole frame.
+    conversation.send(
+        True, client_frame(Opcode.TEXT, b"x" * 80)[7:] + client_frame(Opcode.TEXT, b"y")
+    )
+    conversation.send(False, server_frame(Opcode.TEXT, b"server second"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert [(f.direction, f.text) for f in connection.frames] == [
+        ("server-to-client", "server first"),
+        ("server-to-client", "server second"),
+    ]
+    assert any("middle of a frame in this direction" in n for n in connection.observer.notes)
 
 
 def test_deflate_messages_inflate_with_context_takeover_and_fragments(tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ class HalfStream:
                 out += self._skip_hole()
             return out
         self._deliver(offset, segment.payload, segment.missing, segment.time, segment.number, out)
-        self._drain(out)
+        # Segments that waited for this one complete now: they count as this packet's, as in Wireshark.
+        self._drain(out, (segment.time, segment.number))
         return out
 
     def flush(self) -> list[Delivery]:
@@ -140,7 +141,8 @@ class HalfStream:
         self._next_offset += advance
         self._next_seq = (self._next_seq + advance) % _WRAP
 
-    def _drain(self, out: list[Delivery]) -> None:
+    def _drain(self, out: list[Delivery], now: tuple[float, int] | None = None) -> None:
+        """Deliver the waiting segments the stream has reached, as of packet `now` when one filled a hole."""
         while self._pending:
             ready = [o for o in self._pending if o <= self._next_offset]
             if not ready:
@@ -148,6 +150,8 @@ class HalfStream:
             for offset in sorted(ready):
                 payload, time, packet = self._pending.pop(offset)
                 self._pending_bytes -= len(payload)
+                if now is not None:
+                    time, packet = now
                 self._deliver(offset, payload, 0, time, packet, out)
 
     def _skip_hole(self) -> list[Delivery]:

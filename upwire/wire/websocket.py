@@ -186,9 +186,13 @@ class _Direction:
         self, name: str, client: bool, allowed_rsv: int, inflater: Inflater | None
     ) -> None:
         self.name = name
+        self.client = client
         # The observer role of the core: masking is checked (a client must mask, a server must not)
         # but a violation is recorded in place instead of raised.
         self.parser = FrameParser(expect_masked=client, allowed_rsv=allowed_rsv, strict=False)
+        # A capture that starts mid-connection: this direction's first bytes are not yet known to
+        # start a frame.
+        self.unchecked = False
         self.raw = bytearray()  # the same bytes as the parser's buffer, to keep each frame's header
         self.inflater = inflater
         self.message: _Message | None = None
@@ -488,6 +492,7 @@ class WebSocketObserver:
         )
         self.deflate = DeflateParams() if header.rsv & 4 else None
         self._setup_directions(allowed_rsv=4)
+        self._dirs[not from_a].unchecked = True  # the other direction may start in a frame's middle
         records: list[FrameRecord] = []
         for side in (from_a, not from_a):
             pending = bytes(self._early[side])
@@ -503,6 +508,17 @@ class WebSocketObserver:
         direction = self._dirs[from_a]
         if direction.stopped or not data:
             return []
+        if direction.unchecked:
+            header = decode_header(bytes(direction.raw) + data)
+            if header is not None:
+                direction.unchecked = False
+                if check_header(header, expect_masked=direction.client, allowed_rsv=4) is not None:
+                    direction.stopped = "its first captured bytes do not start a frame"
+                    self.notes.append(
+                        f"{direction.name}: the capture starts in the middle of a frame in this "
+                        "direction; its frames cannot be found and are not decoded"
+                    )
+                    return []
         direction.parser.feed(data)
         direction.raw += data
         records: list[FrameRecord] = []
