@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import zlib
@@ -25,6 +26,8 @@ from .pcapbuild import (
     SERVER6,
     Conversation,
     Packet,
+    _ip,
+    _link,
     client_frame,
     deflate_messages,
     server_frame,
@@ -69,6 +72,45 @@ def test_every_link_type_and_file_format_decodes_the_same_frames(
     assert frames[2].length_bits == 16 and frames[2].header_length == 8
     assert (frames[3].close_code, frames[3].close_reason) == (1000, "bye")
     assert result.problems == []
+
+
+def _block(kind: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+
+def _interface(linktype: int, nanoseconds: bool) -> bytes:
+    options = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0) if nanoseconds else b""
+    return _block(1, struct.pack("<HHI", linktype, 0, 65535) + options)
+
+
+def _packet(interface: int, ticks: int, data: bytes) -> bytes:
+    head = struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data))
+    return _block(6, head + data)
+
+
+def test_pcapng_interfaces_each_keep_their_link_type_and_time_resolution(tmp_path: Path) -> None:
+    # Two interfaces of different kinds, as `tshark -i lo -i any` writes them, in two sections.
+    first = echo_conversation()
+    second = echo_conversation(client=("10.0.0.7", 40000))
+    section = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    data = section + _interface(1, False) + _interface(113, True)
+    for number, packet in enumerate(first.packets):
+        data += _packet(0, 1_700_000_000_000_000 + number, _link("ethernet", _ip(packet)))
+    for number, packet in enumerate(second.packets):
+        ns = 1_700_000_001_000_000_000 + number * 1000
+        data += _packet(1, ns, _link("sll", _ip(packet)))
+    data += section + _interface(1, False)  # a second section: its interfaces start from 0 again
+    third = echo_conversation(client=("10.0.0.9", 40000))
+    for number, packet in enumerate(third.packets):
+        data += _packet(0, 1_700_000_002_000_000 + number, _link("ethernet", _ip(packet)))
+    path = tmp_path / "multi.pcapng"
+    path.write_bytes(data)
+    result = dissect(path)
+    assert [len(c.frames) for c in result.connections] == [4, 4, 4]
+    times = [c.frames[0].time for c in result.connections]
+    assert [round(t) for t in times] == [1_700_000_000, 1_700_000_001, 1_700_000_002]
+    assert not result.problems
 
 
 def test_ipv6_addresses_are_shown_with_brackets(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Must not know: TCP reassembly (`tcp`) or WebSocket (`websocket`).
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 from collections.abc import Iterator
@@ -85,47 +86,47 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
     if not head:
         raise CaptureError("empty file, not a pcap or pcapng capture")
     watched = _ShortReadDetector(file)
-    try:
-        if head == b"\x0a\x0d\x0d\x0a":
-            reader = dpkt.pcapng.Reader(watched)
-        else:
+    packets: Iterator[tuple[int, float, bytes]]
+    if head == b"\x0a\x0d\x0d\x0a":
+        packets = _pcapng_packets(watched)
+        try:
+            first = next(packets)
+        except StopIteration:
+            return
+        except CaptureError:
+            raise
+        except Exception as exc:
+            raise CaptureError(f"not a pcap or pcapng capture ({_why(exc)})") from None
+        packets = itertools.chain([first], packets)
+    else:
+        try:
             reader = dpkt.pcap.Reader(watched)
-    except (ValueError, dpkt.UnpackError, struct.error) as exc:
-        raise CaptureError(f"not a pcap or pcapng capture ({exc or 'unreadable header'})") from None
-    linktype = reader.datalink()
-    if linktype not in (
-        _DLT_NULL,
-        _DLT_EN10MB,
-        _DLT_RAW,
-        _DLT_LOOP,
-        _DLT_LINKTYPE_RAW,
-        _DLT_LINUX_SLL,
-        _DLT_IPV4,
-        _DLT_IPV6,
-        _DLT_LINUX_SLL2,
-    ):
-        raise CaptureError(
-            f"link type {linktype} is not supported "
-            "(supported: loopback, Linux cooked v1/v2, Ethernet, raw IP)"
-        )
+        except (ValueError, dpkt.UnpackError, struct.error) as exc:
+            raise CaptureError(f"not a pcap or pcapng capture ({_why(exc)})") from None
+        _check_linktype(reader.datalink())
+        packets = ((reader.datalink(), float(ts), bytes(data)) for ts, data in reader)
     number = 0
     undecodable = 0
-    packets = iter(reader)
     while True:
         try:
             item = next(packets)
         except StopIteration:
             break
+        except CaptureError:
+            raise
         except Exception as exc:  # dpkt raises assorted errors on a damaged record
             problems.append(
                 f"the capture is damaged or truncated after packet {number} "
-                f"({type(exc).__name__}: {exc or 'record cut short'}); decoding what came before"
+                f"({type(exc).__name__}: {_why(exc)}); decoding what came before"
             )
             break
         number += 1
-        timestamp, data = item
+        linktype, timestamp, data = item
+        if linktype not in _LINKTYPES:
+            undecodable += 1
+            continue
         try:
-            segment = _decode(dpkt, linktype, number, float(timestamp), bytes(data))
+            segment = _decode(dpkt, linktype, number, timestamp, data)
         except (dpkt.UnpackError, struct.error, ValueError, IndexError):
             undecodable += 1
             continue
@@ -138,6 +139,134 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
         )
     if undecodable:
         problems.append(f"{undecodable} packet(s) could not be decoded and were skipped")
+
+
+_LINKTYPES = frozenset(
+    {
+        _DLT_NULL,
+        _DLT_EN10MB,
+        _DLT_RAW,
+        _DLT_LOOP,
+        _DLT_LINKTYPE_RAW,
+        _DLT_LINUX_SLL,
+        _DLT_IPV4,
+        _DLT_IPV6,
+        _DLT_LINUX_SLL2,
+    }
+)
+
+
+def _check_linktype(linktype: int) -> None:
+    if linktype not in _LINKTYPES:
+        raise CaptureError(
+            f"link type {linktype} is not supported "
+            "(supported: loopback, Linux cooked v1/v2, Ethernet, raw IP)"
+        )
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class _Damaged(ValueError):
+    """A pcapng block that cannot be read."""
+
+
+def _pcapng_packets(file: Any) -> Iterator[tuple[int, float, bytes]]:
+    """Yield (link type, time, data) for each packet of a pcapng file (the pcapng draft, IETF opsawg).
+
+    Every section and every interface counts: each interface's link type and time resolution apply to
+    its own packets (Enhanced, Simple and obsolete Packet Blocks); other blocks are skipped.
+
+    Raises:
+        CaptureError: the file does not start with a section header, or no interface has a link type
+            this reader supports.
+        _Damaged: a block is cut short or inconsistent (what came before stands).
+    """
+    order = "<"
+    interfaces: list[tuple[int, int, float]] = []  # (link type, snap length, seconds per tick)
+    usable = described = False
+    first = True
+    while True:
+        head = file.read(8)
+        if not head:
+            if not described:
+                raise CaptureError("not a usable pcapng capture (no interface is described)")
+            return
+        if len(head) < 8:
+            raise _Damaged("block header cut short")
+        kind = struct.unpack(order + "I", head[:4])[0]
+        if head[:4] == b"\x0a\x0d\x0d\x0a":  # a section header: the byte order may change
+            magic = file.read(4)
+            if magic == b"\x4d\x3c\x2b\x1a":
+                order = "<"
+            elif magic == b"\x1a\x2b\x3c\x4d":
+                order = ">"
+            else:
+                raise _Damaged("section header without its byte-order magic")
+            length = struct.unpack(order + "I", head[4:8])[0]
+            if length < 28 or length % 4 or length > _MAX_BLOCK:
+                raise _Damaged(f"section header of {length} bytes")
+            body = magic + file.read(length - 16)
+            interfaces = []
+            first = False
+        else:
+            if first:
+                raise CaptureError("not a pcap or pcapng capture (no section header)")
+            length = struct.unpack(order + "I", head[4:8])[0]
+            if length < 12 or length % 4 or length > _MAX_BLOCK:
+                raise _Damaged(f"block of {length} bytes")
+            body = file.read(length - 12)
+        trailer = file.read(4)
+        if len(body) < length - 12 or len(trailer) < 4:
+            raise _Damaged("block cut short")
+        if struct.unpack(order + "I", trailer)[0] != length:
+            raise _Damaged("block lengths disagree")
+        if head[:4] == b"\x0a\x0d\x0d\x0a":
+            continue
+        if kind == 1:  # Interface Description Block
+            linktype, _, snaplen = struct.unpack(order + "HHI", body[:8])
+            interfaces.append((linktype, snaplen, _tick(body[8:], order)))
+            usable = usable or linktype in _LINKTYPES
+            described = True
+        elif kind in (6, 2):  # Enhanced Packet Block; the obsolete Packet Block
+            if kind == 6:
+                iface, high, low, caplen = struct.unpack(order + "IIII", body[:16])
+            else:
+                iface, _, high, low, caplen = struct.unpack(order + "HHIII", body[:16])
+            if iface >= len(interfaces):
+                raise _Damaged(f"a packet of interface {iface}, which is not described")
+            linktype, _, tick = interfaces[iface]
+            if not usable:
+                _check_linktype(linktype)
+            yield linktype, ((high << 32) | low) * tick, bytes(body[20 : 20 + caplen])
+        elif kind == 3:  # Simple Packet Block: interface 0, no time
+            if not interfaces:
+                raise _Damaged("a packet before any interface is described")
+            linktype, snaplen, _ = interfaces[0]
+            if not usable:
+                _check_linktype(linktype)
+            size = struct.unpack(order + "I", body[:4])[0]
+            if snaplen:
+                size = min(size, snaplen)
+            yield linktype, 0.0, bytes(body[4 : 4 + size])
+
+
+_MAX_BLOCK = 1 << 28  # no real block is near this; a larger length is damage, not data
+
+
+def _tick(options: bytes, order: str) -> float:
+    """Seconds per timestamp unit, from an interface's `if_tsresol` option (default: microseconds)."""
+    at = 0
+    while at + 4 <= len(options):
+        code, size = struct.unpack(order + "HH", options[at : at + 4])
+        if code == 0:
+            break
+        if code == 9 and size >= 1:
+            value = options[at + 4]
+            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0**-value
+        at += 4 + (size + 3) // 4 * 4
+    return 1e-6
 
 
 class _ShortReadDetector:
