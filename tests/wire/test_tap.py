@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from browser import CHROMIUM, CHROMIUM_ARGS
 from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
@@ -34,6 +36,28 @@ async def relay_session(tap_port: int) -> None:
         assert await ws.recv() == "fragmented"
         await asyncio.wait_for(ws.ping(b"tap-ping"), 10)
         await ws.close(4002, "tap test done")
+
+
+# A client's Upgrade request and a raw upstream's answer, for the tests that play both ends by hand.
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+SWITCHING = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+
+async def start_tap(
+    raw_upstream: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    **options: Any,
+) -> tuple[asyncio.Server, Tap, int]:
+    """A raw upstream server and a tap in front of it; returns both and the tap's port."""
+    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
+    tap = Tap(f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/", **options)
+    server = await tap.start("127.0.0.1", 0)
+    return upstream, tap, server.sockets[0].getsockname()[1]
 
 
 async def test_tap_forwards_frames_unchanged_both_ways() -> None:
@@ -92,10 +116,7 @@ async def test_tap_is_byte_exact_for_frames_it_relays() -> None:
 
     async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-        )
+        writer.write(SWITCHING)
         writer.write(b"\x89\x00")  # an empty ping from the server
         while len(received) < len(frames):
             chunk = await reader.read(1024)
@@ -115,17 +136,10 @@ async def test_tap_is_byte_exact_for_frames_it_relays() -> None:
         + encode_frame(0, b"three", mask_key=key)
         + encode_frame(2, bytes(70000), mask_key=key)
     )
-    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
-    tap = Tap(f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/")
-    server = await tap.start("127.0.0.1", 0)
+    upstream, tap, port = await start_tap(raw_upstream)
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.sockets[0].getsockname()[1]
-        )
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UPGRADE)
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101")
         assert await reader.readexactly(2) == b"\x89\x00"
@@ -146,26 +160,15 @@ async def test_tap_relays_a_request_with_latin_1_bytes_in_a_header() -> None:
 
     async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         heads.append(await reader.readuntil(b"\r\n\r\n"))
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-        )
+        writer.write(SWITCHING)
         await writer.drain()
         await reader.read()
         writer.close()
 
-    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
-    tap = Tap(f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/")
-    server = await tap.start("127.0.0.1", 0)
+    upstream, tap, port = await start_tap(raw_upstream)
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.sockets[0].getsockname()[1]
-        )
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            b"X-Name: caf\xe9 \xff\r\n\r\n"
-        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UPGRADE[:-2] + b"X-Name: caf\xe9 \xff\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 101")
         assert b"X-Name: caf\xe9 \xff\r\n" in heads[0]
@@ -183,10 +186,7 @@ async def test_tap_passes_a_frame_past_max_frame_hold_on_as_it_comes() -> None:
 
     async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-        )
+        writer.write(SWITCHING)
         while chunk := await reader.read(65536):
             received.extend(chunk)
             if len(received) >= 14 + sent:
@@ -198,21 +198,14 @@ async def test_tap_passes_a_frame_past_max_frame_hold_on_as_it_comes() -> None:
     # A binary frame announcing 1 TiB; 1 MiB of it is sent, and the frame never completes.
     header = encode_header(2, 1 << 40, mask_key=b"\x01\x02\x03\x04")
     notes: list[str] = []
-    upstream = await asyncio.start_server(raw_upstream, "127.0.0.1", 0)
-    tap = Tap(
-        f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/",
+    upstream, tap, port = await start_tap(
+        raw_upstream,
         on_close=lambda observer: notes.extend(observer.notes),
         max_frame_hold=64 * 1024,
     )
-    server = await tap.start("127.0.0.1", 0)
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.sockets[0].getsockname()[1]
-        )
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UPGRADE)
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
         writer.write(header)
         for _ in range(16):
