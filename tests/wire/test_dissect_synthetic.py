@@ -252,6 +252,27 @@ def test_a_plain_http_stream_is_reported_as_not_websocket(tmp_path: Path) -> Non
     assert "does not start with an HTTP request" in notes[1][0]
 
 
+def test_every_packet_record_is_counted_not_only_tcp_ones(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    udp = dpkt.ip.IP(
+        src=b"\x0a\x00\x00\x01",
+        dst=b"\x0a\x00\x00\x02",
+        p=dpkt.ip.IP_PROTO_UDP,
+        data=dpkt.udp.UDP(sport=53, dport=53, data=b"dns?"),
+    )
+    udp.len = len(bytes(udp))
+    path = tmp_path / "c.pcap"
+    with path.open("wb") as file:
+        writer = dpkt.pcap.Writer(file, linktype=1)
+        for packet in conversation.packets:
+            writer.writepkt(_link("ethernet", _ip(packet)))
+        for _ in range(3):
+            writer.writepkt(_link("ethernet", bytes(udp)))
+    result = dissect(path)
+    assert result.packets == len(conversation.packets) + 3
+
+
 def test_a_refused_upgrade_is_not_websocket(tmp_path: Path) -> None:
     conversation = Conversation().handshake()
     conversation.send(True, REQUEST)

@@ -69,13 +69,23 @@ def _dpkt() -> Any:
     return dpkt
 
 
-def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
+@dataclass(slots=True)
+class ReadStats:
+    """What `read_segments` read: every packet record, TCP or not."""
+
+    packets: int = 0
+
+
+def read_segments(
+    file: IO[bytes], problems: list[str], stats: ReadStats | None = None
+) -> Iterator[Segment]:
     """Yield the TCP segments of a pcap or pcapng capture, in capture order.
 
     Args:
         file: the capture, opened in binary mode.
         problems: receives one sentence per damaged part of the file (truncated records, undecodable
             packets); reading stops at a damaged record and keeps what came before.
+        stats: counts the packet records read, when given.
 
     Raises:
         CaptureError: when the file is neither pcap nor pcapng, or its link type is not supported.
@@ -121,6 +131,8 @@ def read_segments(file: IO[bytes], problems: list[str]) -> Iterator[Segment]:
             )
             break
         number += 1
+        if stats is not None:
+            stats.packets = number
         linktype, timestamp, data = item
         if linktype not in _LINKTYPES:
             undecodable += 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from upwire.protocol.frames import CONTROL_OPCODES, Opcode
-from upwire.wire.capture import CaptureError, read_segments
+from upwire.wire.capture import CaptureError, ReadStats, read_segments
 from upwire.wire.tcp import Data, Gap, StreamTable, TcpStream
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
@@ -113,14 +113,13 @@ def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissec
     problems: list[str] = []
     table = StreamTable()
     connections: dict[int, Connection] = {}
-    packets = 0
+    stats = ReadStats()
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
         raise CaptureError(f"cannot open the file: {exc.strerror or exc}") from None
     try:
-        for segment in read_segments(file, problems):
-            packets = segment.number
+        for segment in read_segments(file, problems, stats):
             stream, new = table.lookup(segment)
             if new:
                 observer = WebSocketObserver(
@@ -144,7 +143,7 @@ def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissec
     kept = [c for c in connections.values() if chosen.wants_stream(c)]
     for connection in kept:
         connection.frames = [f for f in connection.frames if chosen.wants_frame(f)]
-    return Dissection(str(path), kept, problems, packets)
+    return Dissection(str(path), kept, problems, stats.packets)
 
 
 def _deliver(connection: Connection, from_a: bool, deliveries: list[Data | Gap]) -> None:
