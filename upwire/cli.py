@@ -46,6 +46,17 @@ async def hello_handler(ws: ServerConnection) -> None:
         print(f">>> {greeting}", flush=True)
 
 
+def _port(text: str) -> int:
+    """A TCP port number, for argparse (out of range is a usage error, not a wrapped-around port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (0-65535): {text!r}")
+    return port
+
+
 def _parse_size(text: str) -> int | None:
     if text.lower() in ("none", "unlimited", "0"):
         return None
@@ -191,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.set_defaults(mode="echo")
     serve_cmd.add_argument("--host", default="localhost", help="interface (default: localhost)")
-    serve_cmd.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    serve_cmd.add_argument(
+        "--port",
+        type=_port,
+        default=8765,
+        help="TCP port, 0-65535 (default: 8765; 0: any free one)",
+    )
     serve_cmd.add_argument(
         "--max-message-size",
         type=_parse_size,

@@ -1021,6 +1021,18 @@ class Connection(asyncio.BufferedProtocol):
         Raises:
             UsageError: for a code that may not be sent or a reason that is too long.
         """
+        self.close_now(code, reason)
+        await self.wait_closed()
+
+    def close_now(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake without waiting (from a `Listener` callback, say).
+
+        What `close` does before it waits: the close frame is queued and written, and the TCP connection
+        is closed once the peer answers, or after `close_timeout`. Idempotent.
+
+        Raises:
+            UsageError: for a code that may not be sent or a reason that is too long.
+        """
         protocol = self.protocol
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
             if self._fragmenting():
@@ -1030,7 +1042,6 @@ class Connection(asyncio.BufferedProtocol):
             self._start_close_timer()
         elif protocol is None and self.transport is not None:
             self.transport.close()
-        await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""

@@ -435,6 +435,9 @@ class Server:
         def make_connection() -> ServerConnection:
             return ServerConnection(self, loop)
 
+        # With TLS, the TLS handshake is part of opening (a client that connects and says nothing is
+        # dropped after open_timeout, not asyncio's 60 s) and its shutdown part of closing.
+        tls = ssl is not None
         self._server = server = await loop.create_server(
             make_connection,
             host=None if sock is not None else host,
@@ -443,6 +446,8 @@ class Server:
             sock=sock,
             backlog=backlog,
             start_serving=False,
+            ssl_handshake_timeout=self.options.open_timeout if tls else None,
+            ssl_shutdown_timeout=self.options.close_timeout if tls else None,
         )
         addresses = [sock.getsockname() for sock in server.sockets]
         if addresses and isinstance(addresses[0], tuple):
@@ -483,7 +488,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         origins: allowed Origin header values (None in the list admits requests without Origin); other
             origins get 403. None (the default) admits every origin.
         extra_headers: header fields added to every 101 response.
-        max_request_line: longest request line accepted (400 past it).
+        max_request_line: longest request line accepted (414 past it).
         max_header_bytes: largest request head accepted (431 past it).
         max_headers: most header fields accepted (431 past it).
         shutdown_timeout: seconds `close()` waits for connections and handlers before aborting them.

@@ -126,6 +126,16 @@ async def test_connect_with_a_uri_that_is_not_websocket_exits_2() -> None:
     assert "ws://" in err
 
 
+async def test_serve_with_a_port_out_of_range_exits_2_without_listening() -> None:
+    # Not wrapped around to another port (99999 % 65536), not a traceback.
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        for port in ("99999", "-1", "http"):
+            code, out, err = await run("-m", "upwire", "serve", "--echo", "--port", port)
+            assert (code, out) == (2, ""), (port, out, err)
+            assert "Traceback" not in err
+            assert "not a TCP port (0-65535)" in err
+
+
 async def test_connect_to_a_server_answering_404_exits_1_naming_the_status(
     start_server: StartServer,
 ) -> None:

@@ -76,6 +76,23 @@ async def test_a_failing_listener_closes_the_connection_with_1011(
         assert ws.close_code == 1011
 
 
+class Closer(upwire.Listener):
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        connection.send_now(f"bye {message}")
+        connection.close_now(4001, "done")
+        connection.close_now(4002, "ignored")  # idempotent: the first close stands
+
+
+async def test_a_listener_closes_from_a_callback_with_close_now(start_server: StartServer) -> None:
+    server = await start_server(Closer, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send("alice")
+        assert await ws.recv() == "bye alice"
+        with pytest.raises(upwire.ConnectionClosedError):
+            await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4001, "done")
+
+
 async def test_listeners_and_handlers_can_share_a_server_by_path(start_server: StartServer) -> None:
     async def hello(ws: upwire.ServerConnection) -> None:
         await ws.send("hello from a handler")

@@ -6,6 +6,7 @@ refuses, with `InvalidCertificate`, one from an unknown CA or for another host n
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import pytest
@@ -99,6 +100,19 @@ async def test_plain_client_against_a_tls_server_fails_the_handshake(
     server = await start_server(ssl=server_context(ca))
     with pytest.raises(upwire.InvalidHandshake):
         await upwire.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=5)
+
+
+async def test_tls_client_that_never_starts_its_handshake_is_dropped_after_open_timeout(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    # The TLS handshake is part of opening: not asyncio's own 60 s default.
+    server = await start_server(ssl=server_context(ca), open_timeout=1)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        started = asyncio.get_running_loop().time()
+        assert await reader.read() == b""  # connected, said nothing, and dropped
+        assert asyncio.get_running_loop().time() - started < 5
+        writer.close()
 
 
 async def test_ssl_options_with_a_ws_uri_are_refused(ca: trustme.CA) -> None:
