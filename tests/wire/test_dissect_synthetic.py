@@ -282,6 +282,17 @@ def test_a_refused_upgrade_is_not_websocket(tmp_path: Path) -> None:
     assert "HTTP 403" in connection.observer.notes[0]
 
 
+def test_an_unfinished_frame_whose_header_breaks_the_rfc_says_so(tmp_path: Path) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    # A 64-bit length with its top bit set, then a few payload bytes: the capture ends there.
+    conversation.send(True, b"\x82\xff" + (1 << 63 | 10).to_bytes(8, "big") + MASK + b"abcd")
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    [note] = [n for n in connection.observer.notes if "ends inside" in n]
+    assert "64-bit payload length with the most significant bit set" in note
+
+
 def test_a_capture_that_starts_mid_connection_decodes_frames_with_a_note(tmp_path: Path) -> None:
     conversation = Conversation()  # no SYN, no handshake
     conversation.send(False, server_frame(Opcode.TEXT, b"already open"))

@@ -328,9 +328,15 @@ class WebSocketObserver:
             if buffered:
                 header = decode_header(direction.raw)
                 if header is not None:
+                    # The header of a frame that never completed is checked too: its violation is the
+                    # more telling part (a length with the top bit set, say).
+                    violation = check_header(header, expect_masked=direction.client, allowed_rsv=7)
+                    broken = (
+                        f"; its header breaks RFC 6455: {violation.message}" if violation else ""
+                    )
                     self.notes.append(
                         f"{direction.name}: the capture ends inside a {opcode_name(header.opcode)} "
-                        f"frame ({buffered} of {header.header_length + header.length} bytes)"
+                        f"frame ({buffered} of {header.header_length + header.length} bytes){broken}"
                     )
                 else:
                     self.notes.append(
