@@ -8,13 +8,12 @@ redirects (`redirects`), all within `open_timeout`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import ssl as ssl_module
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from upwire.connection import Connection, ConnectionOptions, extension_factories
 from upwire.exceptions import InvalidCertificate, InvalidHandshake, InvalidStatus, InvalidURI
@@ -22,7 +21,13 @@ from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role
 from upwire.protocol.extensions import ClientExtensionFactory, ClientPerMessageDeflateFactory
 from upwire.protocol.handshake import ClientHandshake
-from upwire.protocol.http import Headers, HeadersLike, ResponseReader, serialize_request
+from upwire.protocol.http import (
+    Headers,
+    HeadersLike,
+    ResponseReader,
+    basic_authorization,
+    serialize_request,
+)
 from upwire.proxy import ProxyOption, open_tunnel, select_proxy
 from upwire.redirects import RedirectChain, headers_for_redirect
 
@@ -36,14 +41,15 @@ class WebSocketURI:
     """A parsed ws:// or wss:// URI.
 
     Attributes:
-        user_info: the user name and password of a `ws://user:password@host/` URI, percent-decoded.
+        authorization: the HTTP Basic `Authorization` value for a `ws://user:password@host/` URI's
+            credentials, or None.
     """
 
     secure: bool
     host: str
     port: int
     target: str
-    user_info: tuple[str, str] | None = None
+    authorization: str | None = None
 
     @property
     def host_header(self) -> str:
@@ -56,7 +62,7 @@ class WebSocketURI:
 def parse_uri(uri: str) -> WebSocketURI:
     """Parse a WebSocket URI (RFC 6455 §3).
 
-    Credentials (`ws://user:password@host/`) are kept as `user_info`; `connect` sends them as HTTP Basic
+    Credentials (`ws://user:password@host/`) become `authorization`, which `connect` sends as HTTP Basic
     authentication. Error messages never show them.
 
     Raises:
@@ -74,14 +80,13 @@ def parse_uri(uri: str) -> WebSocketURI:
     if parts.fragment or uri.endswith("#"):
         # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
         raise InvalidURI(redact_uri(uri), "a WebSocket URI cannot have a #fragment")
-    user_info = None
-    if parts.username is not None or parts.password is not None:
-        user_info = (unquote(parts.username or ""), unquote(parts.password or ""))
     secure = parts.scheme == "wss"
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), target, user_info)
+    return WebSocketURI(
+        secure, parts.hostname, port or (443 if secure else 80), target, basic_authorization(parts)
+    )
 
 
 _USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
@@ -90,12 +95,6 @@ _USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
 def redact_uri(uri: str) -> str:
     """`uri` with its user information (user name and password) replaced by `***`, for messages."""
     return _USER_INFO.sub(r"\1***@", uri)
-
-
-def basic_authorization(user_info: tuple[str, str]) -> str:
-    """The `Authorization` value for HTTP Basic authentication (RFC 7617) with these credentials."""
-    credentials = f"{user_info[0]}:{user_info[1]}".encode()
-    return "Basic " + base64.b64encode(credentials).decode("ascii")
 
 
 class ClientConnection(Connection):
@@ -242,8 +241,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             headers.add(name, value)
         # Credentials in the URI are sent as an Authorization header would be (one given wins), so they
         # follow a redirect to the same origin only.
-        if self.uri.user_info is not None and "authorization" not in headers:
-            headers.add("Authorization", basic_authorization(self.uri.user_info))
+        if self.uri.authorization is not None and "authorization" not in headers:
+            headers.add("Authorization", self.uri.authorization)
         self._headers = headers
         self._subprotocols = list(subprotocols)
         self._extensions = extension_factories(
@@ -267,9 +266,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                         raise
                     headers = headers_for_redirect(headers, chain.uris[-2], location)
                     uri = parse_uri(location)
-                    if uri.user_info is not None and "authorization" not in headers:
+                    if uri.authorization is not None and "authorization" not in headers:
                         headers = Headers(headers.items())
-                        headers.add("Authorization", basic_authorization(uri.user_info))
+                        headers.add("Authorization", uri.authorization)
         self.connection = connection
         return connection
 

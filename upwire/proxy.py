@@ -12,16 +12,21 @@ Must not know: WebSocket rules. HTTP bytes are read and written by `protocol.htt
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from upwire.exceptions import InvalidHandshake, ProxyAuthenticationError, ProxyError
-from upwire.protocol.http import Headers, Request, ResponseReader, serialize_request
+from upwire.protocol.http import (
+    Headers,
+    Request,
+    ResponseReader,
+    basic_authorization,
+    serialize_request,
+)
 
 __all__ = ["Proxy", "ProxyOption", "open_tunnel", "parse_proxy", "proxy_bypassed", "select_proxy"]
 
@@ -76,11 +81,7 @@ def parse_proxy(url: str) -> Proxy:
         )
     if not parts.hostname:
         raise ValueError(f"invalid proxy URL {url!r}: no host")
-    authorization = None
-    if parts.username is not None or parts.password is not None:
-        credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-    return Proxy(parts.hostname, port or 80, authorization)
+    return Proxy(parts.hostname, port or 80, basic_authorization(parts))
 
 
 def _environment(name: str, environ: Mapping[str, str]) -> str:

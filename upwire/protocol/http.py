@@ -11,10 +11,11 @@ Must not know: WebSocket rules (those are in `handshake`) or sockets.
 
 from __future__ import annotations
 
+import base64
 import http
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import h11
 
@@ -32,6 +33,7 @@ __all__ = [
     "RequestReader",
     "Response",
     "ResponseReader",
+    "basic_authorization",
     "http_error",
     "serialize_fields",
     "serialize_request",
@@ -287,6 +289,15 @@ _COMMON_FIELD_STRINGS = {
         "permessage-deflate; client_no_context_takeover",
     )
 }
+
+
+def basic_authorization(url: SplitResult) -> str | None:
+    """The `Authorization` value for HTTP Basic authentication (RFC 7617) with a URL's user information
+    (percent-decoded: `%40` stands for "@", `%3A` for ":"), or None for a URL without one."""
+    if url.username is None and url.password is None:
+        return None
+    credentials = f"{unquote(url.username or '')}:{unquote(url.password or '')}"
+    return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
 
 
 def _reason(status: int) -> str:

@@ -1,6 +1,7 @@
-"""Reading packet captures: classic pcap and pcapng files, decoded down to TCP segments with dpkt.
+"""Reading packet captures: classic pcap and pcapng files, decoded down to TCP segments.
 
-Owns: the capture file format (through dpkt), link types (BSD loopback, Linux cooked v1 and v2, Ethernet,
+Owns: the capture file formats (classic pcap through dpkt; pcapng block by block here, so that each
+interface keeps its own link type and time resolution), link types (BSD loopback, Linux cooked v1 and v2, Ethernet,
 raw IP), IPv4 and IPv6, and turning each TCP packet into a `Segment`. Damaged files and packets become
 `problems`, never exceptions.
 
