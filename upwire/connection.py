@@ -312,6 +312,7 @@ class Connection(asyncio.BufferedProtocol):
         "_reading_in_place",
         "_reading_paused",
         "_recv_waiter",
+        "_stashed",
         "_tcp_closed",
         "_tls",
         "_unflushed",
@@ -367,6 +368,8 @@ class Connection(asyncio.BufferedProtocol):
         self._holding_for_input = False
         # True while a Listener connection does not read because its answers are not being read.
         self._paused_for_writes = False
+        # A read's events not yet given to the Listener, kept while its answers wait to be written.
+        self._stashed: list[Any] | None = None
         # True over TLS (set in connection_made).
         self._tls = False
         # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1;
@@ -557,14 +560,19 @@ class Connection(asyncio.BufferedProtocol):
         """`_deliver` for a Listener: its callbacks run on the events; the same result.
 
         Their answers to a read of several events are held for one write once it is handled; a lone
-        message's answer goes out at once.
+        message's answer goes out at once. Once the answers waiting to be written pass the backlog
+        limit (see `_limit_answer_backlog`), the read's other events are kept for `resume_writing`.
         """
         control = False
         self._delivering = len(events) > 1
+        remaining = iter(events)
         try:
-            for event in events:
+            for event in remaining:
                 if (kind := type(event)) is str or kind is bytes:
                     listener.on_message(self, event)
+                    if self._writing_paused and self._limit_answer_backlog():
+                        self._stashed = list(remaining) or None
+                        break
                     continue
                 control = True
                 if isinstance(event, Pong):
@@ -921,23 +929,28 @@ class Connection(asyncio.BufferedProtocol):
             self._limit_answer_backlog()
             self._call_listener(self.listener.on_writing_paused)
 
-    def _limit_answer_backlog(self) -> None:
+    def _limit_answer_backlog(self) -> bool:
         """Stop reading for a Listener whose answers pile up (backpressure without a task).
 
         A Listener answers from data_received, so reading on would grow the write buffer without bound.
-        Reading stops once the buffer holds more than `write_limit` plus one message of
-        `max_message_size` (16 x `write_limit` without a message limit) and resumes when it drains below
-        the low-water mark: reading and writing still overlap when messages are larger than
-        `write_limit`, as with the high-level API.
+        Reading stops once the answers waiting to be written (the transport's buffer and the frames
+        held for it) pass `write_limit` plus one message of `max_message_size` (16 x `write_limit`
+        without a message limit), and resumes when the buffer drains below the low-water mark: reading
+        and writing still overlap when messages are larger than `write_limit`, as with the high-level
+        API. The same limit stops delivering a read's messages (see `_deliver_to_listener`).
+
+        Returns:
+            True when reading is stopped.
         """
         transport = self.transport
         if transport is None or self._paused_for_writes:
-            return
+            return self._paused_for_writes
         options = self.options
         limit = options.write_limit + (options.max_message_size or 15 * options.write_limit)
-        if transport.get_write_buffer_size() > limit:
+        if transport.get_write_buffer_size() + self._unflushed > limit:
             self._paused_for_writes = True
             transport.pause_reading()
+        return self._paused_for_writes
 
     def resume_writing(self) -> None:
         """Called by the transport when its write buffer drains below the low-water mark."""
@@ -949,13 +962,22 @@ class Connection(asyncio.BufferedProtocol):
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-        if self.listener is not None:
-            transport = self.transport
-            if self._paused_for_writes:
+        listener = self.listener
+        if listener is not None:
+            self._call_listener(listener.on_writing_resumed)
+            if self._paused_for_writes and not self._writing_paused:
                 self._paused_for_writes = False
-                if transport is not None and not transport.is_closing():
+                stashed, self._stashed = self._stashed, None
+                if stashed is not None and (protocol := self.protocol) is not None:
+                    # The rest of the read that stopped reading, before anything read after it.
+                    self._received(protocol, stashed)
+                transport = self.transport
+                if (
+                    not self._paused_for_writes
+                    and transport is not None
+                    and not transport.is_closing()
+                ):
                     transport.resume_reading()
-            self._call_listener(self.listener.on_writing_resumed)
 
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
         try:
@@ -1170,8 +1192,9 @@ class Connection(asyncio.BufferedProtocol):
             self._wrote_at_once = False
         if self._writing_paused and self.listener is not None:
             self._limit_answer_backlog()
-        if protocol.input_pending:
-            # Let the application answer the messages that came before the close or error, then go on.
+        if protocol.input_pending and self._stashed is None:
+            # Let the application answer the messages that came before the close or error, then go on
+            # (once the messages kept for resume_writing were delivered too).
             self.loop.call_soon(self._resume_input)
         if protocol.close_received is not None and protocol.close_sent is not None:
             transport = self.transport
@@ -1180,7 +1203,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._start_close_timer()
 
     def _resume_input(self) -> None:
-        if self.protocol is not None and not self._tcp_closed:
+        if self.protocol is not None and not self._tcp_closed and self._stashed is None:
             self.data_received(b"")
 
     def _handshake_data(self, data: bytes) -> None:
@@ -1206,6 +1229,9 @@ class Connection(asyncio.BufferedProtocol):
         self._wake_recv_on_end()
         if self.listener is not None:
             listener, self.listener = self.listener, None
+            stashed, self._stashed = self._stashed, None
+            if stashed is not None:
+                _deliver_after_loss(self, listener, stashed)
             try:
                 listener.on_close(self)
             except Exception:
@@ -1271,6 +1297,25 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(1001, "idle timeout")
         else:
             self._schedule_idle_check(timeout - idle_for)
+
+
+def _deliver_after_loss(connection: Connection, listener: Listener, events: list[Any]) -> None:
+    """Give a Listener the messages kept for `resume_writing` when the connection is lost meanwhile.
+
+    They were received whole, so they are not dropped; their answers cannot go out any more, and
+    `send_now` raising ConnectionClosed for them is expected here, not a failure of the listener.
+    """
+    for event in events:
+        try:
+            if (kind := type(event)) is str or kind is bytes:
+                listener.on_message(connection, event)
+            elif isinstance(event, Ping):
+                listener.on_ping(connection, event.data)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("listener failed")
+            return
 
 
 def _writev_chunks(fd: int, transport: asyncio.Transport, out: Sequence[bytes]) -> None:

@@ -7,9 +7,10 @@ messages go out in one write once they were all delivered (the answer to a read 
 frames queued in one loop iteration, in one write too). What the high-level API adds in convenience, this
 one saves in CPU and memory.
 
-Backpressure: once the transport's write buffer holds more than `write_limit` + `max_message_size` (16 ×
-`write_limit` without a message limit), upwire stops reading from the socket (so `on_message` is not called
-and the peer is slowed down by TCP), and resumes when it drains below the low-water mark;
+Backpressure: once the answers waiting to be written (the transport's write buffer and the frames held for
+it) pass `write_limit` + `max_message_size` (16 × `write_limit` without a message limit), upwire stops
+reading from the socket and stops calling `on_message` (the rest of the read in progress is kept, in order,
+and the peer is slowed down by TCP), and resumes when the buffer drains below the low-water mark;
 `connection.writing_paused` (above `write_limit`), `on_writing_paused` and `on_writing_resumed` tell the
 listener, for messages it sends on its own initiative.
 """

@@ -10,7 +10,7 @@ import pytest
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, uri
-from .wire import TEXT, RawPeer
+from .wire import BINARY, CLOSE, PING, PONG, TEXT, RawPeer, encode_frame
 
 
 class Echo(upwire.Listener):
@@ -151,8 +151,106 @@ async def test_a_listener_stops_reading_while_its_peer_does_not_read_its_answers
 
 
 async def _send_many(peer: RawPeer, message: bytes, count: int) -> None:
-    from .wire import BINARY
-
     for _ in range(count):
         peer.send_frame(BINARY, message)
         await peer.writer.drain()
+
+
+class Amplify(upwire.Listener):
+    """Answers each 8-byte message with 8 KiB: a small read asks for a great deal of writing."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.peak = 0
+        self.closed_after: int | None = None
+
+    def on_open(self, connection: upwire.Connection) -> None:
+        AMPLIFIERS.append((self, connection))
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        self.delivered += 1
+        assert isinstance(message, bytes)
+        connection.send_now(message * 1024)
+        transport = connection.transport
+        assert transport is not None
+        self.peak = max(self.peak, transport.get_write_buffer_size())
+
+    def on_close(self, connection: upwire.Connection) -> None:
+        self.closed_after = self.delivered
+
+
+AMPLIFIERS: list[tuple[Amplify, upwire.Connection]] = []
+BURST = 20_000  # 8-byte messages: 280 KB of frames, 160 MiB of answers
+
+
+def _burst() -> bytes:
+    return b"".join(
+        encode_frame(BINARY, index.to_bytes(8, "big"), mask_key=b"\0\0\0\0")
+        for index in range(BURST)
+    )
+
+
+async def _amplifier(start_server: StartServer) -> tuple[Amplify, upwire.Connection, RawPeer]:
+    AMPLIFIERS.clear()
+    server = await start_server(
+        Amplify, ping_interval=None, write_limit=64 * 1024, max_message_size=64 * 1024
+    )
+    peer = await RawPeer.upgraded(server.port)
+    while not AMPLIFIERS:
+        await asyncio.sleep(0.01)
+    listener, connection = AMPLIFIERS[0]
+    return listener, connection, peer
+
+
+async def test_a_listener_gets_no_more_of_a_read_than_its_unread_answers_allow(
+    start_server: StartServer,
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        listener, connection, peer = await _amplifier(start_server)
+        peer.write(_burst())
+        peer.send_frame(PING, b"after the burst")
+        peer.send_close(1000)
+        # The peer reads nothing yet: one read of the burst would ask for ~150 MiB of answers. Delivery
+        # stops once write_limit + max_message_size wait to be written (plus the answers held for one
+        # write, at most write_limit, and one answer).
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert listener.delivered < BURST
+        assert listener.peak <= (64 + 64 + 64 + 8) * 1024, f"write buffer reached {listener.peak}"
+        # Once the peer reads, every answer comes, in order, and the pong (a control frame may come
+        # between them: the core answers a ping as it parses it), then the close.
+        answers, pongs = [], []
+        while len(answers) < BURST:
+            frame = await peer.read_frame()
+            (answers if frame.opcode == BINARY else pongs).append(frame)
+        assert [frame.payload for frame in answers] == [
+            index.to_bytes(8, "big") * 1024 for index in range(BURST)
+        ]
+        assert listener.peak <= (64 + 64 + 64 + 8) * 1024, f"write buffer reached {listener.peak}"
+        if not pongs:
+            pongs.append(await peer.read_frame())
+        assert [(frame.opcode, frame.payload) for frame in pongs] == [(PONG, b"after the burst")]
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, 1000)
+        await connection.wait_closed()
+        assert listener.closed_after == BURST
+
+
+async def test_a_listener_gets_the_messages_of_a_read_kept_back_when_the_connection_is_lost(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        listener, connection, peer = await _amplifier(start_server)
+        peer.write(_burst())
+        while listener.delivered == 0 or not connection.writing_paused:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        delivered = listener.delivered
+        kept = len(connection._stashed or ())
+        assert kept > 0, "the read that stopped delivery had no messages left"
+        peer.writer.transport.abort()  # a reset: the answers can never go out
+        await connection.wait_closed()
+        # Every message the server read was given to the listener before on_close; the answers to those
+        # after the reset could not be sent, which is not the listener's failure.
+        assert listener.closed_after == delivered + kept
+        assert "listener failed" not in caplog.text
