@@ -569,7 +569,12 @@ class Connection(asyncio.BufferedProtocol):
         try:
             for event in remaining:
                 if (kind := type(event)) is str or kind is bytes:
-                    listener.on_message(self, event)
+                    try:
+                        listener.on_message(self, event)
+                    except ConnectionClosed:
+                        # An answer to a connection already closing (by this side, or the peer's close
+                        # frame answered): expected, as a handler ending on it is; the rest still comes.
+                        logger.debug("listener sent on a closing connection", exc_info=True)
                     if self._writing_paused and self._limit_answer_backlog():
                         self._stashed = list(remaining) or None
                         break
@@ -578,7 +583,10 @@ class Connection(asyncio.BufferedProtocol):
                 if isinstance(event, Pong):
                     self._pong_received(event.data)
                 elif isinstance(event, Ping):
-                    listener.on_ping(self, event.data)
+                    try:
+                        listener.on_ping(self, event.data)
+                    except ConnectionClosed:
+                        logger.debug("listener sent on a closing connection", exc_info=True)
                 elif isinstance(event, ProtocolFailure):
                     logger.info("failing the connection with %d: %s", event.code, event.message)
         except Exception:

@@ -28,7 +28,8 @@ __all__ = ["Listener"]
 class Listener:
     """Callbacks for one connection. Subclass it and override what you need; all run in the event loop.
 
-    An exception raised by a callback closes the connection with 1011 (and is logged on `upwire`).
+    An exception raised by a callback closes the connection with 1011 (and is logged on `upwire`), except
+    `ConnectionClosed` from `on_message` or `on_ping` sending on a connection that is already closing.
     """
 
     def on_open(self, connection: Connection) -> None:

@@ -93,6 +93,40 @@ async def test_a_listener_closes_from_a_callback_with_close_now(start_server: St
         assert (ws.close_code, ws.close_reason) == (4001, "done")
 
 
+class CloseOnFirst(upwire.Listener):
+    def __init__(self) -> None:
+        self.messages: list[str | bytes] = []
+        LISTENERS.append(self)
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        self.messages.append(message)
+        connection.send_now(message)  # raises ConnectionClosed once this side has closed
+        connection.close_now(4001, "done")
+
+
+LISTENERS: list[CloseOnFirst] = []
+
+
+async def test_a_listener_answering_after_its_close_gets_the_rest_of_the_read_without_an_error(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    LISTENERS.clear()
+    server = await start_server(CloseOnFirst, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.write(b"".join(encode_frame(TEXT, f"m{index}") for index in range(3)))
+        # send_now raising ConnectionClosed for the second and third message is the closing
+        # connection's doing: the close stays 4001 (not 1011), and every message was delivered.
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.payload) == (TEXT, b"m0")
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, 4001)
+        peer.send_close(4001)
+        assert await peer.read_frames_to_eof() == []
+        assert LISTENERS[0].messages == ["m0", "m1", "m2"]
+        assert "listener failed" not in caplog.text
+
+
 async def test_listeners_and_handlers_can_share_a_server_by_path(start_server: StartServer) -> None:
     async def hello(ws: upwire.ServerConnection) -> None:
         await ws.send("hello from a handler")
