@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 import pytest
+import uvloop
 
 import upwire
 
@@ -224,23 +226,49 @@ def _burst() -> bytes:
     )
 
 
-async def _amplifier(start_server: StartServer) -> tuple[Amplify, upwire.Connection, RawPeer]:
-    AMPLIFIERS.clear()
-    server = await start_server(
-        Amplify, ping_interval=None, write_limit=64 * 1024, max_message_size=64 * 1024
-    )
-    peer = await RawPeer.upgraded(server.port)
-    while not AMPLIFIERS:
-        await asyncio.sleep(0.01)
-    listener, connection = AMPLIFIERS[0]
-    return listener, connection, peer
+LOOPS = pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
 
 
-async def test_a_listener_gets_no_more_of_a_read_than_its_unread_answers_allow(
-    start_server: StartServer,
+def _with_amplifier(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    body: Callable[[Amplify, upwire.Connection, RawPeer], Awaitable[None]],
 ) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT_S):
-        listener, connection, peer = await _amplifier(start_server)
+    """Run `body` on a fresh loop against an Amplify server, with a raw peer that completed the upgrade."""
+
+    async def main() -> None:
+        AMPLIFIERS.clear()
+        async with upwire.serve(
+            Amplify,
+            "127.0.0.1",
+            0,
+            ping_interval=None,
+            write_limit=64 * 1024,
+            max_message_size=64 * 1024,
+            shutdown_timeout=2.0,
+        ) as server:
+            peer = await RawPeer.upgraded(server.port)
+            while not AMPLIFIERS:
+                await asyncio.sleep(0.01)
+            listener, connection = AMPLIFIERS[0]
+            await body(listener, connection, peer)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+
+
+@LOOPS
+def test_a_listener_gets_no_more_of_a_read_than_its_unread_answers_allow(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    _with_amplifier(loop_factory, _one_read_asks_for_150_mib)
+
+
+async def _one_read_asks_for_150_mib(
+    listener: Amplify, connection: upwire.Connection, peer: RawPeer
+) -> None:
+    if True:
         peer.write(_burst())
         peer.send_frame(PING, b"after the burst")
         peer.send_close(1000)
@@ -270,11 +298,18 @@ async def test_a_listener_gets_no_more_of_a_read_than_its_unread_answers_allow(
         assert listener.closed_after == BURST
 
 
-async def test_a_listener_gets_the_messages_of_a_read_kept_back_when_the_connection_is_lost(
-    start_server: StartServer, caplog: pytest.LogCaptureFixture
+@LOOPS
+def test_a_listener_gets_the_messages_of_a_read_kept_back_when_the_connection_is_lost(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT_S):
-        listener, connection, peer = await _amplifier(start_server)
+    _with_amplifier(loop_factory, _reset_while_a_read_is_kept_back)
+    assert "listener failed" not in caplog.text
+
+
+async def _reset_while_a_read_is_kept_back(
+    listener: Amplify, connection: upwire.Connection, peer: RawPeer
+) -> None:
+    if True:
         peer.write(_burst())
         while listener.delivered == 0 or not connection.writing_paused:
             await asyncio.sleep(0.01)
@@ -287,4 +322,3 @@ async def test_a_listener_gets_the_messages_of_a_read_kept_back_when_the_connect
         # Every message the server read was given to the listener before on_close; the answers to those
         # after the reset could not be sent, which is not the listener's failure.
         assert listener.closed_after == delivered + kept
-        assert "listener failed" not in caplog.text
