@@ -296,6 +296,7 @@ class Connection(asyncio.BufferedProtocol):
         "_closed_waiter",
         "_delivering",
         "_drain_waiters",
+        "_eof_sent",
         "_fd",
         "_flush_scheduled",
         "_fragment_lock",
@@ -378,6 +379,8 @@ class Connection(asyncio.BufferedProtocol):
         self._fd = _FD_UNKNOWN
         # True once the TCP connection is closed (connection_lost).
         self._tcp_closed = False
+        # True once this side's FIN is written, the socket closing when the peer's comes (_close_in_stages).
+        self._eof_sent = False
         # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
         # future per connection costs time and memory on every handshake.
         self._closed_waiter: asyncio.Future[None] | None = None
@@ -808,16 +811,18 @@ class Connection(asyncio.BufferedProtocol):
                     self._flush()
                     if self._writing_paused:
                         await self._drain()
+                if previous is not sentinel:
+                    # The final fragment: it may fail too (a type that differs from the first
+                    # fragment's, a str that cannot be encoded) once the others are out.
+                    self._open_protocol().send_fragment(previous, fin=True)
+                    self._large_queued = True
+                    self._flush()
             except BaseException:
                 if self._fragmenting():
                     # Fragments are on the wire and the message cannot be finished: the peer must not
                     # wait for it forever. (Before the first fragment left, nothing needs undoing.)
                     self._abort_message()
                 raise
-            if previous is not sentinel:
-                self._open_protocol().send_fragment(previous, fin=True)
-                self._large_queued = True
-                self._flush()
 
     def _fragmenting(self) -> bool:
         return self.protocol is not None and self.protocol._out_fragment_type is not None
@@ -844,12 +849,42 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 self._flush_chunks(transport, out)
         self._large_queued = False
-        if protocol.transport_should_close and not transport.is_closing():
+        if protocol.transport_should_close and not transport.is_closing() and not self._eof_sent:
+            if protocol.failure is not None and protocol.state is not State.CLOSED:
+                # Failed while the peer may still be sending (a frame over max_message_size, say):
+                # closing now, with its data unread, would make the kernel answer with a reset, which
+                # can destroy the close frame before the peer reads it.
+                self._close_in_stages()
+                return
             transport.close()
             if self._tls or transport.get_write_buffer_size():
                 # Unsent bytes (or a TLS shutdown) may never go out to a peer that stopped reading;
                 # otherwise connection_lost follows at once and a timer would only be cancelled.
                 self._start_close_timer()
+
+    def _close_in_stages(self) -> None:
+        """Close TCP once the peer has seen what was written: this side's FIN first, then the socket.
+
+        The socket closes when the peer's FIN comes (`eof_received`), or after `close_timeout`;
+        meanwhile reading goes on, and what arrives is dropped (the core discards it). Over TLS,
+        which has no half-close, or without a timeout, the transport is closed at once.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._eof_sent:
+            return
+        if self.options.close_timeout is None or not transport.can_write_eof():
+            transport.close()
+            self._start_close_timer()
+            return
+        self._eof_sent = True
+        try:
+            transport.write_eof()
+        except OSError:
+            # The peer is gone already (ENOTCONN): nothing more can reach it.
+            transport.abort()
+            return
+        self._start_close_timer()
+        transport.resume_reading()  # paused by backpressure, or for an async process_request
 
     def _flush_chunks(self, transport: asyncio.Transport, out: list[bytes]) -> None:
         if not self._large_queued:

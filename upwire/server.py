@@ -158,22 +158,20 @@ class ServerConnection(Connection):
         still sends (a request head over the limits, a body) would make the kernel answer with a reset,
         which can destroy the response before the client reads it. Meanwhile what arrives is dropped.
         """
+        if self._answered:
+            return  # one answer per connection: a second one would follow this side's FIN
+        request = self.request
+        # Serialized first: a response that cannot be (a header value with CR LF) raises before anything
+        # is marked answered, and the caller answers 500 instead.
+        data = serialize_response(response, body=request is None or request.method != "HEAD")
         self.response = response
         self._answered = True
         self._reader = None
         self._early_data = b""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            request = self.request
-            transport.write(
-                serialize_response(response, body=request is None or request.method != "HEAD")
-            )
-            timeout = self.options.close_timeout
-            if timeout is not None and transport.can_write_eof():
-                transport.write_eof()
-                self._close_timer = self.loop.call_later(timeout, transport.close)
-            else:
-                transport.close()
+            transport.write(data)
+            self._close_in_stages()
 
     def _internal_error(self) -> None:
         logger.exception("error while opening a connection from %s", self.remote_address)

@@ -56,6 +56,21 @@ async def test_serve_refuses_extra_headers_that_would_break_the_101(value: str) 
         upwire.serve(upwire.Listener, "127.0.0.1", 0, extra_headers=[("X-Bad", value)])
 
 
+async def test_a_process_request_response_that_cannot_be_sent_gets_500_at_once(
+    start_server: StartServer,
+) -> None:
+    def bad_answer(connection: upwire.ServerConnection, request: upwire.Request) -> upwire.Response:
+        return upwire.Response(200, {"X-Bad": "a\r\nSet-Cookie: injected=1"}, "hello\n")
+
+    server = await start_server(process_request=bad_answer)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request())
+        response = await peer.read_http_response()
+        assert response.status == 500
+        assert b"injected" not in response.body
+
+
 # ---------------------------------------------------------------------------- bad requests
 
 HUGE_REQUEST_LINE = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"

@@ -467,3 +467,23 @@ async def test_a_memoryview_of_ints_or_with_strides_goes_out_as_its_bytes_both_w
                     assert await ws.recv() == data
                 await ws.send(odd_views(data))  # one message in three fragments
                 assert await ws.recv() == data * 3
+
+
+@pytest.mark.parametrize(
+    ("fragments", "error"),
+    [
+        (["abc", b"def"], upwire.UsageError),  # the last fragment's type differs from the first's
+        (["ok", "\ud800"], UnicodeEncodeError),  # the last fragment cannot be encoded
+        (["a", b"b", "c"], upwire.UsageError),  # the same in the middle
+    ],
+)
+async def test_a_fragmented_message_failing_once_a_fragment_is_out_closes_with_1011(
+    start_server: StartServer, fragments: list[str | bytes], error: type[Exception]
+) -> None:
+    server = await start_server(ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        with pytest.raises(error):
+            await ws.send(fragments)
+        # The peer got a first fragment and must not wait for the rest forever.
+        await ws.wait_closed()
+        assert ws.close_code == 1011
