@@ -66,8 +66,11 @@ def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:
     """Send `message` to every open connection in `connections`, without waiting.
 
     There is no backpressure: the message is queued even on a connection whose write buffer is above
-    `write_limit` (use `send` per connection for that). Connections that are closing, closed, or in the
-    middle of sending a fragmented message are skipped.
+    `write_limit` (use `send` per connection for that), so a peer that stops reading makes its buffer, and
+    the process's memory, grow with every broadcast. Leave such connections out
+    (`broadcast([c for c in connections if not c.writing_paused], message)`), or close them. Connections
+    that are closing, closed, or in the middle of sending a fragmented message are skipped. If iterating
+    `connections` raises, every connection it yielded before still gets the message.
 
     Args:
         connections: the connections, e.g. `server.connections` or a room's members.
@@ -85,9 +88,34 @@ def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}; use str or bytes")
     frame = encode_frame(opcode, payload)
-    sent = 0
     fds: list[int] = []
     direct: list[Connection] = []
+    try:
+        sent = _queue_or_collect(connections, message, frame, fds, direct)
+    finally:
+        # Also when `connections` raised: what it yielded is not left out for what it did not.
+        if fds:
+            for position, count in send_each(fds, frame):
+                # The socket's buffer was full (or it failed): its transport writes the rest, or reports.
+                transport = direct[position].transport
+                if transport is not None:
+                    transport.write(frame[count:])
+    return sent + len(fds)
+
+
+def _queue_or_collect(
+    connections: Iterable[Connection],
+    message: str | bytes,
+    frame: bytes,
+    fds: list[int],
+    direct: list[Connection],
+) -> int:
+    """Queue `frame` (or a compressed copy) on each connection, or collect its socket for `send_each`.
+
+    Returns:
+        How many connections it was queued on (the collected ones not counted).
+    """
+    sent = 0
     for connection in connections:
         fd = connection._shared_fd()
         if fd >= 0:  # sent below, with all the others, by send_each
@@ -111,11 +139,4 @@ def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:
         else:
             continue
         sent += 1
-    if fds:
-        for position, count in send_each(fds, frame):
-            # The socket's buffer was full (or it failed): its transport writes the rest, or reports.
-            transport = direct[position].transport
-            if transport is not None:
-                transport.write(frame[count:])
-        sent += len(fds)
     return sent

@@ -105,6 +105,28 @@ async def test_broadcast_skips_closed_connections_and_one_sending_a_fragmented_m
         await steady.close()
 
 
+async def test_broadcast_reaches_what_an_iterable_yielded_before_it_raised(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        plain = [await upwire.connect(uri(server), compression=None) for _ in range(3)]
+        compressed = await upwire.connect(uri(server))
+        while len(server.connections) < 4:
+            await asyncio.sleep(0.01)
+
+        def members() -> Any:
+            yield from server.connections
+            raise LookupError("the room's member list failed")
+
+        with pytest.raises(LookupError):
+            upwire.broadcast(members(), "to everyone so far")
+        # Plain TCP connections are written together after the loop; they are not left out.
+        for client in [*plain, compressed]:
+            assert await client.recv() == "to everyone so far"
+            await client.close()
+
+
 def test_broadcast_refuses_other_types() -> None:
     import pytest
 
