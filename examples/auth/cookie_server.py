@@ -4,11 +4,12 @@
 Browsers send their cookies with the WebSocket handshake of a page from the same site, so a page that
 logged in over HTTP can open `new WebSocket("ws://host:8765/ws")` with no token in its code. Because a page
 from *another* site would get the cookies sent too (cross-site WebSocket hijacking), the handshake is also
-refused unless its `Origin` is one of ALLOWED_ORIGINS.
+refused unless its `Origin` is this server's own (the scheme and the `Host` the browser connects to), which
+holds on any `--host` and `--port`.
 
     python examples/auth/cookie_server.py [--host localhost] [--port 8765]
     GET /login?user=alice      sets the cookie `session=alice.<signature>` (a demo login: no password)
-    GET /ws (Upgrade)          the WebSocket endpoint: 403 without a valid cookie and an allowed Origin
+    GET /ws (Upgrade)          the WebSocket endpoint: 403 without a valid cookie and this server's Origin
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import upwire
 # Signs session cookies; a real server keeps it in its configuration and shares it between its processes.
 SECRET = os.environ.get("UPWIRE_EXAMPLE_SECRET", "").encode() or os.urandom(32)
 COOKIE = "session"
-ALLOWED_ORIGINS = {"http://localhost:8765", "http://127.0.0.1:8765"}
 
 
 def sign(user: str) -> str:
@@ -50,19 +50,31 @@ def user_of(request: upwire.Request) -> str | None:
     return user
 
 
+def same_origin(request: upwire.Request) -> bool:
+    """The page opening the WebSocket came from this server: its Origin names the host it connects to.
+
+    (Behind a reverse proxy, compare with the public address the proxy serves instead.)
+    """
+    host = request.headers.get("Host")
+    return host is not None and request.headers.get("Origin") in {
+        f"http://{host}",
+        f"https://{host}",
+    }
+
+
 def process_request(
     connection: upwire.ServerConnection, request: upwire.Request
 ) -> upwire.Response | None:
     """Serve /login over plain HTTP; let /ws upgrade only with a session cookie and an allowed Origin."""
     if request.path == "/login":
         user = request.query.get("user", "")
-        if not user.isalnum():
+        if not (user.isascii() and user.isalnum()):  # a header value is Latin-1; keep it to ASCII
             return upwire.Response(400, body="Use /login?user=NAME (letters and digits).\n")
         cookie = f"{COOKIE}={sign(user)}; Path=/; HttpOnly; SameSite=Strict"
         return upwire.Response(200, {"Set-Cookie": cookie}, f"Logged in as {user}.\n")
     if request.path != "/ws":
         return upwire.Response(404, body="Not found.\n")
-    if request.headers.get("Origin") not in ALLOWED_ORIGINS:
+    if not same_origin(request):
         return upwire.Response(403, body="This origin may not open WebSocket connections here.\n")
     if user_of(request) is None:
         return upwire.Response(403, body="Log in first: GET /login?user=NAME.\n")

@@ -68,6 +68,23 @@ async def page(browser: Browser) -> Page:
     return new_page
 
 
+def start_hello(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``examples/hello/server.py`` on 127.0.0.1:`port`, its output appended to `log`."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, str(HELLO_SERVER), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            # The upwire of this checkout, installed or not.
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            },
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as probe:
@@ -105,19 +122,7 @@ async def hello_server(tmp_path: Path) -> AsyncIterator[str]:
         pytest.fail(f"{HELLO_SERVER.relative_to(REPO)} does not exist")
     port = free_port()
     log = tmp_path / "hello-server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, str(HELLO_SERVER), "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            # The upwire of this checkout, installed or not.
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-            },
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_hello(port, log)
     try:
         await wait_until_listening(process, port, log)
         yield f"http://127.0.0.1:{port}"

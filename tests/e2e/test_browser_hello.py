@@ -6,6 +6,7 @@ The page that ``examples/hello/server.py`` serves at ``/`` connects back with th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -65,3 +66,36 @@ async def test_hello_page_greets_several_non_ascii_names_over_one_connection(
 
     assert len(frames["urls"]) == 1, "the page should keep one WebSocket connection open"
     assert frames["received"] == ["Hello Wörld ✓!", "Hello 你好!", "Hello 🌍!"]
+
+
+async def test_hello_page_loads_without_errors_and_reconnects_after_the_server_restarts(
+    page: Page, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    from .conftest import free_port, start_hello, wait_until_listening
+
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    port, log = free_port(), tmp_path / "hello-server.log"
+    servers = [start_hello(port, log)]
+    try:
+        await wait_until_listening(servers[0], port, log)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await expect(page.locator("#status")).to_have_text("connected")
+        assert errors == []  # nothing the page asks for is missing (a favicon, say)
+        servers[0].terminate()
+        servers[0].wait(timeout=5)
+        await expect(page.locator("#status")).to_contain_text("reconnecting")
+        assert await page.is_disabled("#send")
+        servers.append(start_hello(port, log))
+        await wait_until_listening(servers[1], port, log)
+        await expect(page.locator("#status")).to_have_text("connected", timeout=20_000)
+        await greet(page, "again")
+        await expect(page.locator("#log")).to_contain_text("Hello again!")
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=5)

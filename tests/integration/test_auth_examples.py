@@ -114,7 +114,7 @@ async def test_cookie_from_login_opens_the_websocket(
     async with upwire.connect(
         f"ws://127.0.0.1:{server.port}/ws",
         additional_headers={"Cookie": f"theme=dark; {cookie}"},
-        origin="http://localhost:8765",
+        origin=f"http://127.0.0.1:{server.port}",  # the page came from this server
     ) as ws:
         assert await ws.recv() == "Hello alice!"
         await ws.send("hi")
@@ -124,10 +124,11 @@ async def test_cookie_from_login_opens_the_websocket(
 @pytest.mark.parametrize(
     ("cookie", "origin", "why"),
     [
-        (None, "http://localhost:8765", b"Log in first"),
-        ("session=alice.0000", "http://localhost:8765", b"Log in first"),
-        ("session=mallory", "http://localhost:8765", b"Log in first"),
+        (None, "http://127.0.0.1:{port}", b"Log in first"),
+        ("session=alice.0000", "http://127.0.0.1:{port}", b"Log in first"),
+        ("session=mallory", "http://127.0.0.1:{port}", b"Log in first"),
         ("valid", "https://evil.example", b"This origin may not"),
+        ("valid", "http://127.0.0.1:1", b"This origin may not"),  # another port: another origin
         ("valid", None, b"This origin may not"),
     ],
 )
@@ -144,6 +145,8 @@ async def test_websocket_without_a_valid_cookie_or_origin_gets_403(
     if cookie == "valid":
         cookie = f"session={cookie_example.sign('alice')}"
     headers = {} if cookie is None else {"Cookie": cookie}
+    if origin is not None:
+        origin = origin.format(port=server.port)
     with pytest.raises(upwire.InvalidStatus) as caught:
         await upwire.connect(
             f"ws://127.0.0.1:{server.port}/ws", additional_headers=headers, origin=origin
@@ -158,6 +161,7 @@ async def test_cookie_example_login_refuses_odd_names(
     server = await start_server(
         cookie_example.handler, process_request=cookie_example.process_request
     )
-    status, headers, _ = await http_get(server.port, "/login?user=a%3Bb")
-    assert status == 400 and "set-cookie" not in headers
+    for name in ("a%3Bb", "%E7%94%A8%E6%88%B7"):  # a separator; letters that are not Latin-1
+        status, headers, _ = await http_get(server.port, f"/login?user={name}")
+        assert status == 400 and "set-cookie" not in headers
     assert (await http_get(server.port, "/elsewhere"))[0] == 404
