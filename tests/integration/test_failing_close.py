@@ -69,7 +69,7 @@ async def test_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
         sending = asyncio.create_task(_stream_payload(writer, size))
         try:
             done.set_result(await _close_frame_then_eof(reader))
-        except Exception as exc:  # noqa: BLE001 - handed to the test
+        except Exception as exc:  # handed to the test
             done.set_exception(exc)
         await sending
         writer.close()
