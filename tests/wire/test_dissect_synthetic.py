@@ -203,6 +203,9 @@ def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Pa
     path = write_capture(tmp_path / "c.pcap", echo_conversation().packets)
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(path.read_bytes()[:-7])
+    ng = write_capture(tmp_path / "c.pcapng", echo_conversation().packets, pcapng=True)
+    cut_ng = tmp_path / "cut.pcapng"
+    cut_ng.write_bytes(ng.read_bytes()[:-7])
     garbage = tmp_path / "garbage.pcap"
     garbage.write_bytes(b"this is not a capture at all")
     empty = tmp_path / "empty.pcapng"
@@ -216,6 +219,7 @@ def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Pa
         )
         for name, file in (
             ("cut", cut),
+            ("cut-pcapng", cut_ng),
             ("garbage", garbage),
             ("missing", tmp_path / "no.pcap"),
             ("empty", empty),
@@ -224,11 +228,12 @@ def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Pa
     }
     for name, run in runs.items():
         assert "Traceback" not in run.stderr, (name, run.stderr)
-        if name != "cut":
+        assert len(run.stderr.splitlines()) == 1, (name, run.stderr)
+        if not name.startswith("cut"):
             assert run.returncode == 1 and run.stdout == "", (name, run)
-            assert len(run.stderr.splitlines()) == 1, (name, run.stderr)
-    assert runs["cut"].returncode == 0 and "text" in runs["cut"].stdout
-    assert "truncated" in runs["cut"].stderr
+    for name in ("cut", "cut-pcapng"):
+        assert runs[name].returncode == 0 and "text" in runs[name].stdout, name
+        assert "truncated" in runs[name].stderr and "_Damaged" not in runs[name].stderr, name
     assert runs["garbage"].returncode == 1
     assert "not a pcap or pcapng capture" in runs["garbage"].stderr
     assert (

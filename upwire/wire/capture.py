@@ -126,10 +126,12 @@ def read_segments(
         except CaptureError:
             raise
         except Exception as exc:  # dpkt raises assorted errors on a damaged record
-            problems.append(
-                f"the capture is damaged or truncated after packet {number} "
-                f"({type(exc).__name__}: {_why(exc)}); decoding what came before"
-            )
+            if not watched.short_read:  # else the file just ends: said once, below
+                what = _why(exc) if isinstance(exc, _Damaged) else f"{type(exc).__name__}: {_why(exc)}"
+                problems.append(
+                    f"the capture is damaged or truncated after packet {number} ({what}); "
+                    "decoding what came before"
+                )
             break
         number += 1
         if stats is not None:
