@@ -127,7 +127,9 @@ def read_segments(
             raise
         except Exception as exc:  # dpkt raises assorted errors on a damaged record
             if not watched.short_read:  # else the file just ends: said once, below
-                what = _why(exc) if isinstance(exc, _Damaged) else f"{type(exc).__name__}: {_why(exc)}"
+                what = (
+                    _why(exc) if isinstance(exc, _Damaged) else f"{type(exc).__name__}: {_why(exc)}"
+                )
                 problems.append(
                     f"the capture is damaged or truncated after packet {number} ({what}); "
                     "decoding what came before"
