@@ -13,25 +13,31 @@ import ssl as ssl_module
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from upwire.connection import Connection, ConnectionOptions, extension_factories
-from upwire.exceptions import InvalidCertificate, InvalidHandshake, InvalidStatus, InvalidURI
+from upwire.exceptions import (
+    InvalidCertificate,
+    InvalidHandshake,
+    InvalidRedirect,
+    InvalidStatus,
+    InvalidURI,
+)
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role
 from upwire.protocol.extensions import ClientExtensionFactory, ClientPerMessageDeflateFactory
-from upwire.protocol.handshake import ClientHandshake
+from upwire.protocol.handshake import ClientHandshake, check_subprotocols
 from upwire.protocol.http import (
     Headers,
     HeadersLike,
     ResponseReader,
     basic_authorization,
-    serialize_request,
+    redact_uri,
 )
-from upwire.proxy import ProxyOption, open_tunnel, select_proxy
+from upwire.proxy import ProxyOption, open_tunnel, parse_proxy, select_proxy
 from upwire.redirects import RedirectChain, headers_for_redirect
 
-__all__ = ["ClientConnection", "WebSocketURI", "connect", "parse_uri"]
+__all__ = ["ClientConnection", "WebSocketURI", "connect", "parse_uri", "redact_uri"]
 
 USER_AGENT = "upwire (Python)"
 
@@ -63,10 +69,12 @@ def parse_uri(uri: str) -> WebSocketURI:
     """Parse a WebSocket URI (RFC 6455 §3).
 
     Credentials (`ws://user:password@host/`) become `authorization`, which `connect` sends as HTTP Basic
-    authentication. Error messages never show them.
+    authentication. Error messages never show them. Spaces, control and non-ASCII characters in the path
+    and query are sent percent-encoded (as UTF-8), and a non-ASCII host name in its IDNA form, as browsers
+    do.
 
     Raises:
-        InvalidURI: for another scheme, a missing host, a bad port, or a fragment.
+        InvalidURI: for another scheme, a missing host, a bad port (0 included), or a fragment.
     """
     try:
         parts = urlsplit(uri)
@@ -75,26 +83,36 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(redact_uri(uri), str(exc)) from None
     if parts.scheme not in ("ws", "wss"):
         raise InvalidURI(redact_uri(uri), "the scheme must be ws:// or wss://")
-    if not parts.hostname:
+    host = parts.hostname
+    if not host:
         raise InvalidURI(redact_uri(uri), "no host")
+    if port == 0:
+        raise InvalidURI(redact_uri(uri), "port 0 is not a port to connect to")
     if parts.fragment or uri.endswith("#"):
         # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
         raise InvalidURI(redact_uri(uri), "a WebSocket URI cannot have a #fragment")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURI(redact_uri(uri), f"bad host name: {exc}") from None
     secure = parts.scheme == "wss"
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
+    # RFC 3986 §2.1, RFC 9112 §3.2: a request target is visible ASCII; other characters are percent-encoded.
+    target = _NOT_IN_TARGET.sub(lambda match: quote(match.group(), safe=""), target)
+    default_port = 443 if secure else 80
     return WebSocketURI(
-        secure, parts.hostname, port or (443 if secure else 80), target, basic_authorization(parts)
+        secure,
+        host,
+        default_port if port is None else port,
+        target,
+        basic_authorization(parts),
     )
 
 
-_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` with its user information (user name and password) replaced by `***`, for messages."""
-    return _USER_INFO.sub(r"\1***@", uri)
+_NOT_IN_TARGET = re.compile(r"[^\x21-\x7e]+")
 
 
 class ClientConnection(Connection):
@@ -113,7 +131,7 @@ class ClientConnection(Connection):
         """Send the Upgrade request."""
         super().connection_made(transport)
         assert self.transport is not None
-        self.transport.write(serialize_request(self._handshake.request))
+        self.transport.write(self._handshake.head)
 
     def _handshake_data(self, data: bytes) -> None:
         try:
@@ -172,7 +190,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
     Args:
         uri: a ws:// or wss:// URI.
         subprotocols: subprotocols to offer, in order of preference.
-        additional_headers: more header fields for the Upgrade request.
+        additional_headers: more header fields for the Upgrade request. An Origin, User-Agent or
+            Authorization field here replaces the one from `origin`, `user_agent` or the URI's credentials,
+            and a Host field replaces the URI's (on redirects to another origin it is dropped). The fields
+            the handshake sets (Upgrade, Connection, Sec-WebSocket-*) are refused.
         origin: an Origin header value.
         user_agent: the User-Agent header (None to send none).
         ssl: an `ssl.SSLContext` for wss:// (default: `ssl.create_default_context()`, which verifies the
@@ -188,7 +209,11 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         **options: the connection options of `ConnectionOptions` (max_message_size, open_timeout, ...).
 
     Raises:
-        InvalidURI: for a URI that is not ws:// or wss://.
+        InvalidURI: for a URI that is not ws:// or wss://, or has a bad port (0 included).
+        UsageError: at once, for a header HTTP/1.1 cannot carry (a name that is not a token; CR, LF or NUL
+            in a value...) or one the handshake sets itself.
+        TypeError: at once, for `subprotocols` given as one string, or a `proxy` of another type.
+        ValueError: at once, for a subprotocol that is not a token or is repeated, or a bad proxy URL.
         InvalidStatus: when the server answers with an HTTP status other than 101.
         InvalidRedirect: for a redirect that is not followed (loop, too many, wss:// to ws://, no Location).
         InvalidCertificate: when the server's TLS certificate cannot be verified.
@@ -196,7 +221,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             407 and 401 answers).
         InvalidHandshake: when the server's answer breaks RFC 6455.
         OSError: when the TCP connection fails (refused, unreachable...).
-        TimeoutError: when the opening handshake takes longer than `open_timeout`.
+        TimeoutError: when the opening handshake takes longer than `open_timeout`; the message names the
+            URI, the timeout and the stage (connecting, the proxy's tunnel, waiting for the answer).
     """
 
     def __init__(
@@ -218,69 +244,92 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self.uri = parse_uri(uri)
         if not self.uri.secure and (ssl is not None or server_hostname is not None):
             raise InvalidURI(redact_uri(uri), "ssl and server_hostname need a wss:// URI")
-        if not isinstance(proxy, str | bool | None):
+        if isinstance(proxy, str):
+            parse_proxy(proxy)  # a bad URL is refused now, not when connecting
+        elif not isinstance(proxy, bool | None):
             raise TypeError(
                 f"proxy must be a URL string, True (from the environment) or None, not {proxy!r}"
             )
         # Redirects start from the URI without its credentials (the Authorization header carries them):
         # they stay out of relative Locations and of error messages.
-        self._raw_uri = _USER_INFO.sub(r"\1", uri)
+        self._raw_uri = redact_uri(uri, replacement="")
         RedirectChain(
             self._raw_uri, max_redirects
         )  # checks max_redirects now, not at the first redirect
         self._max_redirects = max_redirects
         self._proxy = proxy
-        self._user_agent = user_agent
         self.options = ConnectionOptions(**options)
-        headers = Headers()
-        if origin is not None:
-            headers.add("Origin", origin)
-        if user_agent is not None:
-            headers.add("User-Agent", user_agent)
-        for name, value in Headers(additional_headers).items():
-            headers.add(name, value)
-        # Credentials in the URI are sent as an Authorization header would be (one given wins), so they
-        # follow a redirect to the same origin only.
-        if self.uri.authorization is not None and "authorization" not in headers:
-            headers.add("Authorization", self.uri.authorization)
-        self._headers = headers
-        self._subprotocols = list(subprotocols)
+        # A field in additional_headers replaces the one an option makes (RFC 9110 §5.3: these fields are
+        # not lists, so they are sent once). Credentials in the URI are sent as an Authorization header
+        # would be, so they follow a redirect to the same origin only.
+        given = Headers(additional_headers)
+        defaults = [
+            ("Origin", origin),
+            ("User-Agent", user_agent),
+            ("Authorization", self.uri.authorization),
+        ]
+        self._headers = Headers(
+            [(k, v) for k, v in defaults if v is not None and k not in given] + given.items()
+        )
+        self._user_agent = self._headers.get("User-Agent")  # also sent to the proxy with CONNECT
+        self._subprotocols = check_subprotocols(subprotocols)
         self._extensions = extension_factories(
             compression, extensions, ClientPerMessageDeflateFactory
         )
+        # The request is checked now (headers, target), before any connection is opened for it.
+        self._handshake(self.uri, self._headers)
         self._ssl = ssl
         self._server_hostname = server_hostname
+        self._stage = ""
         self.connection: ClientConnection | None = None
 
-    async def _create(self) -> ClientConnection:
-        chain = RedirectChain(self._raw_uri, self._max_redirects)
-        uri, headers = self.uri, self._headers
-        async with asyncio.timeout(self.options.open_timeout):
-            while True:
-                try:
-                    connection = await self._open(uri, headers)
-                    break
-                except InvalidStatus as exc:
-                    location = chain.next_uri(exc)
-                    if location is None:
-                        raise
-                    headers = headers_for_redirect(headers, chain.uris[-2], location)
-                    uri = parse_uri(location)
-                    if uri.authorization is not None and "authorization" not in headers:
-                        headers = Headers(headers.items())
-                        headers.add("Authorization", uri.authorization)
-        self.connection = connection
-        return connection
-
-    async def _open(self, uri: WebSocketURI, headers: Headers) -> ClientConnection:
-        """Connect to `uri` (through the proxy, if any) and run the opening handshake once."""
-        handshake = ClientHandshake(
+    def _handshake(self, uri: WebSocketURI, headers: Headers) -> ClientHandshake:
+        """The handshake for one attempt (a fresh key each time); it checks the request it builds."""
+        return ClientHandshake(
             uri.host_header,
             uri.target,
             subprotocols=self._subprotocols,
             extensions=self._extensions,
             extra_headers=headers,
         )
+
+    async def _create(self) -> ClientConnection:
+        chain = RedirectChain(self._raw_uri, self._max_redirects)
+        uri, headers = self.uri, self._headers
+        timeout = asyncio.timeout(self.options.open_timeout)
+        try:
+            async with timeout:
+                while True:
+                    try:
+                        connection = await self._open(uri, headers)
+                        break
+                    except InvalidStatus as exc:
+                        location = chain.next_uri(exc)
+                        if location is None:
+                            raise
+                        try:
+                            uri = parse_uri(location)
+                        except InvalidURI as error:
+                            raise InvalidRedirect(
+                                f"redirect to an {error}", exc.status, exc.headers, exc.body
+                            ) from None
+                        headers = headers_for_redirect(headers, chain.uris[-2], location)
+                        if uri.authorization is not None and "authorization" not in headers:
+                            headers = Headers(headers.items())
+                            headers.add("Authorization", uri.authorization)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise TimeoutError(
+                f"timed out after open_timeout={self.options.open_timeout} s opening "
+                f"{redact_uri(chain.uris[-1])} ({self._stage})"
+            ) from None
+        self.connection = connection
+        return connection
+
+    async def _open(self, uri: WebSocketURI, headers: Headers) -> ClientConnection:
+        """Connect to `uri` (through the proxy, if any) and run the opening handshake once."""
+        handshake = self._handshake(uri, headers)
         ssl_context = None
         server_hostname = None
         if uri.secure:
@@ -290,8 +339,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         loop = asyncio.get_running_loop()
         options = self.options
         proxy = select_proxy(uri.secure, uri.host, uri.port, self._proxy)
+        connecting = "connecting" + (" and TLS handshake" if uri.secure else "")
         try:
             if proxy is None:
+                self._stage = connecting
                 _, connection = await loop.create_connection(
                     lambda: ClientConnection(options, handshake),
                     uri.host,
@@ -300,14 +351,20 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                     server_hostname=server_hostname,
                 )
             else:
-                # TLS to the server runs inside the tunnel: the proxy sees only encrypted bytes.
+                self._stage = f"opening a tunnel through the proxy {proxy.url}"
                 sock = await open_tunnel(proxy, uri.host, uri.port, user_agent=self._user_agent)
-                _, connection = await loop.create_connection(
-                    lambda: ClientConnection(options, handshake),
-                    sock=sock,
-                    ssl=ssl_context,
-                    server_hostname=server_hostname,
-                )
+                self._stage = connecting
+                try:
+                    # TLS to the server runs inside the tunnel: the proxy sees only encrypted bytes.
+                    _, connection = await loop.create_connection(
+                        lambda: ClientConnection(options, handshake),
+                        sock=sock,
+                        ssl=ssl_context,
+                        server_hostname=server_hostname,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except ssl_module.SSLCertVerificationError as exc:
             reason = exc.verify_message or str(exc)
             raise InvalidCertificate(
@@ -315,6 +372,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 "(to trust a private CA, pass ssl=ssl.create_default_context(cafile=...))",
                 reason,
             ) from exc
+        self._stage = "waiting for the handshake response"
         try:
             await connection._opening
         except BaseException:

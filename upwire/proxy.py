@@ -25,6 +25,7 @@ from upwire.protocol.http import (
     Request,
     ResponseReader,
     basic_authorization,
+    redact_uri,
     serialize_request,
 )
 
@@ -74,14 +75,17 @@ def parse_proxy(url: str) -> Proxy:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"invalid proxy URL {url!r}: {exc}") from None
+        raise ValueError(f"invalid proxy URL {redact_uri(text)!r}: {exc}") from None
     if parts.scheme.lower() != "http":
         raise ValueError(
-            f"invalid proxy URL {url!r}: only http:// proxies are supported (not {parts.scheme}://)"
+            f"invalid proxy URL {redact_uri(text)!r}: only http:// proxies are supported "
+            f"(not {parts.scheme}://)"
         )
     if not parts.hostname:
-        raise ValueError(f"invalid proxy URL {url!r}: no host")
-    return Proxy(parts.hostname, port or 80, basic_authorization(parts))
+        raise ValueError(f"invalid proxy URL {redact_uri(text)!r}: no host")
+    if port == 0:
+        raise ValueError(f"invalid proxy URL {redact_uri(text)!r}: port 0")
+    return Proxy(parts.hostname, 80 if port is None else port, basic_authorization(parts))
 
 
 def _environment(name: str, environ: Mapping[str, str]) -> str:
@@ -109,9 +113,10 @@ def proxy_bypassed(host: str, port: int, no_proxy: str) -> bool:
             return True
         entry_port: int | None = None
         if entry.startswith("["):  # [v6]:port or [v6]
-            bracket = entry.find("]")
-            tail = entry[bracket + 1 :]
-            entry, entry_port = entry[1:bracket], int(tail[1:]) if tail.startswith(":") else None
+            address_text, bracket, tail = entry[1:].partition("]")
+            if not bracket or (tail and not (tail[0] == ":" and tail[1:].isdigit())):
+                continue  # a malformed entry covers nothing (as in curl), so the proxy is still used
+            entry, entry_port = address_text, int(tail[1:]) if tail else None
         elif entry.count(":") == 1:  # name:port or v4:port (a bare IPv6 address has several colons)
             name, _, port_text = entry.partition(":")
             if port_text.isdigit():
@@ -217,12 +222,20 @@ async def open_tunnel(
             headers.add("Proxy-Authorization", proxy.authorization)
         # RFC 9110 §9.3.6: the target of CONNECT is the authority (host:port) of the tunnel's far end.
         request = Request("CONNECT", authority, headers)
-        await loop.sock_sendall(sock, serialize_request(request))
         reader = ResponseReader(request, max_header_bytes=MAX_PROXY_RESPONSE_BYTES)
         response = None
+        try:
+            await loop.sock_sendall(sock, serialize_request(request))
+        except OSError as exc:
+            raise ProxyError(f"the proxy {proxy.url} closed the connection: {exc}", 0) from exc
         while response is None:
             # The server speaks only after the client, so nothing but the proxy's answer can arrive here.
-            data = await loop.sock_recv(sock, 65536)
+            try:
+                data = await loop.sock_recv(sock, 65536)
+            except OSError as exc:  # a reset, for one
+                raise ProxyError(
+                    f"the proxy {proxy.url} closed the connection without answering: {exc}", 0
+                ) from exc
             try:
                 response = reader.feed(data) if data else reader.feed_eof()
             except InvalidHandshake as exc:

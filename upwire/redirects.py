@@ -13,15 +13,16 @@ from typing import NoReturn
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from upwire.exceptions import InvalidRedirect, InvalidStatus
-from upwire.protocol.http import Headers
+from upwire.protocol.http import Headers, redact_uri
 
 __all__ = ["REDIRECT_STATUSES", "RedirectChain", "headers_for_redirect", "same_origin"]
 
 # RFC 9110 §15.4: the opening handshake is a GET, so every one of these repeats it at the new location.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
-# Credentials the caller meant for one server; they are not sent to another origin after a redirect.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
+# Fields the caller meant for one server (credentials, a Host that replaces the URI's); they are not sent
+# to another origin after a redirect.
+_ORIGIN_BOUND_HEADERS = frozenset({"authorization", "cookie", "host"})
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
@@ -42,10 +43,11 @@ def same_origin(a: str, b: str) -> bool:
 
 
 def headers_for_redirect(headers: Headers, old: str, new: str) -> Headers:
-    """Return the headers to send to `new` after a redirect from `old`: credentials stay with their origin."""
+    """Return the headers to send to `new` after a redirect from `old`: credentials (and a Host given by
+    the caller) stay with their origin."""
     if same_origin(old, new):
         return headers
-    return Headers((k, v) for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS)
+    return Headers((k, v) for k, v in headers.items() if k.lower() not in _ORIGIN_BOUND_HEADERS)
 
 
 class RedirectChain:
@@ -76,22 +78,36 @@ class RedirectChain:
         if len(locations) != 1 or not locations[0].strip():
             self._fail(error, f"HTTP {error.status} redirect without a single Location header")
         location = locations[0].strip()
-        # urljoin knows ws:// and wss:// have a path, so "../b" and "/b?x" resolve as for http://.
-        target = urlsplit(urljoin(current, location))
+        try:
+            # urljoin knows ws:// and wss:// have a path, so "../b" and "/b?x" resolve as for http://.
+            target = urlsplit(urljoin(current, location))
+            port = target.port
+        except ValueError as exc:  # a bad port or IPv6 literal
+            self._fail(
+                error, f"redirect to {redact_uri(location)!r}, which is not a valid URI: {exc}"
+            )
         scheme = _SCHEMES.get(target.scheme.lower())
         if scheme is None or not target.hostname:
-            self._fail(error, f"redirect to {location!r}, which is not a ws:// or wss:// URI")
+            self._fail(
+                error, f"redirect to {redact_uri(location)!r}, which is not a ws:// or wss:// URI"
+            )
+        if port == 0:
+            self._fail(error, f"redirect to {redact_uri(location)!r}, whose port is 0")
         uri = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
+        # Messages show URIs without their credentials.
+        shown = [redact_uri(u) for u in [*self.uris, uri]]
         if current.startswith("wss:") and scheme == "ws":
-            self._fail(error, f"redirect from {current} to {uri} would drop TLS; not followed")
+            self._fail(
+                error, f"redirect from {shown[-2]} to {shown[-1]} would drop TLS; not followed"
+            )
         if uri in self.uris:
-            chain = " -> ".join([*self.uris[self.uris.index(uri) :], uri])
+            chain = " -> ".join(shown[self.uris.index(uri) :])
             self._fail(error, f"redirect loop: {chain}")
         if len(self.uris) > self.max_redirects:
             self._fail(
                 error,
                 f"more than max_redirects={self.max_redirects} redirects "
-                f"({self.uris[0]} -> ... -> {current} -> {uri})",
+                f"({shown[0]} -> ... -> {shown[-2]} -> {shown[-1]})",
             )
         self.uris.append(uri)
         return uri

@@ -56,6 +56,47 @@ async def test_serve_refuses_extra_headers_that_would_break_the_101(value: str) 
         upwire.serve(upwire.Listener, "127.0.0.1", 0, extra_headers=[("X-Bad", value)])
 
 
+@pytest.mark.parametrize("name", ["X A", "", "X-A:", "Ä", "X\tB"])
+async def test_serve_refuses_extra_header_names_that_are_not_tokens(name: str) -> None:
+    # RFC 9110 §5.1: else every 101 would be malformed ("X A: v" is no header line).
+    with pytest.raises(upwire.UsageError, match="header name"):
+        upwire.serve(upwire.Listener, "127.0.0.1", 0, extra_headers=[(name, "v")])
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"origins": "https://example.com"}, TypeError),  # would allow "h", "t", "p", ...
+        ({"subprotocols": "chat"}, TypeError),  # would support "c", "h", "a", "t"
+        ({"subprotocols": ["a b"]}, ValueError),
+        ({"subprotocols": [""]}, ValueError),
+    ],
+)
+async def test_serve_refuses_a_single_string_for_a_list_option(
+    options: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        upwire.serve(upwire.Listener, "127.0.0.1", 0, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Bad Name": "v"}, {"Content-Length": "99"}, {"Content-Length": "2"}],
+)
+async def test_a_process_request_response_with_a_bad_field_gets_500(
+    start_server: StartServer, headers: dict[str, str]
+) -> None:
+    def answer(connection: upwire.ServerConnection, request: upwire.Request) -> upwire.Response:
+        return upwire.Response(200, headers, "x")
+
+    server = await start_server(process_request=answer)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request())
+        response = await peer.read_http_response()
+        assert response.status == 500, response
+
+
 async def test_a_process_request_response_that_cannot_be_sent_gets_500_at_once(
     start_server: StartServer,
 ) -> None:
@@ -482,3 +523,13 @@ async def test_remote_address_is_the_clients_address(start_server: StartServer) 
         assert await ws.recv() == f"{host}:{port}"
         assert host == "127.0.0.1"
         assert ws.remote_address[:2] == ("127.0.0.1", server.port)
+
+
+async def test_status_lines_carry_rfc_9110_reason_phrases(start_server: StartServer) -> None:
+    # Python 3.11's table still says "Request-URI Too Long"; RFC 9110 §15.5.15 names it "URI Too Long".
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(HUGE_REQUEST_LINE)
+        response = await peer.read_http_response()
+        assert response.raw.startswith(b"HTTP/1.1 414 URI Too Long\r\n")

@@ -195,11 +195,15 @@ def test_parse_proxy_url_with_percent_encoded_credentials() -> None:
         ("socks5://proxy:1080", "only http:// proxies"),
         ("http://:3128", "no host"),
         ("http://proxy:99999", "invalid proxy URL"),
+        ("http://proxy:0", "port 0"),
+        ("http://alice:s3cret@proxy:99999", "invalid proxy URL"),
+        ("https://alice:s3cret@proxy", "only http:// proxies"),
     ],
 )
 def test_bad_proxy_urls_are_refused(url: str, why: str) -> None:
-    with pytest.raises(ValueError, match=why):
+    with pytest.raises(ValueError, match=why) as caught:
         parse_proxy(url)
+    assert "s3cret" not in str(caught.value)
 
 
 def test_bad_proxy_url_in_the_environment_names_the_variable() -> None:

@@ -387,11 +387,16 @@ def test_the_c_head_reader_gives_what_its_python_twin_gives(data: bytes) -> None
 # ---------------------------------------------------------------- serializers against the former writer
 
 
+TOKEN_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def reference_write_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:
     out = bytearray(start_line.encode("ascii"))
     out += b"\r\n"
     for name, value in headers:
-        out += _check_field(name, "header name").encode("ascii")
+        if not name or any(c not in TOKEN_CHARACTERS for c in name):  # RFC 9110 §5.1
+            raise UsageError(f"invalid HTTP header name {name!r}")
+        out += name.encode("ascii")
         out += b": "
         out += _check_field(value, "header value").encode("latin-1")
         out += b"\r\n"
@@ -402,8 +407,11 @@ def reference_write_head(start_line: str, headers: list[tuple[str, str]]) -> byt
 def reference_serialize_response(response: Response, close: bool) -> bytes:
     headers = response.headers.items()
     if response.status != 101:
-        if "content-length" not in response.headers:
+        lengths = [value for name, value in headers if name.lower() == "content-length"]
+        if not lengths:
             headers.append(("Content-Length", str(len(response.body))))
+        elif lengths != [str(len(response.body))]:
+            raise UsageError("a Content-Length that is not the body's")
         if close and "connection" not in response.headers:
             headers.append(("Connection", "close"))
     line = f"HTTP/1.1 {response.status} {_check_field(response.reason, 'reason')}"

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from upwire.exceptions import InvalidHandshake, InvalidStatus
+from upwire.exceptions import InvalidHandshake, InvalidStatus, UsageError
 from upwire.protocol.extensions.base import (
     ClientExtensionFactory,
     Extension,
@@ -28,10 +28,12 @@ from upwire.protocol.extensions.base import (
 )
 from upwire.protocol.frames import select_speedup
 from upwire.protocol.http import (
+    FIELD_NAME,
     Headers,
     HeadersLike,
     Request,
     Response,
+    checked_request_head,
     http_error,
     list_tokens,
     serialize_fields,
@@ -44,6 +46,7 @@ __all__ = [
     "ServerHandshake",
     "accept_key",
     "accept_key_py",
+    "check_subprotocols",
     "generate_key",
 ]
 
@@ -109,9 +112,13 @@ class ServerHandshake:
         origins: Sequence[str | None] | None = None,
         extra_headers: HeadersLike = (),
     ) -> None:
-        self._subprotocols = list(subprotocols)
+        self._subprotocols = check_subprotocols(subprotocols, unique=False)
         self._select = select_subprotocol
         self._extensions = list(extensions)
+        if isinstance(origins, str | bytes):
+            raise TypeError(
+                f"origins must be a list of origins, not a single string: [{origins!r}]"
+            )
         self._origins = None if origins is None else set(origins)
         self._extra_headers = Headers(extra_headers)
         # The end of every 101 head, written (and its fields checked) once, here.
@@ -303,6 +310,42 @@ def _split(value: str) -> list[str]:
     return [t.strip() for t in value.split(",") if t.strip()]
 
 
+# The fields the client's request gets from the handshake itself, and what to use instead of giving them.
+_HANDSHAKE_FIELDS = {
+    "upgrade": "it is always 'websocket'",
+    "connection": "it is always 'Upgrade'",
+    "sec-websocket-key": "it is fresh for every handshake",
+    "sec-websocket-version": "it is always 13",
+    "sec-websocket-protocol": "use subprotocols=",
+    "sec-websocket-extensions": "use extensions= or compression=",
+}
+
+
+def check_subprotocols(subprotocols: Sequence[str], *, unique: bool = True) -> list[str]:
+    """Return the subprotocols offered (by a client) or supported (by a server) as a list, once checked.
+
+    A client offers each once (`unique`); a server's list may repeat one harmlessly.
+
+    Raises:
+        TypeError: for a single string instead of a list of them.
+        ValueError: for a name that is not a token or is given twice (RFC 6455 §4.1 item 10).
+    """
+    if isinstance(subprotocols, str | bytes):
+        raise TypeError(
+            f"subprotocols must be a list of names, not a single string: [{subprotocols!r}]"
+        )
+    names = list(subprotocols)
+    for i, name in enumerate(names):
+        # RFC 6455 §4.1 (10): each offered subprotocol is a token, and no two are the same.
+        if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
+            raise ValueError(
+                f"subprotocol {name!r} is not a token (letters, digits and !#$%&'*+-.^_`|~, not empty)"
+            )
+        if unique and name in names[:i]:
+            raise ValueError(f"subprotocol {name!r} is listed twice")
+    return names
+
+
 class ClientHandshake:
     """Build the client's Upgrade request and check the server's answer (RFC 6455 §4.1).
 
@@ -311,11 +354,20 @@ class ClientHandshake:
         target: the request target (path and query).
         subprotocols: subprotocols to offer, in order of preference.
         extensions: extensions to offer (e.g. permessage-deflate), in order of preference.
-        extra_headers: more header fields (Origin, User-Agent, cookies, auth...).
+        extra_headers: more header fields (Origin, User-Agent, cookies, auth...); a Host field replaces
+            the one made from `host`.
         key: the Sec-WebSocket-Key; a fresh random one by default (tests pass fixed keys).
 
     Attributes:
+        request: the Upgrade request.
+        head: `request` written as bytes, checked against HTTP/1.1's rules.
         extensions: after `check_response`, the extensions the server accepted, in its order.
+
+    Raises:
+        TypeError: for `subprotocols` given as one string.
+        ValueError: for a subprotocol that is not a token or is offered twice.
+        UsageError: for an extra header that the handshake sets itself (Upgrade, Sec-WebSocket-*...), or
+            a target or header HTTP/1.1 cannot carry.
     """
 
     def __init__(
@@ -329,26 +381,34 @@ class ClientHandshake:
         key: str | None = None,
     ) -> None:
         self.key = key or generate_key()
-        self.subprotocols = list(subprotocols)
+        self.subprotocols = check_subprotocols(subprotocols)
         self._extension_factories = list(extensions)
         self.extensions: list[Extension] = []
-        headers = Headers(
-            [
-                ("Host", host),
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Key", self.key),
-                ("Sec-WebSocket-Version", "13"),
-            ]
+        extra = Headers(extra_headers)
+        for name in extra:
+            instead = _HANDSHAKE_FIELDS.get(name.lower())
+            if instead is not None:
+                raise UsageError(f"the {name} header is set by the opening handshake; {instead}")
+        # A Host field among the extra headers replaces the one made from `host` (a virtual host reached
+        # by its IP address, for example).
+        fields = [] if "host" in extra else ["Host", host]
+        fields += (
+            "Upgrade",
+            "websocket",
+            "Connection",
+            "Upgrade",
+            "Sec-WebSocket-Key",
+            self.key,
+            "Sec-WebSocket-Version",
+            "13",
         )
         if self.subprotocols:
-            headers.add("Sec-WebSocket-Protocol", ", ".join(self.subprotocols))
+            fields += ("Sec-WebSocket-Protocol", ", ".join(self.subprotocols))
         if self._extension_factories:
             offers = [(factory.name, factory.offer()) for factory in self._extension_factories]
-            headers.add("Sec-WebSocket-Extensions", serialize_extensions(offers))
-        for name, value in Headers(extra_headers).items():
-            headers.add(name, value)
-        self.request = Request("GET", target, headers)
+            fields += ("Sec-WebSocket-Extensions", serialize_extensions(offers))
+        self.request = Request("GET", target, Headers._of(fields + extra._fields))
+        self.head = checked_request_head(self.request)
 
     def check_response(self, response: Response) -> str | None:
         """Check the server's answer; return the negotiated subprotocol (or None).

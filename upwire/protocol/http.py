@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import http
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_REQUEST_LINE",
+    "FIELD_NAME",
     "Headers",
     "HeadersLike",
     "Request",
@@ -34,7 +36,9 @@ __all__ = [
     "Response",
     "ResponseReader",
     "basic_authorization",
+    "checked_request_head",
     "http_error",
+    "redact_uri",
     "serialize_fields",
     "serialize_request",
     "serialize_response",
@@ -189,7 +193,8 @@ class Response:
 
     Args:
         status: the status code.
-        headers: header fields; Content-Length is added when writing a response with a body.
+        headers: header fields; Content-Length is added when writing a response (one given must be the
+            body's length).
         body: the body; a `str` is encoded as UTF-8 (and gets a text/plain content type if none is set).
         reason: the reason phrase; the standard one when empty.
     """
@@ -240,7 +245,15 @@ def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidH
     return InvalidHandshake(message, status, all_headers.items(), body)
 
 
-_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+# RFC 9110's phrases: Python's table still has older ones for some codes before 3.13.
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus} | {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+# RFC 9110 §5.1: a field name is a token.
+FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
 
 # A server keeps each connection's request, headers included, for as long as the connection: ~50 bytes per
 # str. The field names clients send and the values that are the same in every handshake are kept once per
@@ -300,6 +313,17 @@ def basic_authorization(url: SplitResult) -> str | None:
     return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
 
 
+_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+
+
+def redact_uri(uri: str, replacement: str = "***@") -> str:
+    """`uri` with its user information (user name and password) replaced by `***`, for messages.
+
+    With `replacement=""`, the URI without its user information.
+    """
+    return _USER_INFO.sub(lambda match: match.group(1) + replacement, uri)
+
+
 def _reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
@@ -311,21 +335,29 @@ def _check_field(text: str, what: str) -> str:
     return text
 
 
+def _check_name(name: str) -> str:
+    if not FIELD_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid HTTP header name {name!r}: a token (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    return name
+
+
 def _write_head(start_line: str, fields: list[str]) -> bytes:
     """Write a head from its start line and a flat [name, value, ...] list of header fields."""
     pairs = iter(fields)
     lines = "".join([f"{name}: {value}\r\n" for name, value in zip(pairs, pairs, strict=True)])
     text = f"{start_line}\r\n{lines}\r\n"
     # The usual case: one join and one encode. The only CR and LF are then the line ends (one per
-    # field, two more), there is no NUL, and names and start line are ASCII; else the checks field by
-    # field below give the same result and name the field to blame.
+    # field, two more), there is no NUL, the start line is ASCII and the names are tokens; else the
+    # checks field by field below give the same result and name the field to blame.
     line_ends = len(fields) // 2 + 2
     if (
         text.count("\n") == line_ends
         and text.count("\r") == line_ends
         and "\0" not in text
         and start_line.isascii()
-        and "".join(fields[::2]).isascii()
+        and all(map(FIELD_NAME.fullmatch, fields[::2]))
     ):
         try:
             return text.encode("latin-1")
@@ -338,13 +370,14 @@ def serialize_fields(fields: list[str]) -> bytes:
     """Write header field lines (`name: value` and CRLF each) from a flat [name, value, ...] list.
 
     Raises:
-        UsageError: for a CR, LF or NUL in a name or value (it would inject fields or a second head).
-        UnicodeEncodeError: for a name that is not ASCII or a value outside Latin-1.
+        UsageError: for a name that is not a token, or a CR, LF or NUL in a value (it would inject fields
+            or a second head).
+        UnicodeEncodeError: for a value outside Latin-1.
     """
     out = bytearray()
     pairs = iter(fields)
     for name, value in zip(pairs, pairs, strict=True):
-        out += _check_field(name, "header name").encode("ascii")
+        out += _check_name(name).encode("ascii")
         out += b": "
         out += _check_field(value, "header value").encode("latin-1")
         out += b"\r\n"
@@ -360,8 +393,13 @@ def serialize_response(response: Response, *, close: bool = True, body: bool = T
     fields = response.headers._fields
     if response.status != 101:
         fields = list(fields)
-        if "content-length" not in response.headers:
-            fields += ("Content-Length", str(len(response.body)))
+        length = str(len(response.body))
+        given = response.headers.get_all("content-length")
+        if not given:
+            fields += ("Content-Length", length)
+        elif given != [length]:
+            # A length that is not the body's would leave the client waiting, or reading garbage.
+            raise UsageError(f"Content-Length {', '.join(given)} for a body of {length} bytes")
         if close and "connection" not in response.headers:
             fields += ("Connection", "close")
     head = _write_head(
@@ -374,6 +412,41 @@ def serialize_request(request: Request) -> bytes:
     """Write a request head as bytes."""
     line = f"{request.method} {_check_field(request.target, 'target')} HTTP/{request.http_version}"
     return _write_head(line, request.headers._fields)
+
+
+def checked_request_head(request: Request) -> bytes:
+    """Write a request head as `serialize_request` does, once h11 agrees that HTTP/1.1 allows it.
+
+    For requests this program builds (the client's), so that a bad header or target is refused before a
+    connection is opened for it.
+
+    Raises:
+        UsageError: for what HTTP/1.1 cannot carry: a header name that is not a token (RFC 9110 §5.1), a
+            CR, LF or NUL or surrounding white space in a value (§5.5), a name outside ASCII or a value
+            outside Latin-1, a space or non-ASCII character in the target, several Host fields.
+    """
+    try:
+        head = serialize_request(request)
+        _h11_request(request)
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"cannot send {exc.object!r} in an HTTP request: header names are ASCII, values Latin-1"
+        ) from None
+    except h11.LocalProtocolError as exc:
+        raise UsageError(f"cannot send this HTTP request: {exc}") from None
+    return head
+
+
+def _h11_request(request: Request) -> h11.Request:
+    # As bytes: h11 encodes a str as ASCII, and a received request's values are Latin-1 (obs-text).
+    return h11.Request(
+        method=request.method.encode("latin-1"),
+        target=request.target.encode("latin-1"),
+        headers=[
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in request.headers.items()
+        ],
+    )
 
 
 def _raw_headers(headers: h11._headers.Headers) -> Headers:
@@ -531,17 +604,7 @@ class ResponseReader:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self._parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
-        # As bytes: h11 encodes a str as ASCII, and a received request's values are Latin-1 (obs-text).
-        self._parser.send(
-            h11.Request(
-                method=request.method.encode("latin-1"),
-                target=request.target.encode("latin-1"),
-                headers=[
-                    (name.encode("latin-1"), value.encode("latin-1"))
-                    for name, value in request.headers.items()
-                ],
-            )
-        )
+        self._parser.send(_h11_request(request))
         self._max_body_bytes = max_body_bytes
         self._max_header_bytes = max_header_bytes
         self._response: Response | None = None

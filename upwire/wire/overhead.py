@@ -81,17 +81,20 @@ def polling_heads(request: Request, response: Response, size: int, upstream: boo
         upstream: True for a client-to-server message (a POST), False for one the server sends (a GET
             answered with it).
     """
-    body_headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]
+    content_type = ("Content-Type", "application/octet-stream")
     request_headers = _kept(request.headers)
     response_headers = _kept(response.headers)
     if upstream:
+        body_headers = [content_type, ("Content-Length", str(size))]
         poll = Request("POST", request.target, Headers(request_headers + body_headers))
         answer = Response(204, response_headers)
         answer_bytes = len(serialize_response(answer, close=False)) - len(b"Content-Length: 0\r\n")
     else:
         poll = Request("GET", request.target, Headers(request_headers))
-        answer = Response(200, response_headers + body_headers)
-        answer_bytes = len(serialize_response(answer, close=False))
+        # The head of an answer with the message as its body: written with an empty body, whose
+        # "Content-Length: 0" becomes the message's length.
+        answer = Response(200, [*response_headers, content_type])
+        answer_bytes = len(serialize_response(answer, close=False)) - 1 + len(str(size))
     return len(serialize_request(poll)) + answer_bytes
 
 

@@ -1,0 +1,275 @@
+"""The client's inputs on real sockets: what is refused before connecting, what is sent, and the errors of
+redirects, proxies and open_timeout.
+
+A raw asyncio server on 127.0.0.1 records every connection and request head it gets, so a test can tell
+that a bad input was refused before a socket was opened (none leaks) and what went on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S, StartServer
+from .test_redirects import Routes, redirecting
+from .wire import request_headers
+
+pytestmark = pytest.mark.timeout(TEST_TIMEOUT_S * 3)
+
+FORBIDDEN = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that records the request heads it reads and answers with `answer`."""
+
+    def __init__(self, answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+            await self.answer(writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def forbid(writer: asyncio.StreamWriter) -> None:
+    writer.write(FORBIDDEN)
+    await writer.drain()
+
+
+async def stay_silent(writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(TEST_TIMEOUT_S)
+
+
+async def reset(writer: asyncio.StreamWriter) -> None:
+    # SO_LINGER with a zero timeout: closing sends a reset (RST) instead of a FIN.
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+StartRaw = Callable[[Callable[[asyncio.StreamWriter], Awaitable[None]]], Awaitable[RawServer]]
+
+
+@pytest_asyncio.fixture
+async def raw_server() -> AsyncIterator[StartRaw]:
+    """`server = await raw_server(answer)`; closed at teardown."""
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> RawServer:
+        raw = RawServer(answer)
+        server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+        servers.append(server)
+        raw.port = server.sockets[0].getsockname()[1]
+        return raw
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+# ---------------------------------------------------------------- refused before connecting
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"additional_headers": {"X A": "1"}}, upwire.UsageError),
+        ({"additional_headers": {"X-A: b": "1"}}, upwire.UsageError),
+        ({"additional_headers": {"": "1"}}, upwire.UsageError),
+        ({"additional_headers": {"X-A": "1\r\nX-Injected: 2"}}, upwire.UsageError),
+        ({"additional_headers": {"Sec-WebSocket-Key": "x"}}, upwire.UsageError),
+        ({"origin": "https://a.example\r\nX-Injected: 1"}, upwire.UsageError),
+        ({"user_agent": "ua\r\nX-Injected: 1"}, upwire.UsageError),
+        ({"subprotocols": "chat"}, TypeError),
+        ({"subprotocols": ["a, b"]}, ValueError),
+        ({"subprotocols": ["chat", "chat"]}, ValueError),
+        ({"proxy": "socks5://127.0.0.1:1080"}, ValueError),
+    ],
+)
+async def test_bad_inputs_are_refused_before_a_connection_is_opened(
+    raw_server: StartRaw, no_proxy_environment: Any, options: dict[str, Any], error: type
+) -> None:
+    server = await raw_server(forbid)
+    with pytest.raises(error):
+        upwire.connect(f"ws://127.0.0.1:{server.port}/", **options)
+    await asyncio.sleep(0.05)
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("uri", ["ws://127.0.0.1:0/", "ws://user:secret@127.0.0.1:0/"])
+async def test_port_0_is_an_invalid_uri_not_port_80(uri: str) -> None:
+    with pytest.raises(upwire.InvalidURI, match="port 0") as caught:
+        await upwire.connect(uri)
+    assert "secret" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- what is sent
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [("/a b", "/a%20b"), ("/\u20ac", "/%E2%82%AC"), ("/caf\u00e9?q=a b", "/caf%C3%A9?q=a%20b")],
+)
+async def test_spaces_and_non_ascii_in_the_path_are_sent_percent_encoded(
+    start_server: StartServer, path: str, target: str
+) -> None:
+    async def target_of(ws: upwire.ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(ws.request.target)
+
+    server = await start_server(target_of)
+    async with upwire.connect(f"ws://127.0.0.1:{server.port}{path}") as ws:
+        assert await ws.recv() == target
+
+
+async def test_additional_headers_replace_user_agent_origin_and_host(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    server = await raw_server(forbid)
+    with pytest.raises(upwire.InvalidStatus):
+        await upwire.connect(
+            f"ws://127.0.0.1:{server.port}/",
+            origin="https://a.example",
+            additional_headers={
+                "user-agent": "app/1",
+                "Origin": "https://b.example",
+                "Host": "virtual.example",
+            },
+        )
+    (head,) = server.heads
+    for name in (b"user-agent", b"origin", b"host"):
+        assert head.lower().count(b"\r\n" + name + b":") == 1
+    headers = request_headers(head)
+    assert headers["user-agent"] == "app/1"
+    assert headers["origin"] == "https://b.example"
+    assert headers["host"] == "virtual.example"
+
+
+async def test_options_fill_in_user_agent_and_origin_when_not_in_additional_headers(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    server = await raw_server(forbid)
+    with pytest.raises(upwire.InvalidStatus):
+        await upwire.connect(
+            f"ws://127.0.0.1:{server.port}/",
+            origin="https://a.example",
+            additional_headers={"X-Trace": "1"},
+        )
+    headers = request_headers(server.heads[0])
+    assert headers["user-agent"] == "upwire (Python)"
+    assert headers["origin"] == "https://a.example"
+    assert headers["host"] == f"127.0.0.1:{server.port}"
+
+
+# ---------------------------------------------------------------- redirects
+
+
+async def test_a_location_with_a_space_is_followed_percent_encoded(
+    start_server: StartServer,
+) -> None:
+    async def target_of(ws: upwire.ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(ws.request.target)
+
+    routes: Routes = {"/": (302, "/a b?x=c d")}
+    server = await start_server(target_of, process_request=redirecting(routes))
+    async with upwire.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        assert await ws.recv() == "/a%20b?x=c%20d"
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [
+        ("ws://127.0.0.1:99999/", "Port out of range"),
+        ("ws://[::1/", "Invalid IPv6 URL"),
+        ("ws://127.0.0.1:0/", "whose port is 0"),
+    ],
+)
+async def test_a_location_with_a_bad_port_is_an_invalid_redirect(
+    start_server: StartServer, location: str, why: str
+) -> None:
+    server = await start_server(process_request=redirecting({"/": (302, location)}))
+    with pytest.raises(upwire.InvalidRedirect, match=why) as caught:
+        await upwire.connect(f"ws://127.0.0.1:{server.port}/")
+    assert caught.value.status == 302
+
+
+async def test_credentials_in_a_location_never_appear_in_errors(start_server: StartServer) -> None:
+    routes: Routes = {}
+    server = await start_server(process_request=redirecting(routes))
+    base = f"ws://bob:s3cret@127.0.0.1:{server.port}"
+    routes.update({"/": (302, f"{base}/u"), "/u": (302, f"{base}/v"), "/v": (302, f"{base}/u")})
+    with pytest.raises(upwire.InvalidRedirect, match="redirect loop") as caught:
+        await upwire.connect(f"ws://127.0.0.1:{server.port}/")
+    assert "s3cret" not in str(caught.value) and "bob" not in str(caught.value)
+    assert f"ws://***@127.0.0.1:{server.port}/u" in str(caught.value)
+
+
+# ---------------------------------------------------------------- proxies
+
+
+async def test_a_proxy_that_resets_the_connection_is_a_proxy_error(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    proxy = await raw_server(reset)
+    with pytest.raises(upwire.ProxyError) as caught:
+        await upwire.connect("ws://127.0.0.1:9/", proxy=f"http://127.0.0.1:{proxy.port}")
+    assert caught.value.status == 0
+    assert f"the proxy http://127.0.0.1:{proxy.port}" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
+async def test_a_malformed_no_proxy_entry_does_not_stop_wss_going_through_the_proxy(
+    raw_server: StartRaw, no_proxy_environment: pytest.MonkeyPatch
+) -> None:
+    proxy = await raw_server(forbid)
+    no_proxy_environment.setenv("https_proxy", f"http://127.0.0.1:{proxy.port}")
+    no_proxy_environment.setenv("no_proxy", "[::1]:x, [::1]:")
+    with pytest.raises(upwire.ProxyError, match="refused to open a tunnel") as caught:
+        await upwire.connect("wss://127.0.0.1:9/")
+    assert caught.value.status == 403
+    assert proxy.heads[0].startswith(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n")
+
+
+# ---------------------------------------------------------------- open_timeout
+
+
+async def test_open_timeout_says_what_timed_out(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    server = await raw_server(stay_silent)
+    with pytest.raises(TimeoutError) as caught:
+        await upwire.connect(f"ws://user:secret@127.0.0.1:{server.port}/x", open_timeout=0.2)
+    assert str(caught.value) == (
+        f"timed out after open_timeout=0.2 s opening ws://127.0.0.1:{server.port}/x "
+        "(waiting for the handshake response)"
+    )
+    proxy = await raw_server(stay_silent)
+    with pytest.raises(TimeoutError, match=f"through the proxy http://127.0.0.1:{proxy.port}"):
+        await upwire.connect(
+            "ws://127.0.0.1:9/", proxy=f"http://127.0.0.1:{proxy.port}", open_timeout=0.2
+        )
