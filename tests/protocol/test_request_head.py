@@ -387,7 +387,9 @@ def test_the_c_head_reader_gives_what_its_python_twin_gives(data: bytes) -> None
 # ---------------------------------------------------------------- serializers against the former writer
 
 
-TOKEN_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+TOKEN_CHARACTERS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 def reference_write_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:
