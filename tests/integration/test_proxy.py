@@ -228,6 +228,16 @@ def test_scheme_chooses_the_variable_and_lower_case_wins() -> None:
     assert select_proxy(False, "example.com", 80, "p:9", environ={"no_proxy": "*"}) == Proxy("p", 9)
 
 
+def test_under_cgi_an_upper_case_http_proxy_is_not_trusted() -> None:
+    # "httpoxy": a CGI request's "Proxy: evil" header arrives as HTTP_PROXY.
+    cgi = {"REQUEST_METHOD": "GET", "HTTP_PROXY": "http://evil:1"}
+    assert select_proxy(False, "example.com", 80, environ=cgi) is None
+    assert select_proxy(False, "example.com", 80, environ={**cgi, "http_proxy": "ok:2"}) == Proxy(
+        "ok", 2
+    )
+    assert select_proxy(False, "example.com", 80, environ={"HTTP_PROXY": "up:3"}) == Proxy("up", 3)
+
+
 @pytest.mark.parametrize(
     ("host", "port", "no_proxy", "bypassed"),
     [
