@@ -613,11 +613,22 @@ class Connection(asyncio.BufferedProtocol):
 
     def _closed_error(self) -> ConnectionClosed:
         protocol = self.protocol
-        code = 1006 if protocol is None else protocol.close_code or 1006
-        reason = "" if protocol is None else protocol.close_reason
-        if self._closed_cleanly():
-            return ConnectionClosedOK(code, reason)
-        return ConnectionClosedError(code, reason)
+        if protocol is None:
+            return ConnectionClosedError(1006, "")
+        code, reason, sent = protocol.close_code, protocol.close_reason, protocol.close_sent
+        clean = self._closed_cleanly()
+        detail = ""
+        if sent is not None and protocol.close_received is None:
+            if self._tcp_closed:
+                detail = "no close frame received"
+            else:
+                # Still closing (a Listener's send_now after close_now, say): what this side sent, so far.
+                detail = "closing handshake in progress"
+                if code is None:
+                    code, reason = sent[0] or 1005, sent[1]
+                clean = code in _CLEAN_CODES
+        error = ConnectionClosedOK if clean else ConnectionClosedError
+        return error(code or 1006, reason, detail, sent=sent)
 
     def _closed_cleanly(self) -> bool:
         """Both close frames went and came with normal codes (1000, 1001 or none)."""
@@ -642,30 +653,43 @@ class Connection(asyncio.BufferedProtocol):
         carries FIN itself.
 
         Raises:
-            ConnectionClosed: when the connection is closing or closed.
+            ConnectionClosed: when the connection is closing or closed (once the closing handshake in
+                progress is over: `ConnectionClosedOK` after a normal one).
             TypeError: for other types.
         """
-        # The exact types first: a failed isinstance test looks `__class__` up on the object.
-        if (
-            type(message) is str
-            or type(message) is bytes
-            or isinstance(message, (str, bytes, bytearray, memoryview))
-        ):
-            lock = self._fragment_lock
-            if lock is not None and lock.locked():
-                async with lock:
+        try:
+            # The exact types first: a failed isinstance test looks `__class__` up on the object.
+            if (
+                type(message) is str
+                or type(message) is bytes
+                or isinstance(message, (str, bytes, bytearray, memoryview))
+            ):
+                lock = self._fragment_lock
+                if lock is not None and lock.locked():
+                    async with lock:
+                        self.send_now(message)
+                else:
                     self.send_now(message)
+            elif isinstance(message, Mapping | Set):
+                # Iterable, but over keys (or in no order): never what was meant as fragments.
+                raise TypeError(
+                    f"cannot send {type(message).__name__}; use str, bytes or a sequence"
+                )
+            elif isinstance(message, Iterable | AsyncIterable):
+                await self._send_fragments(message)
             else:
-                self.send_now(message)
-        elif isinstance(message, Mapping | Set):
-            # Iterable, but over keys (or in no order): sending them as fragments is never what was meant.
-            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or a sequence")
-        elif isinstance(message, Iterable | AsyncIterable):
-            await self._send_fragments(message)
-        else:
-            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or an iterable")
-        if self._writing_paused:
-            await self._drain()
+                raise TypeError(
+                    f"cannot send {type(message).__name__}; use str, bytes or an iterable"
+                )
+            if self._writing_paused:
+                await self._drain()
+        except ConnectionClosed:
+            if self._tcp_closed:
+                raise
+            # The closing handshake is under way: wait for its end (within close_timeout) and raise
+            # what it ended with, so that a clean close does not look like an error.
+            await self.wait_closed()
+            raise self._closed_error() from None
 
     def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
@@ -830,7 +854,7 @@ class Connection(asyncio.BufferedProtocol):
     def _abort_message(self) -> None:
         protocol = self.protocol
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
-            protocol.send_close(1011, "message could not be completed")
+            protocol.send_close(1011, "message could not be completed", failing=True)
             self._flush()
             self._start_close_timer()
 
@@ -1131,7 +1155,7 @@ class Connection(asyncio.BufferedProtocol):
         """Close with `code` without waiting (keepalive timeout, idle timeout, handler errors)."""
         protocol = self.protocol
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
-            protocol.send_close(code, reason)
+            protocol.send_close(code, reason, failing=True)
             self._flush()
         self._start_close_timer()
 

@@ -127,18 +127,29 @@ class ConnectionClosed(WebSocketError):
     """The connection is closed; raised by `recv`, `send` and friends after the end.
 
     Attributes:
-        code: the close code received from the peer (1005 if its close frame had none, 1006 if the connection
-            was lost without a close frame).
-        reason: the close reason received from the peer.
+        code: the connection's close code: the peer's (1005 if its close frame had none); the one this side
+            failed the connection with (a protocol error, a keepalive or idle timeout, an error in the
+            application) when no close frame came back; else 1006 (lost without a close frame).
+        reason: the close reason that goes with `code`.
+        sent: the (code, reason) of the close frame this side sent (code None for a frame without one),
+            or None if it sent none.
     """
 
-    def __init__(self, code: int, reason: str, detail: str = "") -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        detail: str = "",
+        *,
+        sent: tuple[int | None, str] | None = None,
+    ) -> None:
         text = f"connection closed: code {code}" + (f" ({reason})" if reason else "")
         if detail:
             text += f"; {detail}"
         super().__init__(text)
         self.code = code
         self.reason = reason
+        self.sent = sent
 
 
 class ConnectionClosedOK(ConnectionClosed):

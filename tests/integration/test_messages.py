@@ -487,3 +487,30 @@ async def test_a_fragmented_message_failing_once_a_fragment_is_out_closes_with_1
         # The peer got a first fragment and must not wait for the rest forever.
         await ws.wait_closed()
         assert ws.close_code == 1011
+
+
+async def test_a_send_racing_this_sides_close_raises_connection_closed_ok(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        closing = asyncio.create_task(ws.close())
+        await asyncio.sleep(0)  # the close frame is out; the server's answer is not in yet
+        with pytest.raises(upwire.ConnectionClosedOK) as caught:
+            await ws.send("too late")
+        await closing
+        assert (caught.value.code, caught.value.sent) == (1000, (1000, ""))
+        assert ws.close_code == 1000
+
+
+async def test_a_send_after_a_fragmented_message_failed_says_why_the_connection_closed(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        with pytest.raises(upwire.UsageError):
+            await ws.send(["abc", b"def"])
+        with pytest.raises(upwire.ConnectionClosedError) as caught:
+            await ws.send("after")
+        assert caught.value.code == 1011
+        assert caught.value.sent == (1011, "message could not be completed")

@@ -106,6 +106,43 @@ async def test_upwire_peers_keep_each_other_alive(start_server: StartServer) -> 
         assert await ws.recv() == "alive"
 
 
+@pytest.mark.parametrize(
+    ("options", "code", "reason"),
+    [
+        ({"ping_interval": 0.2, "ping_timeout": 0.2}, 1011, "keepalive ping timeout"),
+        ({"ping_interval": None, "idle_timeout": 0.3}, 1001, "idle timeout"),
+    ],
+)
+async def test_the_handler_learns_why_this_side_closed_when_the_peer_never_answers(
+    start_server: StartServer, options: dict[str, float | None], code: int, reason: str
+) -> None:
+    # The peer answers neither the pings nor the close frame: the connection ends by close_timeout, and
+    # the handler sees the code this side closed with, not 1006 as if the network had failed.
+    seen: asyncio.Future[upwire.ConnectionClosed] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        try:
+            await ws.recv()
+        except upwire.ConnectionClosed as exc:
+            seen.set_result(exc)
+            raise
+        finally:
+            assert (ws.close_code, ws.close_reason) == (code, reason)
+
+    server = await start_server(handler, close_timeout=0.2, **options)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        frame = await peer.read_frame()
+        while frame.opcode == PING:
+            frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, code)
+        error = await seen
+        assert isinstance(error, upwire.ConnectionClosedError)
+        assert (error.code, error.reason, error.sent) == (code, reason, (code, reason))
+        assert "no close frame received" in str(error)
+        assert await peer.read_to_eof() == b""
+
+
 # ---------------------------------------------------------------------------- idle timeout
 
 

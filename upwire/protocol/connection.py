@@ -163,6 +163,7 @@ class Connection:
         "failure",
         "frame_incomplete",
         "input_pending",
+        "local_failure",
         "role",
         "state",
         "transport_should_close",
@@ -244,6 +245,9 @@ class Connection:
         self.close_received: tuple[int, str] | None = None
         # The peer's protocol error that failed this connection, or None.
         self.failure: ProtocolError | None = None
+        # The (code, reason) this side failed the connection with for a reason of its own (a timeout, an
+        # error in the application), or None; see `send_close(failing=True)`.
+        self.local_failure: tuple[int, str] | None = None
         # The message being received: opcode (0: none), parts, wire bytes so far, UTF-8 decoder.
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
@@ -269,12 +273,15 @@ class Connection:
         """The close code of the connection once it is closing or closed, else None.
 
         The peer's code when it sent a close frame (1005 when that frame had none); the code this side sent
-        when it failed the connection; 1006 when the connection ended without a close frame.
+        when it failed the connection (the peer's protocol error, or `send_close(failing=True)`); 1006 when
+        the connection ended without a close frame.
         """
         if self.close_received is not None:
             return self.close_received[0]
         if self.failure is not None:
             return self.failure.close_code
+        if self.local_failure is not None:
+            return self.local_failure[0]
         if self.state is State.CLOSED:
             return 1006
         return None
@@ -286,6 +293,8 @@ class Connection:
             return self.close_received[1]
         if self.failure is not None:
             return str(self.failure)
+        if self.local_failure is not None:
+            return self.local_failure[1]
         return ""
 
     @property
@@ -1157,8 +1166,14 @@ class Connection:
         self._check_control(data, "pong")
         self._queue_frame(_PONG, data)
 
-    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+    def send_close(
+        self, code: int | None = 1000, reason: str = "", *, failing: bool = False
+    ) -> None:
         """Start (or answer) the closing handshake; nothing is sent after this frame.
+
+        With `failing`, this side fails the connection for a reason of its own (a keepalive timeout, an
+        application error): until a close frame comes back, `close_code` and `close_reason` are this
+        frame's, not 1006.
 
         Raises:
             UsageError: for a code that must not be sent, a reason over 123 bytes, or a second close.
@@ -1167,6 +1182,8 @@ class Connection:
             raise UsageError("a close frame was already sent")
         payload = build_close_payload(code, reason)
         self.close_sent = (code, reason)
+        if failing and code is not None:
+            self.local_failure = (code, reason)
         self._queue_frame(_CLOSE, payload)
         if self.state is State.OPEN:
             self.state = State.CLOSING
