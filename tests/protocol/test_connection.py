@@ -1056,8 +1056,32 @@ def test_a_stream_of_empty_continuation_frames_does_not_grow_memory() -> None:
     empty_continuation = masked(b"\x00\x80", b"")
     for _ in range(3):
         conn.receive_data(empty_continuation * 10_000)
-    assert len(conn._msg_parts) == 1
+    assert len(conn._msg_parts) + len(conn._msg_tail) == 1
     assert conn.receive_data(masked(b"\x80\x81", b"c")) == [b"abc"]
+
+
+@pytest.mark.parametrize(
+    ("opcode", "payload"),
+    [
+        (2, bytes(range(256)) * 400),
+        (1, ("é✓🌍a" * 10_000).encode()),
+    ],  # text split inside characters
+)
+def test_a_message_of_one_byte_fragments_is_held_in_few_objects(
+    opcode: int, payload: bytes
+) -> None:
+    # One object per byte would cost 35-50 times the message's size (a 1 MiB message, 35-56 MiB).
+    conn = server()
+    frames = [
+        masked(bytes([opcode if i == 0 else 0, 0x81]), payload[i : i + 1])
+        for i in range(len(payload) - 1)
+    ]
+    for start in range(0, len(frames), 5000):
+        assert conn.receive_data(b"".join(frames[start : start + 5000])) == []
+    held = len(conn._msg_parts) + len(conn._msg_tail)
+    assert held <= len(payload) // 256 + 256, held
+    [message] = conn.receive_data(masked(b"\x80\x81", payload[-1:]))
+    assert message == (payload.decode() if opcode == 1 else payload)
 
 
 def test_held_pongs_answer_only_the_latest_ping_when_released() -> None:

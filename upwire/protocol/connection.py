@@ -25,6 +25,7 @@ import enum
 import mmap
 import threading
 from collections.abc import Sequence
+from typing import AnyStr
 
 from upwire.exceptions import ProtocolError, UsageError
 from upwire.protocol.close import build_close_payload, parse_close_payload
@@ -146,6 +147,7 @@ class Connection:
         "_msg_parts",
         "_msg_rsv",
         "_msg_size",
+        "_msg_tail",
         "_out_fragment_type",
         "_outgoing",
         "_payload",
@@ -251,6 +253,9 @@ class Connection:
         # The message being received: opcode (0: none), parts, wire bytes so far, UTF-8 decoder.
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
+        # Small fragments' payloads, joined into one part every _TAIL_PARTS: a message of one-byte
+        # fragments would otherwise cost an object (~35-50 bytes) per byte.
+        self._msg_tail: list[bytes] | list[str] = []
         self._msg_size = 0
         self._msg_rsv = 0
         self._decoder: IncrementalUTF8Decoder | None = None
@@ -887,6 +892,7 @@ class Connection:
         self._msg_opcode = opcode
         self._msg_rsv = rsv
         self._msg_parts = []
+        self._msg_tail = []
         self._msg_size = 0
         if decoder is None and opcode == _TEXT:
             decoder = IncrementalUTF8Decoder()
@@ -920,17 +926,21 @@ class Connection:
         self._msg_size += len(payload)
         if decoder is not None:
             parts_text: list[str] = self._msg_parts  # type: ignore[assignment]
+            tail_text: list[str] = self._msg_tail  # type: ignore[assignment]
             if text:
-                parts_text.append(text)
+                _add_part(parts_text, tail_text, text, "")
             if fin:
+                _add_part(parts_text, tail_text, "", "")
                 events.append("".join(parts_text))
                 self._end_message()
         else:
             parts_bytes: list[bytes] = self._msg_parts  # type: ignore[assignment]
+            tail_bytes: list[bytes] = self._msg_tail  # type: ignore[assignment]
             if payload:
                 # Empty fragments add nothing: a stream of them must not grow the list without bound.
-                parts_bytes.append(bytes(payload))
+                _add_part(parts_bytes, tail_bytes, bytes(payload), b"")
             if fin:
+                _add_part(parts_bytes, tail_bytes, b"", b"")
                 events.append(b"".join(parts_bytes))
                 self._end_message()
 
@@ -938,6 +948,7 @@ class Connection:
         self._msg_opcode = 0
         self._msg_rsv = 0
         self._msg_parts = []
+        self._msg_tail = []
         self._msg_size = 0
         self._decoder = None
 
@@ -1279,3 +1290,25 @@ def _decode_text(payload: bytes | memoryview) -> str:
     except UnicodeDecodeError as exc:
         # RFC 6455 §8.1: a text message that is not valid UTF-8 fails the connection with 1007.
         raise ProtocolError(f"invalid UTF-8 in text message ({exc.reason})", 1007) from None
+
+
+# A fragment's payload under this size waits in the message's tail, with up to _TAIL_PARTS others.
+_SMALL_PART = 4096
+_TAIL_PARTS = 256
+
+
+def _add_part(parts: list[AnyStr], tail: list[AnyStr], piece: AnyStr, empty: AnyStr) -> None:
+    """Add `piece` to a message's parts, small pieces gathered in `tail` and joined by the hundred.
+
+    An empty `piece` flushes the tail (at the message's end). Memory then stays within a few percent of
+    the message's size however it is fragmented, and no piece is copied more than twice.
+    """
+    if piece and len(piece) < _SMALL_PART:
+        tail.append(piece)
+        if len(tail) < _TAIL_PARTS:
+            return
+    if tail:
+        parts.append(empty.join(tail))
+        tail.clear()
+    if len(piece) >= _SMALL_PART:
+        parts.append(piece)
