@@ -496,6 +496,10 @@ class Connection(asyncio.BufferedProtocol):
         self._reading_paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+            protocol = self.protocol
+            if protocol is not None and protocol.input_pending:
+                # Messages the core kept back while the queue was full (see `_resume_input`).
+                self.loop.call_soon(self._resume_input)
 
     def _deliver(self, events: list[Any]) -> bool:
         """Hand the core's events to waiting tasks; the hot path for incoming messages.
@@ -1270,7 +1274,14 @@ class Connection(asyncio.BufferedProtocol):
                 self._start_close_timer()
 
     def _resume_input(self) -> None:
-        if self.protocol is not None and not self._tcp_closed and self._stashed is None:
+        # Not while the recv queue is full: the input kept back waits, as unread bytes do, until recv
+        # makes room (`_resume_reading` calls this again).
+        if (
+            self.protocol is not None
+            and not self._tcp_closed
+            and self._stashed is None
+            and not self._reading_paused
+        ):
             self.data_received(b"")
 
     def _handshake_data(self, data: bytes) -> None:

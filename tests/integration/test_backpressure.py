@@ -101,6 +101,39 @@ async def test_slow_consumer_stops_reading_at_max_queue_and_the_sender_blocks(
         watcher.cancel()
 
 
+async def test_compressed_messages_stop_inflating_when_the_queue_is_full(
+    start_server: StartServer,
+) -> None:
+    # 100 messages of 512 KiB of zeros compress to ~500 bytes each: one read holds them all, and
+    # inflating the whole read at once would queue 50 MiB for a handler that reads nothing.
+    max_queue = 4
+    start_reading = asyncio.Event()
+    connections: list[upwire.ServerConnection] = []
+    received: list[bytes] = []
+
+    async def slow_consumer(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        await start_reading.wait()
+        for _ in range(100):
+            received.append(await ws.recv())  # type: ignore[arg-type]
+
+    server = await start_server(slow_consumer, max_queue=max_queue, ping_interval=None)
+    messages = [index.to_bytes(4, "big") + bytes(512 * 1024 - 4) for index in range(100)]
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        for message in messages:
+            await ws.send(message)
+        peak = 0
+        for _ in range(50):  # a while: what arrived is read, and would be inflated
+            await asyncio.sleep(0.005)
+            peak = max([peak, *(connection.messages_queued for connection in connections)])
+        # max_queue messages, plus what one read may inflate beyond them (1 MiB, and one message).
+        assert peak <= max_queue + 3, f"{peak} messages of 512 KiB queued, max_queue={max_queue}"
+        start_reading.set()
+        while len(received) < 100:
+            await asyncio.sleep(0.01)
+    assert received == messages
+
+
 async def test_send_waits_while_the_write_buffer_is_above_write_limit(
     start_server: StartServer,
 ) -> None:

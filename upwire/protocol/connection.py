@@ -96,6 +96,8 @@ _NO_LIMIT = 1 << 63
 # `_parse_frame` results other than an end position: the frame is incomplete / must wait for a resume.
 _INCOMPLETE = -1
 _PAUSE = -2
+# What one `receive_data` call inflates at most before a new compressed message waits (input_pending).
+_DECODED_PER_READ = 1024 * 1024
 
 
 class Role(enum.Enum):
@@ -128,6 +130,7 @@ class Connection:
         "_allowed_rsv",
         "_buffer",
         "_compressed_frame_limit",
+        "_decoded_in_read",
         "_decoder",
         "_discard_input",
         "_expect_masked",
@@ -256,6 +259,10 @@ class Connection:
         # Small fragments' payloads, joined into one part every _TAIL_PARTS: a message of one-byte
         # fragments would otherwise cost an object (~35-50 bytes) per byte.
         self._msg_tail: list[bytes] | list[str] = []
+        # Bytes the extensions decoded (inflated) in this `receive_data` call: past _DECODED_PER_READ, the
+        # next message waits for `receive_data(b"")`, so that one read of small compressed messages does
+        # not inflate into hundreds of MiB at once (see `input_pending`).
+        self._decoded_in_read = 0
         self._msg_size = 0
         self._msg_rsv = 0
         self._decoder: IncrementalUTF8Decoder | None = None
@@ -333,7 +340,10 @@ class Connection:
         frame that breaks the protocol, parsing stops before that frame, `input_pending` becomes True
         and the messages are returned, so the application can answer them before the close frame goes
         out (a peer that sends messages and then closes, or errs, expects the answers to what came
-        first). Further bytes are buffered until `receive_data(b"")` is called, which goes on.
+        first). Further bytes are buffered until `receive_data(b"")` is called, which goes on. Parsing
+        also stops so before a compressed message once 1 MiB was inflated in this call: the I/O layer
+        goes on when its application has room for more messages (`max_queue`), so that one read of small
+        compressed messages cannot inflate into hundreds of MiB at once.
 
         Input makes the connection queue bytes to send (a pong, a close frame) or set
         `transport_should_close` only together with a `Ping`, `CloseReceived` or `ProtocolFailure` event in
@@ -346,6 +356,7 @@ class Connection:
         """
         events: list[Event] = []
         start = 0
+        self._decoded_in_read = 0
         if not (
             self.frame_incomplete
             or self.input_pending
@@ -822,7 +833,10 @@ class Connection:
         if self._extensions:
             message_rsv = rsv if opcode != _CONTINUATION else self._msg_rsv
             if message_rsv:
+                if opcode != _CONTINUATION and self._decoded_in_read >= _DECODED_PER_READ:
+                    return _PAUSE  # a new message: it waits until those before it were taken
                 payload = self._decode_extensions(payload, message_rsv, header.fin)
+                self._decoded_in_read += len(payload)
         if opcode == _CONTINUATION:
             self._message_part(payload, header.fin, events)
         elif header.fin:
