@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import struct
 import sys
 import threading
 import weakref
@@ -1153,7 +1155,7 @@ class Connection(asyncio.BufferedProtocol):
         self._close_timer = None
         if self.transport is not None and not self._tcp_closed:
             logger.info("closing handshake timed out; aborting the TCP connection")
-            self.transport.abort()
+            _abort_with_reset(self.transport)
 
     def _fail(self, code: int, reason: str) -> None:
         """Close with `code` without waiting (keepalive timeout, idle timeout, handler errors)."""
@@ -1375,6 +1377,24 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(1001, "idle timeout")
         else:
             self._schedule_idle_check(timeout - idle_for)
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _abort_with_reset(transport: asyncio.Transport) -> None:
+    """Abort the connection with a reset, which frees what the kernel still holds to send at once.
+
+    A socket closed with unsent data (a peer that stopped reading) otherwise stays in FIN-WAIT-1 with its
+    send buffer (megabytes) for minutes, retrying; SO_LINGER with a zero timeout makes close() reset it.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except (OSError, AttributeError):
+            pass  # not a TCP socket (or already closed): abort as it is
+    transport.abort()
 
 
 def _deliver_after_loss(connection: Connection, listener: Listener, events: list[Any]) -> None:

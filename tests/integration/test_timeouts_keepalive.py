@@ -220,3 +220,21 @@ async def test_client_open_timeout_when_the_server_never_answers_the_upgrade() -
             assert 0.25 <= now() - started < 1.5
     finally:
         server.close()
+
+
+async def test_close_timeout_resets_a_peer_that_stopped_reading_so_the_kernel_frees_its_buffer(
+    start_server: StartServer,
+) -> None:
+    # The server's last 4 MiB and its close frame wait in its send buffer; when close_timeout aborts,
+    # a plain close() would leave the socket sending them for minutes (FIN-WAIT-1); a reset frees them.
+    async def send_then_close(ws: upwire.ServerConnection) -> None:
+        ws.send_now(bytes(4 * 1024 * 1024))
+        await ws.close()
+
+    server = await start_server(send_then_close, close_timeout=0.3, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        await asyncio.sleep(1.0)  # not reading: the server gives up after close_timeout
+        with pytest.raises(ConnectionResetError):
+            while await peer.reader.read(65536):
+                pass
