@@ -1055,9 +1055,28 @@ def test_a_stream_of_empty_continuation_frames_does_not_grow_memory() -> None:
     conn.receive_data(masked(b"\x02\x82", b"ab"))  # a binary message begins, FIN clear
     empty_continuation = masked(b"\x00\x80", b"")
     for _ in range(3):
-        conn.receive_data(empty_continuation * 10_000)
+        assert conn.receive_data(empty_continuation * 10_000) == []
+        # Parsed in batches (the event loop runs others in between): the I/O layer goes on with b"".
+        while conn.input_pending:
+            assert conn.receive_data(b"") == []
     assert len(conn._msg_parts) + len(conn._msg_tail) == 1
+    assert not conn._buffer
     assert conn.receive_data(masked(b"\x80\x81", b"c")) == [b"abc"]
+
+
+def test_frames_that_make_no_message_are_parsed_in_batches() -> None:
+    # 100,000 empty fragments in one read would hold the event loop for ~0.3 s: they are parsed by the
+    # 4096, and the I/O layer lets other connections run in between.
+    conn = server()
+    conn.receive_data(masked(b"\x02\x82", b"ab"))
+    conn.receive_data(masked(b"\x00\x80", b"") * 100_000 + masked(b"\x80\x81", b"c"))
+    batches = 1
+    events = []
+    while conn.input_pending:
+        events += conn.receive_data(b"")
+        batches += 1
+    assert events == [b"abc"]
+    assert batches >= 100_000 // 4096
 
 
 @pytest.mark.parametrize(
@@ -1078,6 +1097,8 @@ def test_a_message_of_one_byte_fragments_is_held_in_few_objects(
     ]
     for start in range(0, len(frames), 5000):
         assert conn.receive_data(b"".join(frames[start : start + 5000])) == []
+        while conn.input_pending:  # parsed in batches of 4096 frames
+            assert conn.receive_data(b"") == []
     held = len(conn._msg_parts) + len(conn._msg_tail)
     assert held <= len(payload) // 256 + 256, held
     [message] = conn.receive_data(masked(b"\x80\x81", payload[-1:]))

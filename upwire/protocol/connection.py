@@ -96,6 +96,8 @@ _NO_LIMIT = 1 << 63
 # `_parse_frame` results other than an end position: the frame is incomplete / must wait for a resume.
 _INCOMPLETE = -1
 _PAUSE = -2
+# Frames one `receive_data` call parses at most one by one (not counting whole messages in one frame).
+_PARSED_PER_CALL = 4096
 # What one `receive_data` call inflates at most before a new compressed message waits (input_pending).
 _DECODED_PER_READ = 1024 * 1024
 
@@ -471,6 +473,7 @@ class Connection:
                     return pos
             fast_limit = self._fast_limit
             masked = self._expect_masked
+            budget = _PARSED_PER_CALL
             while pos < end and not self._discard_input:
                 if not self._msg_opcode:
                     # Fast path: the frames that are whole messages by themselves (`simple_frames` has the
@@ -484,6 +487,12 @@ class Connection:
                     if stop >= 0:
                         pos = stop
                         continue
+                budget -= 1
+                if not budget:
+                    # A flood of frames that make no message (empty fragments): let the event loop run
+                    # other connections between batches (`input_pending`: receive_data(b"") goes on).
+                    self.input_pending = True
+                    break
                 try:
                     stop = self._parse_frame(view, pos, end, events)
                 except ProtocolError as exc:
