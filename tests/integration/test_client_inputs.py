@@ -83,14 +83,6 @@ async def raw_server() -> AsyncIterator[StartRaw]:
         server.close()
 
 
-@pytest.fixture
-def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    return monkeypatch
-
-
 # ---------------------------------------------------------------- refused before connecting
 
 
@@ -146,21 +138,27 @@ async def test_spaces_and_non_ascii_in_the_path_are_sent_percent_encoded(
         assert await ws.recv() == target
 
 
+async def _head_sent(raw_server: StartRaw, **options: Any) -> tuple[Any, bytes]:
+    """Connect with `options` to a server that refuses with 403; return it and the request head it got."""
+    server = await raw_server(forbid)
+    with pytest.raises(upwire.InvalidStatus):
+        await upwire.connect(f"ws://127.0.0.1:{server.port}/", **options)
+    (head,) = server.heads
+    return server, head
+
+
 async def test_additional_headers_replace_user_agent_origin_and_host(
     raw_server: StartRaw, no_proxy_environment: Any
 ) -> None:
-    server = await raw_server(forbid)
-    with pytest.raises(upwire.InvalidStatus):
-        await upwire.connect(
-            f"ws://127.0.0.1:{server.port}/",
-            origin="https://a.example",
-            additional_headers={
-                "user-agent": "app/1",
-                "Origin": "https://b.example",
-                "Host": "virtual.example",
-            },
-        )
-    (head,) = server.heads
+    _, head = await _head_sent(
+        raw_server,
+        origin="https://a.example",
+        additional_headers={
+            "user-agent": "app/1",
+            "Origin": "https://b.example",
+            "Host": "virtual.example",
+        },
+    )
     for name in (b"user-agent", b"origin", b"host"):
         assert head.lower().count(b"\r\n" + name + b":") == 1
     headers = request_headers(head)
@@ -172,14 +170,10 @@ async def test_additional_headers_replace_user_agent_origin_and_host(
 async def test_options_fill_in_user_agent_and_origin_when_not_in_additional_headers(
     raw_server: StartRaw, no_proxy_environment: Any
 ) -> None:
-    server = await raw_server(forbid)
-    with pytest.raises(upwire.InvalidStatus):
-        await upwire.connect(
-            f"ws://127.0.0.1:{server.port}/",
-            origin="https://a.example",
-            additional_headers={"X-Trace": "1"},
-        )
-    headers = request_headers(server.heads[0])
+    server, head = await _head_sent(
+        raw_server, origin="https://a.example", additional_headers={"X-Trace": "1"}
+    )
+    headers = request_headers(head)
     assert headers["user-agent"] == "upwire (Python)"
     assert headers["origin"] == "https://a.example"
     assert headers["host"] == f"127.0.0.1:{server.port}"

@@ -41,14 +41,6 @@ async def tinyproxy() -> AsyncIterator[StartProxy]:
         remove(daemon)
 
 
-@pytest.fixture
-def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    return monkeypatch
-
-
 def tunnels(proxy: Daemon, port: int) -> int:
     """How many CONNECT requests to 127.0.0.1:port the proxy logged."""
     return proxy.log.count(f"CONNECT 127.0.0.1:{port} ")
