@@ -276,8 +276,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self._extensions = extension_factories(
             compression, extensions, ClientPerMessageDeflateFactory
         )
-        # The request is checked now (headers, target), before any connection is opened for it.
-        self._handshake(self.uri, self._headers)
+        # The request is built and checked now (headers, target), before any connection is opened for
+        # it; the first attempt sends it (a redirect builds its own, with a fresh key).
+        self._first: ClientHandshake | None = self._handshake(self.uri, self._headers)
         self._ssl = ssl
         self._server_hostname = server_hostname
         self._stage = ""
@@ -296,12 +297,13 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
     async def _create(self) -> ClientConnection:
         chain = RedirectChain(self._raw_uri, self._max_redirects)
         uri, headers = self.uri, self._headers
+        handshake, self._first = self._first or self._handshake(uri, headers), None
         timeout = asyncio.timeout(self.options.open_timeout)
         try:
             async with timeout:
                 while True:
                     try:
-                        connection = await self._open(uri, headers)
+                        connection = await self._open(uri, handshake)
                         break
                     except InvalidStatus as exc:
                         location = chain.next_uri(exc)
@@ -317,6 +319,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                         if uri.authorization is not None and "authorization" not in headers:
                             headers = Headers(headers.items())
                             headers.add("Authorization", uri.authorization)
+                        handshake = self._handshake(uri, headers)
         except TimeoutError:
             if not timeout.expired():
                 raise
@@ -327,9 +330,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self.connection = connection
         return connection
 
-    async def _open(self, uri: WebSocketURI, headers: Headers) -> ClientConnection:
-        """Connect to `uri` (through the proxy, if any) and run the opening handshake once."""
-        handshake = self._handshake(uri, headers)
+    async def _open(self, uri: WebSocketURI, handshake: ClientHandshake) -> ClientConnection:
+        """Connect to `uri` (through the proxy, if any) and run the opening `handshake` once."""
         ssl_context = None
         server_hostname = None
         if uri.secure:

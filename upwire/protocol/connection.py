@@ -16,7 +16,8 @@ States (RFC 6455 §4-§7; CONNECTING is the handshake's business, see `handshake
       └──peer breaks the protocol: close frame with 1002/1007/1009 sent, CLOSING, input discarded
 
 `transport_should_close` tells the I/O layer when to close TCP: a server closes first once the closing
-handshake is done (RFC 6455 §7.1.1); both sides close at once after failing the connection (§7.1.7).
+handshake is done (RFC 6455 §7.1.1); both sides close after failing the connection (§7.1.7), where the I/O
+layer half-closes first and drains, so that the close frame is not lost to a reset (with `failure` set).
 """
 
 from __future__ import annotations
