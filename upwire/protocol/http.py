@@ -32,6 +32,7 @@ __all__ = [
     "Headers",
     "HeadersLike",
     "Request",
+    "RequestBodyReader",
     "RequestReader",
     "Response",
     "ResponseReader",
@@ -587,6 +588,40 @@ def _too_long(limit: int) -> InvalidHandshake:
     return http_error(414, f"request line longer than max_request_line={limit} bytes")
 
 
+class RequestBodyReader:
+    """Find where the body of a request read by `RequestReader` ends, to read the next request after it.
+
+    For an observer of a keep-alive connection (`upwire dissect`): the body is skipped, not kept. h11
+    reads its framing (Content-Length, chunked, or none).
+
+    Raises:
+        InvalidHandshake: (status 400) when the request's framing is invalid, here or in the body.
+    """
+
+    __slots__ = ("_parser",)
+
+    def __init__(self, request: Request) -> None:
+        self._parser = h11.Connection(h11.SERVER)
+        self._parser.receive_data(serialize_request(request))
+        self._next()
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Feed the bytes that follow the head; return what follows the body once it has ended."""
+        self._parser.receive_data(data)
+        while True:
+            event = self._next()
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.EndOfMessage):
+                return bytes(self._parser.trailing_data[0])
+
+    def _next(self) -> object:
+        try:
+            return self._parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise http_error(400, f"malformed HTTP request ({exc})") from None
+
+
 class ResponseReader:
     """Read the response to a request on the client side (101, or an HTTP error with a bounded body).
 
@@ -667,7 +702,14 @@ class ResponseReader:
                 if self._response is None:
                     raise InvalidHandshake("connection closed before an HTTP response", 0)
                 self._response.body = bytes(self._body)
+                # What came after the response (a keep-alive connection's next one, for an observer).
+                self.trailing_data = bytes(self._parser.trailing_data[0])
                 return self._response
+
+    @property
+    def keeps_alive(self) -> bool:
+        """After a complete response other than 101: the connection may carry another request."""
+        return self._parser.their_state is h11.DONE
 
     def _check_head_size(self, event: h11.InformationalResponse | h11.Response) -> None:
         # The status line and each field line as written with the least white space: "HTTP/1.1 NNN

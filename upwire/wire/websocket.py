@@ -1,8 +1,9 @@
 """One observed WebSocket connection: the opening handshake, then every frame of both directions.
 
 Owns: finding the Upgrade request and its 101 answer in a connection's bytes (parsed by
-`upwire.protocol.http`), splitting each direction into frames with the core's `FrameParser` in an observer
-role (violations recorded, never raised), grouping frames into messages, UTF-8 decoding of text, inflating
+`upwire.protocol.http`; ordinary requests and their responses before them on a keep-alive connection are
+skipped), splitting each direction into frames with the core's `FrameParser` in an observer role
+(violations recorded, never raised), grouping frames into messages, UTF-8 decoding of text, inflating
 permessage-deflate messages per direction, parsing close payloads, and the byte counts behind `--summary`.
 
 Must not know: where the bytes come from (a capture file or the tap's sockets) or how records are printed.
@@ -24,7 +25,13 @@ from upwire.protocol.frames import (
     check_header,
     decode_header,
 )
-from upwire.protocol.http import Request, RequestReader, Response, ResponseReader
+from upwire.protocol.http import (
+    Request,
+    RequestBodyReader,
+    RequestReader,
+    Response,
+    ResponseReader,
+)
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
 from upwire.wire.deflate import DeflateParams, Inflater, deflate_params
 
@@ -42,6 +49,8 @@ SERVER_TO_CLIENT: Final = "server-to-client"
 _OPCODE_NAMES: Final = {int(op): op.name.lower() for op in Opcode}
 # A head larger than this is not a handshake worth waiting for.
 _MAX_HEAD_BYTES = 64 * 1024
+# Ordinary requests on one connection (keep-alive) after which an Upgrade is no longer looked for.
+_MAX_PLAIN_REQUESTS = 100
 
 
 def opcode_name(opcode: int) -> str:
@@ -239,6 +248,11 @@ class WebSocketObserver:
         self.first_time: float | None = None
         self._request_seen = 0
         self._response_seen = 0
+        # HTTP exchanges without Upgrade before this one (keep-alive): their count and the first.
+        self._plain: Request | None = None  # such a request, waiting for its response
+        self._body_reader: RequestBodyReader | None = None  # its body, still arriving
+        self._exchanges = 0
+        self._first_exchange = ""
 
     @property
     def is_websocket(self) -> bool:
@@ -309,7 +323,10 @@ class WebSocketObserver:
     def finish(self) -> None:
         """The capture has ended: report frames and messages left incomplete."""
         if self.state == "handshake":
-            if self.request is not None and self.response is None:
+            if self._exchanges and self.request is None:
+                # Ordinary requests only, the last one answered or not.
+                self._not_websocket(self._plain_text())
+            elif self.request is not None and self.response is None:
                 self.notes.append("the capture ends before the server answered the Upgrade request")
             elif self.request is None:
                 seen = sum(len(b) for b in self._early.values())
@@ -371,8 +388,19 @@ class WebSocketObserver:
             early.clear()
         client_side = from_a == self._client_is_a
         if client_side:
-            if self.request is not None:
-                self._early[from_a] += data
+            if self._body_reader is not None:
+                try:
+                    rest = self._body_reader.feed(data)
+                except InvalidHandshake as exc:
+                    return self._not_websocket(f"bad HTTP request body ({exc})")
+                if rest is None:
+                    return []
+                self._body_reader = None
+                data = rest
+                if not data:
+                    return []
+            if self.request is not None or self._plain is not None:
+                self._early[from_a] += data  # the next request: after the response
                 return []
             self._request_seen += len(data)
             try:
@@ -387,12 +415,29 @@ class WebSocketObserver:
             trailing = self._request_reader.trailing_data
             self.request_head_bytes = self._request_seen - len(trailing)
             if "websocket" not in request.headers.tokens("upgrade"):
-                self.state = "other"
-                self.notes.append(
-                    f"not a WebSocket connection: HTTP {request.method} {request.target} "
-                    "without Upgrade: websocket"
-                )
-                return []
+                self._exchanges += 1
+                if self._exchanges == 1:
+                    self._first_exchange = f"{request.method} {request.target}"
+                if request.http_version != "1.1" or self._exchanges > _MAX_PLAIN_REQUESTS:
+                    return self._not_websocket(self._plain_text())
+                # An ordinary request: the connection may carry the Upgrade later (keep-alive).
+                try:
+                    self._body_reader = RequestBodyReader(request)
+                    self._response_reader = ResponseReader(
+                        request, max_header_bytes=_MAX_HEAD_BYTES, max_body_bytes=0
+                    )
+                except InvalidHandshake as exc:
+                    return self._not_websocket(f"bad HTTP request ({exc})")
+                self._plain = request
+                self.request = None
+                records = self._handshake(from_a, trailing, time, packet) if trailing else []
+                waiting = bytes(self._early[not from_a])  # the response, if it came first
+                self._early[not from_a].clear()
+                if waiting and self._plain is request and self.state == "handshake":
+                    records += self._handshake(not from_a, waiting, time, packet)
+                return records
+            if self._exchanges:
+                self.notes.append(self._plain_before())
             self._response_reader = ResponseReader(request, max_header_bytes=_MAX_HEAD_BYTES)
             self._early[from_a] += trailing
             waiting = bytes(self._early[not from_a])
@@ -413,6 +458,8 @@ class WebSocketObserver:
             return []
         if response is None:
             return []
+        if self._plain is not None:
+            return self._plain_answered(from_a, response, time, packet)
         self.response = response
         trailing = self._response_reader.trailing_data
         self.response_head_bytes = self._response_seen - len(trailing)
@@ -427,6 +474,53 @@ class WebSocketObserver:
         pending = bytes(self._early[not from_a])
         self._early[not from_a].clear()
         return records + self._frames(not from_a, pending, time, packet)
+
+    def _plain_answered(
+        self, from_a: bool, response: Response, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        """An ordinary request got its whole response: the connection ends, or may carry another request."""
+        request, reader = self._plain, self._response_reader
+        assert request is not None and reader is not None
+        if self._exchanges == 1:
+            self._first_exchange += f" → {response.status} {response.reason}".rstrip()
+        if response.status == 101:
+            return self._not_websocket(
+                f"HTTP {request.method} {request.target} switched to "
+                f"{response.headers.get('Upgrade', 'another protocol')}, not WebSocket"
+            )
+        if not reader.keeps_alive:
+            return self._not_websocket(self._plain_text())
+        # Keep-alive: start over with the next request, held meanwhile if it came already.
+        self._plain = None
+        self._response_reader = None
+        self._request_reader = RequestReader(max_header_bytes=_MAX_HEAD_BYTES)
+        self._request_seen = self._response_seen = 0
+        self._early[from_a] += reader.trailing_data  # server bytes before a request: held, as ever
+        waiting = bytes(self._early[not from_a])
+        self._early[not from_a].clear()
+        return self._handshake(not from_a, waiting, time, packet) if waiting else []
+
+    def _plain_text(self) -> str:
+        """Why a connection of ordinary HTTP requests is not WebSocket."""
+        if self._exchanges > 1:
+            return (
+                f"{self._exchanges} HTTP requests without Upgrade: websocket "
+                f"(the first: {self._first_exchange})"
+            )
+        return f"HTTP {self._first_exchange} without Upgrade: websocket"
+
+    def _plain_before(self) -> str:
+        """The note on an Upgrade that came after ordinary requests on the same connection."""
+        count = "1 HTTP request" if self._exchanges == 1 else f"{self._exchanges} HTTP requests"
+        return (
+            f"the Upgrade request came after {count} on this connection "
+            f"(keep-alive; the first: {self._first_exchange})"
+        )
+
+    def _not_websocket(self, why: str) -> list[FrameRecord]:
+        self.state = "other"
+        self.notes.append(f"not a WebSocket connection: {why}")
+        return []
 
     @staticmethod
     def _looks_like_request(data: bytes) -> bool:
