@@ -89,6 +89,9 @@ _ASYNCIO_HIGH_WATER = 64 * 1024
 
 # `Connection._fd` before its first use: not looked up yet (-1 means no direct writes).
 _FD_UNKNOWN = -2
+# A TLS connection closing in stages closes once the peer has sent nothing for this long: closing with
+# its data unread would make the kernel answer with a reset, which can destroy what was sent last.
+_QUIET_BEFORE_CLOSE_S = 0.25
 
 
 def _socket_fd(transport: asyncio.BaseTransport) -> int:
@@ -296,9 +299,9 @@ class Connection(asyncio.BufferedProtocol):
         "__weakref__",
         "_close_timer",
         "_closed_waiter",
+        "_closing_in_stages",
         "_delivering",
         "_drain_waiters",
-        "_eof_sent",
         "_fd",
         "_flush_scheduled",
         "_fragment_lock",
@@ -381,8 +384,8 @@ class Connection(asyncio.BufferedProtocol):
         self._fd = _FD_UNKNOWN
         # True once the TCP connection is closed (connection_lost).
         self._tcp_closed = False
-        # True once this side's FIN is written, the socket closing when the peer's comes (_close_in_stages).
-        self._eof_sent = False
+        # True once TCP closes in stages (`_close_in_stages`): input is read and dropped until it closes.
+        self._closing_in_stages = False
         # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
         # future per connection costs time and memory on every handshake.
         self._closed_waiter: asyncio.Future[None] | None = None
@@ -879,7 +882,11 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 self._flush_chunks(transport, out)
         self._large_queued = False
-        if protocol.transport_should_close and not transport.is_closing() and not self._eof_sent:
+        if (
+            protocol.transport_should_close
+            and not transport.is_closing()
+            and not self._closing_in_stages
+        ):
             if protocol.failure is not None and protocol.state is not State.CLOSED:
                 # Failed while the peer may still be sending (a frame over max_message_size, say):
                 # closing now, with its data unread, would make the kernel answer with a reset, which
@@ -893,28 +900,43 @@ class Connection(asyncio.BufferedProtocol):
                 self._start_close_timer()
 
     def _close_in_stages(self) -> None:
-        """Close TCP once the peer has seen what was written: this side's FIN first, then the socket.
+        """Close TCP once the peer has seen what was written, not while it may still be sending.
 
-        The socket closes when the peer's FIN comes (`eof_received`), or after `close_timeout`;
-        meanwhile reading goes on, and what arrives is dropped (the core discards it). Over TLS,
-        which has no half-close, or without a timeout, the transport is closed at once.
+        Over TCP, this side's FIN goes first, and the socket closes when the peer's FIN comes
+        (`eof_received`). TLS has no half-close: the connection closes (TLS's close_notify, then TCP)
+        once the peer has sent nothing for `_QUIET_BEFORE_CLOSE_S`, or at its FIN. Either way within
+        `close_timeout` (then with a reset); meanwhile reading goes on, and what arrives is dropped (the
+        core discards it). Without a timeout the transport is closed at once.
         """
         transport = self.transport
-        if transport is None or transport.is_closing() or self._eof_sent:
+        if transport is None or transport.is_closing() or self._closing_in_stages:
             return
-        if self.options.close_timeout is None or not transport.can_write_eof():
+        if self.options.close_timeout is None:
             transport.close()
-            self._start_close_timer()
             return
-        self._eof_sent = True
-        try:
-            transport.write_eof()
-        except OSError:
-            # The peer is gone already (ENOTCONN): nothing more can reach it.
-            transport.abort()
-            return
+        self._closing_in_stages = True
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                # The peer is gone already (ENOTCONN): nothing more can reach it.
+                transport.abort()
+                return
+        else:
+            self._last_received = self.loop.time()
+            self.loop.call_later(_QUIET_BEFORE_CLOSE_S, self._close_when_quiet)
         self._start_close_timer()
         transport.resume_reading()  # paused by backpressure, or for an async process_request
+
+    def _close_when_quiet(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        quiet = self.loop.time() - self._last_received
+        if quiet >= _QUIET_BEFORE_CLOSE_S:
+            transport.close()
+        else:
+            self.loop.call_later(_QUIET_BEFORE_CLOSE_S - quiet, self._close_when_quiet)
 
     def _flush_chunks(self, transport: asyncio.Transport, out: list[bytes]) -> None:
         if not self._large_queued:
@@ -1254,7 +1276,7 @@ class Connection(asyncio.BufferedProtocol):
                 control = self._deliver(events)
             else:
                 control = self._deliver_to_listener(listener, events)
-        if self._idle_timer is not None:
+        if self._idle_timer is not None or self._closing_in_stages:
             self._last_received = self.loop.time()
         if control or self._unflushed:
             self._flush()

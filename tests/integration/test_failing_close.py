@@ -2,16 +2,20 @@
 
 RFC 6455 §7.1.7 asks for a close frame with the right code before TCP closes. Closing a socket with unread
 data makes the kernel send a reset, and a reset makes the peer's kernel drop what it had not read yet —
-the close frame among it. So this side half-closes, reads and drops until the peer's FIN, then closes.
+the close frame among it. So this side half-closes, reads and drops until the peer's FIN, then closes;
+over TLS, which has no half-close, it reads and drops until the peer has stopped sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 
 import pytest
+import trustme
+import uvloop
 
 import upwire
 
@@ -119,3 +123,117 @@ async def test_an_async_hook_answering_a_client_that_left_logs_no_error(
             assert not server.connections, leave
             errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
             assert errors == [], leave
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts with a certificate for 127.0.0.1 from a CA made now."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_over_tls_the_close_frame_and_a_clean_end_reach_a_peer_still_sending(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext], loop: str
+) -> None:
+    """TLS cannot half-close: the server reads and drops until the peer is quiet, then closes.
+
+    Closing at once reset the connection while the peer still sent, and the peer never read the
+    1009 (3 of 3 tries before the fix).
+    """
+    server_context, client_context = tls
+    size = 16 << 20
+
+    async def run() -> tuple[int, bytes]:
+        async def handler(ws: upwire.ServerConnection) -> None:
+            async for _ in ws:
+                pass
+
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            await upwire.serve(
+                handler,
+                "127.0.0.1",
+                0,
+                ssl=server_context,
+                max_message_size=1 << 20,
+                ping_interval=None,
+            ) as server,
+        ):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=client_context, server_hostname="127.0.0.1"
+            )
+            peer = RawPeer(reader, writer)
+            assert (await peer.upgrade()).status == 101
+            peer.write(struct.pack("!BBQ", 0x80 | BINARY, 0x80 | 127, size) + b"\0\0\0\0")
+            sending = asyncio.create_task(_stream_payload(writer, size))
+            await asyncio.sleep(0.3)  # the peer reads only later, as a busy browser would
+            result = await _close_frame_then_eof(reader)
+            await sending  # no broken pipe, no reset
+            writer.close()
+            return result
+
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
+    assert runner(run()) == (1009, b"")
+
+
+async def test_over_tls_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_context, client_context = tls
+    done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+
+    async def serve_a_large_frame(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await RawPeer.accept(reader, writer)
+        size = 8 << 20
+        writer.write(struct.pack("!BBQ", 0x80 | BINARY, 127, size))
+        sending = asyncio.create_task(_stream_payload(writer, size))
+        await asyncio.sleep(0.3)
+        try:
+            done.set_result(await _close_frame_then_eof(reader))
+        except Exception as exc:  # handed to the test
+            done.set_exception(exc)
+        await sending
+        writer.close()
+
+    tcp = await asyncio.start_server(serve_a_large_frame, "127.0.0.1", 0, ssl=server_context)
+    port = tcp.sockets[0].getsockname()[1]
+    async with tcp, asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.connect(
+            f"wss://127.0.0.1:{port}/", ssl=client_context, max_message_size=1 << 20
+        ) as ws:
+            with pytest.raises(upwire.ConnectionClosedError):
+                await ws.recv()
+            assert ws.close_code == 1009
+        assert await done == (1009, b"")
+
+
+async def test_over_tls_a_refusal_reaches_a_client_still_sending_its_body(
+    start_server: StartServer, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """A plain HTTP answer (here 400 for a request with a body) closes the same way."""
+    server_context, client_context = tls
+    server = await start_server(ssl=server_context)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=client_context, server_hostname="127.0.0.1"
+        )
+        size = 8 << 20
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        sending = asyncio.create_task(_stream_payload(writer, size))
+        await asyncio.sleep(0.3)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ")
+        await reader.read()  # the body, then a clean end (a reset raises)
+        await sending
+        writer.close()
