@@ -169,6 +169,15 @@ class ClientConnection(Connection):
                     self._handshake.check_response(response)
                 raise InvalidHandshake("connection closed during the opening handshake", 0)
             except InvalidHandshake as exc:
+                if self._tls and not self._reader.received:
+                    # Over TLS 1.3 the client's handshake ends before the server checks the client's
+                    # certificate; a server that requires one then closes without answering.
+                    exc = InvalidHandshake(
+                        f"{exc}: the server closed the TLS connection without answering the "
+                        "Upgrade request (a server that requires a client certificate does so when "
+                        "none is offered: see ssl.SSLContext.load_cert_chain)",
+                        0,
+                    )
                 self._handshake_failed(exc)
         return None
 
@@ -373,6 +382,20 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 f"the TLS certificate of {uri.host}:{uri.port} could not be verified: {reason} "
                 "(to trust a private CA, pass ssl=ssl.create_default_context(cafile=...))",
                 reason,
+            ) from exc
+        except (ConnectionResetError, ConnectionAbortedError) as exc:
+            if not uri.secure:
+                raise
+            # TCP was open (a refused connect is ConnectionRefusedError): TLS failed, and the server
+            # said only that. With TLS 1.2, a missing client certificate ends this way.
+            detail = f"{exc.strerror or str(exc) or type(exc).__name__}; "
+            message = (
+                f"{uri.host}:{uri.port} closed the connection during the TLS handshake ({detail}a "
+                "server that requires a client certificate does so when none is offered: see "
+                "ssl.SSLContext.load_cert_chain)"
+            )
+            raise (
+                type(exc)(message) if exc.errno is None else type(exc)(exc.errno, message)
             ) from exc
         self._stage = "waiting for the handshake response"
         try:

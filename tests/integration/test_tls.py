@@ -120,3 +120,26 @@ async def test_ssl_options_with_a_ws_uri_are_refused(ca: trustme.CA) -> None:
         upwire.connect("ws://localhost:1/", ssl=client_context(ca))
     with pytest.raises(upwire.InvalidURI, match="wss://"):
         upwire.connect("ws://localhost:1/", server_hostname="localhost")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+async def test_a_server_requiring_a_client_certificate_is_named_in_the_error(
+    start_server: StartServer, ca: trustme.CA, version: ssl.TLSVersion
+) -> None:
+    # TLS 1.3: the client's handshake ends first, then the server closes without answering the request;
+    # TLS 1.2: the server breaks off the handshake. Either way the error says what may be missing.
+    context = server_context(ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(context)
+    server = await start_server(ssl=context)
+    client = client_context(ca)
+    client.maximum_version = version
+    expected = upwire.InvalidHandshake if version is ssl.TLSVersion.TLSv1_3 else OSError
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(expected, match="requires a client certificate"):
+            await upwire.connect(f"wss://127.0.0.1:{server.port}/", ssl=client)
+        # With a certificate from the CA the server trusts, the same server lets the client in.
+        ca.issue_cert("client@example.test").configure_cert(client)
+        async with upwire.connect(f"wss://127.0.0.1:{server.port}/", ssl=client) as ws:
+            await ws.send("with a certificate")
+            assert await ws.recv() == "with a certificate"

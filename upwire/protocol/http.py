@@ -645,6 +645,7 @@ class ResponseReader:
         self._response: Response | None = None
         self._body = bytearray()
         self._eof = False
+        self.received = 0  # bytes fed
         self.trailing_data = b""
 
     def feed(self, data: bytes) -> Response | None:
@@ -653,6 +654,7 @@ class ResponseReader:
         Raises:
             InvalidHandshake: (status 0) when the response is not valid HTTP/1.1.
         """
+        self.received += len(data)
         self._parser.receive_data(data)
         return self._next()
 
