@@ -314,6 +314,7 @@ class Connection(asyncio.BufferedProtocol):
         "_messages",
         "_paused_for_writes",
         "_pings",
+        "_queued_at_close",
         "_read_view",
         "_reading_in_place",
         "_reading_paused",
@@ -349,6 +350,7 @@ class Connection(asyncio.BufferedProtocol):
         self._messages: deque[Data] | None = None
         self._recv_waiter: asyncio.Future[Data | object] | None = None
         self._reading_paused = False
+        self._queued_at_close = 0
         self._writing_paused = False
         # Tasks waiting in send for the write buffer to drain; the list is made by the first of them.
         self._drain_waiters: list[asyncio.Future[None]] | None = None
@@ -557,11 +559,24 @@ class Connection(asyncio.BufferedProtocol):
             and len(messages) >= max_queue
             and not self._reading_paused
         ):
-            # Backpressure: the application is not keeping up; stop reading until it catches up.
-            self._reading_paused = True
-            if self.transport is not None:
-                self.transport.pause_reading()
+            protocol = self.protocol
+            if protocol is not None and protocol.close_sent is not None:
+                # Closing: reading goes on to the peer's close frame (see `_closing`), and what comes
+                # past a full queue is dropped (never what was queued before).
+                self._drop_past_queue(messages, max(max_queue, self._queued_at_close))
+            else:
+                # Backpressure: the application is not keeping up; stop reading until it catches up.
+                self._reading_paused = True
+                if self.transport is not None:
+                    self.transport.pause_reading()
         return control
+
+    def _drop_past_queue(self, messages: deque[Data], keep: int) -> None:
+        dropped = len(messages) - keep
+        if dropped > 0:
+            for _ in range(dropped):
+                messages.pop()
+            logger.debug("closing: %d messages past a full queue dropped", dropped)
 
     @property
     def messages_queued(self) -> int:
@@ -865,7 +880,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
             protocol.send_close(1011, "message could not be completed", failing=True)
             self._flush()
-            self._start_close_timer()
+            self._closing()
 
     def _flush(self) -> None:
         """Write what the core queued and close TCP when the core says so."""
@@ -1156,7 +1171,7 @@ class Connection(asyncio.BufferedProtocol):
                 code, reason = 1011, "closed while a fragmented message was being sent"
             protocol.send_close(code, reason)
             self._flush()
-            self._start_close_timer()
+            self._closing()
         elif protocol is None and self.transport is not None:
             self.transport.close()
 
@@ -1167,6 +1182,20 @@ class Connection(asyncio.BufferedProtocol):
         if self._closed_waiter is None:
             self._closed_waiter = self.loop.create_future()
         await asyncio.shield(self._closed_waiter)
+
+    def _closing(self) -> None:
+        """This side sent its close frame: wait for the peer's, within close_timeout.
+
+        The peer's close frame may be behind messages nobody reads (the application is done with
+        the connection): reading paused by a full queue resumes, and messages past `max_queue` are
+        dropped from then on (RFC 6455 §7.1.2: the endpoint reads on until the peer's close frame).
+        Otherwise the closing handshake would end only at close_timeout, with 1006.
+        """
+        self._start_close_timer()
+        if self._reading_paused:
+            # What a read brought past max_queue before reading paused stays queued.
+            self._queued_at_close = 0 if self._messages is None else len(self._messages)
+            self._resume_reading()
 
     def _start_close_timer(self) -> None:
         timeout = self.options.close_timeout
@@ -1185,7 +1214,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
             protocol.send_close(code, reason, failing=True)
             self._flush()
-        self._start_close_timer()
+        self._closing()
 
     # ------------------------------------------------------------------ asyncio.Protocol
 

@@ -125,12 +125,16 @@ class ServerConnection(Connection):
                 # An async hook: wait for it in a task, reading nothing meanwhile.
                 assert self.transport is not None
                 self.transport.pause_reading()
-                self.handler_task = self.loop.create_task(self._run_async(request, answer))
+                self.handler_task = self.server._track(
+                    self.loop.create_task(self._run_async(request, answer))
+                )
                 return
         # The common case runs at once: no task, no loop iteration and no pause of reading.
         handler = self._accept(request, answer)
         if handler is not None:
-            self.handler_task = self.loop.create_task(self._run_handler(handler))
+            self.handler_task = self.server._track(
+                self.loop.create_task(self._run_handler(handler))
+            )
 
     async def _run_async(self, request: Request, pending: Awaitable[object]) -> None:
         try:
@@ -175,6 +179,13 @@ class ServerConnection(Connection):
 
     def _internal_error(self) -> None:
         logger.exception("error while opening a connection from %s", self.remote_address)
+        if self.response is not None and self.response.status == 101:
+            # The 101 is out: no HTTP answer may follow it (the client would read it as frames).
+            if self.protocol is not None:
+                self._fail(1011, "internal error")
+            elif self.transport is not None:
+                self.transport.abort()
+            return
         self._answer_http(Response(500, body="Internal server error.\n"))
 
     def _accept(self, request: Request, answer: object) -> CoroutineHandler | None:
@@ -202,6 +213,8 @@ class ServerConnection(Connection):
             transport = self.transport
             if transport is None or transport.is_closing():
                 return None
+            # A Listener is made before the 101: if its constructor raises, the answer is a 500.
+            listener = handler() if isinstance(handler, type) else None
             self.response = accepted.response
             self.subprotocol = accepted.subprotocol
             transport.write(accepted.head)
@@ -215,9 +228,8 @@ class ServerConnection(Connection):
                 max_frame_size=self.options.max_frame_size,
             )
             early, self._early_data = self._early_data, b""
-            if isinstance(handler, type):
+            if listener is not None:
                 # The low-level API: a Listener gets callbacks; no task waits on this connection.
-                listener = handler()
                 self.listener = listener
                 self._opened(protocol, b"")
                 self._call_listener(listener.on_open)
@@ -225,6 +237,7 @@ class ServerConnection(Connection):
                     self.data_received(early)
                 return None
             self._opened(protocol, early)
+            assert not isinstance(handler, type)
             return handler
         except Exception:
             self._internal_error()
@@ -300,6 +313,9 @@ class Server:
         self.max_headers = max_headers
         self.shutdown_timeout = shutdown_timeout
         self._connections: set[ServerConnection] = set()
+        # Handler tasks until they return, which may be after their connection closed: shutdown waits
+        # for them (and cancels them after shutdown_timeout) too.
+        self._handlers: set[asyncio.Task[None]] = set()
         # Opening handshakes are timed in batches: the connections made within `_OPENING_BATCH_S` (at
         # most a twentieth of open_timeout) share timers. At the batch's end one checks whether any of
         # them is still opening; only then does another wait out open_timeout, and abort those still
@@ -341,6 +357,12 @@ class Server:
             self._opening_until = 0.0  # the next connection starts a new batch
         if batch:
             loop.call_at(deadline, _open_timed_out, batch)
+
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Keep a handler task until it is done."""
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        return task
 
     def handler_for(self, request: Request) -> Handler | None:
         """Return the handler for a request (routing by path when `serve` got a mapping of paths)."""
@@ -388,7 +410,7 @@ class Server:
                     connection.transport.abort()
             else:
                 connection._fail(code, reason)
-        tasks = [c.handler_task for c in connections if c.handler_task is not None]
+        tasks = list(self._handlers)
         waits = [asyncio.ensure_future(c.wait_closed()) for c in connections]
         if waits or tasks:
             await asyncio.wait([*waits, *tasks], timeout=self.shutdown_timeout)

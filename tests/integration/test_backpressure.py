@@ -228,3 +228,64 @@ def test_the_transport_pauses_at_write_limit_and_resumes_at_a_quarter(
         runner.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
     high = write_limit or 64 * 1024
     assert limits == [(high // 4, high)]
+
+
+@pytest.mark.parametrize("size", [MESSAGE_SIZE, 4])
+async def test_closing_with_a_full_queue_reads_on_to_the_close_frame(
+    start_server: StartServer, size: int
+) -> None:
+    """RFC 6455 §7.1.2: after its close frame an endpoint reads until the peer's close frame.
+
+    With `max_queue` messages unread, reading was paused and stayed paused: the close frame behind them
+    was never read, and close() took close_timeout and ended with 1006. Now reading resumes, what comes
+    past a full queue is dropped, and the queued messages are still there for recv, in order (small
+    ones: more than max_queue, as one read brought them).
+    """
+
+    async def send_60(ws: upwire.ServerConnection) -> None:
+        for index in range(60):
+            await ws.send(numbered(index)[:size])
+        async for _ in ws:
+            pass
+
+    server = await start_server(send_60, close_timeout=5, compression=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server), close_timeout=5, max_queue=16, compression=None)
+        queued = -1
+        while ws.messages_queued != queued:  # until reading pauses with the queue full
+            queued = ws.messages_queued
+            await asyncio.sleep(0.1)
+        assert 16 <= queued <= 60
+        started = asyncio.get_running_loop().time()
+        await ws.close()
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert ws.close_code == 1000
+        received = [await ws.recv() for _ in range(queued)]
+        assert [int.from_bytes(m[:4], "big") for m in received] == list(range(queued))
+        with pytest.raises(upwire.ConnectionClosedOK):
+            await ws.recv()
+
+
+async def test_a_handler_returning_while_the_client_sends_closes_at_once(
+    start_server: StartServer,
+) -> None:
+    """The server's queue fills with messages its returned handler never reads; its close still completes."""
+    closed: list[upwire.ServerConnection] = []
+
+    async def read_one(ws: upwire.ServerConnection) -> None:
+        await ws.recv()
+        closed.append(ws)
+
+    server = await start_server(read_one, close_timeout=5, max_queue=4, compression=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server), close_timeout=5, compression=None)
+        for index in range(40):
+            await ws.send(numbered(index))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(upwire.ConnectionClosedOK):
+            await ws.recv()
+        await ws.wait_closed()
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert ws.close_code == 1000
+        await closed[0].wait_closed()
+        assert closed[0].close_code == 1000

@@ -322,3 +322,21 @@ async def _reset_while_a_read_is_kept_back(
         # Every message the server read was given to the listener before on_close; the answers to those
         # after the reset could not be sent, which is not the listener's failure.
         assert listener.closed_after == delivered + kept
+
+
+async def test_a_listener_whose_constructor_raises_gets_a_500_not_a_101(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NeedsArgument(upwire.Listener):
+        def __init__(self, database: object) -> None:
+            self.database = database
+
+    server = await start_server(NeedsArgument)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        response = await peer.upgrade()
+        assert response.status == 500
+        # Nothing but that answer: no 101 before it, no second head after it.
+        assert await peer.reader.read() == b"Internal server error.\n"
+        peer.close()
+    assert "error while opening a connection" in caplog.text

@@ -159,3 +159,33 @@ async def test_handler_returning_closes_with_1000(start_server: StartServer) -> 
         assert caught.value.code == 1000
         await ws.wait_closed()
         assert ws.close_code == 1000
+
+
+async def test_shutdown_waits_for_handlers_whose_connection_closed_already() -> None:
+    """A handler still at work after its connection closed is waited for, then cancelled, as any other."""
+    cleaning = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow_cleanup(ws: upwire.ServerConnection) -> None:
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            cleaning.set()
+            try:
+                await asyncio.sleep(3600)  # cleanup that outlives the connection
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        server = await upwire.serve(slow_cleanup, "127.0.0.1", 0, shutdown_timeout=0.3)
+        async with upwire.connect(uri(server)):
+            pass
+        await cleaning.wait()
+        assert not server.connections
+        started = now()
+        server.close()
+        await server.wait_closed()
+        assert 0.25 <= now() - started < 2.0
+        assert cancelled.is_set()
