@@ -304,3 +304,24 @@ async def test_node_ws_server_without_context_takeover_leaves_small_messages_unc
     assert [(m.compressed, m.data) for m in received] == [(compressed, as_bytes(message))] * 2
     if compressed:
         assert received[0].wire_size == received[1].wire_size  # no reference to the first message
+
+
+async def test_upwire_client_told_to_use_an_8_bit_window_sends_plain_and_inflates_node_ws(
+    node_server: StartNodeServer,
+) -> None:
+    # RFC 7692 §7.1.2.2: a client that offers client_max_window_bits without a value accepts any
+    # value, 8 included. zlib cannot compress with 8 bits: upwire sends its messages uncompressed
+    # (allowed) and still inflates the server's. It failed the handshake before.
+    peer, url = await node_server(
+        "--deflate=on", "--deflate-threshold=0", "--deflate-client-window=8"
+    )
+    message = "eight bits of window " * 50
+    async with tapped(url) as tap:
+        async with asyncio.timeout(STEP_TIMEOUT_S), upwire.connect(tap.url) as ws:
+            for _ in range(3):
+                await ws.send(message)
+                assert await ws.recv() == message
+        connection = await peer.next_event("connection")
+    assert connection["response_extensions"] == "permessage-deflate; client_max_window_bits=8"
+    assert [m.compressed for m in tap.client.messages()] == [False] * 3
+    assert [m.compressed for m in tap.server.messages()] == [True] * 3

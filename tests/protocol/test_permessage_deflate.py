@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import time
 import tracemalloc
 import zlib
@@ -574,8 +575,6 @@ def test_server_handshake_answers_an_unparsable_extensions_header_with_400() -> 
         ({"client_max_window_bits": None}, [("client_max_window_bits", "10")]),
         ({"client_max_window_bits": 10}, [("client_max_window_bits", "11")]),
         ({"client_max_window_bits": True}, [("client_max_window_bits", None)]),
-        # 8 bits for this side's compressor, which zlib cannot honour.
-        ({}, [("client_max_window_bits", "8")]),
         # Invalid parameters (§7.1: the client must fail the connection).
         ({}, [("x_unknown", None)]),
         ({}, [("server_no_context_takeover", None), ("server_no_context_takeover", None)]),
@@ -610,6 +609,10 @@ def test_client_rejects_answers_its_offer_does_not_allow(
         ({"client_no_context_takeover": True}, [], (True, False, 15, 15)),
         ({"client_max_window_bits": 10}, [], (False, False, 10, 15)),
         ({"client_max_window_bits": 10}, [("client_max_window_bits", "9")], (False, False, 9, 15)),
+        # 8 bits (valid, §7.1.2.2), which zlib cannot compress with: accepted, and this side sends
+        # uncompressed messages (see the next test).
+        ({}, [("client_max_window_bits", "8")], (False, False, 8, 15)),
+        ({"client_max_window_bits": 9}, [("client_max_window_bits", "8")], (False, False, 8, 15)),
         ({"server_max_window_bits": 10}, [("server_max_window_bits", "8")], (False, False, 15, 8)),
         (
             {"server_max_window_bits": 10},
@@ -632,6 +635,32 @@ def test_client_accepts_answers_within_its_offer(
         extension.local_max_window_bits,
         extension.remote_max_window_bits,
     ) == expected
+
+
+def test_a_client_told_to_compress_with_8_bits_sends_plain_messages_and_inflates_the_servers() -> (
+    None
+):
+    extension = ClientPerMessageDeflateFactory().accept([("client_max_window_bits", "8")], [])
+    client = Connection(Role.CLIENT, extensions=[extension])
+    server_extension = PerMessageDeflate(
+        local_no_context_takeover=False,
+        remote_no_context_takeover=False,
+        local_max_window_bits=15,
+        remote_max_window_bits=8,
+        params=[],
+    )
+    server = Connection(Role.SERVER, extensions=[server_extension])
+    text = "compressible " * 100
+    client.send_message(text)
+    out = b"".join(client.data_to_send())
+    [(_, rsv, _)] = messages_on_the_wire(read_frames(out))
+    assert rsv == 0  # RSV1 clear: uncompressed
+    assert server.receive_data(out) == [text]
+    server.send_message(text)
+    out = b"".join(server.data_to_send())
+    [(_, rsv, _)] = messages_on_the_wire(read_frames(out))
+    assert rsv == 0b100
+    assert client.receive_data(out) == [text]
 
 
 def ok_response(extensions: str | None) -> Response:
@@ -783,6 +812,37 @@ def test_client_receives_the_message_after_one_that_ended_with_bfinal_set() -> N
         0xC1, HELLO_DEFLATED
     )
     assert conn.receive_data(wire) == ["Hello", "Hello"]
+
+
+@pytest.mark.parametrize("fragment", [None, 7], ids=["whole", "fragmented"])
+def test_streams_ended_by_bfinal_may_refer_to_earlier_messages_with_context_takeover(
+    fragment: int | None,
+) -> None:
+    # §7.2.3.4 with context takeover: each message is a whole DEFLATE stream (Z_FINISH), and the next
+    # one starts with the sender's last 2^15 bytes as its dictionary, so it may copy from any of the
+    # earlier messages, not only the last one's final frame. Short messages, each frame a few bytes.
+    rng = random.Random(7692)
+    words = [bytes(rng.choice(b"abcdefgh") for _ in range(12)) for _ in range(40)]
+    messages = [
+        b" ".join(rng.choice(words) for _ in range(rng.randrange(1, 30))) for _ in range(60)
+    ]
+    history = b""
+    wire = b""
+    for message in messages:
+        compressor = (
+            zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=history[-32768:])
+            if history
+            else zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        )
+        payload = compressor.compress(message) + compressor.flush(zlib.Z_FINISH)
+        history += message
+        size = fragment or len(payload)
+        pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
+        for index, piece in enumerate(pieces):
+            first = 0x42 if index == 0 else 0x00  # RSV1 and binary on the first frame only
+            wire += from_server(first | (0x80 if index == len(pieces) - 1 else 0), piece)
+    conn = deflate_client()
+    assert conn.receive_data(wire) == messages
 
 
 def test_client_receives_the_rfc_hello_in_two_deflate_blocks() -> None:

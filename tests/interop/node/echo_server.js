@@ -4,7 +4,7 @@
 // {"event": "listening", "port": N}. Stdin commands act on the most recent connection.
 //
 // Options: --max-payload=BYTES (default 64 MiB), --deflate=on|off (default off), --deflate-threshold=BYTES
-// (with --deflate=on; ws's default is 1024). The connection event carries the negotiated `extensions`
+// (with --deflate=on; ws's default is 1024), --deflate-client-window=BITS (clientMaxWindowBits). The connection event carries the negotiated `extensions`
 // and the `response_extensions` header this server answered with.
 
 const { WebSocketServer } = require('ws');

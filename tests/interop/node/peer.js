@@ -122,7 +122,12 @@ function option(name, fallback) {
 function deflateOption() {
   if (option('deflate', 'off') !== 'on') return false;
   const threshold = option('deflate-threshold', undefined);
-  return threshold === undefined ? true : { threshold: Number(threshold) };
+  const clientWindow = option('deflate-client-window', undefined);
+  if (threshold === undefined && clientWindow === undefined) return true;
+  const settings = {};
+  if (threshold !== undefined) settings.threshold = Number(threshold);
+  if (clientWindow !== undefined) settings.clientMaxWindowBits = Number(clientWindow);
+  return settings;
 }
 
 module.exports = { report, watch, obeyStdin, option, deflateOption };

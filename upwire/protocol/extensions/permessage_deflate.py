@@ -53,7 +53,8 @@ class PerMessageDeflate(Extension):
         local_no_context_takeover: reset the compressor after each message this side sends.
         remote_no_context_takeover: the peer resets its compressor after each message (so we reset the
             inflater too).
-        local_max_window_bits: window of this side's compressor (9-15; zlib cannot compress with 8).
+        local_max_window_bits: window of this side's compressor (9-15). 8, which zlib cannot compress
+            with, is accepted when a server sets it: this side then sends its messages uncompressed.
         remote_max_window_bits: the largest window the peer may use (8-15).
         params: the parameters of the handshake answer that produced this extension.
         compress_level: zlib level (1 fastest - 9 smallest).
@@ -76,10 +77,8 @@ class PerMessageDeflate(Extension):
         mem_level: int = 5,
         min_size: int = 0,
     ) -> None:
-        if not 9 <= local_max_window_bits <= 15:
-            raise ValueError(
-                "this side's max window bits must be 9-15 (zlib cannot compress with 8)"
-            )
+        if not 8 <= local_max_window_bits <= 15:
+            raise ValueError("this side's max window bits must be 8-15")
         self.local_no_context_takeover = local_no_context_takeover
         self.remote_no_context_takeover = remote_no_context_takeover
         self.local_max_window_bits = local_max_window_bits
@@ -90,6 +89,12 @@ class PerMessageDeflate(Extension):
         self._min_size = min_size
         self._encoder: zlib._Compress | None = None
         self._decoder: zlib._Decompress | None = None
+        # The latest inflated bytes, a window's worth at least when there are that many (of a large output
+        # only its tail): what a new DEFLATE stream after a BFINAL block may refer to (see decode_frame).
+        # Kept from one message to the next only for a peer that ended a stream that way before.
+        self._recent: list[bytes | memoryview] = []
+        self._recent_size = 0
+        self._peer_ends_streams = False
         self._compressing = False
 
     def __repr__(self) -> str:
@@ -124,25 +129,52 @@ class PerMessageDeflate(Extension):
             raise ProtocolError(f"invalid compressed data ({exc})", 1007) from None
         if max_size is not None and len(out) > max_size:
             raise PayloadTooBig("message exceeds max_message_size once decompressed")
+        if not self.remote_no_context_takeover and out:
+            self._keep_recent(out)
         if decoder.eof:
             # RFC 7692 §7.2.3.4: the peer ended the DEFLATE stream with a BFINAL block; what follows is
-            # a new stream. It may still refer to the window: preset it with the latest output.
-            # Bytes after the final block (padding, the appended 00 00 ff ff) are not data: ignore them.
+            # a new stream. It may still refer to the window (the last 2^W bytes inflated, from this
+            # frame and those before it): preset it with them. Bytes after the final block (padding,
+            # the appended 00 00 ff ff) are not data: ignore them.
             self._decoder = None
-            if not self.remote_no_context_takeover and out:
+            if self._recent:
                 window = 1 << max(self.remote_max_window_bits, 9)
+                preset = b"".join(self._recent)[-window:]
                 self._decoder = zlib.decompressobj(
-                    wbits=-max(self.remote_max_window_bits, 9), zdict=out[-window:]
+                    wbits=-max(self.remote_max_window_bits, 9), zdict=preset
                 )
+                self._recent = [preset]
+                self._recent_size = len(preset)
+                self._peer_ends_streams = True
         elif fin and self.remote_no_context_takeover:
             self._decoder = None
+        if fin and not self._peer_ends_streams and self._recent:
+            # The stream goes on in the inflater's own window: nothing to keep past the message.
+            self._recent = []
+            self._recent_size = 0
         return out
+
+    def _keep_recent(self, out: bytes) -> None:
+        """Add inflated bytes to the latest ones, keeping one window's worth (plus one output at most)."""
+        window = 1 << max(self.remote_max_window_bits, 9)
+        if len(out) >= window:
+            self._recent = [memoryview(out)[-window:]]  # a view: no copy of a large output's tail
+            self._recent_size = window
+            return
+        recent = self._recent
+        recent.append(out)
+        self._recent_size += len(out)
+        while self._recent_size - len(recent[0]) >= window:
+            self._recent_size -= len(recent.pop(0))
 
     def encode_frame(self, payload: bytes, first: bool, fin: bool) -> tuple[bytes, int]:
         """Compress one frame of an outgoing message; set RSV1 on the first frame of a compressed one."""
         if first:
-            # A whole message below min_size goes out uncompressed; a fragmented one is always compressed.
-            self._compressing = not (fin and len(payload) < self._min_size)
+            # A whole message below min_size goes out uncompressed; a fragmented one is always compressed;
+            # nothing is compressed with a window of 8 bits (zlib has none).
+            self._compressing = self.local_max_window_bits > 8 and not (
+                fin and len(payload) < self._min_size
+            )
         if not self._compressing:
             return payload, 0
         encoder = self._encoder
@@ -198,7 +230,8 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
         server_max_window_bits: the window of the server's compressor (9-15; None: 15, or what the client
             asks for). Default 12: 4 KiB of history compresses typical messages almost as well as 32 KiB.
         client_max_window_bits: the window clients should use, when they offer to limit it (8-15; None:
-            theirs).
+            theirs). With 8, which zlib cannot compress with, an upwire client sends uncompressed
+            messages; `websockets` (17.4) clients fail the handshake.
         compress_level, mem_level, min_size: see `PerMessageDeflate`.
     """
 
@@ -283,7 +316,8 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
         client_no_context_takeover: reset the client's compressor after each message (and say so).
         server_max_window_bits: ask the server to use at most this window (8-15; None: no request).
         client_max_window_bits: offer to limit the client's window to this (9-15), or True to let the
-            server choose (the default, as browsers do), or None not to offer it.
+            server choose (the default, as browsers do), or None not to offer it. A server that chooses
+            8 (zlib cannot compress with it) gets this side's messages uncompressed.
         compress_level, mem_level, min_size: see `PerMessageDeflate`.
     """
 
@@ -367,11 +401,9 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
             self.client_max_window_bits, bool
         ):
             client_bits = self.client_max_window_bits
-        if client_bits == 8:
-            # zlib cannot compress with an 8-bit window and a 9-bit one could break the server's limit.
-            raise NegotiationError(
-                "client_max_window_bits=8 is not supported (zlib needs 9 or more)"
-            )
+        # With client_max_window_bits=8 (valid, RFC 7692 §7.1.2.2) this side cannot compress (zlib has
+        # no 8-bit window, and 9 bits could break the server's limit): it sends uncompressed messages,
+        # which the extension allows, and still inflates the server's.
         return PerMessageDeflate(
             local_no_context_takeover=(
                 self.client_no_context_takeover or "client_no_context_takeover" in found
