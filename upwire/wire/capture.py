@@ -5,6 +5,8 @@ interface keeps its own link type and time resolution), link types (BSD loopback
 raw IP), IPv4 and IPv6, and turning each TCP packet into a `Segment`. Damaged files and packets become
 `problems`, never exceptions.
 
+IP fragments are put back together by `ipfrag`.
+
 Must not know: TCP reassembly (`tcp`) or WebSocket (`websocket`).
 """
 
@@ -16,6 +18,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+
+from upwire.wire.ipfrag import Reassembler
 
 __all__ = ["CaptureError", "Segment", "read_segments"]
 
@@ -118,6 +122,7 @@ def read_segments(
         packets = ((reader.datalink(), float(ts), bytes(data)) for ts, data in reader)
     number = 0
     undecodable = 0
+    fragments = Reassembler()
     while True:
         try:
             item = next(packets)
@@ -143,7 +148,7 @@ def read_segments(
             undecodable += 1
             continue
         try:
-            segment = _decode(dpkt, linktype, number, timestamp, data)
+            segment = _decode(dpkt, linktype, number, timestamp, data, fragments)
         except (dpkt.UnpackError, struct.error, ValueError, IndexError):
             undecodable += 1
             continue
@@ -156,6 +161,12 @@ def read_segments(
         )
     if undecodable:
         problems.append(f"{undecodable} packet(s) could not be decoded and were skipped")
+    fragments.finish()
+    if fragments.incomplete:
+        problems.append(
+            f"{fragments.incomplete} fragmented IP datagram(s) could not be put back together "
+            "(fragments missing, too old or malformed)"
+        )
 
 
 _LINKTYPES = frozenset(
@@ -303,24 +314,43 @@ class _ShortReadDetector:
         return getattr(self._file, name)
 
 
-def _decode(dpkt: Any, linktype: int, number: int, time: float, data: bytes) -> Segment | None:
+def _decode(
+    dpkt: Any, linktype: int, number: int, time: float, data: bytes, fragments: Reassembler
+) -> Segment | None:
     ip = _network_layer(dpkt, linktype, data)
     if ip is None:
         return None
+    fragment: tuple[object, ...] | None = None  # a fragment's datagram
+    offset = 0
+    more = False
     if isinstance(ip, dpkt.ip.IP):
-        if ip.p != dpkt.ip.IP_PROTO_TCP or ip.offset:
-            return (
-                None  # not TCP, or a later IP fragment (reassembling IP fragments is out of scope)
-            )
+        if ip.p != dpkt.ip.IP_PROTO_TCP:
+            return None
         family = socket.AF_INET
         ip_payload_length = ip.len - ip.hl * 4
+        if ip.mf or ip.offset:
+            fragment, offset, more = (4, ip.src, ip.dst, ip.id), ip.offset * 8, bool(ip.mf)
     else:
         # `p` is the protocol after any extension headers (dpkt walks them), `nxt` the first one's.
-        if ip.p != dpkt.ip.IP_PROTO_TCP or dpkt.ip.IP_PROTO_FRAGMENT in ip.extension_hdrs:
-            return None  # not TCP, or an IPv6 fragment (reassembling fragments is out of scope)
+        if ip.p != dpkt.ip.IP_PROTO_TCP:
+            return None
         family = socket.AF_INET6
         ip_payload_length = ip.plen - sum(len(bytes(h)) for h in ip.extension_hdrs.values() if h)
+        header = ip.extension_hdrs.get(dpkt.ip.IP_PROTO_FRAGMENT)
+        if header is not None:
+            fragment = (6, ip.src, ip.dst, header.id)
+            offset, more = header.frag_off * 8, bool(header.m_flag)
     tcp = ip.data
+    if fragment is not None:
+        # A fragment's payload (dpkt reads the first one's as TCP, which gives back the same bytes).
+        piece = bytes(tcp)[:ip_payload_length]
+        if len(piece) < ip_payload_length:
+            return None  # cut short by the capture: its datagram stays incomplete
+        whole = fragments.add(fragment, offset, more, piece, time)
+        if whole is None:
+            return None
+        tcp = dpkt.tcp.TCP(whole)
+        ip_payload_length = len(whole)
     if not isinstance(tcp, dpkt.tcp.TCP):
         return None
     payload = bytes(tcp.data)
