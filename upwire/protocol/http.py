@@ -602,7 +602,11 @@ class RequestBodyReader:
 
     def __init__(self, request: Request) -> None:
         self._parser = h11.Connection(h11.SERVER)
-        self._parser.receive_data(serialize_request(request))
+        try:
+            head = serialize_request(request)
+        except (UsageError, UnicodeError) as exc:
+            raise http_error(400, f"malformed HTTP request ({exc})") from None
+        self._parser.receive_data(head)
         self._next()
 
     def feed(self, data: bytes) -> bytes | None:
