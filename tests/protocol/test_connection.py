@@ -622,6 +622,22 @@ def test_max_frame_size_applies_to_each_fragment() -> None:
     fails_with(conn, masked(b"\x80\x8b", b"a" * 11), 1009)
 
 
+@pytest.mark.parametrize("limits", [(10, 10), (1000, 10), (None, 10)], ids=str)
+def test_control_frames_are_not_held_to_max_frame_size(limits: tuple[int | None, int]) -> None:
+    # Control frames carry at most 125 bytes (RFC 6455 §5.5) and are no messages: a small frame limit
+    # must not fail the peer's close frame (or a ping) with 1009. It did when the limits differed.
+    max_message_size, max_frame_size = limits
+    conn = server(max_message_size=max_message_size, max_frame_size=max_frame_size)
+    assert conn.receive_data(masked(b"\x89\x8b", b"a" * 11)) == [Ping(b"a" * 11)]
+    close = (1000).to_bytes(2, "big") + b"bye, see you"
+    [event] = conn.receive_data(masked(b"\x88\x8e", close))
+    assert event == CloseReceived(1000, "bye, see you")
+    assert conn.close_code == 1000
+    fails_with(
+        server(max_message_size=1000, max_frame_size=10), masked(b"\x82\x8b", b"a" * 11), 1009
+    )
+
+
 def test_fragmented_message_over_max_message_size_closes_with_1009_on_the_header() -> None:
     conn = server(max_message_size=100)
     assert conn.receive_data(masked(b"\x02\xbc", b"a" * 60)) == []

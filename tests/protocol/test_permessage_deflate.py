@@ -845,6 +845,23 @@ def test_streams_ended_by_bfinal_may_refer_to_earlier_messages_with_context_take
     assert conn.receive_data(wire) == messages
 
 
+def test_invalid_utf8_in_a_compressed_text_after_a_message_of_the_same_read_fails_with_1007() -> (
+    None
+):
+    # The inflater moves on when it inflates the text frame, so the frame cannot wait (as an error
+    # behind messages of the same read does) to be parsed again: that inflated other bytes, and a text
+    # message the peer never sent was delivered on an open connection.
+    conn = deflate_server()
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    binary = deflate(b"f\xffebcafa\xfffcd", compressor)
+    text = deflate(b"f\xffebcafa\xfffcdbfgfdhhe", compressor)
+    events = conn.receive_data(from_client(0xC2, binary) + from_client(0xC1, text))
+    assert events[0] == b"f\xffebcafa\xfffcd"
+    assert_failed(conn, events, 1007)
+    assert not conn.input_pending
+    assert conn.receive_data(b"") == []
+
+
 def test_client_receives_the_rfc_hello_in_two_deflate_blocks() -> None:
     # §7.2.3.5: "He" and "llo" in separate blocks of one message.
     conn = deflate_client()

@@ -125,8 +125,8 @@ class Connection:
         role: CLIENT (masks what it sends, requires unmasked frames) or SERVER (the reverse).
         max_message_size: the largest message accepted, in bytes; None for no limit. Past it, the
             connection is failed with 1009.
-        max_frame_size: the largest frame payload accepted; None for no limit. Defaults to
-            `max_message_size`.
+        max_frame_size: the largest data frame payload accepted; None for no limit. Defaults to
+            `max_message_size`. (Control frames carry at most 125 bytes, whatever the limits.)
     """
 
     __slots__ = (
@@ -847,9 +847,25 @@ class Connection:
                     return _PAUSE  # a new message: it waits until those before it were taken
                 payload = self._decode_extensions(payload, message_rsv, header.fin)
                 self._decoded_in_read += len(payload)
+                try:
+                    self._take_data(opcode, header.fin, rsv, payload, events)
+                except _NotRetryable:
+                    raise
+                except ProtocolError as exc:
+                    # The inflater moved on: parsing this frame again would inflate other bytes
+                    # (a message the peer never sent). Invalid UTF-8 in it fails the connection now.
+                    raise _NotRetryable(str(exc), exc.close_code) from None
+                return stop
+        self._take_data(opcode, header.fin, rsv, payload, events)
+        return stop
+
+    def _take_data(
+        self, opcode: int, fin: bool, rsv: int, payload: bytes | memoryview, events: list[Event]
+    ) -> None:
+        """Add a whole data frame's payload (decoded by the extensions) to its message."""
         if opcode == _CONTINUATION:
-            self._message_part(payload, header.fin, events)
-        elif header.fin:
+            self._message_part(payload, fin, events)
+        elif fin:
             # The common case: a whole message in one frame.
             if opcode == _TEXT:
                 events.append(_decode_text(payload))
@@ -857,7 +873,6 @@ class Connection:
                 events.append(bytes(payload))
         else:
             self._message_part(payload, False, events, first_opcode=opcode, rsv=rsv)
-        return stop
 
     def _check_extension_bits(self, opcode: int, rsv: int) -> None:
         """Let each negotiated extension check the RSV bits it defines (e.g. RFC 7692 §6)."""

@@ -247,7 +247,9 @@ def check_header(
         if expect_masked:
             return Violation(1002, "unmasked frame from a client")
         return Violation(1002, "masked frame from a server")
-    if max_frame_size is not None and length > max_frame_size:
+    if max_frame_size is not None and length > max_frame_size and opcode < 0x8:
+        # Data frames only: a control frame is at most 125 bytes anyway, and failing the peer's close
+        # frame (or a ping) under a small limit would break the closing handshake (or keepalive).
         return Violation(
             1009, f"frame of {_size(length)} exceeds max_frame_size={_size(max_frame_size)}"
         )
