@@ -112,3 +112,8 @@ def test_a_reason_without_a_code_is_refused() -> None:
 @pytest.mark.parametrize("code", VALID_CODES)
 def test_build_then_parse_round_trips(code: int) -> None:
     assert parse_close_payload(build_close_payload(code, "κόσμε")) == ClosePayload(code, "κόσμε")
+
+
+def test_build_close_payload_refuses_a_reason_utf8_cannot_encode() -> None:
+    with pytest.raises(UsageError, match="cannot be encoded as UTF-8"):
+        build_close_payload(1000, "lone \ud800 surrogate")

@@ -1227,3 +1227,37 @@ def test_ping_and_pong_data_may_be_a_memoryview_of_other_items() -> None:
     assert conn.data_to_send() == [b"\x89\x04abcd", b"\x8a\x03ace"]
     with pytest.raises(UsageError, match="128 bytes exceeds 125"):
         conn.send_ping(memoryview(bytes(128)).cast("i"))
+
+
+def test_after_the_tcp_connection_closed_nothing_can_be_sent_and_the_errors_say_why() -> None:
+    conn = server()
+    conn.receive_eof()
+    for send, what in [
+        (lambda: conn.send_close(1000), "cannot send a close frame: the connection is closed"),
+        (lambda: conn.send_ping(b""), "cannot send a ping: the connection is closed"),
+        (lambda: conn.send_pong(b""), "cannot send a pong: the connection is closed"),
+        (lambda: conn.send_message("x"), "the closing handshake has started"),
+    ]:
+        with pytest.raises(UsageError, match=what):
+            send()
+    assert conn.data_to_send() == []
+    assert conn.close_code == 1006
+
+
+def test_a_protocol_error_after_this_sides_close_leaves_the_code_1006_not_one_never_sent() -> None:
+    # RFC 6455 §7.1.5: without a close frame received, the close code is 1006. This side sent 1000;
+    # the peer then broke the protocol (an unmasked frame) instead of answering: no 1002 was sent.
+    conn = server()
+    conn.send_close(1000, "bye")
+    conn.data_to_send()
+    events = conn.receive_data(b"\x81\x02hi")
+    assert [type(e).__name__ for e in events] == ["ProtocolFailure"]
+    assert conn.data_to_send() == []  # one close frame only: the first
+    conn.receive_eof()
+    assert (conn.close_code, conn.close_reason) == (1006, "")
+    # Failing first, the code is the one sent with the failure.
+    failed = server()
+    failed.receive_data(b"\x81\x02hi")
+    assert failed.close_code == 1002
+    failed.receive_eof()
+    assert failed.close_code == 1002

@@ -105,7 +105,11 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
         raise UsageError(
             f"close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"
         )
-    encoded = reason.encode("utf-8")
+    try:
+        encoded = reason.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: not text that UTF-8 can carry (RFC 6455 §5.5.1: the reason is UTF-8).
+        raise UsageError(f"close reason {reason!r} cannot be encoded as UTF-8") from None
     if len(encoded) > 123:
         raise UsageError(f"close reason of {len(encoded)} bytes exceeds 123 bytes")
     return code.to_bytes(2, "big") + encoded

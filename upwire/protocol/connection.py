@@ -10,10 +10,13 @@ commands (`send_message`, `send_ping`, `send_close`, ...) queue bytes that `data
 
 States (RFC 6455 §4-§7; CONNECTING is the handshake's business, see `handshake`):
 
-    OPEN ──send_close──────────► CLOSING ──peer's close──► CLOSED
+    OPEN ──send_close──────────► CLOSING ──receive_eof (TCP closed)──► CLOSED
       │                            ▲
-      └──peer's close (echoed)─────┘        (any state) ──receive_eof──► CLOSED
-      └──peer breaks the protocol: close frame with 1002/1007/1009 sent, CLOSING, input discarded
+      ├──peer's close (echoed)─────┤        (any state) ──receive_eof──► CLOSED
+      └──peer breaks the protocol──┘  (close frame with 1002/1007/1009 sent, input discarded)
+
+Both close frames exchanged, the closing handshake is done and input is discarded, but the state stays
+CLOSING until the TCP connection is closed (RFC 6455 §7.1.4: the connection is closed with TCP).
 
 `transport_should_close` tells the I/O layer when to close TCP: a server closes first once the closing
 handshake is done (RFC 6455 §7.1.1); both sides close after failing the connection (§7.1.7), where the I/O
@@ -293,7 +296,8 @@ class Connection:
         """
         if self.close_received is not None:
             return self.close_received[0]
-        if self.failure is not None:
+        if self._failure_closed():
+            assert self.failure is not None
             return self.failure.close_code
         if self.local_failure is not None:
             return self.local_failure[0]
@@ -301,12 +305,22 @@ class Connection:
             return 1006
         return None
 
+    def _failure_closed(self) -> bool:
+        """A protocol error of the peer's closed the connection with its code (not one after this
+        side's own close frame, which the peer then never answered: 1006 then, RFC 6455 §7.1.5)."""
+        failure = self.failure
+        return (
+            failure is not None
+            and self.close_sent is not None
+            and (self.close_sent[0] == failure.close_code)
+        )
+
     @property
     def close_reason(self) -> str:
         """The close reason matching `close_code` ("" when there is none)."""
         if self.close_received is not None:
             return self.close_received[1]
-        if self.failure is not None:
+        if self._failure_closed():
             return str(self.failure)
         if self.local_failure is not None:
             return self.local_failure[1]
@@ -1230,6 +1244,8 @@ class Connection:
         """
         if self.close_sent is not None:
             raise UsageError("a close frame was already sent")
+        if self.state is State.CLOSED:
+            raise UsageError("cannot send a close frame: the connection is closed")
         payload = build_close_payload(code, reason)
         self.close_sent = (code, reason)
         if failing and code is not None:
@@ -1245,8 +1261,10 @@ class Connection:
     def _check_control(self, data: bytes | bytearray | memoryview, what: str) -> None:
         if len(data) > 125:
             raise UsageError(f"{what} data of {len(data)} bytes exceeds 125 bytes (RFC 6455 §5.5)")
-        if self.close_sent is not None or self.state is State.CLOSED:
+        if self.close_sent is not None:
             raise UsageError(f"cannot send a {what}: a close frame was already sent")
+        if self.state is State.CLOSED:
+            raise UsageError(f"cannot send a {what}: the connection is closed")
 
     def _queue_frame(
         self, opcode: int, payload: bytes | bytearray | memoryview, *, fin: bool = True
