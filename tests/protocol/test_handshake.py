@@ -458,3 +458,27 @@ def test_client_and_server_complete_the_handshake_over_bytes() -> None:
     response = ResponseReader(client.request).feed(response_bytes + b"\x81\x00")
     assert response is not None
     assert client.check_response(response) == "v1"
+
+
+@pytest.mark.parametrize("value", ["h2c, websocket", "websocket, TLS/1.2"])
+def test_client_fails_an_upgrade_naming_another_protocol_too(value: str) -> None:
+    # RFC 6455 §4.1 (2): an Upgrade field that contains a value other than "websocket" fails.
+    response = ok_response()
+    headers = [(n, value if n == "Upgrade" else v) for n, v in response.headers.items()]
+    with pytest.raises(InvalidHandshake, match="only 'websocket' may be named"):
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(Response(101, headers))
+    # The same token twice, or in another case, names websocket only.
+    for same in ["WebSocket", "websocket, websocket"]:
+        headers = [(n, same if n == "Upgrade" else v) for n, v in response.headers.items()]
+        ClientHandshake("a", "/", key=RFC_KEY).check_response(Response(101, headers))
+
+
+@pytest.mark.parametrize("length", ["0", "00", " 0 "])
+def test_server_accepts_a_content_length_of_zero_in_any_spelling(length: str) -> None:
+    ServerHandshake().accept(request(add=(("Content-Length", length),)))
+
+
+@pytest.mark.parametrize("length", ["1", "0x0", "-0", "٠"])
+def test_server_refuses_a_content_length_that_is_not_zero(length: str) -> None:
+    error = refused(request(add=(("Content-Length", length),)))
+    assert error.status == 400

@@ -260,7 +260,7 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
         raise http_error(400, f"request target {target!r} is neither a path nor an absolute URI")
     # A handshake request has no content (RFC 6455 §4.1); bytes sent as one would be read as frames.
     lengths = found.get("content-length")
-    if "transfer-encoding" in found or (lengths and any(v.strip() != "0" for v in lengths)):
+    if "transfer-encoding" in found or (lengths and not all(map(_is_zero, lengths))):
         raise http_error(
             400, "an opening handshake request has no body (Content-Length or Transfer-Encoding)"
         )
@@ -319,6 +319,12 @@ _HANDSHAKE_FIELDS = {
     "sec-websocket-protocol": "use subprotocols=",
     "sec-websocket-extensions": "use extensions= or compression=",
 }
+
+
+def _is_zero(length: str) -> bool:
+    """A Content-Length value that says no content ("0", "00", ...)."""
+    length = length.strip()
+    return length.isascii() and length.isdigit() and int(length) == 0
 
 
 def check_subprotocols(subprotocols: Sequence[str], *, unique: bool = True) -> list[str]:
@@ -425,7 +431,15 @@ class ClientHandshake:
                 response.body,
             )
         headers = response.headers
-        if "websocket" not in headers.tokens("Upgrade"):
+        # RFC 6455 §4.1 (2): an Upgrade field with any value other than "websocket" fails the connection.
+        upgrade = headers.tokens("Upgrade")
+        if set(upgrade) != {"websocket"}:
+            if "websocket" in upgrade:
+                raise InvalidHandshake(
+                    f"101 response with 'Upgrade: {', '.join(headers.get_all('Upgrade'))}' "
+                    "(only 'websocket' may be named)",
+                    101,
+                )
             raise InvalidHandshake("101 response without 'Upgrade: websocket'", 101)
         if "upgrade" not in headers.tokens("Connection"):
             raise InvalidHandshake("101 response without 'Connection: Upgrade'", 101)
