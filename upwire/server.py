@@ -125,16 +125,12 @@ class ServerConnection(Connection):
                 # An async hook: wait for it in a task, reading nothing meanwhile.
                 assert self.transport is not None
                 self.transport.pause_reading()
-                self.handler_task = self.server._track(
-                    self.loop.create_task(self._run_async(request, answer))
-                )
+                self.handler_task = self.loop.create_task(self._run_async(request, answer))
                 return
         # The common case runs at once: no task, no loop iteration and no pause of reading.
         handler = self._accept(request, answer)
         if handler is not None:
-            self.handler_task = self.server._track(
-                self.loop.create_task(self._run_handler(handler))
-            )
+            self.handler_task = self.loop.create_task(self._run_handler(handler))
 
     async def _run_async(self, request: Request, pending: Awaitable[object]) -> None:
         try:
@@ -266,6 +262,10 @@ class ServerConnection(Connection):
             self._opening.discard(self)
             self._opening = None
         self.server._connections.discard(self)
+        task = self.handler_task
+        if task is not None and not task.done():
+            # The handler outlives its connection: shutdown still waits for it (and cancels it).
+            self.server._track(task)
         super().connection_lost(exc)
 
 
@@ -313,8 +313,8 @@ class Server:
         self.max_headers = max_headers
         self.shutdown_timeout = shutdown_timeout
         self._connections: set[ServerConnection] = set()
-        # Handler tasks until they return, which may be after their connection closed: shutdown waits
-        # for them (and cancels them after shutdown_timeout) too.
+        # Handler tasks still running after their connection closed, until they return: shutdown waits
+        # for them (and cancels them after shutdown_timeout) as for those of open connections.
         self._handlers: set[asyncio.Task[None]] = set()
         # Opening handshakes are timed in batches: the connections made within `_OPENING_BATCH_S` (at
         # most a twentieth of open_timeout) share timers. At the batch's end one checks whether any of
@@ -358,11 +358,10 @@ class Server:
         if batch:
             loop.call_at(deadline, _open_timed_out, batch)
 
-    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
-        """Keep a handler task until it is done."""
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a handler task whose connection closed until it is done."""
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
-        return task
 
     def handler_for(self, request: Request) -> Handler | None:
         """Return the handler for a request (routing by path when `serve` got a mapping of paths)."""
@@ -410,7 +409,8 @@ class Server:
                     connection.transport.abort()
             else:
                 connection._fail(code, reason)
-        tasks = list(self._handlers)
+        tasks = [c.handler_task for c in connections if c.handler_task is not None]
+        tasks += self._handlers
         waits = [asyncio.ensure_future(c.wait_closed()) for c in connections]
         if waits or tasks:
             await asyncio.wait([*waits, *tasks], timeout=self.shutdown_timeout)
