@@ -169,16 +169,7 @@ class ClientConnection(Connection):
                     self._handshake.check_response(response)
                 raise InvalidHandshake("connection closed during the opening handshake", 0)
             except InvalidHandshake as exc:
-                if self._tls and not self._reader.received:
-                    # Over TLS 1.3 the client's handshake ends before the server checks the client's
-                    # certificate; a server that requires one then closes without answering.
-                    exc = InvalidHandshake(
-                        f"{exc}: the server closed the TLS connection without answering the "
-                        "Upgrade request (a server that requires a client certificate does so when "
-                        "none is offered: see ssl.SSLContext.load_cert_chain)",
-                        0,
-                    )
-                self._handshake_failed(exc)
+                self._handshake_failed(self._with_tls_hint(exc))
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -187,8 +178,24 @@ class ClientConnection(Connection):
             error = InvalidHandshake(
                 f"connection lost during the opening handshake{f': {exc}' if exc else ''}", 0
             )
-            self._opening.set_exception(error)
+            self._opening.set_exception(self._with_tls_hint(error))
         super().connection_lost(exc)
+
+    def _with_tls_hint(self, error: InvalidHandshake) -> InvalidHandshake:
+        """Name the likely cause when a TLS server closes before answering at all.
+
+        Over TLS 1.3 the client's handshake ends before the server checks the client's certificate;
+        a server that requires one then closes without answering (asyncio reports an EOF, uvloop only
+        the connection's loss).
+        """
+        if not self._tls or self._reader.received:
+            return error
+        return InvalidHandshake(
+            f"{error}: the server closed the TLS connection without answering the Upgrade request "
+            "(a server that requires a client certificate does so when none is offered: see "
+            "ssl.SSLContext.load_cert_chain)",
+            0,
+        )
 
 
 class connect:  # a class used like a function: `async with connect(...)` or `await connect(...)`

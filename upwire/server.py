@@ -97,6 +97,9 @@ class ServerConnection(Connection):
 
     def _handshake_data(self, data: bytes) -> None:
         if self._answered:
+            # Answered with plain HTTP, closing in stages: what comes is dropped, but it keeps a TLS
+            # connection open until the client is quiet (`_close_in_stages`).
+            self._last_received = self.loop.time()
             return
         reader = self._reader
         if reader is None:

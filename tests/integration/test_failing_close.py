@@ -217,23 +217,33 @@ async def test_over_tls_a_client_failing_a_frame_over_its_limit_closes_cleanly_w
 async def test_over_tls_a_refusal_reaches_a_client_still_sending_its_body(
     start_server: StartServer, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
-    """A plain HTTP answer (here 400 for a request with a body) closes the same way."""
+    """A plain HTTP answer (here 400 for a request with a body) closes the same way.
+
+    The client trickles its body for longer than the quiet time: the server waits for its end (it
+    closed 0.25 s after the answer, resetting the client mid-upload, while it waited only after a 101).
+    """
     server_context, client_context = tls
     server = await start_server(ssl=server_context)
     async with asyncio.timeout(TEST_TIMEOUT_S):
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", server.port, ssl=client_context, server_hostname="127.0.0.1"
         )
-        size = 8 << 20
+        chunk, count = b"\0" * 16384, 60
         writer.write(
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            + f"Content-Length: {size}\r\n\r\n".encode()
+            + f"Content-Length: {len(chunk) * count}\r\n\r\n".encode()
         )
-        sending = asyncio.create_task(_stream_payload(writer, size))
-        await asyncio.sleep(0.3)
+
+        async def trickle() -> None:
+            for _ in range(count):  # 0.6 s or more: past the 0.25 s of quiet the server waits for
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+        sending = asyncio.create_task(trickle())
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ")
         await reader.read()  # the body, then a clean end (a reset raises)
-        await sending
+        await sending  # every byte went out: no reset mid-upload
         writer.close()

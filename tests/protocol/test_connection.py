@@ -1244,11 +1244,15 @@ def test_after_the_tcp_connection_closed_nothing_can_be_sent_and_the_errors_say_
     assert conn.close_code == 1006
 
 
-def test_a_protocol_error_after_this_sides_close_leaves_the_code_1006_not_one_never_sent() -> None:
-    # RFC 6455 §7.1.5: without a close frame received, the close code is 1006. This side sent 1000;
-    # the peer then broke the protocol (an unmasked frame) instead of answering: no 1002 was sent.
+@pytest.mark.parametrize("code", [1000, 1002])
+def test_a_protocol_error_after_this_sides_close_leaves_the_code_1006_not_one_never_sent(
+    code: int,
+) -> None:
+    # RFC 6455 §7.1.5: without a close frame received, the close code is 1006. This side sent its
+    # close; the peer then broke the protocol (an unmasked frame) instead of answering: no close frame
+    # was sent for that (even when this side's own code happens to be 1002).
     conn = server()
-    conn.send_close(1000, "bye")
+    conn.send_close(code, "bye")
     conn.data_to_send()
     events = conn.receive_data(b"\x81\x02hi")
     assert [type(e).__name__ for e in events] == ["ProtocolFailure"]

@@ -256,8 +256,9 @@ class Connection:
         self.close_received: tuple[int, str] | None = None
         # The peer's protocol error that failed this connection, or None.
         self.failure: ProtocolError | None = None
-        # The (code, reason) this side failed the connection with for a reason of its own (a timeout, an
-        # error in the application), or None; see `send_close(failing=True)`.
+        # The (code, reason) this side failed the connection with, or None: for the peer's protocol error
+        # (reason: the whole error message), or for a reason of its own (a timeout, an error in the
+        # application; see `send_close(failing=True)`). Only a failure that sent the close frame counts.
         self.local_failure: tuple[int, str] | None = None
         # The message being received: opcode (0: none), parts, wire bytes so far, UTF-8 decoder.
         self._msg_opcode = 0
@@ -296,32 +297,17 @@ class Connection:
         """
         if self.close_received is not None:
             return self.close_received[0]
-        if self._failure_closed():
-            assert self.failure is not None
-            return self.failure.close_code
         if self.local_failure is not None:
             return self.local_failure[0]
         if self.state is State.CLOSED:
             return 1006
         return None
 
-    def _failure_closed(self) -> bool:
-        """A protocol error of the peer's closed the connection with its code (not one after this
-        side's own close frame, which the peer then never answered: 1006 then, RFC 6455 §7.1.5)."""
-        failure = self.failure
-        return (
-            failure is not None
-            and self.close_sent is not None
-            and (self.close_sent[0] == failure.close_code)
-        )
-
     @property
     def close_reason(self) -> str:
         """The close reason matching `close_code` ("" when there is none)."""
         if self.close_received is not None:
             return self.close_received[1]
-        if self._failure_closed():
-            return str(self.failure)
         if self.local_failure is not None:
             return self.local_failure[1]
         return ""
@@ -1078,6 +1064,9 @@ class Connection:
         if self.close_sent is None:
             reason = str(error).encode("utf-8")[:123].decode("utf-8", "ignore")
             self.close_sent = (error.close_code, reason)
+            # The close code is the one sent for this error (after this side's own close frame, an
+            # error of the peer's sends none: the code stays 1006 then, RFC 6455 §7.1.5).
+            self.local_failure = (error.close_code, str(error))
             self._queue_frame(_CLOSE, build_close_payload(error.close_code, reason))
         self._discard_input = True
         self._end_message()

@@ -324,7 +324,7 @@ _HANDSHAKE_FIELDS = {
 def _is_zero(length: str) -> bool:
     """A Content-Length value that says no content ("0", "00", ...)."""
     length = length.strip()
-    return length.isascii() and length.isdigit() and int(length) == 0
+    return bool(length) and not length.strip("0")
 
 
 def check_subprotocols(subprotocols: Sequence[str], *, unique: bool = True) -> list[str]:
