@@ -845,6 +845,38 @@ def test_streams_ended_by_bfinal_may_refer_to_earlier_messages_with_context_take
     assert conn.receive_data(wire) == messages
 
 
+@pytest.mark.parametrize("snct", [False, True], ids=["takeover", "server_no_context_takeover"])
+def test_a_stream_ended_inside_a_fragmented_message_presets_the_next_with_its_bytes(
+    snct: bool,
+) -> None:
+    # §7.2.3.4 inside one message: the first fragment ends its stream with BFINAL, the second is a new
+    # stream that copies from the first; with or without context takeover across messages.
+    first = b"the first part of one message, " * 9
+    second = b"the first part of one message, and its second"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    part1 = compressor.compress(first) + compressor.flush(zlib.Z_FINISH)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=first)
+    part2 = compressor.compress(second) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    conn = deflate_client(server_no_context_takeover=snct)
+    wire = from_server(0x42, part1) + from_server(0x80, part2[:-4])
+    assert conn.receive_data(wire) == [first + second]
+
+
+def test_a_large_message_ending_a_stream_keeps_only_a_window_of_its_bytes() -> None:
+    # The preset of the next stream is the last 2^W bytes: the message itself is not kept alive.
+    big = os.urandom(1 << 20)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+    conn = deflate_client(max_message_size=None)
+    [message] = conn.receive_data(
+        from_server(0xC2, compressor.compress(big) + compressor.flush(zlib.Z_FINISH))
+    )
+    assert message == big
+    [extension] = conn._extensions
+    assert isinstance(extension, PerMessageDeflate)
+    assert [len(kept) for kept in extension._recent] == [32768]
+    assert all(type(kept) is bytes for kept in extension._recent)
+
+
 def test_invalid_utf8_in_a_compressed_text_after_a_message_of_the_same_read_fails_with_1007() -> (
     None
 ):

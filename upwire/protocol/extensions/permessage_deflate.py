@@ -92,7 +92,7 @@ class PerMessageDeflate(Extension):
         # The latest inflated bytes, a window's worth at least when there are that many (of a large output
         # only its tail): what a new DEFLATE stream after a BFINAL block may refer to (see decode_frame).
         # Kept from one message to the next only for a peer that ended a stream that way before.
-        self._recent: list[bytes | memoryview] = []
+        self._recent: list[bytes] = []
         self._recent_size = 0
         self._peer_ends_streams = False
         self._compressing = False
@@ -129,36 +129,52 @@ class PerMessageDeflate(Extension):
             raise ProtocolError(f"invalid compressed data ({exc})", 1007) from None
         if max_size is not None and len(out) > max_size:
             raise PayloadTooBig("message exceeds max_message_size once decompressed")
-        if not self.remote_no_context_takeover and out:
-            self._keep_recent(out)
         if decoder.eof:
             # RFC 7692 §7.2.3.4: the peer ended the DEFLATE stream with a BFINAL block; what follows is
             # a new stream. It may still refer to the window (the last 2^W bytes inflated, from this
             # frame and those before it): preset it with them. Bytes after the final block (padding,
             # the appended 00 00 ff ff) are not data: ignore them.
             self._decoder = None
-            if self._recent:
-                window = 1 << max(self.remote_max_window_bits, 9)
-                preset = b"".join(self._recent)[-window:]
-                self._decoder = zlib.decompressobj(
-                    wbits=-max(self.remote_max_window_bits, 9), zdict=preset
-                )
-                self._recent = [preset]
-                self._recent_size = len(preset)
-                self._peer_ends_streams = True
-        elif fin and self.remote_no_context_takeover:
-            self._decoder = None
-        if fin and not self._peer_ends_streams and self._recent:
-            # The stream goes on in the inflater's own window: nothing to keep past the message.
-            self._recent = []
-            self._recent_size = 0
+            preset = b""
+            if not (fin and self.remote_no_context_takeover):
+                preset = self._latest(out)
+                if preset:
+                    self._decoder = zlib.decompressobj(
+                        wbits=-max(self.remote_max_window_bits, 9), zdict=preset
+                    )
+                self._peer_ends_streams = not self.remote_no_context_takeover
+            self._recent = [preset] if preset else []
+            self._recent_size = len(preset)
+        elif fin:
+            if self.remote_no_context_takeover:
+                self._decoder = None
+            if self._peer_ends_streams:
+                # The next message may start a new stream that refers to this one's bytes.
+                self._keep_recent(out)
+            elif self._recent:
+                # The stream goes on in the inflater's own window: nothing to keep past the message.
+                self._recent = []
+                self._recent_size = 0
+        elif out:
+            # A message in several frames: a later one may end the stream, and the next stream may
+            # refer to these bytes. (A whole message in one frame, the usual case, keeps nothing.)
+            self._keep_recent(out)
         return out
 
-    def _keep_recent(self, out: bytes) -> None:
-        """Add inflated bytes to the latest ones, keeping one window's worth (plus one output at most)."""
+    def _latest(self, out: bytes) -> bytes:
+        """The last window's worth of what was inflated, `out` last (the preset of a new stream)."""
         window = 1 << max(self.remote_max_window_bits, 9)
         if len(out) >= window:
-            self._recent = [memoryview(out)[-window:]]  # a view: no copy of a large output's tail
+            return out[-window:]
+        return b"".join([*self._recent, out])[-window:]
+
+    def _keep_recent(self, out: bytes) -> None:
+        """Add inflated bytes to the latest ones, keeping a window's worth (and at most one more output)."""
+        if not out:
+            return
+        window = 1 << max(self.remote_max_window_bits, 9)
+        if len(out) >= window:
+            self._recent = [out[-window:]]  # a copy of the tail: the whole output is not kept alive
             self._recent_size = window
             return
         recent = self._recent
