@@ -17,7 +17,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from upwire.wire.ipfrag import Reassembler
 
@@ -149,7 +149,8 @@ def read_segments(
             continue
         try:
             segment = _decode(dpkt, linktype, number, timestamp, data, fragments)
-        except (dpkt.UnpackError, struct.error, ValueError, IndexError):
+        except (dpkt.UnpackError, struct.error, ValueError, IndexError, AttributeError, KeyError):
+            # dpkt's errors on a packet it cannot read (AttributeError for some IPv6 header chains).
             undecodable += 1
             continue
         if segment is not None:
@@ -317,42 +318,38 @@ class _ShortReadDetector:
 def _decode(
     dpkt: Any, linktype: int, number: int, time: float, data: bytes, fragments: Reassembler
 ) -> Segment | None:
-    ip = _network_layer(dpkt, linktype, data)
-    if ip is None:
-        return None
-    fragment: tuple[object, ...] | None = None  # a fragment's datagram
-    offset = 0
-    more = False
-    if isinstance(ip, dpkt.ip.IP):
-        if ip.p != dpkt.ip.IP_PROTO_TCP:
-            return None
-        family = socket.AF_INET
-        ip_payload_length = ip.len - ip.hl * 4
-        if ip.mf or ip.offset:
-            fragment, offset, more = (4, ip.src, ip.dst, ip.id), ip.offset * 8, bool(ip.mf)
-    else:
-        # `p` is the protocol after any extension headers (dpkt walks them), `nxt` the first one's.
-        if ip.p != dpkt.ip.IP_PROTO_TCP:
-            return None
-        family = socket.AF_INET6
-        ip_payload_length = ip.plen - sum(len(bytes(h)) for h in ip.extension_hdrs.values() if h)
-        header = ip.extension_hdrs.get(dpkt.ip.IP_PROTO_FRAGMENT)
-        if header is not None:
-            fragment = (6, ip.src, ip.dst, header.id)
-            offset, more = header.frag_off * 8, bool(header.m_flag)
-    tcp = ip.data
+    raw = _ip_bytes(linktype, data)
+    fragment = None if raw is None else _fragment(raw)
     if fragment is not None:
-        # A fragment's payload (dpkt reads the first one's as TCP, which gives back the same bytes).
-        piece = bytes(tcp)[:ip_payload_length]
-        if len(piece) < ip_payload_length:
-            return None  # cut short by the capture: its datagram stays incomplete
-        whole = fragments.add(fragment, offset, more, piece, time)
-        if whole is None:
+        # Read from the bytes here: dpkt reads a fragment's payload as if it began with TCP.
+        done = fragments.add(
+            fragment.key, fragment.offset, fragment.more, fragment.payload, time, fragment.protocol
+        )
+        if done is None:
             return None
-        tcp = dpkt.tcp.TCP(whole)
-        ip_payload_length = len(whole)
-    if not isinstance(tcp, dpkt.tcp.TCP):
-        return None
+        family, src, dst = fragment.family, fragment.src, fragment.dst
+        tcp_bytes = _tcp_after(done[0], done[1], family)
+        if tcp_bytes is None:
+            return None
+        tcp = dpkt.tcp.TCP(tcp_bytes)
+        ip_payload_length = len(tcp_bytes)
+    else:
+        ip = _network_layer(dpkt, linktype, data)
+        if ip is None or ip.p != dpkt.ip.IP_PROTO_TCP:
+            return None  # not IP, or not TCP
+        if isinstance(ip, dpkt.ip.IP):
+            family = socket.AF_INET
+            ip_payload_length = ip.len - ip.hl * 4
+        else:
+            # `p` is the protocol after any extension headers (dpkt walks them), `nxt` the first one's.
+            family = socket.AF_INET6
+            ip_payload_length = ip.plen - sum(
+                len(bytes(h)) for h in ip.extension_hdrs.values() if h
+            )
+        src, dst = ip.src, ip.dst
+        tcp = ip.data
+        if not isinstance(tcp, dpkt.tcp.TCP):
+            return None
     payload = bytes(tcp.data)
     expected = ip_payload_length - tcp.off * 4
     missing = max(expected - len(payload), 0)
@@ -361,14 +358,105 @@ def _decode(
     return Segment(
         number=number,
         time=time,
-        src=(socket.inet_ntop(family, ip.src), tcp.sport),
-        dst=(socket.inet_ntop(family, ip.dst), tcp.dport),
+        src=(socket.inet_ntop(family, src), tcp.sport),
+        dst=(socket.inet_ntop(family, dst), tcp.dport),
         seq=tcp.seq,
         ack=tcp.ack,
         flags=tcp.flags,
         payload=payload,
         missing=missing,
     )
+
+
+_TCP = 6
+# IPv6 extension headers that may come before a Fragment header or TCP (RFC 8200 §4.1): Hop-by-Hop
+# Options, Routing, Destination Options; each is (its length field + 1) × 8 bytes.
+_IPV6_EXTENSIONS = frozenset({0, 43, 60})
+_IPV6_FRAGMENT = 44
+_VLAN_TAGS = frozenset({0x8100, 0x88A8, 0x9100})
+
+
+def _ip_bytes(linktype: int, data: bytes) -> bytes | None:
+    """The IP packet inside a link-layer frame, as captured, or None for other protocols."""
+    if linktype in (_DLT_NULL, _DLT_LOOP):
+        return data[4:]
+    if linktype in (_DLT_RAW, _DLT_LINKTYPE_RAW, _DLT_IPV4, _DLT_IPV6):
+        return data
+    if linktype == _DLT_EN10MB:
+        at = 12
+        while int.from_bytes(data[at : at + 2], "big") in _VLAN_TAGS:
+            at += 4
+        ethertype, at = int.from_bytes(data[at : at + 2], "big"), at + 2
+    elif linktype == _DLT_LINUX_SLL:
+        ethertype, at = int.from_bytes(data[14:16], "big"), 16
+    elif linktype == _DLT_LINUX_SLL2:
+        ethertype, at = int.from_bytes(data[0:2], "big"), 20
+    else:
+        return None
+    return data[at:] if ethertype in (0x0800, 0x86DD) else None
+
+
+class _Fragment(NamedTuple):
+    family: int
+    src: bytes
+    dst: bytes
+    key: tuple[
+        object, ...
+    ]  # the datagram's: version, addresses, identification (and IPv4's protocol)
+    offset: int
+    more: bool  # the More Fragments flag
+    protocol: int  # what the payload is: IPv4's protocol, IPv6's Fragment header's Next Header
+    payload: bytes
+
+
+def _fragment(raw: bytes) -> _Fragment | None:
+    """The fragment in an IP packet, or None when it is a whole datagram.
+
+    A fragment cut short by the capture is None too: its datagram stays incomplete.
+    """
+    if len(raw) < 20:
+        return None
+    version = raw[0] >> 4
+    if version == 4:
+        flags_offset = int.from_bytes(raw[6:8], "big")
+        more, offset = bool(flags_offset & 0x2000), (flags_offset & 0x1FFF) * 8
+        if not more and not offset:
+            return None
+        header, total = (raw[0] & 0x0F) * 4, int.from_bytes(raw[2:4], "big")
+        if header < 20 or total < header or len(raw) < total:
+            return None
+        src, dst = raw[12:16], raw[16:20]
+        key = (4, src, dst, raw[4:6], raw[9])
+        return _Fragment(socket.AF_INET, src, dst, key, offset, more, raw[9], raw[header:total])
+    if version != 6 or len(raw) < 40:
+        return None
+    end = 40 + int.from_bytes(raw[4:6], "big")
+    next_header, at = raw[6], 40
+    while next_header in _IPV6_EXTENSIONS and at + 2 <= end:
+        next_header, at = raw[at], at + (raw[at + 1] + 1) * 8
+    if next_header != _IPV6_FRAGMENT or at + 8 > end or len(raw) < end:
+        return None
+    flags_offset = int.from_bytes(raw[at + 2 : at + 4], "big")
+    src, dst = raw[8:24], raw[24:40]
+    return _Fragment(
+        socket.AF_INET6,
+        src,
+        dst,
+        (6, src, dst, raw[at + 4 : at + 8]),
+        flags_offset & 0xFFF8,
+        bool(flags_offset & 1),
+        raw[at],
+        raw[at + 8 : end],
+    )
+
+
+def _tcp_after(protocol: int, payload: bytes, family: int) -> bytes | None:
+    """The TCP segment in a reassembled payload: after IPv6 extension headers, if any; None if not TCP."""
+    at = 0
+    if family == socket.AF_INET6:
+        while protocol in _IPV6_EXTENSIONS and at + 2 <= len(payload):
+            protocol, at = payload[at], at + (payload[at + 1] + 1) * 8
+    return payload[at:] if protocol == _TCP else None
 
 
 def _network_layer(dpkt: Any, linktype: int, data: bytes) -> Any:
