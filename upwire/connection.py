@@ -302,6 +302,7 @@ class Connection(asyncio.BufferedProtocol):
         "_closing_in_stages",
         "_delivering",
         "_drain_waiters",
+        "_dropping",
         "_fd",
         "_flush_scheduled",
         "_fragment_lock",
@@ -351,6 +352,8 @@ class Connection(asyncio.BufferedProtocol):
         self._recv_waiter: asyncio.Future[Data | object] | None = None
         self._reading_paused = False
         self._queued_at_close = 0
+        # Set once closing dropped messages past a full queue: later ones are dropped too (`_deliver`).
+        self._dropping = False
         self._writing_paused = False
         # Tasks waiting in send for the write buffer to drain; the list is made by the first of them.
         self._drain_waiters: list[asyncio.Future[None]] | None = None
@@ -519,6 +522,10 @@ class Connection(asyncio.BufferedProtocol):
             True when a control event came (the core may have queued a pong or a close frame).
         """
         control = False
+        if self._dropping:
+            # Closing, and messages past a full queue were dropped: none after them is delivered
+            # either, so that what recv gets is all the peer sent up to a point, without holes.
+            events = [e for e in events if type(e) is not str and type(e) is not bytes]
         messages = self._messages
         wakeup = None
         for event in events:
@@ -576,7 +583,8 @@ class Connection(asyncio.BufferedProtocol):
         if dropped > 0:
             for _ in range(dropped):
                 messages.pop()
-            logger.debug("closing: %d messages past a full queue dropped", dropped)
+            self._dropping = True
+            logger.debug("closing: messages past a full queue dropped, from the %dth", keep + 1)
 
     @property
     def messages_queued(self) -> int:
@@ -1188,7 +1196,8 @@ class Connection(asyncio.BufferedProtocol):
 
         The peer's close frame may be behind messages nobody reads (the application is done with
         the connection): reading paused by a full queue resumes, and messages past `max_queue` are
-        dropped from then on (RFC 6455 §7.1.2: the endpoint reads on until the peer's close frame).
+        dropped from then on, all of them once one was (RFC 6455 §7.1.2: the endpoint reads on until
+        the peer's close frame).
         Otherwise the closing handshake would end only at close_timeout, with 1006.
         """
         self._start_close_timer()

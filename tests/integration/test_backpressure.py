@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 
@@ -289,3 +290,44 @@ async def test_a_handler_returning_while_the_client_sends_closes_at_once(
         assert ws.close_code == 1000
         await closed[0].wait_closed()
         assert closed[0].close_code == 1000
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_closing_while_another_task_reads_drops_a_tail_never_the_middle(loop: str) -> None:
+    """Messages dropped past a full queue while closing are the last ones: what recv returns has no hole.
+
+    A task still reading makes room in the queue again; messages that came after the first dropped one
+    were delivered then, leaving a gap (0..472, then 2437, on uvloop).
+    """
+
+    async def flood(ws: upwire.ServerConnection) -> None:
+        with contextlib.suppress(upwire.ConnectionClosed):
+            for index in range(3000):
+                await ws.send(f"{index:06d}" + "x" * 200)
+            await ws.wait_closed()
+
+    async def run() -> list[int]:
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.serve(flood, "127.0.0.1", 0, ping_interval=None, compression=None) as server,
+        ):
+            ws = await upwire.connect(
+                uri(server), max_queue=8, close_timeout=5, compression=None, proxy=None
+            )
+            got: list[int] = []
+
+            async def read() -> None:
+                with contextlib.suppress(upwire.ConnectionClosed):
+                    while True:
+                        got.append(int((await ws.recv())[:6]))
+                        await asyncio.sleep(0.001)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.3)
+            await ws.close()
+            assert ws.close_code == 1000
+            await reader
+            return got
+
+    got = (uvloop.run if loop == "uvloop" else asyncio.run)(run())
+    assert got and got == list(range(len(got)))
