@@ -161,3 +161,39 @@ def test_a_keep_alive_connection_that_never_upgrades_says_how_many_requests_it_c
         "not a WebSocket connection: 4 HTTP requests without Upgrade: websocket "
         "(the first: GET /index.html → 200 OK)"
     ]
+
+
+def test_an_upgrade_tried_again_after_a_refusal_on_the_same_connection_is_decoded(
+    tmp_path: Path,
+) -> None:
+    # RFC 6455 §4.1: after a 401 the client may send the request again, with credentials.
+    refusal = (
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic\r\nContent-Length: 4\r\n\r\nwho?"
+    )
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, refusal)
+    conversation.send(True, REQUEST.replace(b"\r\n\r\n", b"\r\nAuthorization: Basic YTpi\r\n\r\n"))
+    conversation.send(False, RESPONSE + server_frame(Opcode.TEXT, b"welcome"))
+    connection = one_connection(tmp_path, conversation)
+    assert connection.observer.is_websocket
+    assert connection.observer.request is not None
+    assert connection.observer.request.headers["Authorization"] == "Basic YTpi"
+    assert [f.text for f in connection.frames] == ["welcome"]
+    assert connection.observer.notes == [
+        "the server refused the Upgrade: HTTP 401 Unauthorized; the connection stays open",
+        "the Upgrade request came after 1 HTTP request on this connection "
+        "(keep-alive; the first: GET /chat → 401 Unauthorized)",
+    ]
+
+
+def test_bytes_waiting_for_an_answer_are_bounded() -> None:
+    observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
+    observer.feed(True, GET, 0.0, None)
+    for _ in range(17):  # 17 MiB pipelined behind a request that is never answered
+        observer.feed(True, b"x" * (1 << 20), 0.0, None)
+    assert not observer.is_websocket
+    assert observer.notes == [
+        "not a WebSocket connection: more than 16777216 bytes came before the answer they wait for"
+    ]
+    assert sum(map(len, observer._early.values())) == 0

@@ -51,6 +51,9 @@ _OPCODE_NAMES: Final = {int(op): op.name.lower() for op in Opcode}
 _MAX_HEAD_BYTES = 64 * 1024
 # Ordinary requests on one connection (keep-alive) after which an Upgrade is no longer looked for.
 _MAX_PLAIN_REQUESTS = 100
+# Bytes of one direction held while they wait for the other's answer (pipelined requests, frames sent
+# before the 101): past this the connection is not decoded, whatever a peer sends.
+_MAX_EARLY_BYTES = 16 * 1024 * 1024
 
 
 def opcode_name(opcode: int) -> str:
@@ -253,6 +256,7 @@ class WebSocketObserver:
         self._body_reader: RequestBodyReader | None = None  # its body, still arriving
         self._exchanges = 0
         self._first_exchange = ""
+        self._refused = False  # an Upgrade was refused, and the connection went on
 
     @property
     def is_websocket(self) -> bool:
@@ -324,8 +328,9 @@ class WebSocketObserver:
         """The capture has ended: report frames and messages left incomplete."""
         if self.state == "handshake":
             if self._exchanges and self.request is None:
-                # Ordinary requests only, the last one answered or not.
-                self._not_websocket(self._plain_text())
+                # Ordinary requests only, the last one answered or not (a refused Upgrade has its note).
+                if not self._refused:
+                    self._not_websocket(self._plain_text())
             elif self.request is not None and self.response is None:
                 self.notes.append("the capture ends before the server answered the Upgrade request")
             elif self.request is None:
@@ -400,8 +405,7 @@ class WebSocketObserver:
                 if not data:
                     return []
             if self.request is not None or self._plain is not None:
-                self._early[from_a] += data  # the next request: after the response
-                return []
+                return self._hold(from_a, data)  # the next request, or frames: after the response
             self._request_seen += len(data)
             try:
                 request = self._request_reader.feed(data)
@@ -447,8 +451,7 @@ class WebSocketObserver:
             return []
         # server side
         if self._response_reader is None:
-            self._early[from_a] += data
-            return []
+            return self._hold(from_a, data)
         self._response_seen += len(data)
         try:
             response = self._response_reader.feed(data)
@@ -464,11 +467,25 @@ class WebSocketObserver:
         trailing = self._response_reader.trailing_data
         self.response_head_bytes = self._response_seen - len(trailing)
         if response.status != 101:
-            self.state = "other"
-            self.notes.append(
-                f"the server refused the Upgrade: HTTP {response.status} {response.reason}"
-            )
-            return []
+            refused = f"the server refused the Upgrade: HTTP {response.status} {response.reason}"
+            reader = self._response_reader
+            if not reader.keeps_alive or self._exchanges >= _MAX_PLAIN_REQUESTS:
+                self.state = "other"
+                self.notes.append(refused)
+                return []
+            # The connection stays open: the client may try again on it (after a 401, with
+            # credentials: RFC 6455 §4.1).
+            self.notes.append(f"{refused}; the connection stays open")
+            request = self.request
+            assert request is not None
+            self._exchanges += 1
+            if self._exchanges == 1:
+                self._first_exchange = (
+                    f"{request.method} {request.target} → {response.status} {response.reason}"
+                ).rstrip()
+            self.request = self.response = None
+            self._refused = True
+            return self._next_request(from_a, reader, time, packet)
         self._open(response)
         records = self._frames(from_a, trailing, time, packet)
         pending = bytes(self._early[not from_a])
@@ -490,8 +507,13 @@ class WebSocketObserver:
             )
         if not reader.keeps_alive:
             return self._not_websocket(self._plain_text())
-        # Keep-alive: start over with the next request, held meanwhile if it came already.
         self._plain = None
+        return self._next_request(from_a, reader, time, packet)
+
+    def _next_request(
+        self, from_a: bool, reader: ResponseReader, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        """Keep-alive: start over with the next request, held meanwhile if it came already."""
         self._response_reader = None
         self._request_reader = RequestReader(max_header_bytes=_MAX_HEAD_BYTES)
         self._request_seen = self._response_seen = 0
@@ -499,6 +521,17 @@ class WebSocketObserver:
         waiting = bytes(self._early[not from_a])
         self._early[not from_a].clear()
         return self._handshake(not from_a, waiting, time, packet) if waiting else []
+
+    def _hold(self, from_a: bool, data: bytes) -> list[FrameRecord]:
+        """Keep bytes that come before their turn (a pipelined request, frames sent before the 101)."""
+        early = self._early[from_a]
+        early += data
+        if len(early) > _MAX_EARLY_BYTES:
+            early.clear()
+            return self._not_websocket(
+                f"more than {_MAX_EARLY_BYTES} bytes came before the answer they wait for"
+            )
+        return []
 
     def _plain_text(self) -> str:
         """Why a connection of ordinary HTTP requests is not WebSocket."""
