@@ -391,74 +391,60 @@ class WebSocketObserver:
             self.client, self.server = (self.a, self.b) if from_a else (self.b, self.a)
             data = bytes(early)
             early.clear()
-        client_side = from_a == self._client_is_a
-        if client_side:
-            if self._body_reader is not None:
-                try:
-                    rest = self._body_reader.feed(data)
-                except InvalidHandshake as exc:
-                    return self._not_websocket(f"bad HTTP request body ({exc})")
-                if rest is None:
-                    return []
-                self._body_reader = None
-                data = rest
-                if not data:
-                    return []
-            if self.request is not None or self._plain is not None:
-                return self._hold(from_a, data)  # the next request, or frames: after the response
-            self._request_seen += len(data)
+        if from_a == self._client_is_a:
+            return self._request_bytes(from_a, data, time, packet)
+        return self._response_bytes(from_a, data, time, packet)
+
+    def _request_bytes(
+        self, from_a: bool, data: bytes, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        """The client's bytes before the 101: request heads, ordinary requests' bodies, held bytes."""
+        if self._body_reader is not None:
             try:
-                request = self._request_reader.feed(data)
+                rest = self._body_reader.feed(data)
             except InvalidHandshake as exc:
-                self.state = "other"
-                self.notes.append(f"not a WebSocket connection: bad HTTP request ({exc})")
+                return self._not_websocket(f"bad HTTP request body ({exc})")
+            if rest is None:
                 return []
-            if request is None:
+            self._body_reader = None
+            data = rest
+            if not data:
                 return []
-            self.request = request
-            trailing = self._request_reader.trailing_data
-            self.request_head_bytes = self._request_seen - len(trailing)
-            if "websocket" not in request.headers.tokens("upgrade"):
-                self._exchanges += 1
-                if self._exchanges == 1:
-                    self._first_exchange = f"{request.method} {request.target}"
-                if request.http_version != "1.1" or self._exchanges > _MAX_PLAIN_REQUESTS:
-                    return self._not_websocket(self._plain_text())
-                # An ordinary request: the connection may carry the Upgrade later (keep-alive).
-                try:
-                    self._body_reader = RequestBodyReader(request)
-                    self._response_reader = ResponseReader(
-                        request, max_header_bytes=_MAX_HEAD_BYTES, max_body_bytes=0
-                    )
-                except InvalidHandshake as exc:
-                    return self._not_websocket(f"bad HTTP request ({exc})")
-                self._plain = request
-                self.request = None
-                records = self._handshake(from_a, trailing, time, packet) if trailing else []
-                waiting = bytes(self._early[not from_a])  # the response, if it came first
-                self._early[not from_a].clear()
-                if waiting and self._plain is request and self.state == "handshake":
-                    records += self._handshake(not from_a, waiting, time, packet)
-                return records
-            if self._exchanges:
-                self.notes.append(self._plain_before())
-            self._response_reader = ResponseReader(request, max_header_bytes=_MAX_HEAD_BYTES)
-            self._early[from_a] += trailing
-            waiting = bytes(self._early[not from_a])
-            self._early[not from_a].clear()
-            if waiting:
-                return self._handshake(not from_a, waiting, time, packet)
+        if self.request is not None or self._plain is not None:
+            return self._hold(from_a, data)  # the next request, or frames: after the response
+        self._request_seen += len(data)
+        try:
+            request = self._request_reader.feed(data)
+        except InvalidHandshake as exc:
+            return self._not_websocket(f"bad HTTP request ({exc})")
+        if request is None:
             return []
-        # server side
+        self.request = request
+        trailing = self._request_reader.trailing_data
+        self.request_head_bytes = self._request_seen - len(trailing)
+        if "websocket" not in request.headers.tokens("upgrade"):
+            return self._plain_request(from_a, request, trailing, time, packet)
+        if self._exchanges:
+            self.notes.append(self._plain_before())
+        self._response_reader = ResponseReader(request, max_header_bytes=_MAX_HEAD_BYTES)
+        self._early[from_a] += trailing
+        waiting = bytes(self._early[not from_a])
+        self._early[not from_a].clear()
+        if waiting:
+            return self._handshake(not from_a, waiting, time, packet)
+        return []
+
+    def _response_bytes(
+        self, from_a: bool, data: bytes, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        """The server's bytes before the 101: the response to the request, or bytes held before one."""
         if self._response_reader is None:
             return self._hold(from_a, data)
         self._response_seen += len(data)
         try:
             response = self._response_reader.feed(data)
         except InvalidHandshake as exc:
-            self.state = "other"
-            self.notes.append(f"not a WebSocket connection: bad HTTP response ({exc})")
-            return []
+            return self._not_websocket(f"bad HTTP response ({exc})")
         if response is None:
             return []
         if self._plain is not None:
@@ -491,6 +477,31 @@ class WebSocketObserver:
         pending = bytes(self._early[not from_a])
         self._early[not from_a].clear()
         return records + self._frames(not from_a, pending, time, packet)
+
+    def _plain_request(
+        self, from_a: bool, request: Request, trailing: bytes, time: float, packet: int | None
+    ) -> list[FrameRecord]:
+        """An ordinary request: the connection may carry the Upgrade later (keep-alive)."""
+        self._exchanges += 1
+        if self._exchanges == 1:
+            self._first_exchange = f"{request.method} {request.target}"
+        if request.http_version != "1.1" or self._exchanges > _MAX_PLAIN_REQUESTS:
+            return self._not_websocket(self._plain_text())
+        try:
+            self._body_reader = RequestBodyReader(request)
+            self._response_reader = ResponseReader(
+                request, max_header_bytes=_MAX_HEAD_BYTES, max_body_bytes=0
+            )
+        except InvalidHandshake as exc:
+            return self._not_websocket(f"bad HTTP request ({exc})")
+        self._plain = request
+        self.request = None
+        records = self._handshake(from_a, trailing, time, packet) if trailing else []
+        waiting = bytes(self._early[not from_a])  # the response, if it came first
+        self._early[not from_a].clear()
+        if waiting and self._plain is request and self.state == "handshake":
+            records += self._handshake(not from_a, waiting, time, packet)
+        return records
 
     def _plain_answered(
         self, from_a: bool, response: Response, time: float, packet: int | None
