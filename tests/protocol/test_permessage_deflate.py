@@ -318,9 +318,12 @@ def window_probe(bits: int) -> bytes:
     """A message that repeats a random block just longer than a 2**bits window.
 
     A compressor with a larger window would refer back past 2**bits bytes, which an inflater using
-    exactly `bits` rejects ("invalid distance too far back").
+    exactly `bits` rejects ("invalid distance too far back"). The block is random letters from 16, so
+    that it compresses by itself (to about half) and the message is sent compressed whatever the window
+    (an incompressible large message is sent as it is).
     """
-    block = os.urandom((1 << bits) + 64) if bits < 15 else os.urandom(2000)
+    size = (1 << bits) + 64 if bits < 15 else 2000
+    block = bytes(b"abcdefghijklmnop"[byte & 15] for byte in os.urandom(size))
     return block + block + b"tail"
 
 
@@ -635,6 +638,28 @@ def test_client_accepts_answers_within_its_offer(
         extension.local_max_window_bits,
         extension.remote_max_window_bits,
     ) == expected
+
+
+@pytest.mark.parametrize("takeover", [True, False], ids=["takeover", "no_context_takeover"])
+def test_a_large_message_deflate_cannot_shrink_is_sent_as_it_is(takeover: bool) -> None:
+    # RFC 7692 §6.1: any message may go uncompressed. Random bytes grow under deflate, and peers limit
+    # the compressed frame's size: from 16 KiB, such a message is sent plain, and the compressor forgets
+    # it (the peer never saw those bytes), so the messages after it still inflate.
+    client, server = pair(client_no_context_takeover=not takeover)
+    noise = os.urandom(64 * 1024)
+    # Random letters: half the size by itself, a few bytes as a copy of the first message.
+    text = "".join(random.Random(7).choices("abcdefghijklmnop", k=20000))
+    for message in (text, noise, text, noise[:16383], text):
+        client.send_message(message)
+    wire = b"".join(client.data_to_send())
+    sent = list(messages_on_the_wire(read_frames(wire)))
+    assert [rsv for _, rsv, _ in sent] == [0b100, 0, 0b100, 0b100, 0b100]
+    assert sent[1][2] == noise
+    assert server.receive_data(wire) == [text, noise, text, noise[:16383], text]
+    if takeover:
+        # The third message refers back to the first, past the noise that the compressor forgot (it
+        # would be out of the 32 KiB window otherwise: ~10 KB then).
+        assert len(sent[2][2]) < 200 < len(sent[0][2])
 
 
 def test_a_client_told_to_compress_with_8_bits_sends_plain_messages_and_inflates_the_servers() -> (

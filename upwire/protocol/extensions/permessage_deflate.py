@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 NAME = "permessage-deflate"
+# Whole messages from this size are sent uncompressed when deflate does not make them smaller.
+_CHECK_FROM = 16 * 1024
 _RSV1 = 0b100
 # RFC 7692 §7.2.1: a compressed message ends with an empty stored block whose last 4 octets are removed.
 _TAIL = b"\x00\x00\xff\xff"
@@ -198,10 +200,20 @@ class PerMessageDeflate(Extension):
             encoder = self._encoder = zlib.compressobj(
                 self._level, zlib.DEFLATED, -self.local_max_window_bits, self._mem_level
             )
+        # A large whole message that deflate does not shrink (random or already compressed bytes) goes
+        # out as it is (RFC 7692 §6.1 lets any message go uncompressed): deflate would make it larger,
+        # and peers limit the size of the compressed frame (websockets' max_size, Node ws'
+        # maxPayload). The compressor goes back to its state before it (the peer never sees those bytes).
+        undo = None
+        if first and fin and len(payload) >= _CHECK_FROM and not self.local_no_context_takeover:
+            undo = encoder.copy()
         data = encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)
         if fin:
             if data.endswith(_TAIL):
                 data = data[:-4]
+            if first and len(data) >= len(payload) >= _CHECK_FROM:
+                self._encoder = undo
+                return payload, 0
             if self.local_no_context_takeover:
                 self._encoder = None
         return data, _RSV1 if first else 0
