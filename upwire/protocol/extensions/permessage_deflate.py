@@ -200,19 +200,18 @@ class PerMessageDeflate(Extension):
             encoder = self._encoder = zlib.compressobj(
                 self._level, zlib.DEFLATED, -self.local_max_window_bits, self._mem_level
             )
-        # A large whole message that deflate does not shrink (random or already compressed bytes) goes
-        # out as it is (RFC 7692 §6.1 lets any message go uncompressed): deflate would make it larger,
-        # and peers limit the size of the compressed frame (websockets' max_size, Node ws'
-        # maxPayload). The compressor goes back to its state before it (the peer never sees those bytes).
-        undo = None
-        if first and fin and len(payload) >= _CHECK_FROM and not self.local_no_context_takeover:
-            undo = encoder.copy()
         data = encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)
         if fin:
             if data.endswith(_TAIL):
                 data = data[:-4]
             if first and len(data) >= len(payload) >= _CHECK_FROM:
-                self._encoder = undo
+                # A large whole message that deflate does not shrink (random or already compressed
+                # bytes) goes out as it is (RFC 7692 §6.1 lets any message go uncompressed): deflate
+                # would make it larger, and peers limit the compressed frame's size (websockets'
+                # max_size, Node ws' maxPayload). The compressor saw bytes the peer never will: the
+                # next message starts a fresh one, which refers to nothing before it (the peer's
+                # inflater goes on as ever: its window only holds more than the references need).
+                self._encoder = None
                 return payload, 0
             if self.local_no_context_takeover:
                 self._encoder = None
