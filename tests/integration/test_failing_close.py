@@ -20,7 +20,7 @@ import uvloop
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer
-from .wire import BINARY, CLOSE, RawPeer, accept_key, apply_mask, request_headers
+from .wire import BINARY, CLOSE, RawPeer, apply_mask
 
 CHUNK = b"\0" * 65536
 
@@ -57,20 +57,21 @@ async def test_a_server_failing_a_frame_over_the_limit_closes_cleanly_with_1009(
         peer.close()
 
 
-async def test_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009() -> None:
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+async def test_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
+    scheme: str, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_context, client_context = tls if scheme == "wss" else (None, None)
     done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
 
     async def serve_a_large_frame(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        key = request_headers(await reader.readuntil(b"\r\n\r\n"))["sec-websocket-key"]
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
-        )
+        await RawPeer.accept(reader, writer)
         size = 8 << 20
         writer.write(struct.pack("!BBQ", 0x80 | BINARY, 127, size))
         sending = asyncio.create_task(_stream_payload(writer, size))
+        await asyncio.sleep(0.3)  # the server reads only later
         try:
             done.set_result(await _close_frame_then_eof(reader))
         except Exception as exc:  # handed to the test
@@ -78,10 +79,12 @@ async def test_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
         await sending
         writer.close()
 
-    tcp = await asyncio.start_server(serve_a_large_frame, "127.0.0.1", 0)
+    tcp = await asyncio.start_server(serve_a_large_frame, "127.0.0.1", 0, ssl=server_context)
     port = tcp.sockets[0].getsockname()[1]
     async with tcp, asyncio.timeout(TEST_TIMEOUT_S):
-        async with upwire.connect(f"ws://127.0.0.1:{port}/", max_message_size=1 << 20) as ws:
+        async with upwire.connect(
+            f"{scheme}://127.0.0.1:{port}/", ssl=client_context, max_message_size=1 << 20
+        ) as ws:
             with pytest.raises(upwire.ConnectionClosedError):
                 await ws.recv()
             assert ws.close_code == 1009
@@ -179,39 +182,6 @@ def test_over_tls_the_close_frame_and_a_clean_end_reach_a_peer_still_sending(
 
     runner = uvloop.run if loop == "uvloop" else asyncio.run
     assert runner(run()) == (1009, b"")
-
-
-async def test_over_tls_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
-    tls: tuple[ssl.SSLContext, ssl.SSLContext],
-) -> None:
-    server_context, client_context = tls
-    done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-
-    async def serve_a_large_frame(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await RawPeer.accept(reader, writer)
-        size = 8 << 20
-        writer.write(struct.pack("!BBQ", 0x80 | BINARY, 127, size))
-        sending = asyncio.create_task(_stream_payload(writer, size))
-        await asyncio.sleep(0.3)
-        try:
-            done.set_result(await _close_frame_then_eof(reader))
-        except Exception as exc:  # handed to the test
-            done.set_exception(exc)
-        await sending
-        writer.close()
-
-    tcp = await asyncio.start_server(serve_a_large_frame, "127.0.0.1", 0, ssl=server_context)
-    port = tcp.sockets[0].getsockname()[1]
-    async with tcp, asyncio.timeout(TEST_TIMEOUT_S):
-        async with upwire.connect(
-            f"wss://127.0.0.1:{port}/", ssl=client_context, max_message_size=1 << 20
-        ) as ws:
-            with pytest.raises(upwire.ConnectionClosedError):
-                await ws.recv()
-            assert ws.close_code == 1009
-        assert await done == (1009, b"")
 
 
 async def test_over_tls_a_refusal_reaches_a_client_still_sending_its_body(

@@ -130,8 +130,8 @@ def _flatten(pairs: Any, into: dict[str, Any] | None = None) -> dict[str, Any]:
     return into
 
 
-def upwire_frames(path: Path) -> list[dict[str, Any]]:
-    """Return the frame objects of `upwire dissect --json` on `path`, run as a user would."""
+def dissect_json(path: Path) -> list[dict[str, Any]]:
+    """Return every object of `upwire dissect --json` on `path` (connections, frames), run as a user would."""
     output = subprocess.run(
         [sys.executable, "-m", "upwire", "dissect", "--json", str(path)],
         capture_output=True,
@@ -139,7 +139,12 @@ def upwire_frames(path: Path) -> list[dict[str, Any]]:
         check=True,
         timeout=120,
     ).stdout
-    return [o for o in map(json.loads, output.splitlines()) if o["type"] == "frame"]
+    return list(map(json.loads, output.splitlines()))
+
+
+def upwire_frames(path: Path) -> list[dict[str, Any]]:
+    """Return the frame objects of `upwire dissect --json` on `path`."""
+    return [o for o in dissect_json(path) if o["type"] == "frame"]
 
 
 def colon_hex(data: str) -> str:

@@ -6,18 +6,22 @@ dissect` must find the WebSocket after the exchanges and agree with tshark on ev
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import h11
 
 from upwire.protocol.frames import Opcode
 
-from .capture import assert_agrees_with_tshark, capture, tshark_frames, upwire_frames
+from .capture import (
+    assert_agrees_with_tshark,
+    capture,
+    dissect_json,
+    tshark_frames,
+    upwire_frames,
+)
 from .pcapbuild import REQUEST, client_frame
 
 HERE = Path(__file__).parent
@@ -93,14 +97,7 @@ def test_an_upgrade_after_keep_alive_requests_is_dissected_like_tshark(tmp_path:
         ("server-to-client", "close", None),
     ]
     assert_agrees_with_tshark(ours, tshark_frames(path, port))
-    output = subprocess.run(
-        [sys.executable, "-m", "upwire", "dissect", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    [connection] = [o for o in map(json.loads, output.splitlines()) if o["type"] == "connection"]
+    [connection] = [o for o in dissect_json(path) if o["type"] == "connection"]
     assert connection["websocket"] and connection["request"]["target"] == "/chat"
     assert connection["notes"] == [
         "the Upgrade request came after 2 HTTP requests on this connection "
