@@ -11,10 +11,11 @@ import ssl
 
 import pytest
 import trustme
+import uvloop
 
 import upwire
 
-from .helpers import TEST_TIMEOUT_S, StartServer
+from .helpers import TEST_TIMEOUT_S, StartServer, echo
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT_S * 3)
 
@@ -143,3 +144,21 @@ async def test_a_server_requiring_a_client_certificate_is_named_in_the_error(
         async with upwire.connect(f"wss://127.0.0.1:{server.port}/", ssl=client) as ws:
             await ws.send("with a certificate")
             assert await ws.recv() == "with a certificate"
+
+
+def test_the_client_certificate_hint_on_uvloop_too(ca: trustme.CA) -> None:
+    # uvloop reports the server's close during the TLS 1.3 handshake as a lost connection, without
+    # eof_received: the hint must come from there too.
+    context = server_context(ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(context)
+
+    async def run() -> None:
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.serve(echo, "127.0.0.1", 0, ssl=context) as server,
+        ):
+            with pytest.raises(upwire.InvalidHandshake, match="requires a client certificate"):
+                await upwire.connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context(ca))
+
+    uvloop.run(run())
