@@ -319,7 +319,9 @@ def _decode(
     dpkt: Any, linktype: int, number: int, time: float, data: bytes, fragments: Reassembler
 ) -> Segment | None:
     raw = _ip_bytes(linktype, data)
-    fragment = None if raw is None else _fragment(raw)
+    if raw is None:
+        return None  # not IP
+    fragment = _fragment(raw)
     if fragment is not None:
         # Read from the bytes here: dpkt reads a fragment's payload as if it began with TCP.
         done = fragments.add(
@@ -334,7 +336,7 @@ def _decode(
         tcp = dpkt.tcp.TCP(tcp_bytes)
         ip_payload_length = len(tcp_bytes)
     else:
-        ip = _network_layer(dpkt, linktype, data)
+        ip = _ip_by_version(dpkt, raw)
         if ip is None or ip.p != dpkt.ip.IP_PROTO_TCP:
             return None  # not IP, or not TCP
         if isinstance(ip, dpkt.ip.IP):
@@ -400,9 +402,8 @@ class _Fragment(NamedTuple):
     family: int
     src: bytes
     dst: bytes
-    key: tuple[
-        object, ...
-    ]  # the datagram's: version, addresses, identification (and IPv4's protocol)
+    # The datagram's: version, addresses, identification (and IPv4's protocol).
+    key: tuple[object, ...]
     offset: int
     more: bool  # the More Fragments flag
     protocol: int  # what the payload is: IPv4's protocol, IPv6's Fragment header's Next Header
@@ -457,31 +458,6 @@ def _tcp_after(protocol: int, payload: bytes, family: int) -> bytes | None:
         while protocol in _IPV6_EXTENSIONS and at + 2 <= len(payload):
             protocol, at = payload[at], at + (payload[at + 1] + 1) * 8
     return payload[at:] if protocol == _TCP else None
-
-
-def _network_layer(dpkt: Any, linktype: int, data: bytes) -> Any:
-    """Return the dpkt IP or IP6 object inside a link-layer frame, or None for other protocols."""
-    if linktype in (_DLT_NULL, _DLT_LOOP):
-        # The 4-byte address family is in the capturing host's byte order (NULL) or big-endian (LOOP).
-        family = int.from_bytes(data[:4], "big" if linktype == _DLT_LOOP else "little")
-        if family > 0xFFFF:
-            family = int.from_bytes(data[:4], "big")
-        inner = data[4:]
-        return _ip_by_version(dpkt, inner)
-    if linktype == _DLT_EN10MB:
-        frame = dpkt.ethernet.Ethernet(data)
-        inner = frame.data
-    elif linktype == _DLT_LINUX_SLL:
-        frame = dpkt.sll.SLL(data)
-        inner = frame.data
-    elif linktype == _DLT_LINUX_SLL2:
-        frame = dpkt.sll2.SLL2(data)
-        inner = frame.data
-    else:  # raw IP
-        return _ip_by_version(dpkt, data)
-    if isinstance(inner, dpkt.ip.IP | dpkt.ip6.IP6):
-        return inner
-    return None
 
 
 def _ip_by_version(dpkt: Any, data: bytes) -> Any:
