@@ -9,7 +9,8 @@ Must not know: sockets, or the connection state machine beyond the `Extension` i
 Memory: a compressor with window bits W and memLevel M takes about 2^(W+2) + 2^(M+9) bytes, an inflater 2^W
 bytes (zlib's figures). With the defaults (W = 12 for what this side sends, memLevel 5, and up to 15 for
 what the peer sends) a connection holds about 64 KiB while compressing; both objects are created on the first
-compressed message, so an idle connection pays nothing.
+compressed message, so an idle connection pays nothing. A peer that ends its DEFLATE streams with BFINAL blocks
+(none of the common ones does) makes the inflater keep the last window of output too: up to 2 × 2^W more.
 """
 
 from __future__ import annotations
