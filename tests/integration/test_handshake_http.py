@@ -112,6 +112,36 @@ async def test_a_process_request_response_that_cannot_be_sent_gets_500_at_once(
         assert b"injected" not in response.body
 
 
+async def test_a_204_answer_has_no_content_length_on_the_wire(start_server: StartServer) -> None:
+    # RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204, even one the application set.
+    def no_content(connection: upwire.ServerConnection, request: upwire.Request) -> upwire.Response:
+        return upwire.Response(204, {"Content-Length": "0", "X-Id": "7"})
+
+    server = await start_server(process_request=no_content)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(plain_get("/health"))
+        raw = await peer.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 204 No Content\r\n")
+    assert b"X-Id: 7\r\n" in raw
+    assert b"content-length" not in raw.lower()
+    assert raw.endswith(b"\r\n\r\n")
+
+
+async def test_a_process_request_answer_that_is_not_final_gets_500(
+    start_server: StartServer,
+) -> None:
+    def interim(connection: upwire.ServerConnection, request: upwire.Request) -> upwire.Response:
+        return upwire.Response(100)
+
+    server = await start_server(process_request=interim)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(plain_get("/"))
+        response = await peer.read_http_response()
+    assert response.status == 500
+
+
 # ---------------------------------------------------------------------------- bad requests
 
 HUGE_REQUEST_LINE = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -134,6 +164,8 @@ BAD_REQUESTS = {
     "http-1.0": (upgrade_request().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
     # RFC 9112 §2.3: another major version on an HTTP/1 connection is not HTTP/1.
     "http-2.0": (upgrade_request().replace(b"HTTP/1.1", b"HTTP/2.0", 1), 505),
+    # HTTP/2's connection preface (prior knowledge): its method PRI does not make it a 405.
+    "http-2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     # RFC 9112 §3.2: a Host field with an invalid value gets 400.
     "invalid-host": (upgrade_request(headers={"Host": "a b/c@d"}), 400),
     "host-with-path": (upgrade_request(headers={"Host": "example.com/chat"}), 400),
@@ -173,6 +205,8 @@ async def test_request_without_upgrade_gets_426_that_asks_for_websocket(
         response = await peer.read_http_response()
         assert response.status == 426
         assert response.headers["upgrade"].lower() == "websocket"
+        # RFC 9110 §7.8: the "upgrade" connection option goes with Upgrade; and the server closes.
+        assert response.headers["connection"] == "Upgrade, close"
         assert b"Upgrade" in response.body
 
 
@@ -185,8 +219,9 @@ async def test_wrong_version_gets_426_naming_version_13(start_server: StartServe
         assert response.status == 426
         # RFC 6455 §4.4: the server lists the versions it supports.
         assert response.headers["sec-websocket-version"] == "13"
-        # RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+        # RFC 9110 §15.5.22: a 426 names the protocol to upgrade to, and §7.8 the connection option.
         assert response.headers["upgrade"].lower() == "websocket"
+        assert response.headers["connection"] == "Upgrade, close"
 
 
 @pytest.mark.parametrize(
@@ -423,7 +458,7 @@ async def test_process_request_rejects_a_missing_token_with_401(
             await upwire.connect(uri(server))
         assert caught.value.status == 401
         assert caught.value.body == b"Missing or wrong token.\n"
-        assert ("WWW-Authenticate", "Bearer") in caught.value.headers
+        assert caught.value.headers.get_all("WWW-Authenticate") == ["Bearer"]
 
 
 async def test_process_request_returning_none_upgrades(start_server: StartServer) -> None:
@@ -533,3 +568,59 @@ async def test_status_lines_carry_rfc_9110_reason_phrases(start_server: StartSer
         peer.write(HUGE_REQUEST_LINE)
         response = await peer.read_http_response()
         assert response.raw.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+
+async def test_process_response_adds_fields_to_this_connections_101(
+    start_server: StartServer,
+) -> None:
+    def add_cookie(
+        connection: upwire.ServerConnection, request: upwire.Request, response: upwire.Response
+    ) -> None:
+        assert response.status == 101
+        response.headers.add("Set-Cookie", f"session={request.query_string or 'none'}")
+
+    server = await start_server(process_response=add_cookie)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        for query in ("a", "b"):
+            async with upwire.connect(uri(server) + "?" + query) as ws:
+                assert ws.response.headers["Set-Cookie"] == f"session={query}"
+                await ws.send("still a WebSocket")
+                assert await ws.recv() == "still a WebSocket"
+
+
+async def test_process_response_may_refuse_after_negotiation(start_server: StartServer) -> None:
+    def refuse_without_subprotocol(
+        connection: upwire.ServerConnection, request: upwire.Request, response: upwire.Response
+    ) -> upwire.Response | None:
+        if connection.subprotocol is None:
+            return upwire.Response(400, body="choose a subprotocol\n")
+        return None
+
+    server = await start_server(subprotocols=["chat"], process_response=refuse_without_subprotocol)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            await upwire.connect(uri(server))
+        assert caught.value.status == 400
+        async with upwire.connect(uri(server), subprotocols=["chat"]) as ws:
+            assert ws.subprotocol == "chat"
+
+
+@pytest.mark.parametrize("bad", ["a field with CR LF", "a new 101"])
+async def test_process_response_that_breaks_the_101_gets_500(
+    start_server: StartServer, bad: str
+) -> None:
+    def breaking(
+        connection: upwire.ServerConnection, request: upwire.Request, response: upwire.Response
+    ) -> upwire.Response | None:
+        if bad == "a new 101":
+            return upwire.Response(101)
+        response.headers.add("X-Bad", "a\r\nSet-Cookie: injected=1")
+        return None
+
+    server = await start_server(process_response=breaking)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request())
+        response = await peer.read_http_response()
+    assert response.status == 500
+    assert b"injected" not in response.raw

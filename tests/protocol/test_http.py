@@ -92,6 +92,12 @@ def test_headers_keep_order_and_names_as_given() -> None:
     assert Headers(headers) == headers
 
 
+def test_headers_convert_to_a_dict_with_repeated_fields_joined() -> None:
+    headers = Headers([("Host", "h"), ("Cookie", "a=1"), ("cookie", "b=2")])
+    assert headers.keys() == ["Host", "Cookie"]
+    assert dict(headers) == {"Host": "h", "Cookie": "a=1, b=2"}
+
+
 # ---------------------------------------------------------------- RequestReader
 
 
@@ -242,6 +248,32 @@ def test_error_response_gets_content_length_connection_close_and_a_text_body() -
         b"\r\n"
         b"bad key\n"
     )
+
+
+def test_no_content_responses_get_no_content_length() -> None:
+    # RFC 9110 §8.6: a 204 never carries Content-Length, not even one the application set.
+    assert serialize_response(Response(204, [("Content-Length", "0")])) == (
+        b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+    )
+    # A 304's Content-Length, when given, is the length a 200 would have had: kept as given.
+    assert serialize_response(Response(304, [("ETag", '"x"'), ("Content-Length", "12")])) == (
+        b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 12\r\nConnection: close\r\n\r\n'
+    )
+    assert b"Content-Length" not in serialize_response(Response(304))
+
+
+@pytest.mark.parametrize(
+    ("response", "why"),
+    [
+        (Response(204, body="x"), "no body"),
+        (Response(304, body="x"), "no body"),
+        (Response(100), "final response"),
+        (Response(199), "final response"),
+    ],
+)
+def test_responses_that_cannot_be_are_refused(response: Response, why: str) -> None:
+    with pytest.raises(UsageError, match=why):
+        serialize_response(response)
 
 
 def test_request_is_written_byte_for_byte() -> None:

@@ -243,16 +243,17 @@ def check_request(request: Request) -> str:
 
 def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     """`check_request` over the fields `Headers._collect` found."""
-    # RFC 6455 §4.2.1 (1): the method MUST be GET and the version at least HTTP/1.1.
+    # RFC 6455 §4.2.1 (1): the method MUST be GET and the version at least HTTP/1.1. The version
+    # first: another major version is not HTTP/1 (RFC 9112 §2.3), and its method means nothing here
+    # (HTTP/2's connection preface, `PRI * HTTP/2.0`, gets 505, not 405).
+    if not request.http_version.startswith("1.") and request.http_version != "0.9":
+        raise http_error(505, f"HTTP/{request.http_version} is not supported; use HTTP/1.1")
     if request.method != "GET":
         raise http_error(
             405, f"method {request.method} is not allowed, use GET", [("Allow", "GET")]
         )
     if request.http_version in ("0.9", "1.0"):
         raise http_error(400, f"HTTP/{request.http_version} cannot upgrade; HTTP/1.1 is required")
-    if not request.http_version.startswith("1."):
-        # The request came on an HTTP/1 connection; another major version is not HTTP/1 (RFC 9112 §2.3).
-        raise http_error(505, f"HTTP/{request.http_version} is not supported; use HTTP/1.1")
     # (1) The Request-URI: a path (origin-form) or an absolute URI, without a fragment (RFC 6455 §3,
     # RFC 9112 §3.2): not `*` nor an authority.
     target = request.target
@@ -276,7 +277,8 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
         raise http_error(
             426,
             "this is a WebSocket endpoint; the request has no 'Upgrade: websocket' header",
-            [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+            # RFC 9110 §7.8: Upgrade goes with the "upgrade" connection option; the server closes after.
+            [("Upgrade", "websocket"), ("Connection", "Upgrade, close")],
         )
     # (4) Connection MUST include the "Upgrade" token (case-insensitive).
     connection = found.get("connection")
@@ -290,7 +292,11 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
             426,
             f"unsupported Sec-WebSocket-Version ({found_versions}); this server speaks version 13",
             # A 426 names the protocol to upgrade to (RFC 9110 §15.5.22); §4.4 adds the versions.
-            [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade, close"),
+                ("Sec-WebSocket-Version", "13"),
+            ],
         )
     # (5) Sec-WebSocket-Key MUST be base64 of 16 bytes, sent once.
     keys = found.get("sec-websocket-key")

@@ -117,6 +117,18 @@ class Headers:
     def __len__(self) -> int:
         return len(self._fields) // 2
 
+    def keys(self) -> list[str]:
+        """Return each field name once, as first received, in order (so `dict(headers)` works: a
+        repeated field's values are joined, as `get` joins them)."""
+        seen: set[str] = set()
+        names = []
+        for name in self._fields[::2]:
+            lower = name.lower()
+            if lower not in seen:
+                seen.add(lower)
+                names.append(name)
+        return names
+
     def items(self) -> list[tuple[str, str]]:
         """Return the (name, value) pairs, in order, names as received."""
         fields = self._fields
@@ -389,19 +401,43 @@ def serialize_response(response: Response, *, close: bool = True, body: bool = T
     """Write a response as bytes; a non-101 response gets Content-Length and, with `close`, Connection: close.
 
     With `body` False (the answer to a HEAD request, RFC 9110 §9.3.2) the head alone is written, its
-    Content-Length still the body's.
+    Content-Length still the body's. A 204 or 304 has no content (§6.4.1): no Content-Length is added
+    (a 204 never has one, §8.6; a 304's, when given, is the length a 200 would have had).
+
+    Raises:
+        UsageError: for a body whose length is not the Content-Length given, a body in a 204 or 304, a
+            status under 200 other than 101 (not a final answer), or what HTTP/1.1 cannot carry.
     """
     fields = response.headers._fields
-    if response.status != 101:
+    status = response.status
+    if status != 101:
         fields = list(fields)
         length = str(len(response.body))
         given = response.headers.get_all("content-length")
-        if not given:
+        if status < 200 or status in (204, 304):
+            if status < 200:
+                raise UsageError(
+                    f"cannot answer with {status}: a final response has a status of 200 or more"
+                )
+            if response.body:
+                raise UsageError(
+                    f"a {status} response has no body (RFC 9110 §6.4.1), got {length} bytes"
+                )
+            if status == 204:
+                fields = [
+                    f
+                    for name, value in zip(fields[::2], fields[1::2], strict=True)
+                    if name.lower() != "content-length"
+                    for f in (name, value)
+                ]
+        elif not given:
             fields += ("Content-Length", length)
         elif given != [length]:
             # A length that is not the body's would leave the client waiting, or reading garbage.
             raise UsageError(f"Content-Length {', '.join(given)} for a body of {length} bytes")
-        if close and "connection" not in response.headers:
+        if close and "close" not in response.headers.tokens("connection"):
+            # RFC 9112 §9.6: the connection closes after this response; say so, even next to the
+            # application's own Connection options.
             fields += ("Connection", "close")
     head = _write_head(
         f"HTTP/1.1 {response.status} {_check_field(response.reason, 'reason')}", fields

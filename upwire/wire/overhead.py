@@ -88,7 +88,7 @@ def polling_heads(request: Request, response: Response, size: int, upstream: boo
         body_headers = [content_type, ("Content-Length", str(size))]
         poll = Request("POST", request.target, Headers(request_headers + body_headers))
         answer = Response(204, response_headers)
-        answer_bytes = len(serialize_response(answer, close=False)) - len(b"Content-Length: 0\r\n")
+        answer_bytes = len(serialize_response(answer, close=False))  # no Content-Length in a 204
     else:
         poll = Request("GET", request.target, Headers(request_headers))
         # The head of an answer with the message as its body: written with an empty body, whose
