@@ -223,6 +223,10 @@ class PerMessageDeflate(Extension):
         return list(self._params)
 
 
+# RFC 7692 §7.1.2: a decimal integer from 8 to 15, without leading zeros.
+_WINDOW_BITS = frozenset(str(bits) for bits in range(8, 16))
+
+
 def _parse_params(params: ExtensionParams, *, is_offer: bool) -> dict[str, str | None]:
     """Check the parameters of an offer or answer (RFC 7692 §7.1); raise NegotiationError if invalid."""
     found: dict[str, str | None] = {}
@@ -238,8 +242,9 @@ def _parse_params(params: ExtensionParams, *, is_offer: bool) -> dict[str, str |
             # Only an offer may leave client_max_window_bits without a value.
             if not (is_offer and key == "client_max_window_bits"):
                 raise NegotiationError(f"{key} needs a value")
-        elif not (value.isdigit() and value[0] != "0" and 8 <= int(value) <= 15):
-            raise NegotiationError(f"{key}={value} is not a window size from 8 to 15")
+        elif value not in _WINDOW_BITS:
+            # Compared as text: no int() of a 5000-digit value, or of "¹" (a digit to isdigit, not to int).
+            raise NegotiationError(f"{key}={value[:20]!r} is not a window size from 8 to 15")
         found[key] = value
     return found
 
