@@ -124,6 +124,9 @@ async def _connect(args: argparse.Namespace) -> int:
     except InvalidHandshake as exc:
         print(f"upwire: handshake with {args.uri} failed: {exc}", file=sys.stderr)
         return 1
+    except InvalidURI as exc:
+        print(f"upwire: {exc}", file=sys.stderr)
+        return 1
     except TimeoutError:
         print(f"upwire: timed out connecting to {args.uri}", file=sys.stderr)
         return 1

@@ -9,7 +9,10 @@ sent on the wire), `UsageError` means *this program* misused the library (it is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from upwire.protocol.http import HeadersLike
 
 __all__ = [
     "ConcurrencyError",
@@ -61,7 +64,7 @@ class InvalidHandshake(WebSocketError):
 
     Attributes:
         status: the HTTP status code (400, 403, 426, ...), or 0 when no HTTP response applies.
-        headers: the response headers.
+        headers: the response headers (a case-insensitive `Headers`: `headers.get("Retry-After")`).
         body: the response body.
     """
 
@@ -69,12 +72,15 @@ class InvalidHandshake(WebSocketError):
         self,
         message: str,
         status: int = 400,
-        headers: Sequence[tuple[str, str]] = (),
+        headers: HeadersLike = (),
         body: bytes = b"",
     ) -> None:
+        # Imported here: the protocol's modules import this one.
+        from upwire.protocol.http import Headers
+
         super().__init__(message)
         self.status = status
-        self.headers = list(headers)
+        self.headers = Headers(headers)
         self.body = body
 
 
@@ -82,11 +88,15 @@ class InvalidStatus(InvalidHandshake):
     """The server answered the opening handshake with an HTTP status other than 101."""
 
 
-class InvalidURI(InvalidHandshake, ValueError):
-    """A WebSocket URI could not be used (wrong scheme, no host, bad port...)."""
+class InvalidURI(WebSocketError, ValueError):
+    """A WebSocket URI could not be used (wrong scheme, no host, bad port...).
+
+    Not an `InvalidHandshake`: no handshake was tried, and trying again cannot help (a retry loop that
+    catches `InvalidHandshake` stops here).
+    """
 
     def __init__(self, uri: str, why: str) -> None:
-        super().__init__(f"invalid WebSocket URI {uri!r}: {why}", status=0)
+        super().__init__(f"invalid WebSocket URI {uri!r}: {why}")
         self.uri = uri
 
 

@@ -96,7 +96,7 @@ async def test_missing_or_wrong_token_gets_401(
     with pytest.raises(upwire.InvalidStatus) as caught:
         await upwire.connect(f"ws://127.0.0.1:{server.port}{target}", additional_headers=headers)
     assert caught.value.status == 401
-    assert ("WWW-Authenticate", 'Bearer realm="upwire example"') in caught.value.headers
+    assert caught.value.headers["WWW-Authenticate"] == 'Bearer realm="upwire example"'
     assert b"valid token is required" in caught.value.body
     assert reached == []
 

@@ -76,7 +76,7 @@ def test_invalid_handshake_carries_status_headers_and_body() -> None:
         ServerHandshake().accept(request)
     error = info.value
     assert error.status == 400
-    assert ("Content-Type", "text/plain; charset=utf-8") in error.headers
+    assert error.headers["content-type"] == "text/plain; charset=utf-8"
     assert error.body.decode().startswith("Failed to open a WebSocket connection:")
 
 
@@ -87,14 +87,19 @@ def test_invalid_status_carries_the_servers_answer() -> None:
     error = info.value
     assert isinstance(error, InvalidHandshake)
     assert (error.status, error.body) == (403, b"go away")
-    assert ("X-Why", "banned") in error.headers
+    # Case-insensitive Headers, as a retry loop reads Retry-After or Location.
+    assert isinstance(error.headers, Headers)
+    assert error.headers.get("x-why") == "banned"
+    assert error.headers.items() == [("X-Why", "banned")]
     assert "403" in str(error)
 
 
-def test_invalid_uri_carries_the_uri_and_no_status() -> None:
+def test_invalid_uri_carries_the_uri_and_is_no_handshake_error() -> None:
     error = InvalidURI("http://x", "scheme must be ws or wss")
     assert isinstance(error, ValueError)
-    assert (error.uri, error.status) == ("http://x", 0)
+    # A retry loop that catches InvalidHandshake must not retry a URI that can never work.
+    assert not isinstance(error, InvalidHandshake)
+    assert error.uri == "http://x"
     assert "http://x" in str(error)
 
 
