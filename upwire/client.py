@@ -8,20 +8,30 @@ redirects (`redirects`), all within `open_timeout`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import re
+import socket
 import ssl as ssl_module
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from upwire.connection import Connection, ConnectionOptions, extension_factories
+from upwire.connection import (
+    Connection,
+    ConnectionOptions,
+    connection_options,
+    extension_factories,
+)
 from upwire.exceptions import (
     InvalidCertificate,
     InvalidHandshake,
     InvalidRedirect,
     InvalidStatus,
     InvalidURI,
+    ProxyError,
+    UsageError,
 )
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.connection import Role
@@ -36,6 +46,8 @@ from upwire.protocol.http import (
 )
 from upwire.proxy import ProxyOption, open_tunnel, parse_proxy, select_proxy
 from upwire.redirects import RedirectChain, headers_for_redirect
+
+logger = logging.getLogger("upwire")
 
 __all__ = ["ClientConnection", "WebSocketURI", "connect", "parse_uri", "redact_uri"]
 
@@ -198,10 +210,34 @@ class ClientConnection(Connection):
         )
 
 
+def _retry_delay(error: Exception, first: float, most: float, failures: int) -> float | None:
+    """Seconds to wait before the next attempt after `error`, or None when trying again cannot help.
+
+    Exponential backoff from `first` to `most`, each delay drawn from its upper half (jitter: clients
+    that lost one server do not come back all at once).
+    """
+    retry_after = None
+    if isinstance(error, InvalidStatus):
+        if error.status not in (500, 502, 503, 504):
+            return None
+        value = error.headers.get("Retry-After") or ""
+        if value.isascii() and value.isdigit() and len(value) < 10:
+            retry_after = min(float(value), most)
+    elif isinstance(error, ProxyError):
+        if error.status not in (0, 500, 502, 503, 504):
+            return None
+    elif not isinstance(error, OSError | TimeoutError):
+        return None
+    ceiling = min(most, first * 2.0**failures)
+    delay = random.uniform(ceiling / 2, ceiling)
+    return delay if retry_after is None else max(delay, retry_after)
+
+
 class connect:  # a class used like a function: `async with connect(...)` or `await connect(...)`
     """Open a WebSocket connection to `uri`.
 
-    Use as `async with connect(uri) as ws:` (closes on exit) or `ws = await connect(uri)`.
+    Use as `async with connect(uri) as ws:` (closes on exit) or `ws = await connect(uri)`; or
+    `async for ws in connect(uri):` to reconnect each time a connection ends (see `__aiter__`).
 
     Args:
         uri: a ws:// or wss:// URI.
@@ -222,6 +258,14 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             `ClientPerMessageDeflateFactory`'s defaults; None disables compression.
         extensions: the extension factories to offer, instead of what `compression` selects.
         max_redirects: how many 301/302/303/307/308 answers to follow (0: none); never from wss:// to ws://.
+        unix_socket: the path of a Unix socket to connect to instead of the URI's host and port, which
+            still give the Host header, the path, and TLS's server name for wss:// (no proxy is used).
+            Redirects to the same host and port connect to it again.
+        sock: a connected socket (TCP or Unix) to run the handshake on, instead of connecting: the first
+            attempt only (a redirect opens a connection of its own). Not with `unix_socket`.
+        reconnect_backoff: (first, most) seconds between attempts of `async for ws in connect(...)`: the
+            delay doubles from `first` up to `most` after each failed attempt, with jitter (default
+            (1.0, 60.0)).
         **options: the connection options of `ConnectionOptions` (max_message_size, open_timeout, ...).
 
     Raises:
@@ -255,9 +299,22 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         max_redirects: int = 10,
         compression: str | None = "deflate",
         extensions: Sequence[ClientExtensionFactory] | None = None,
+        unix_socket: str | None = None,
+        sock: socket.socket | None = None,
+        reconnect_backoff: tuple[float, float] = (1.0, 60.0),
         **options: Any,
     ) -> None:
+        first, most = reconnect_backoff
+        if not 0 < first <= most:
+            raise ValueError(
+                f"reconnect_backoff must be (first, most) with 0 < first <= most, not {reconnect_backoff!r}"
+            )
+        self._backoff = (float(first), float(most))
         self.uri = parse_uri(uri)
+        if unix_socket is not None and sock is not None:
+            raise TypeError("give unix_socket or sock, not both")
+        self._unix_socket = unix_socket
+        self._sock = sock
         if not self.uri.secure and (ssl is not None or server_hostname is not None):
             raise InvalidURI(redact_uri(uri), "ssl and server_hostname need a wss:// URI")
         if isinstance(proxy, str):
@@ -274,7 +331,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         )  # checks max_redirects now, not at the first redirect
         self._max_redirects = max_redirects
         self._proxy = proxy
-        self.options = ConnectionOptions(**options)
+        self.options = connection_options("connect", options)
         # A field in additional_headers replaces the one an option makes (RFC 9110 §5.3: these fields are
         # not lists, so they are sent once). Credentials in the URI are sent as an Authorization header
         # would be, so they follow a redirect to the same origin only.
@@ -356,10 +413,31 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             server_hostname = (self._server_hostname if same_host else None) or uri.host
         loop = asyncio.get_running_loop()
         options = self.options
-        proxy = select_proxy(uri.secure, uri.host, uri.port, self._proxy)
         connecting = "connecting" + (" and TLS handshake" if uri.secure else "")
+        # A socket given, or a Unix socket, stands for the URI's origin: not for a redirect elsewhere.
+        same_origin = (uri.host, uri.port) == (self.uri.host, self.uri.port)
+        sock, self._sock = self._sock, None
+        unix_socket = self._unix_socket if same_origin else None
+        direct = sock is not None or unix_socket is not None
+        proxy = None if direct else select_proxy(uri.secure, uri.host, uri.port, self._proxy)
         try:
-            if proxy is None:
+            if unix_socket is not None:
+                self._stage = f"{connecting} (Unix socket {unix_socket})"
+                _, connection = await loop.create_unix_connection(
+                    lambda: ClientConnection(options, handshake),
+                    unix_socket,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname,
+                )
+            elif sock is not None:
+                self._stage = f"{connecting} (on the socket given)"
+                _, connection = await loop.create_connection(
+                    lambda: ClientConnection(options, handshake),
+                    sock=sock,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname,
+                )
+            elif proxy is None:
                 self._stage = connecting
                 _, connection = await loop.create_connection(
                     lambda: ClientConnection(options, handshake),
@@ -422,3 +500,42 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
     async def __aexit__(self, *exc_info: object) -> None:
         if self.connection is not None:
             await self.connection.close()
+
+    def __aiter__(self) -> AsyncIterator[ClientConnection]:
+        """`async for websocket in connect(uri):` a connection, then a new one each time the loop's body
+        ends (the connection closed, say), reconnecting with backoff after errors that may pass.
+
+        Retried: a failed or lost TCP connection or TLS handshake (`OSError`), `open_timeout`, an HTTP
+        500, 502, 503 or 504 answer (a 503's `Retry-After` in seconds is honoured, within the backoff's
+        maximum), a proxy that cannot be reached. Anything else (a 403, a bad certificate, a handshake
+        that breaks RFC 6455) is raised. A connection is closed when its iteration ends.
+        """
+        if self._sock is not None:
+            raise UsageError("cannot reconnect on a socket given with sock=: connect again instead")
+        return self._reconnecting()
+
+    async def _reconnecting(self) -> AsyncIterator[ClientConnection]:
+        first, most = self._backoff
+        failures = 0
+        while True:
+            try:
+                connection = await self._create()
+            except Exception as exc:
+                delay = _retry_delay(exc, first, most, failures)
+                if delay is None:
+                    raise
+                failures += 1
+                logger.info(
+                    "connecting to %s failed (%s); attempt %d in %.2f s",
+                    redact_uri(self._raw_uri),
+                    exc,
+                    failures + 1,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            try:
+                yield connection
+            finally:
+                await connection.close()

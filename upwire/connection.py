@@ -11,6 +11,7 @@ idle connection costs one object, a deque and a few timers.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ from upwire.exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
     UsageError,
+    WebSocketError,
 )
 from upwire.listener import Listener
 from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, State
@@ -281,6 +283,24 @@ class ConnectionOptions:
         self.idle_timeout = idle_timeout
 
 
+# Names that `websockets` users bring along, and upwire's for each.
+_OTHER_NAMES = {"max_size": "max_message_size", "user_agent_header": "user_agent"}
+
+
+def connection_options(caller: str, options: dict[str, Any]) -> ConnectionOptions:
+    """`ConnectionOptions(**options)` for `serve` and `connect`: an unknown name is reported as the
+    caller's argument (the user never called ConnectionOptions), with the closest known name."""
+    known = ConnectionOptions.__slots__
+    for name in options:
+        if name not in known:
+            guess = _OTHER_NAMES.get(name) or next(
+                iter(difflib.get_close_matches(name, known, 1)), None
+            )
+            hint = f"; did you mean {guess}?" if guess else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
+    return ConnectionOptions(**options)
+
+
 class Connection(asyncio.BufferedProtocol):
     """A WebSocket connection driven by asyncio; see `ServerConnection` and `ClientConnection`.
 
@@ -314,6 +334,7 @@ class Connection(asyncio.BufferedProtocol):
         "_last_received",
         "_messages",
         "_paused_for_writes",
+        "_pending_input",
         "_pings",
         "_queued_at_close",
         "_read_view",
@@ -381,6 +402,8 @@ class Connection(asyncio.BufferedProtocol):
         self._paused_for_writes = False
         # A read's events not yet given to the Listener, kept while its answers wait to be written.
         self._stashed: list[Any] | None = None
+        # A `_resume_input` is scheduled, and reading paused until it ran (`_schedule_input`).
+        self._pending_input = False
         # True over TLS (set in connection_made).
         self._tls = False
         # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1;
@@ -414,9 +437,9 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def state(self) -> State:
-        """OPEN, CLOSING or CLOSED (before the handshake completes: OPEN is not reached yet)."""
+        """CONNECTING until the opening handshake is done, then OPEN, CLOSING and CLOSED."""
         if self.protocol is None:
-            return State.CLOSED if self._tcp_closed else State.OPEN
+            return State.CLOSED if self._tcp_closed else State.CONNECTING
         return self.protocol.state
 
     @property
@@ -504,12 +527,24 @@ class Connection(asyncio.BufferedProtocol):
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-            protocol = self.protocol
-            if protocol is not None and protocol.input_pending:
-                # Messages the core kept back while the queue was full (see `_resume_input`).
-                self.loop.call_soon(self._resume_input)
+        protocol = self.protocol
+        if protocol is not None and protocol.input_pending:
+            # Messages the core kept back while the queue was full go first; reading resumes after them.
+            self._schedule_input()
+        else:
+            self._resume_transport()
+
+    def _resume_transport(self) -> None:
+        """Resume reading from the socket unless something still holds it paused: a full recv queue
+        (`_reading_paused`), a Listener's write backlog (`_paused_for_writes`) or input the core still
+        has to parse (`_pending_input`)."""
+        transport = self.transport
+        if (
+            transport is not None
+            and not transport.is_closing()
+            and not (self._reading_paused or self._paused_for_writes or self._pending_input)
+        ):
+            transport.resume_reading()
 
     def _deliver(self, events: list[Any]) -> bool:
         """Hand the core's events to waiting tasks; the hot path for incoming messages.
@@ -738,7 +773,7 @@ class Connection(asyncio.BufferedProtocol):
         """
         protocol = self.protocol
         if protocol is None:
-            raise self._closed_error()
+            raise self._not_open_error()
         # Bytes (a memoryview's `len` counts its items), or a str's characters, up to 4 bytes each once
         # encoded: it may be large then.
         size = message.nbytes if type(message) is memoryview else len(message)
@@ -828,9 +863,17 @@ class Connection(asyncio.BufferedProtocol):
 
     def _open_protocol(self) -> ProtocolConnection:
         protocol = self.protocol
-        if protocol is None or protocol.state is not State.OPEN or protocol.close_sent is not None:
+        if protocol is None:
+            raise self._not_open_error()
+        if protocol.state is not State.OPEN or protocol.close_sent is not None:
             raise self._closed_error()
         return protocol
+
+    def _not_open_error(self) -> WebSocketError:
+        """What sending raises before the opening handshake is done (in `process_request`, say)."""
+        if self._tcp_closed:
+            return self._closed_error()
+        return UsageError("the opening handshake is not complete: nothing can be sent yet")
 
     async def _send_fragments(self, fragments: Any) -> None:
         if self._fragment_lock is None:
@@ -1089,13 +1132,7 @@ class Connection(asyncio.BufferedProtocol):
                 if stashed is not None and (protocol := self.protocol) is not None:
                     # The rest of the read that stopped reading, before anything read after it.
                     self._received(protocol, stashed)
-                transport = self.transport
-                if (
-                    not self._paused_for_writes
-                    and transport is not None
-                    and not transport.is_closing()
-                ):
-                    transport.resume_reading()
+                self._resume_transport()
 
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
         try:
@@ -1328,14 +1365,29 @@ class Connection(asyncio.BufferedProtocol):
         if protocol.input_pending and self._stashed is None:
             # Let the application answer the messages that came before the close or error, then go on
             # (once the messages kept for resume_writing were delivered too).
-            self.loop.call_soon(self._resume_input)
+            self._schedule_input()
         if protocol.close_received is not None and protocol.close_sent is not None:
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 # RFC 6455 §7.1.1: the client waits for the server to close TCP, within close_timeout.
                 self._start_close_timer()
 
+    def _schedule_input(self) -> None:
+        """Parse the core's pending input in a later loop turn, once, with reading paused meanwhile.
+
+        The core parses a bounded batch per call (`input_pending`): one resume at a time, so other
+        connections get their turn between batches, and what the peer sends meanwhile waits in the
+        socket (TCP flow control), not in the core's buffer.
+        """
+        if not self._pending_input:
+            self._pending_input = True
+            self.loop.call_soon(self._resume_input)
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+
     def _resume_input(self) -> None:
+        self._pending_input = False
         # Not while the recv queue is full: the input kept back waits, as unread bytes do, until recv
         # makes room (`_resume_reading` calls this again).
         if (
@@ -1344,7 +1396,8 @@ class Connection(asyncio.BufferedProtocol):
             and self._stashed is None
             and not self._reading_paused
         ):
-            self.data_received(b"")
+            self.data_received(b"")  # may schedule the next batch
+        self._resume_transport()
 
     def _handshake_data(self, data: bytes) -> None:
         raise NotImplementedError

@@ -16,7 +16,12 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from typing import Any
 
 from upwire import _accept
-from upwire.connection import Connection, ConnectionOptions, extension_factories
+from upwire.connection import (
+    Connection,
+    ConnectionOptions,
+    connection_options,
+    extension_factories,
+)
 from upwire.exceptions import ConnectionClosed, InvalidHandshake, UsageError
 from upwire.forwarded import TrustedProxies
 from upwire.listener import Listener
@@ -44,6 +49,7 @@ Handler = CoroutineHandler | type[Listener]
 ProcessRequest = Callable[
     ["ServerConnection", Request], "Response | Awaitable[Response | None] | None"
 ]
+ProcessResponse = Callable[["ServerConnection", Request, Response], "Response | None"]
 
 
 class ServerConnection(Connection):
@@ -209,6 +215,21 @@ class ServerConnection(Connection):
             except InvalidHandshake as exc:
                 self._reject(exc)
                 return None
+            head = accepted.head
+            if server.process_response is not None:
+                self.subprotocol = accepted.subprotocol
+                answer = server.process_response(self, request, accepted.response)
+                if answer is not None and answer is not accepted.response:
+                    if not isinstance(answer, Response) or answer.status == 101:
+                        raise TypeError(
+                            f"process_response returned {answer!r}: change the 101 in place and "
+                            "return None, or return another Response to refuse the upgrade (the "
+                            "hook is not async)"
+                        )
+                    self._answer_http(answer)
+                    return None
+                # Written again: the hook may have added fields (checked as they are written).
+                head = serialize_response(accepted.response)
             transport = self.transport
             if transport is None or transport.is_closing():
                 return None
@@ -216,7 +237,7 @@ class ServerConnection(Connection):
             listener = handler() if isinstance(handler, type) else None
             self.response = accepted.response
             self.subprotocol = accepted.subprotocol
-            transport.write(accepted.head)
+            transport.write(head)
             if self._opening is not None:
                 self._opening.discard(self)
                 self._opening = None
@@ -294,6 +315,7 @@ class Server:
         options: ConnectionOptions,
         process_request: ProcessRequest | None,
         handshake: ServerHandshake,
+        process_response: ProcessResponse | None = None,
         max_request_line: int,
         max_header_bytes: int,
         max_headers: int,
@@ -310,6 +332,7 @@ class Server:
         self.trusted_proxies = trusted_proxies or TrustedProxies()
         self.options = options
         self.process_request = process_request
+        self.process_response = process_response
         self.handshake = handshake
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes
@@ -328,6 +351,8 @@ class Server:
         self._server: asyncio.Server | None = None
         self._port: int | None = None  # kept once the server is closed
         self._closing: asyncio.Task[None] | None = None
+        # Set by close() for the wait_closed() calls made before it.
+        self._close_called: asyncio.Future[None] | None = None
 
     def _watch_opening(self, connection: ServerConnection) -> set[ServerConnection]:
         """Time `connection`'s opening handshake: abort it if not open after open_timeout (or a batch more)."""
@@ -390,8 +415,18 @@ class Server:
 
     @property
     def connections(self) -> set[ServerConnection]:
-        """The connections currently open (a copy)."""
-        return set(self._connections)
+        """The connections currently open (a new set): opening handshake done, closing not begun.
+
+        What `broadcast` sends to. Connections still opening, answered with plain HTTP, or closing are
+        not in it.
+        """
+        return {
+            connection
+            for connection in self._connections
+            if (protocol := connection.protocol) is not None
+            and protocol.state is State.OPEN
+            and protocol.close_sent is None
+        }
 
     def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting connections and close every open one with `code` (graceful shutdown).
@@ -401,6 +436,8 @@ class Server:
         """
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._shutdown(code, reason))
+            if self._close_called is not None and not self._close_called.done():
+                self._close_called.set_result(None)
 
     async def _shutdown(self, code: int, reason: str) -> None:
         if self._server is not None:
@@ -431,11 +468,14 @@ class Server:
             await self._server.wait_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the server is closed (after `close()`)."""
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-        elif self._server is not None:
-            await self._server.wait_closed()
+        """Wait until the server is closed: `close()` was called (before or after this call, from
+        anywhere: a signal handler, say) and its shutdown is over."""
+        if self._closing is None:
+            if self._close_called is None:
+                self._close_called = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._close_called)
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
 
     async def serve_forever(self) -> None:
         """Serve until cancelled; on cancellation, shut down gracefully."""
@@ -502,6 +542,10 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         process_request: optional hook `(connection, request) -> Response | None` (may be async) called
             before the upgrade; return a Response to answer with plain HTTP (health checks, auth failures,
             static pages) instead of upgrading.
+        process_response: optional hook `(connection, request, response) -> Response | None` called with
+            the 101 once the handshake was negotiated (`connection.subprotocol` is set): add fields to
+            `response.headers` (a cookie, a request id) and return None, or return another Response to
+            answer with plain HTTP instead. Not async.
         subprotocols: subprotocols the server supports, in order of preference.
         select_subprotocol: optional hook choosing a subprotocol from the client's offer.
         compression: "deflate" (the default) accepts permessage-deflate offers (RFC 7692) with
@@ -531,6 +575,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         port: int = 8765,
         *,
         process_request: ProcessRequest | None = None,
+        process_response: ProcessResponse | None = None,
         subprotocols: Sequence[str] = (),
         select_subprotocol: Callable[[Sequence[str]], str | None] | None = None,
         compression: str | None = "deflate",
@@ -549,8 +594,9 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
     ) -> None:
         self._server = Server(
             handler,
-            options=ConnectionOptions(**options),
+            options=connection_options("serve", options),
             process_request=process_request,
+            process_response=process_response,
             handshake=ServerHandshake(
                 subprotocols=subprotocols,
                 select_subprotocol=select_subprotocol,

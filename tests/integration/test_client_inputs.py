@@ -18,7 +18,7 @@ import pytest_asyncio
 
 import upwire
 
-from .helpers import TEST_TIMEOUT_S, StartServer
+from .helpers import TEST_TIMEOUT_S, StartServer, echo
 from .test_redirects import Routes, redirecting
 from .wire import request_headers
 
@@ -110,6 +110,32 @@ async def test_bad_inputs_are_refused_before_a_connection_is_opened(
         upwire.connect(f"ws://127.0.0.1:{server.port}/", **options)
     await asyncio.sleep(0.05)
     assert server.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # websockets' name: the error names connect(), never ConnectionOptions, and upwire's name.
+        (
+            "max_size",
+            "connect() got an unexpected keyword argument 'max_size'; did you mean max_message_size?",
+        ),
+        (
+            "ping_intervall",
+            "connect() got an unexpected keyword argument 'ping_intervall'; did you mean ping_interval?",
+        ),
+        ("nonsense", "connect() got an unexpected keyword argument 'nonsense'"),
+    ],
+)
+async def test_an_unknown_option_is_named_as_an_argument_of_connect_and_serve(
+    name: str, message: str
+) -> None:
+    with pytest.raises(TypeError) as caught:
+        upwire.connect("ws://127.0.0.1:1/", **{name: 1})
+    assert str(caught.value) == message
+    with pytest.raises(TypeError) as caught:
+        upwire.serve(echo, "127.0.0.1", 0, **{name: 1})
+    assert str(caught.value) == message.replace("connect()", "serve()")
 
 
 @pytest.mark.parametrize("uri", ["ws://127.0.0.1:0/", "ws://user:secret@127.0.0.1:0/"])

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer
-from .wire import BINARY, CLOSE, CONTINUATION, PING, TEXT, RawPeer, encode_frame
+from .wire import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    TEXT,
+    RawPeer,
+    encode_frame,
+    upgrade_request,
+)
 
 
 async def test_unmasked_client_frame_gets_a_1002_close_frame_then_the_server_drops_tcp(
@@ -117,3 +127,51 @@ async def test_server_closes_tcp_first_after_a_clean_closing_handshake(
         assert loop.time() - started < 2.0
         assert [(f.opcode, f.close_code, f.close_reason) for f in frames] == [(CLOSE, 1000, "bye")]
         assert peer.reader.at_eof()
+
+
+async def test_a_flood_of_empty_fragments_leaves_the_event_loop_to_other_connections(
+    start_server: StartServer,
+) -> None:
+    # docs/security.md: endless empty fragments cost CPU, not memory, and are parsed in bounded
+    # batches, one per loop turn. One batch scheduled at a time (not one more per read), and reading
+    # paused meanwhile: what the peer sends waits in the socket, not in the core's buffer.
+    server = await start_server()
+    count = 200_000
+    flood = (
+        encode_frame(BINARY, b"", fin=False)
+        + encode_frame(CONTINUATION, b"", fin=False) * count
+        + encode_frame(CONTINUATION, b"end")
+    )
+
+    def send_flood() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TEST_TIMEOUT_S) as sock:
+            sock.sendall(upgrade_request())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            assert head.startswith(b"HTTP/1.1 101")
+            sock.sendall(flood)
+            echo = b""
+            while len(echo) < 5:  # the 3-byte message "end" echoed: 2 bytes of header, 3 of payload
+                echo += sock.recv(4096)
+            return echo
+
+    loop = asyncio.get_running_loop()
+    worst_lag = 0.0
+    most_buffered = 0
+    async with asyncio.timeout(TEST_TIMEOUT_S * 3):
+        flooding = loop.run_in_executor(None, send_flood)
+        while not flooding.done():
+            before = loop.time()
+            await asyncio.sleep(0)  # one loop turn: as long as the work queued for it
+            worst_lag = max(worst_lag, loop.time() - before)
+            for connection in server._connections:
+                if connection.protocol is not None:
+                    most_buffered = max(most_buffered, len(connection.protocol._buffer))
+            await asyncio.sleep(0.001)
+        assert await flooding == b"\x82\x03end"
+    # One batch of 4096 empty frames takes a few ms (~25 ms measured for a whole turn); before, each
+    # read added a batch to every turn (~200 ms), and the buffer grew past 600 KiB.
+    assert worst_lag < 0.12, f"a loop turn took {worst_lag * 1000:.0f} ms"
+    # At most one read (256 KiB) and the rest of a batch.
+    assert most_buffered <= 320 * 1024, f"{most_buffered} bytes held in the core's buffer"

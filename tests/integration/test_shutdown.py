@@ -189,3 +189,70 @@ async def test_shutdown_waits_for_handlers_whose_connection_closed_already() -> 
         await server.wait_closed()
         assert 0.25 <= now() - started < 2.0
         assert cancelled.is_set()
+
+
+async def test_wait_closed_started_before_close_waits_for_the_whole_shutdown() -> None:
+    # The deployment pattern: `await server.wait_closed()` in main, `server.close` from a signal
+    # handler. wait_closed must not return before the handlers' cleanup is done.
+    cleaned: list[str] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        finally:
+            await asyncio.sleep(0.2)  # cleanup that takes a while
+            cleaned.append("done")
+
+    server = await upwire.serve(handler, "127.0.0.1", 0)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.connect(uri(server)) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            waiting = asyncio.create_task(server.wait_closed())
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # nobody called close() yet
+            loop = asyncio.get_running_loop()
+            loop.call_soon(server.close)
+            await waiting
+            assert cleaned == ["done"]
+            assert ws.close_code == 1001
+
+
+async def test_connections_are_only_those_open(start_server: StartServer) -> None:
+    # Not those still opening, answered with plain HTTP, or closing: what broadcast sends to.
+    release = asyncio.Event()
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            if message == "close":
+                await ws.close()
+
+    async def process_request(
+        connection: upwire.ServerConnection, request: upwire.Request
+    ) -> upwire.Response | None:
+        assert connection.state is upwire.State.CONNECTING
+        with pytest.raises(upwire.UsageError, match="opening handshake is not complete"):
+            await connection.send("too early")
+        if request.path == "/held":
+            await release.wait()
+            return upwire.Response(200, body="late\n")
+        return None
+
+    server = await start_server(handler, process_request=process_request)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        silent = await asyncio.open_connection("127.0.0.1", server.port)  # says nothing
+        held = asyncio.ensure_future(upwire.connect(uri(server, "/held")))
+        async with upwire.connect(uri(server)) as ws:
+            await asyncio.sleep(0.05)
+            assert len(server._connections) == 3
+            (open_one,) = server.connections
+            assert open_one.state is upwire.State.OPEN
+            assert open_one.remote_address[1] == ws.local_address[1]
+            await ws.send("close")
+            await ws.wait_closed()
+            assert server.connections == set()
+        release.set()
+        with pytest.raises(upwire.InvalidStatus):
+            await held
+        silent[1].close()

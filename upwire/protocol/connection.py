@@ -114,8 +114,10 @@ class Role(enum.Enum):
 
 
 class State(enum.IntEnum):
-    """Connection states after the opening handshake (RFC 6455 §4.1, §7)."""
+    """Connection states (RFC 6455 §4.1, §7). The core starts OPEN, after the opening handshake;
+    CONNECTING is what the I/O layer reports before that."""
 
+    CONNECTING = 0
     OPEN = 1
     CLOSING = 2
     CLOSED = 3

@@ -1,0 +1,159 @@
+"""`connect` over a Unix socket (`unix_socket=`) and over a socket the caller connected (`sock=`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+import upwire
+
+from .helpers import TEST_TIMEOUT_S
+
+
+async def path_and_headers(ws: upwire.ServerConnection) -> None:
+    assert ws.request is not None
+    await ws.send(f"{ws.request.path} host={ws.request.headers.get('Host')}")
+    async for message in ws:
+        await ws.send(message)
+
+
+@pytest_asyncio.fixture
+async def unix_server() -> AsyncIterator[str]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "ws.sock")
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening.bind(path)
+        async with upwire.serve(path_and_headers, sock=listening, ping_interval=None):
+            yield path
+
+
+async def test_connect_over_a_unix_socket(unix_server: str) -> None:
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect("ws://app.internal/chat?room=1", unix_socket=unix_server) as ws,
+    ):
+        # The URI still gives the Host header and the target.
+        assert await ws.recv() == "/chat host=app.internal"
+        await ws.send(b"\x00" * 70_000)
+        assert await ws.recv() == b"\x00" * 70_000
+
+
+async def test_connect_over_a_unix_socket_ignores_the_proxy_environment(
+    unix_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9/")  # nothing listens there
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect("ws://localhost/", unix_socket=unix_server) as ws,
+    ):
+        assert await ws.recv() == "/ host=localhost"
+
+
+async def test_connect_on_a_socket_the_caller_connected(unix_server: str) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(unix_server)
+    sock.setblocking(False)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect("ws://localhost/x", sock=sock) as ws:
+        assert await ws.recv() == "/x host=localhost"
+        await ws.send("over the given socket")
+        assert await ws.recv() == "over the given socket"
+    assert ws.close_code == 1000
+
+
+async def test_connect_on_a_tcp_socket_the_caller_connected() -> None:
+    async with upwire.serve(path_and_headers, "127.0.0.1", 0, ping_interval=None) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.connect("ws://example.test/", sock=sock) as ws,
+        ):
+            assert await ws.recv() == "/ host=example.test"
+
+
+def test_unix_socket_and_sock_together_are_refused() -> None:
+    with socket.socket() as sock, pytest.raises(TypeError, match="not both"):
+        upwire.connect("ws://localhost/", unix_socket="/tmp/x", sock=sock)
+
+
+# ---------------------------------------------------------------- async for ws in connect(...)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def hello(ws: upwire.ServerConnection) -> None:
+    await ws.send("hello")
+    await ws.wait_closed()
+
+
+async def test_async_for_reconnects_until_the_server_is_up_and_after_it_restarts() -> None:
+    port = free_port()
+    servers: list[upwire.Server] = []
+
+    async def start_later(delay: float) -> None:
+        await asyncio.sleep(delay)
+        servers.append(await upwire.serve(hello, "127.0.0.1", port))
+
+    connected = 0
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        starting = asyncio.create_task(start_later(0.3))  # down at first: refused, and retried
+        async for ws in upwire.connect(f"ws://127.0.0.1:{port}/", reconnect_backoff=(0.05, 0.2)):
+            connected += 1
+            assert await ws.recv() == "hello"
+            if connected == 2:
+                break
+            servers[-1].close()  # a restart: this connection ends with 1001, the next one follows
+            await servers[-1].wait_closed()
+            with pytest.raises(upwire.ConnectionClosedOK):
+                await ws.recv()
+            starting = asyncio.create_task(start_later(0.3))
+        await starting
+        servers[-1].close()
+        await servers[-1].wait_closed()
+    assert connected == 2
+
+
+async def test_async_for_retries_a_503_and_raises_a_403() -> None:
+    answers = [upwire.Response(503, {"Retry-After": "0"}), None]
+
+    def process_request(
+        connection: upwire.ServerConnection, request: upwire.Request
+    ) -> upwire.Response | None:
+        if request.path == "/forbidden":
+            return upwire.Response(403)
+        return answers.pop(0)
+
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.serve(hello, "127.0.0.1", 0, process_request=process_request) as server,
+    ):
+        async for ws in upwire.connect(
+            f"ws://127.0.0.1:{server.port}/", reconnect_backoff=(0.05, 0.1)
+        ):
+            assert await ws.recv() == "hello"
+            break
+        assert answers == []  # the 503, then the upgrade
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            async for _ws in upwire.connect(f"ws://127.0.0.1:{server.port}/forbidden"):
+                raise AssertionError("a 403 is not retried into a connection")
+        assert caught.value.status == 403
+
+
+def test_reconnecting_a_given_socket_is_refused() -> None:
+    with socket.socket() as sock, pytest.raises(upwire.UsageError, match="sock="):
+        upwire.connect("ws://localhost/", sock=sock).__aiter__()
+
+
+def test_reconnect_backoff_is_checked() -> None:
+    with pytest.raises(ValueError, match="reconnect_backoff"):
+        upwire.connect("ws://localhost/", reconnect_backoff=(2.0, 1.0))
