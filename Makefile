@@ -14,7 +14,7 @@ lint:
 typecheck:
 	./run typecheck
 
-# the full Autobahn run (cases 1-10; slow, documented in docs/conformance.md, not part of test)
+# the full Autobahn run (cases 1-10, 12 and 13; slow, documented in docs/conformance.md, not part of test)
 conformance-full:
 	./run conformance-full
 

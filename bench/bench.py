@@ -478,7 +478,9 @@ def main():
         "--report", metavar="JSON", help="only print the tables of an earlier run's JSON file"
     )
     p.add_argument(
-        "--quick", action="store_true", help="1 repeat, short durations, fanout to 1000 only"
+        "--quick",
+        action="store_true",
+        help="1 repeat, short durations, fanout to 200 and 1000 only",
     )
     a = p.parse_args()
     if a.report:

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# A venv without pip (made where python3-venv was missing) is made again.
+[ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf .venv; "$PY" -m venv .venv; }
 .venv/bin/pip install -q -r requirements.txt
 .venv/bin/pip install -q -e ..
 # instructions.py counts instructions with valgrind's callgrind and system calls with strace (Debian

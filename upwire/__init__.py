@@ -43,7 +43,7 @@ from upwire.protocol.frames import Opcode
 from upwire.protocol.http import Headers, Request, Response
 from upwire.server import Server, ServerConnection, serve
 
-__version__ = "0.1.0"
+__version__ = "0.1.0.dev0"  # as in pyproject.toml
 
 __all__ = [
     "ClientConnection",
