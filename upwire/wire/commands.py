@@ -16,17 +16,22 @@ from typing import Any, TextIO
 
 from upwire.exceptions import InvalidURI
 from upwire.wire.capture import CaptureError
-from upwire.wire.dissect import FrameFilter, dissect
+from upwire.wire.dissect import Connection, FrameFilter, dissect
 from upwire.wire.render import (
     Style,
     _frame_details,
     connection_json,
     connection_title,
+    frame_json,
     frame_line,
+    frame_tree,
+    print_connection_head,
     print_connection_tree,
+    print_notes,
     print_summary,
     summary_json,
 )
+from upwire.wire.spool import Spool
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
 __all__ = ["add_subcommands", "run_dissect", "run_tap"]
@@ -91,6 +96,15 @@ def add_subcommands(commands: Any) -> None:
         help="the most bytes of one frame held to decode it (default 16 MiB); a larger frame is "
         "passed on as it comes, undecoded",
     )
+    tap_cmd.add_argument(
+        "--handshake-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the most time from a client's connection to the upstream's answer to its Upgrade "
+        "(default 10); a client still without its request is dropped, one still without an "
+        "answer gets a 504",
+    )
     _output_options(tap_cmd)
 
 
@@ -104,6 +118,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
 def _style(args: argparse.Namespace, out: TextIO) -> Style:
     return Style(out, None if args.color == "auto" else args.color == "always")
 
@@ -112,28 +136,46 @@ def run_dissect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `upwire dissect`."""
     out = out or sys.stdout
     chosen = FrameFilter(stream=args.stream, port=args.port, opcode=args.opcode)
-    try:
-        result = dissect(args.capture, chosen)
-    except CaptureError as exc:
-        print(f"upwire: {args.capture}: {exc}", file=sys.stderr)
-        return 1
     style = _style(args, out)
-    websocket_count = 0
-    for connection in result.connections:
-        observer = connection.observer
-        notes = connection.tcp_notes() + observer.notes
-        if observer.is_websocket:
-            websocket_count += 1
-        if args.json and args.summary:
-            print(json.dumps({**summary_json(observer), "notes": notes}), file=out)
-        elif args.json:
-            print(json.dumps(connection_json(observer, notes), ensure_ascii=False), file=out)
-            for frame in connection.frames:
-                print(json.dumps(frame.to_json(), ensure_ascii=False), file=out)
-        elif args.summary:
-            print_summary(observer, notes, out, style)
+    spool = Spool()
+
+    # Each frame is printed as it is decoded (to the spool), then dropped: its connection's head and
+    # notes, known only at the end, go around it there.
+    def on_frame(connection: Connection, frame: FrameRecord) -> None:
+        if args.summary:
+            return  # the observer's counts are all it needs
+        if args.json:
+            for piece in frame_json(frame):
+                spool.write(connection.index, piece)
         else:
-            print_connection_tree(observer, connection.frames, notes, out, style)
+            spool.write(connection.index, frame_tree(frame, style, connection.observer.first_time))
+
+    try:
+        try:
+            result = dissect(args.capture, chosen, on_frame=on_frame)
+        except CaptureError as exc:
+            print(f"upwire: {args.capture}: {exc}", file=sys.stderr)
+            return 1
+        websocket_count = 0
+        for connection in result.connections:
+            observer = connection.observer
+            notes = connection.tcp_notes() + observer.notes
+            if observer.is_websocket:
+                websocket_count += 1
+            if args.json and args.summary:
+                print(json.dumps({**summary_json(observer), "notes": notes}), file=out)
+            elif args.json:
+                print(json.dumps(connection_json(observer, notes), ensure_ascii=False), file=out)
+                spool.copy(connection.index, out)
+            elif args.summary:
+                print_summary(observer, notes, out, style)
+            else:
+                print_connection_head(observer, out, style)
+                spool.copy(connection.index, out)
+                print_notes(notes, out, style)
+                print(file=out)
+    finally:
+        spool.close()
     for problem in result.problems:
         print(f"upwire: {args.capture}: {problem}", file=sys.stderr)
     if websocket_count == 0:
@@ -164,18 +206,31 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
     feed = FrameFeed() if args.web else None
 
     def on_open(observer: WebSocketObserver) -> None:
+        notes = list(observer.notes)
         if args.json:
             print(
-                json.dumps(connection_json(observer, []), ensure_ascii=False), file=out, flush=True
+                json.dumps(connection_json(observer, notes), ensure_ascii=False),
+                file=out,
+                flush=True,
             )
         elif not args.summary:
-            print_connection_tree(observer, [], [], out, style)
+            print_connection_tree(observer, [], notes, out, style)
+
+    def on_note(observer: WebSocketObserver, note: str) -> None:
+        if args.summary:
+            return  # printed with the connection's summary
+        if args.json:
+            line = {"type": "note", "stream": observer.stream, "note": note}
+            print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
+        else:
+            print(style.warn(f"note: {note}"), file=out, flush=True)
 
     def on_frame(observer: WebSocketObserver, record: FrameRecord) -> None:
         if feed is not None:
             feed.publish(observer, record)
         if args.json:
-            print(json.dumps(record.to_json(), ensure_ascii=False), file=out, flush=True)
+            out.writelines(frame_json(record))
+            out.flush()
         elif not args.summary:
             lines = [frame_line(record, style, observer.first_time)]
             lines += ["      " + style.dim(d) for d in _frame_details(record)]
@@ -196,7 +251,9 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             on_open=on_open,
             on_frame=on_frame,
             on_close=on_close,
+            on_note=on_note,
             max_frame_hold=args.max_frame_hold,
+            handshake_timeout=args.handshake_timeout,
         )
     except InvalidURI as exc:
         print(f"upwire: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ Must not know: how the result is printed (`render`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from upwire.wire.capture import CaptureError, ReadStats, read_segments
 from upwire.wire.tcp import Data, Gap, StreamTable, TcpStream
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
-__all__ = ["Connection", "Dissection", "FrameFilter", "dissect"]
+__all__ = ["Connection", "Dissection", "FrameFilter", "FrameSink", "dissect"]
 
 
 def _endpoint(endpoint: tuple[str, int]) -> str:
@@ -85,6 +86,13 @@ class FrameFilter:
         return frame.message_opcode == wanted and frame.opcode not in CONTROL_OPCODES
 
 
+FrameSink = Callable[[Connection, FrameRecord], None]
+
+
+def _keep(connection: Connection, frame: FrameRecord) -> None:
+    connection.frames.append(frame)
+
+
 @dataclass(slots=True)
 class Dissection:
     """The result of reading one capture."""
@@ -95,12 +103,20 @@ class Dissection:
     packets: int = 0
 
 
-def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissection:
+def dissect(
+    path: str | Path,
+    frame_filter: FrameFilter | None = None,
+    *,
+    on_frame: FrameSink | None = None,
+) -> Dissection:
     """Read a pcap or pcapng file and decode the WebSocket connections in it.
 
     Args:
         path: the capture file.
         frame_filter: which streams and frames to keep (all by default).
+        on_frame: called with each frame that passes the filter as soon as it is decoded, which is
+            then not kept (`Connection.frames` stays empty): memory does not grow with the payloads.
+            By default every frame is kept in its connection's `frames`.
 
     Returns:
         Every TCP stream that passes the filter, with its frames; damaged input is described in
@@ -110,6 +126,7 @@ def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissec
         CaptureError: when the file cannot be opened or is not a capture.
     """
     chosen = frame_filter or FrameFilter()
+    sink = on_frame or _keep
     problems: list[str] = []
     table = StreamTable()
     connections: dict[int, Connection] = {}
@@ -132,24 +149,31 @@ def dissect(path: str | Path, frame_filter: FrameFilter | None = None) -> Dissec
             connection = connections[stream.index]
             from_a = segment.src == stream.a
             half = stream.half(segment.src)
-            _deliver(connection, from_a, half.add(segment))
+            _deliver(connection, from_a, half.add(segment), chosen, sink)
     finally:
         file.close()
     for connection in connections.values():
-        _deliver(connection, True, connection.tcp.from_a.flush())
-        _deliver(connection, False, connection.tcp.from_b.flush())
-        connection.observer.finish()
+        _deliver(connection, True, connection.tcp.from_a.flush(), chosen, sink)
+        _deliver(connection, False, connection.tcp.from_b.flush(), chosen, sink)
+        connection.observer.finish(reset=connection.tcp.reset)
         connection.observer.mid_connection = connection.tcp.started_mid_connection
     kept = [c for c in connections.values() if chosen.wants_stream(c)]
-    for connection in kept:
-        connection.frames = [f for f in connection.frames if chosen.wants_frame(f)]
     return Dissection(str(path), kept, problems, stats.packets)
 
 
-def _deliver(connection: Connection, from_a: bool, deliveries: list[Data | Gap]) -> None:
+def _deliver(
+    connection: Connection,
+    from_a: bool,
+    deliveries: list[Data | Gap],
+    chosen: FrameFilter,
+    sink: FrameSink,
+) -> None:
     observer = connection.observer
+    wanted = chosen.wants_stream(connection)
     for item in deliveries:
-        if isinstance(item, Data):
-            connection.frames += observer.feed(from_a, item.data, item.time, item.packet)
-        else:
+        if isinstance(item, Gap):
             observer.gap(from_a, item.size)
+            continue
+        for frame in observer.feed(from_a, item.data, item.time, item.packet):
+            if wanted and chosen.wants_frame(frame):
+                sink(connection, frame)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TextIO
 
+from upwire.protocol.frames import apply_mask
 from upwire.protocol.http import Request, Response
 from upwire.wire.overhead import Overhead, summarize
 from upwire.wire.websocket import CLIENT_TO_SERVER, FrameRecord, WebSocketObserver, opcode_name
@@ -20,13 +21,20 @@ from upwire.wire.websocket import CLIENT_TO_SERVER, FrameRecord, WebSocketObserv
 __all__ = [
     "Style",
     "connection_json",
+    "frame_json",
     "frame_line",
+    "frame_tree",
+    "print_connection_head",
     "print_connection_tree",
+    "print_notes",
     "print_summary",
     "summary_json",
 ]
 
 _PREVIEW_BYTES = 64
+_JSON_PIECE = (
+    1 << 16
+)  # a multiple of 4: a masked payload's pieces each start with the key's first byte
 
 
 class Style:
@@ -146,6 +154,15 @@ def print_connection_tree(
     style: Style,
 ) -> None:
     """Print one connection: endpoints, handshake, negotiated extensions, each frame, then notes."""
+    print_connection_head(observer, out, style)
+    for frame in frames:
+        out.write(frame_tree(frame, style, observer.first_time))
+    print_notes(notes, out, style)
+    print(file=out)
+
+
+def print_connection_head(observer: WebSocketObserver, out: TextIO, style: Style) -> None:
+    """The start of a connection's tree: endpoints, request, response, subprotocol and extensions."""
     kind = "WebSocket" if observer.is_websocket else "not WebSocket"
     print(style.bold(f"{connection_title(observer)}  ({kind})"), file=out)
     if observer.request is not None:
@@ -164,13 +181,52 @@ def print_connection_tree(
             f"extensions: {observer.extensions or '(none)'}",
             file=out,
         )
-    for frame in frames:
-        print("  " + frame_line(frame, style, observer.first_time), file=out)
-        for detail in _frame_details(frame):
-            print("        " + style.dim(detail), file=out)
+
+
+def frame_tree(frame: FrameRecord, style: Style, first_time: float | None) -> str:
+    """One frame of the tree: its line and its fields, each line ending with a newline."""
+    lines = ["  " + frame_line(frame, style, first_time)]
+    lines += ["        " + style.dim(detail) for detail in _frame_details(frame)]
+    return "\n".join(lines) + "\n"
+
+
+def print_notes(notes: list[str], out: TextIO, style: Style) -> None:
+    """A connection's notes, one line each."""
     for note in notes:
         print("  " + style.warn("note: " + note), file=out)
-    print(file=out)
+
+
+def frame_json(frame: FrameRecord) -> Iterator[str]:
+    """`json.dumps(frame.to_json(), ensure_ascii=False)` and a newline, in pieces.
+
+    A payload's hex is twice its size, and its JSON string one more copy: written whole, one large
+    frame took many times its size at once. In pieces, no copy of a payload is made.
+    """
+    if len(frame.payload) + len(frame.inflated or b"") + len(frame.text or "") <= _JSON_PIECE:
+        yield json.dumps(frame.to_json(), ensure_ascii=False) + "\n"
+        return
+    fields = frame.to_json(payload_limit=0)  # the payloads' hex comes below, piece by piece
+    data = {"payload_masked": frame.payload, "payload": frame.payload, "inflated": frame.inflated}
+    yield "{"
+    for number, (name, value) in enumerate(fields.items()):
+        yield (", " if number else "") + json.dumps(name) + ": "
+        if name in data and value is not None:
+            yield '"'
+            payload = data[name] or b""
+            for start in range(0, len(payload), _JSON_PIECE):
+                piece = payload[start : start + _JSON_PIECE]
+                if name == "payload_masked" and frame.mask_key is not None:
+                    piece = apply_mask(piece, frame.mask_key)  # pieces start at multiples of 4
+                yield piece.hex()
+            yield '"'
+        elif isinstance(value, str) and len(value) > _JSON_PIECE:
+            yield '"'
+            for start in range(0, len(value), _JSON_PIECE):
+                yield json.dumps(value[start : start + _JSON_PIECE], ensure_ascii=False)[1:-1]
+            yield '"'
+        else:
+            yield json.dumps(value, ensure_ascii=False)
+    yield "}\n"
 
 
 def connection_json(observer: WebSocketObserver, notes: list[str]) -> dict[str, object]:
@@ -217,8 +273,7 @@ def print_summary(observer: WebSocketObserver, notes: list[str], out: TextIO, st
     """Per connection: messages and bytes each way, framing overhead, and the polling comparison."""
     print(style.bold(connection_title(observer)), file=out)
     if not observer.is_websocket:
-        for note in notes:
-            print("  " + style.warn("note: " + note), file=out)
+        print_notes(notes, out, style)
         print(file=out)
         return
     up, down, both = summarize(observer)
@@ -247,6 +302,5 @@ def print_summary(observer: WebSocketObserver, notes: list[str], out: TextIO, st
                 f"heads, {both.polling_bytes_per_message:.0f} bytes per message ({times:.0f}x the framing)",
                 file=out,
             )
-    for note in notes:
-        print("  " + style.warn("note: " + note), file=out)
+    print_notes(notes, out, style)
     print(file=out)

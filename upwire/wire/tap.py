@@ -41,6 +41,7 @@ _READ_SIZE = 1 << 16
 _CLOSE_WAIT_S = 10.0
 
 FrameCallback = Callable[[WebSocketObserver, FrameRecord], None]
+NoteCallback = Callable[[WebSocketObserver, str], None]
 ConnectionCallback = Callable[[WebSocketObserver], None]
 
 
@@ -60,10 +61,15 @@ class Tap:
         on_open: called once a connection's handshake succeeded (the observer has request and response).
         on_frame: called for each frame, before it is forwarded.
         on_close: called when a connection has ended.
+        on_note: called with each note the observer makes once the connection is open (a frame
+            passed on undecoded, say), when it makes it; notes made before are in `on_open`'s observer.
         ssl: the TLS context for a wss:// upstream (the default context when None).
         max_frame_hold: the most bytes of one incomplete frame held for decoding (default 16 MiB). A
             larger frame is passed on as its bytes come, and that direction of the connection is no
             longer decoded (a note says so): the relay's memory stays bounded whatever a peer announces.
+        handshake_timeout: seconds from a client's connection until the upstream's answer to its
+            Upgrade (default 10). A client that has not sent its request by then is dropped; one whose
+            upstream has not answered gets a 504. A client that leaves meanwhile is dropped at once.
     """
 
     def __init__(
@@ -73,11 +79,18 @@ class Tap:
         on_open: ConnectionCallback | None = None,
         on_frame: FrameCallback | None = None,
         on_close: ConnectionCallback | None = None,
+        on_note: NoteCallback | None = None,
         ssl: ssl_module.SSLContext | None = None,
         max_frame_hold: int = 16 * 1024 * 1024,
+        handshake_timeout: float = 10.0,
     ) -> None:
         if max_frame_hold <= 0:
             raise ValueError(f"max_frame_hold must be positive, not {max_frame_hold!r}")
+        if not handshake_timeout > 0:
+            raise ValueError(f"handshake_timeout must be positive, not {handshake_timeout!r}")
+        self._handshake_timeout = handshake_timeout
+        self._on_note = on_note
+        self._notes_shown: dict[WebSocketObserver, int] = {}
         self.upstream = parse_uri(upstream)
         self._max_frame_hold = max_frame_hold
         self._on_open = on_open
@@ -125,16 +138,22 @@ class Tap:
             writer.close()
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        # One deadline for the whole opening handshake, as a server's open timeout: a client that never
+        # sends its request, or an upstream that never answers, would hold the relay forever.
+        deadline = asyncio.get_running_loop().time() + self._handshake_timeout
         request_reader = RequestReader()
         request: Request | None = None
         try:
-            while request is None:
-                data = await client_r.read(_READ_SIZE)
-                if not data:
-                    return
-                request = request_reader.feed(data)
+            async with asyncio.timeout_at(deadline):
+                while request is None:
+                    data = await client_r.read(_READ_SIZE)
+                    if not data:
+                        return
+                    request = request_reader.feed(data)
         except InvalidHandshake as exc:
             client_w.write(serialize_response(Response(exc.status or 400, exc.headers, exc.body)))
+            return
+        except TimeoutError:
             return
         uri = self.upstream
         headers = Headers(
@@ -147,25 +166,25 @@ class Tap:
         if uri.secure:
             context = self._ssl or ssl_module.create_default_context()
         try:
-            upstream_r, upstream_w = await asyncio.open_connection(
-                uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None
-            )
-        except OSError as exc:
-            body = f"upwire tap: cannot connect to the upstream {uri.host}:{uri.port}: {exc.strerror or exc}\n"
-            client_w.write(serialize_response(Response(502, body=body)))
+            async with asyncio.timeout_at(deadline):
+                upstream_r, upstream_w = await asyncio.open_connection(
+                    uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None
+                )
+        except (OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+            body = f"upwire tap: cannot connect to the upstream {uri.host}:{uri.port}: {why}\n"
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            client_w.write(serialize_response(Response(status, body=body)))
             return
         try:
             upstream_w.write(serialize_request(forwarded))
             response_reader = ResponseReader(forwarded)
-            response: Response | None = None
-            while response is None:
-                data = await upstream_r.read(_READ_SIZE)
-                response = response_reader.feed(data) if data else response_reader.feed_eof()
-                if not data and response is None:
-                    client_w.write(
-                        serialize_response(Response(502, body="upwire tap: the upstream closed\n"))
-                    )
-                    return
+            early = bytearray(request_reader.trailing_data)
+            response = await self._answer(
+                upstream_r, response_reader, client_r, client_w, early, deadline
+            )
+            if response is None:
+                return
             client_w.write(
                 serialize_response(response, close=False)
                 if response.status == 101
@@ -183,18 +202,90 @@ class Tap:
             observer.first_time = time.time()
             if self._on_open:
                 self._on_open(observer)
+            self._notes_shown[observer] = len(observer.notes)
             try:
                 await asyncio.gather(
-                    self._pump(observer, True, client_r, upstream_w, request_reader.trailing_data),
+                    self._pump(observer, True, client_r, upstream_w, bytes(early)),
                     self._pump(
                         observer, False, upstream_r, client_w, response_reader.trailing_data
                     ),
                 )
             finally:
+                self._notes_shown.pop(observer, None)
                 if self._on_close:
                     self._on_close(observer)
         finally:
             upstream_w.close()
+
+    async def _answer(
+        self,
+        upstream_r: asyncio.StreamReader,
+        reader: ResponseReader,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        early: bytearray,
+        deadline: float,
+    ) -> Response | None:
+        """The upstream's answer to the Upgrade, or None when the relay ends (the client left first,
+        or an error answer was sent to it). What the client sends meanwhile is added to `early`."""
+        answer = asyncio.ensure_future(self._read_response(upstream_r, reader))
+        # Watched meanwhile: a client that leaves must not leave its relay waiting on the upstream.
+        left = asyncio.ensure_future(self._until_client_leaves(client_r, early))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.wait({answer, left}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            body = (
+                f"upwire tap: the upstream did not answer the Upgrade within "
+                f"{self._handshake_timeout:g} s\n"
+            )
+            client_w.write(serialize_response(Response(504, body=body)))
+            return None
+        finally:
+            for task in (answer, left):
+                task.cancel()
+            await asyncio.gather(answer, left, return_exceptions=True)
+        if not answer.done() or answer.cancelled():
+            return None  # the client left
+        try:
+            response = answer.result()
+        except (InvalidHandshake, OSError) as exc:
+            body = f"upwire tap: the upstream's answer is not valid HTTP: {exc}\n"
+            client_w.write(serialize_response(Response(502, body=body)))
+            return None
+        if response is None:
+            client_w.write(
+                serialize_response(Response(502, body="upwire tap: the upstream closed\n"))
+            )
+        return response
+
+    @staticmethod
+    async def _read_response(
+        upstream_r: asyncio.StreamReader, reader: ResponseReader
+    ) -> Response | None:
+        """The upstream's answer, or None when it closed without one."""
+        while True:
+            data = await upstream_r.read(_READ_SIZE)
+            response = reader.feed(data) if data else reader.feed_eof()
+            if response is not None or not data:
+                return response
+
+    async def _until_client_leaves(self, client_r: asyncio.StreamReader, early: bytearray) -> None:
+        while len(early) <= self._max_frame_hold:
+            data = await client_r.read(_READ_SIZE)
+            if not data:
+                return
+            early += data
+        # Past the bound the client is not read (it waits, as TCP makes it); the deadline still holds.
+        await asyncio.Event().wait()
+
+    def _report_notes(self, observer: WebSocketObserver) -> None:
+        """Pass on the notes the observer added since the last call, when they arise."""
+        shown = self._notes_shown.get(observer, len(observer.notes))
+        self._notes_shown[observer] = len(observer.notes)
+        if self._on_note:
+            for note in observer.notes[shown:]:
+                self._on_note(observer, note)
 
     async def _pump(
         self,
@@ -224,6 +315,7 @@ class Tap:
                             "was passed on undecoded",
                         )
                     )
+                self._report_notes(observer)
                 await sink.drain()
             try:
                 data = await source.read(_READ_SIZE)

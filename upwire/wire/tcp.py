@@ -9,6 +9,7 @@ Must not know: what the bytes mean (`websocket` does).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from upwire.wire.capture import Segment
@@ -53,6 +54,7 @@ class HalfStream:
 
     syn_seen: bool = False
     fin_seen: bool = False
+    rst_seen: bool = False
     started: bool = False
     retransmitted_bytes: int = 0
     out_of_order_segments: int = 0
@@ -60,7 +62,10 @@ class HalfStream:
     _next_seq: int = 0  # the 32-bit sequence number of the next byte expected
     _next_offset: int = 0  # the same byte's offset from the direction's first byte
     _pending: dict[int, tuple[bytes, float, int]] = field(default_factory=dict)
-    _pending_bytes: int = 0
+    # The offsets of `_pending` as a heap: a hole's release takes the lowest each time, and a rescan of
+    # every waiting segment per release made a long wait quadratic.
+    _waiting: list[int] = field(default_factory=list)
+    _pending_bytes: int = 0  # exactly the bytes `_pending` holds
 
     def add(self, segment: Segment) -> list[Delivery]:
         """Take one segment of this direction; return what it makes deliverable, in order."""
@@ -71,6 +76,8 @@ class HalfStream:
             # A SYN repeated (retransmitted) changes nothing.
         if segment.flags & _FIN:
             self.fin_seen = True
+        if segment.flags & _RST:
+            self.rst_seen = True
         length = len(segment.payload) + segment.missing
         if length == 0:
             return []
@@ -111,6 +118,12 @@ class HalfStream:
         if known is not None and len(known[0]) >= len(segment.payload):
             self.retransmitted_bytes += len(segment.payload)
             return
+        if known is None:
+            heapq.heappush(self._waiting, offset)
+        else:
+            # The longer copy replaces the one that waited: only its bytes are held from now on.
+            self.retransmitted_bytes += len(known[0])
+            self._pending_bytes -= len(known[0])
         self._pending[offset] = (segment.payload, segment.time, segment.number)
         self._pending_bytes += len(segment.payload)
         # A truncated out-of-order segment's missing tail becomes a gap when the next bytes are reached.
@@ -143,19 +156,17 @@ class HalfStream:
 
     def _drain(self, out: list[Delivery], now: tuple[float, int] | None = None) -> None:
         """Deliver the waiting segments the stream has reached, as of packet `now` when one filled a hole."""
-        while self._pending:
-            ready = [o for o in self._pending if o <= self._next_offset]
-            if not ready:
-                return
-            for offset in sorted(ready):
-                payload, time, packet = self._pending.pop(offset)
-                self._pending_bytes -= len(payload)
-                if now is not None:
-                    time, packet = now
-                self._deliver(offset, payload, 0, time, packet, out)
+        waiting = self._waiting
+        while waiting and waiting[0] <= self._next_offset:
+            offset = heapq.heappop(waiting)
+            payload, time, packet = self._pending.pop(offset)
+            self._pending_bytes -= len(payload)
+            if now is not None:
+                time, packet = now
+            self._deliver(offset, payload, 0, time, packet, out)
 
     def _skip_hole(self) -> list[Delivery]:
-        first = min(self._pending)
+        first = self._waiting[0]
         _, time, packet = self._pending[first]
         size = first - self._next_offset
         out: list[Delivery] = []
@@ -183,6 +194,11 @@ class TcpStream:
     from_b: HalfStream = field(default_factory=HalfStream)
     closed: bool = False
     isn: int | None = None  # the sequence number of the SYN that opened it, when the capture has it
+
+    @property
+    def reset(self) -> bool:
+        """True when the capture holds a RST of this connection."""
+        return self.from_a.rst_seen or self.from_b.rst_seen
 
     @property
     def started_mid_connection(self) -> bool:

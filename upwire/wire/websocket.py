@@ -210,6 +210,7 @@ class _Direction:
         self.message: _Message | None = None
         self.stats = DirectionStats()
         self.stopped: str | None = None  # why this direction is no longer decoded (a gap)
+        self.close_sent = False
 
 
 class WebSocketObserver:
@@ -257,6 +258,8 @@ class WebSocketObserver:
         self._exchanges = 0
         self._first_exchange = ""
         self._refused = False  # an Upgrade was refused, and the connection went on
+        # Mid-connection: the side whose first bytes are not a frame header, while the other is tried.
+        self._mid_frame: bool | None = None
 
     @property
     def is_websocket(self) -> bool:
@@ -324,8 +327,14 @@ class WebSocketObserver:
                 f"{size} bytes are missing from the capture before the handshake completed"
             )
 
-    def finish(self) -> None:
-        """The capture has ended: report frames and messages left incomplete."""
+    def finish(self, *, reset: bool = False) -> None:
+        """The capture has ended: report frames and messages left incomplete.
+
+        Args:
+            reset: the connection ended with a TCP RST that the capture holds, so an incomplete frame
+                was cut by the reset, not by the end of the capture.
+        """
+        ends = "the connection was reset (RST)" if reset else "the capture ends"
         if self.state == "handshake":
             if self._exchanges and self.request is None:
                 # Ordinary requests only, the last one answered or not (a refused Upgrade has its note).
@@ -335,7 +344,7 @@ class WebSocketObserver:
                 self.notes.append("the capture ends before the server answered the Upgrade request")
             elif self.request is None:
                 seen = sum(len(b) for b in self._early.values())
-                if seen and self.mid_connection:
+                if (seen or self._mid_frame is not None) and self.mid_connection:
                     self.notes.append(
                         "the capture starts in the middle of this connection and its first bytes "
                         "are neither an HTTP request nor WebSocket frames"
@@ -357,12 +366,12 @@ class WebSocketObserver:
                         f"; its header breaks RFC 6455: {violation.message}" if violation else ""
                     )
                     self.notes.append(
-                        f"{direction.name}: the capture ends inside a {opcode_name(header.opcode)} "
+                        f"{direction.name}: {ends} inside a {opcode_name(header.opcode)} "
                         f"frame ({buffered} of {header.header_length + header.length} bytes){broken}"
                     )
                 else:
                     self.notes.append(
-                        f"{direction.name}: the capture ends inside a frame header ({buffered} bytes)"
+                        f"{direction.name}: {ends} inside a frame header ({buffered} bytes)"
                     )
             if direction.message is not None:
                 self.notes.append(
@@ -375,6 +384,8 @@ class WebSocketObserver:
         self, from_a: bool, data: bytes, time: float, packet: int | None
     ) -> list[FrameRecord]:
         if self._client_is_a is None:
+            if from_a == self._mid_frame:
+                return []  # its frames cannot be found: only the other side may still be decoded
             early = self._early[from_a]
             early += data
             if not self._looks_like_request(bytes(early)):
@@ -613,12 +624,19 @@ class WebSocketObserver:
         )
 
     def _guess_frames(self, from_a: bool, time: float, packet: int | None) -> list[FrameRecord]:
-        """A capture that starts mid-connection: try the first bytes as a frame boundary."""
+        """A capture that starts mid-connection: try each direction's first bytes as a frame boundary."""
         data = bytes(self._early[from_a])
         header = decode_header(data)
         if header is None:
             return []  # wait for more bytes
         if check_header(header, expect_masked=None, allowed_rsv=4) is not None:
+            if self._mid_frame is None:
+                # This side starts inside a frame; the other may still start on a frame boundary.
+                self._mid_frame = from_a
+                self._early[from_a].clear()
+                return (
+                    self._guess_frames(not from_a, time, packet) if self._early[not from_a] else []
+                )
             self.state = "other"
             self.notes.append(
                 "the capture starts in the middle of this connection and its first bytes are "
@@ -636,13 +654,23 @@ class WebSocketObserver:
         )
         self.deflate = DeflateParams() if header.rsv & 4 else None
         self._setup_directions(allowed_rsv=4)
-        self._dirs[not from_a].unchecked = True  # the other direction may start in a frame's middle
+        if self._mid_frame is None:
+            self._dirs[not from_a].unchecked = True  # it may start in a frame's middle
+        else:
+            self._stop_mid_frame(self._dirs[not from_a])
         records: list[FrameRecord] = []
         for side in (from_a, not from_a):
             pending = bytes(self._early[side])
             self._early[side].clear()
             records += self._frames(side, pending, time, packet)
         return records
+
+    def _stop_mid_frame(self, direction: _Direction) -> None:
+        direction.stopped = "its first captured bytes do not start a frame"
+        self.notes.append(
+            f"{direction.name}: the capture starts in the middle of a frame in this "
+            "direction; its frames cannot be found and are not decoded"
+        )
 
     # --- frames ------------------------------------------------------------------------------------
 
@@ -657,11 +685,7 @@ class WebSocketObserver:
             if header is not None:
                 direction.unchecked = False
                 if check_header(header, expect_masked=direction.client, allowed_rsv=4) is not None:
-                    direction.stopped = "its first captured bytes do not start a frame"
-                    self.notes.append(
-                        f"{direction.name}: the capture starts in the middle of a frame in this "
-                        "direction; its frames cannot be found and are not decoded"
-                    )
+                    self._stop_mid_frame(direction)
                     return []
         direction.parser.feed(data)
         direction.raw += data
@@ -718,6 +742,7 @@ class WebSocketObserver:
             record.message_end = True
             record.message_length = len(record.payload)
             if opcode == Opcode.CLOSE:
+                direction.close_sent = True
                 try:
                     close = parse_close_payload(record.payload)
                 except ProtocolError as exc:
@@ -733,6 +758,9 @@ class WebSocketObserver:
             return
         if opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
             return  # a reserved opcode: reported by check_header, no meaning to give
+        if direction.close_sent:
+            # RFC 6455 §5.5.1: after sending a Close frame, an endpoint must not send more data frames.
+            record.violations.append("data frame sent after this side's Close frame")
         message = direction.message
         if opcode == Opcode.CONTINUATION:
             if message is None:

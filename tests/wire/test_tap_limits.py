@@ -1,0 +1,121 @@
+"""`upwire tap` under peers that stall or leave during the opening handshake, and the notes it prints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import upwire
+from upwire.wire.tap import Tap
+
+from .test_tap import UPGRADE, start_tap
+from .test_tap_command import echo, tap_port_of
+from .test_tap_command import start_tap as start_tap_command
+
+
+async def silent_upstream() -> tuple[asyncio.Server, int, asyncio.Event]:
+    """An upstream that accepts TCP, never answers, and sets the event when the tap leaves it."""
+    left = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the tap closes its side
+        left.set()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], left
+
+
+async def test_a_client_that_never_sends_its_request_is_dropped_after_the_handshake_timeout() -> (
+    None
+):
+    upstream, tap, port = await start_tap(lambda r, w: asyncio.sleep(0), handshake_timeout=0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the tap closed the connection
+        writer.close()
+    finally:
+        await tap.close()
+        upstream.close()
+
+
+async def test_an_upstream_that_never_answers_gets_a_504_after_the_handshake_timeout() -> None:
+    upstream, upstream_port, left = await silent_upstream()
+    tap = Tap(f"ws://127.0.0.1:{upstream_port}/", handshake_timeout=0.3)
+    server = await tap.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        writer.write(UPGRADE)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 504 "), answer
+        await asyncio.wait_for(left.wait(), 5)  # and the upstream connection is closed
+        writer.close()
+    finally:
+        await tap.close()
+        upstream.close()
+
+
+async def test_a_client_that_leaves_while_the_upstream_is_silent_is_dropped_at_once() -> None:
+    upstream, upstream_port, left = await silent_upstream()
+    tap = Tap(f"ws://127.0.0.1:{upstream_port}/")  # the default timeout is far longer than 5 s
+    server = await tap.start("127.0.0.1", 0)
+    try:
+        clients = []
+        for _ in range(5):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", server.sockets[0].getsockname()[1]
+            )
+            writer.write(UPGRADE)
+            clients.append(writer)
+        await asyncio.sleep(0.2)
+        for writer in clients:
+            writer.close()
+        await asyncio.wait_for(left.wait(), 5)
+        for _ in range(50):
+            if not tap._tasks:
+                break
+            await asyncio.sleep(0.1)
+        assert not tap._tasks, "relays still wait for an upstream answer nobody will read"
+    finally:
+        await tap.close()
+        upstream.close()
+
+
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+async def test_the_tap_prints_the_note_on_a_frame_past_max_frame_hold(json_output: bool) -> None:
+    async with upwire.serve(echo, "127.0.0.1", 0) as server:
+        upstream_port = server.sockets[0].getsockname()[1]
+        options = ["--max-frame-hold", "100000", "--color", "never"]
+        process = await start_tap_command(
+            upstream_port, *options, *(["--json"] if json_output else [])
+        )
+        assert process.stdout is not None
+        try:
+            port = await tap_port_of(process)
+            async with upwire.connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+                await ws.send("small before")
+                assert await ws.recv() == "small before"
+                await ws.send(bytes(200_000))
+                assert await ws.recv() == bytes(200_000)
+            lines = []
+            while not any("max_frame_hold=100000" in line for line in lines):
+                line = await asyncio.wait_for(process.stdout.readline(), 10)
+                assert line, f"the tap's output ended without the note: {lines}"
+                lines.append(line.decode())
+        finally:
+            process.kill()
+            await process.wait()
+    [note] = [line for line in lines if "max_frame_hold" in line]
+    if json_output:
+        assert json.loads(note) == {
+            "type": "note",
+            "stream": 0,
+            "note": "client-to-server: a frame larger than max_frame_hold=100000 bytes was passed "
+            "on undecoded; the rest of this direction is not decoded",
+        }
+    else:
+        assert note.strip().startswith("note: client-to-server: a frame larger than")
