@@ -8,6 +8,7 @@ redirects (`redirects`), all within `open_timeout`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import re
@@ -181,6 +182,9 @@ class ClientConnection(Connection):
                     self._handshake.check_response(response)
                 raise InvalidHandshake("connection closed during the opening handshake", 0)
             except InvalidHandshake as exc:
+                if exc.status == 0 and exc.__cause__ is None:
+                    # Closed before a whole answer, as a restarting server does: `async for` retries it.
+                    exc.__cause__ = EOFError("the server closed the connection")
                 self._handshake_failed(self._with_tls_hint(exc))
         return None
 
@@ -190,6 +194,7 @@ class ClientConnection(Connection):
             error = InvalidHandshake(
                 f"connection lost during the opening handshake{f': {exc}' if exc else ''}", 0
             )
+            error.__cause__ = exc or EOFError("the connection was lost")
             self._opening.set_exception(self._with_tls_hint(error))
         super().connection_lost(exc)
 
@@ -210,26 +215,39 @@ class ClientConnection(Connection):
         )
 
 
+def _retryable(error: Exception) -> bool:
+    """True for an error that trying again later may not meet: the server or the network may be back."""
+    if isinstance(error, InvalidStatus):
+        return error.status in (500, 502, 503, 504)
+    if isinstance(error, ProxyError):
+        return error.status in (0, 500, 502, 503, 504)
+    if isinstance(error, InvalidHandshake):
+        # The connection closed or was lost before the server answered (a server restarting, a load
+        # balancer without a backend): `ClientConnection` gives these their cause.
+        return isinstance(error.__cause__, OSError | EOFError)
+    return isinstance(error, OSError | TimeoutError)
+
+
+def _retry_after(error: Exception, most: float) -> float | None:
+    """A 503's Retry-After in seconds (RFC 9110 §10.2.3), at most `most`; the date form is not read."""
+    if isinstance(error, InvalidStatus):
+        value = error.headers.get("Retry-After") or ""
+        if value.isascii() and value.isdigit() and len(value) < 10:
+            return min(float(value), most)
+    return None
+
+
 def _retry_delay(error: Exception, first: float, most: float, failures: int) -> float | None:
     """Seconds to wait before the next attempt after `error`, or None when trying again cannot help.
 
     Exponential backoff from `first` to `most`, each delay drawn from its upper half (jitter: clients
     that lost one server do not come back all at once).
     """
-    retry_after = None
-    if isinstance(error, InvalidStatus):
-        if error.status not in (500, 502, 503, 504):
-            return None
-        value = error.headers.get("Retry-After") or ""
-        if value.isascii() and value.isdigit() and len(value) < 10:
-            retry_after = min(float(value), most)
-    elif isinstance(error, ProxyError):
-        if error.status not in (0, 500, 502, 503, 504):
-            return None
-    elif not isinstance(error, OSError | TimeoutError):
+    if not _retryable(error):
         return None
-    ceiling = min(most, first * 2.0**failures)
+    ceiling = min(most, first * 2.0 ** min(failures, 64))  # 2.0**1024 would overflow
     delay = random.uniform(ceiling / 2, ceiling)
+    retry_after = _retry_after(error, most)
     return delay if retry_after is None else max(delay, retry_after)
 
 
@@ -331,7 +349,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         )  # checks max_redirects now, not at the first redirect
         self._max_redirects = max_redirects
         self._proxy = proxy
-        self.options = connection_options("connect", options)
+        self.options = connection_options("connect", options, _CONNECT_PARAMETERS)
         # A field in additional_headers replaces the one an option makes (RFC 9110 §5.3: these fields are
         # not lists, so they are sent once). Credentials in the URI are sent as an Authorization header
         # would be, so they follow a redirect to the same origin only.
@@ -505,16 +523,20 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         """`async for websocket in connect(uri):` a connection, then a new one each time the loop's body
         ends (the connection closed, say), reconnecting with backoff after errors that may pass.
 
-        Retried: a failed or lost TCP connection or TLS handshake (`OSError`), `open_timeout`, an HTTP
-        500, 502, 503 or 504 answer (a 503's `Retry-After` in seconds is honoured, within the backoff's
-        maximum), a proxy that cannot be reached. Anything else (a 403, a bad certificate, a handshake
-        that breaks RFC 6455) is raised. A connection is closed when its iteration ends.
+        Retried: a failed or lost TCP connection or TLS handshake (`OSError`, or the server closing
+        before its answer), `open_timeout`, an HTTP 500, 502, 503 or 504 answer (a 503's `Retry-After`
+        in seconds is honoured, within the backoff's maximum), a proxy that cannot be reached. Anything
+        else (a 403, a bad certificate, a handshake that breaks RFC 6455) is raised. A connection that
+        ends within `reconnect_backoff`'s first delay counts as a failed attempt. A connection is closed
+        when its iteration ends; after `break` (or an exception) only when the iterator is finalized,
+        so close it first if that matters.
         """
         if self._sock is not None:
             raise UsageError("cannot reconnect on a socket given with sock=: connect again instead")
         return self._reconnecting()
 
     async def _reconnecting(self) -> AsyncIterator[ClientConnection]:
+        loop = asyncio.get_running_loop()
         first, most = self._backoff
         failures = 0
         while True:
@@ -534,8 +556,21 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 )
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            opened = loop.time()
             try:
                 yield connection
             finally:
                 await connection.close()
+            if loop.time() - opened >= first:
+                failures = 0
+                continue
+            # Over within `first` seconds (a server that accepts, then closes at once: 1013, an
+            # authorization check after the handshake): a failed attempt, or the loop would spin.
+            delay = _retry_delay(ConnectionError("closed at once"), first, most, failures)
+            assert delay is not None
+            failures += 1
+            await asyncio.sleep(delay)
+
+
+# The parameters of `connect` itself, for the hint of an unknown keyword (see `connection_options`).
+_CONNECT_PARAMETERS = tuple(inspect.signature(connect.__init__).parameters)[1:-1]

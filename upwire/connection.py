@@ -283,18 +283,26 @@ class ConnectionOptions:
         self.idle_timeout = idle_timeout
 
 
-# Names that `websockets` users bring along, and upwire's for each.
-_OTHER_NAMES = {"max_size": "max_message_size", "user_agent_header": "user_agent"}
+# Names that `websockets` users bring along (or that belong to the other side), and upwire's for each.
+_OTHER_NAMES = {
+    "max_size": "max_message_size",
+    "user_agent_header": "user_agent",
+    "extra_headers": "additional_headers",  # reaches here from connect only: serve takes it
+    "additional_headers": "extra_headers",  # reaches here from serve only
+}
 
 
-def connection_options(caller: str, options: dict[str, Any]) -> ConnectionOptions:
+def connection_options(
+    caller: str, options: dict[str, Any], own: Iterable[str] = ()
+) -> ConnectionOptions:
     """`ConnectionOptions(**options)` for `serve` and `connect`: an unknown name is reported as the
-    caller's argument (the user never called ConnectionOptions), with the closest known name."""
+    caller's argument (the user never called ConnectionOptions), with the closest name among the
+    options and the caller's `own` parameters."""
     known = ConnectionOptions.__slots__
     for name in options:
         if name not in known:
             guess = _OTHER_NAMES.get(name) or next(
-                iter(difflib.get_close_matches(name, known, 1)), None
+                iter(difflib.get_close_matches(name, [*known, *own], 1)), None
             )
             hint = f"; did you mean {guess}?" if guess else ""
             raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")

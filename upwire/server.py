@@ -148,10 +148,9 @@ class ServerConnection(Connection):
             self._internal_error()
             return
         handler = self._accept(request, answer)
-        transport = self.transport
-        # Reading was paused for the hook; resume unless backpressure paused it since (queue full).
-        if transport is not None and not transport.is_closing() and not self._reading_paused:
-            transport.resume_reading()
+        # Reading was paused for the hook; it resumes unless something else holds it paused since
+        # (a full queue, a batch of early data still to parse).
+        self._resume_transport()
         if handler is not None:
             await self._run_handler(handler)
 
@@ -226,8 +225,14 @@ class ServerConnection(Connection):
                             "return None, or return another Response to refuse the upgrade (the "
                             "hook is not async)"
                         )
+                    self.subprotocol = None  # no WebSocket after all
                     self._answer_http(answer)
                     return None
+                if accepted.response.status != 101:
+                    raise TypeError(
+                        f"process_response changed the 101 to {accepted.response.status}: return "
+                        "another Response to refuse the upgrade"
+                    )
                 # Written again: the hook may have added fields (checked as they are written).
                 head = serialize_response(accepted.response)
             transport = self.transport
@@ -594,7 +599,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
     ) -> None:
         self._server = Server(
             handler,
-            options=connection_options("serve", options),
+            options=connection_options("serve", options, _SERVE_PARAMETERS),
             process_request=process_request,
             process_response=process_response,
             handshake=ServerHandshake(
@@ -627,3 +632,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
     async def __aexit__(self, *exc_info: object) -> None:
         self._server.close()
         await self._server.wait_closed()
+
+
+# The parameters of `serve` itself, for the hint of an unknown keyword (see `connection_options`).
+_SERVE_PARAMETERS = tuple(inspect.signature(serve.__init__).parameters)[1:-1]

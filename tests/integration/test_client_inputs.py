@@ -293,3 +293,15 @@ async def test_open_timeout_says_what_timed_out(
         await upwire.connect(
             "ws://127.0.0.1:9/", proxy=f"http://127.0.0.1:{proxy.port}", open_timeout=0.2
         )
+
+
+def test_a_misspelt_parameter_of_connect_or_serve_itself_is_named() -> None:
+    cases = [
+        (lambda: upwire.connect("ws://127.0.0.1:1/", max_redirect=2), "max_redirects"),
+        (lambda: upwire.connect("ws://127.0.0.1:1/", extra_headers={}), "additional_headers"),
+        (lambda: upwire.serve(echo, "127.0.0.1", 0, proces_request=None), "process_request"),
+        (lambda: upwire.serve(echo, "127.0.0.1", 0, additional_headers={}), "extra_headers"),
+    ]
+    for call, meant in cases:
+        with pytest.raises(TypeError, match=f"did you mean {meant}\\?$"):
+            call()

@@ -157,3 +157,63 @@ def test_reconnecting_a_given_socket_is_refused() -> None:
 def test_reconnect_backoff_is_checked() -> None:
     with pytest.raises(ValueError, match="reconnect_backoff"):
         upwire.connect("ws://localhost/", reconnect_backoff=(2.0, 1.0))
+
+
+def test_the_backoff_stays_at_its_longest_delay_however_long_the_outage() -> None:
+    # 2.0**1024 overflows a float: after 1024 failures in a row (13 h at the defaults) the loop died.
+    from upwire.client import _retry_delay
+
+    refused = ConnectionRefusedError(111, "refused")
+    for failures in (0, 1, 5, 1023, 1024, 10**6):
+        delay = _retry_delay(refused, 1.0, 60.0, failures)
+        assert delay is not None
+        assert min(60.0, 2.0 ** min(failures, 64)) / 2 <= delay <= 60.0
+
+
+async def test_async_for_retries_a_server_that_closes_before_answering() -> None:
+    # A server restarting, or a load balancer without a backend: TCP accepted, then closed (FIN, or
+    # a reset) before any answer. Retried, as a refused connection is.
+    closings = ["fin", "reset"]
+
+    async def close_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        how = closings.pop(0) if closings else None
+        if how == "reset":
+            writer.transport.abort()
+        elif how == "fin":
+            writer.close()
+
+    early = await asyncio.start_server(close_early, "127.0.0.1", 0)
+    port = early.sockets[0].getsockname()[1]
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        uri = f"ws://127.0.0.1:{port}/"
+        attempts = 0
+        with pytest.raises(TimeoutError):
+            # Both early closes are retried; the third attempt then waits for an answer that never
+            # comes, and open_timeout ends it (a timeout is retried too: the loop is stopped here).
+            async with asyncio.timeout(1.5):
+                async for _ws in upwire.connect(uri, reconnect_backoff=(0.05, 0.1), open_timeout=5):
+                    attempts += 1
+        assert closings == []  # both early closes were met, and retried
+        assert attempts == 0
+    early.close()
+
+
+async def test_a_connection_that_ends_at_once_counts_as_a_failed_attempt() -> None:
+    # A server that accepts, then closes at once (1013 Try Again Later): without backoff the loop spins.
+    async def busy(ws: upwire.ServerConnection) -> None:
+        await ws.close(1013, "try again later")
+
+    async with upwire.serve(busy, "127.0.0.1", 0) as server:
+        opened = 0
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    async for ws in upwire.connect(
+                        f"ws://127.0.0.1:{server.port}/", reconnect_backoff=(0.1, 0.4)
+                    ):
+                        opened += 1
+                        with pytest.raises(upwire.ConnectionClosedError):
+                            await ws.recv()
+        # Delays of 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.2-0.4 s...: a handful in one second, not hundreds.
+        assert 2 <= opened <= 8, opened

@@ -596,16 +596,30 @@ async def test_process_response_may_refuse_after_negotiation(start_server: Start
             return upwire.Response(400, body="choose a subprotocol\n")
         return None
 
-    server = await start_server(subprotocols=["chat"], process_response=refuse_without_subprotocol)
+    refused: list[upwire.ServerConnection] = []
+
+    def refuse_chat_for_guests(
+        connection: upwire.ServerConnection, request: upwire.Request, response: upwire.Response
+    ) -> upwire.Response | None:
+        if request.path == "/guest":
+            refused.append(connection)
+            return upwire.Response(403)
+        return refuse_without_subprotocol(connection, request, response)
+
+    server = await start_server(subprotocols=["chat"], process_response=refuse_chat_for_guests)
     async with asyncio.timeout(TEST_TIMEOUT_S):
         with pytest.raises(upwire.InvalidStatus) as caught:
             await upwire.connect(uri(server))
         assert caught.value.status == 400
+        with pytest.raises(upwire.InvalidStatus):
+            await upwire.connect(uri(server, "/guest"), subprotocols=["chat"])
+        # Answered with plain HTTP: no subprotocol was agreed after all.
+        assert refused[0].subprotocol is None
         async with upwire.connect(uri(server), subprotocols=["chat"]) as ws:
             assert ws.subprotocol == "chat"
 
 
-@pytest.mark.parametrize("bad", ["a field with CR LF", "a new 101"])
+@pytest.mark.parametrize("bad", ["a field with CR LF", "a new 101", "the status changed in place"])
 async def test_process_response_that_breaks_the_101_gets_500(
     start_server: StartServer, bad: str
 ) -> None:
@@ -614,6 +628,10 @@ async def test_process_response_that_breaks_the_101_gets_500(
     ) -> upwire.Response | None:
         if bad == "a new 101":
             return upwire.Response(101)
+        if bad == "the status changed in place":
+            # The head would say 403, and frames would follow it.
+            response.status = 403
+            return None
         response.headers.add("X-Bad", "a\r\nSet-Cookie: injected=1")
         return None
 
@@ -624,3 +642,4 @@ async def test_process_response_that_breaks_the_101_gets_500(
         response = await peer.read_http_response()
     assert response.status == 500
     assert b"injected" not in response.raw
+    assert b"Switching" not in response.raw

@@ -175,3 +175,33 @@ async def test_a_flood_of_empty_fragments_leaves_the_event_loop_to_other_connect
     assert worst_lag < 0.12, f"a loop turn took {worst_lag * 1000:.0f} ms"
     # At most one read (256 KiB) and the rest of a batch.
     assert most_buffered <= 320 * 1024, f"{most_buffered} bytes held in the core's buffer"
+
+
+async def test_after_an_async_process_request_reading_stays_paused_while_early_input_is_parsed(
+    start_server: StartServer,
+) -> None:
+    # Frames sent with the request (early data) make a batch to parse: reading resumes once it is,
+    # not when the hook returns (one owner decides: `_resume_transport`).
+    seen: list[tuple[bool, bool]] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        assert ws.transport is not None
+        seen.append((ws._pending_input, ws.transport.is_reading()))  # type: ignore[attr-defined]
+        async for message in ws:
+            await ws.send(message)
+
+    async def hook(connection: upwire.ServerConnection, request: upwire.Request) -> None:
+        await asyncio.sleep(0.05)
+
+    server = await start_server(handler, process_request=hook)
+    early = (
+        encode_frame(BINARY, b"", fin=False)
+        + encode_frame(CONTINUATION, b"", fin=False) * 30_000
+        + encode_frame(CONTINUATION, b"end")
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(upgrade_request() + early)
+        assert (await peer.read_response_head()).status == 101
+        assert (await peer.read_frame()).payload == b"end"
+    assert seen == [(True, False)]

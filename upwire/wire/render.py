@@ -32,9 +32,8 @@ __all__ = [
 ]
 
 _PREVIEW_BYTES = 64
-_JSON_PIECE = (
-    1 << 16
-)  # a multiple of 4: a masked payload's pieces each start with the key's first byte
+# A multiple of 4: a masked payload's pieces each start with the key's first byte.
+_JSON_PIECE = 1 << 16
 
 
 class Style:
