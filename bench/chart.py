@@ -9,6 +9,7 @@ time) the ratio is still upwire / peer, so there a ratio below 1 means upwire is
 """
 
 import argparse
+import gzip
 import json
 import os
 import statistics
@@ -31,6 +32,12 @@ CHART_ROWS = (
 )
 # The rows whose issue-3 target is picows' own figure (≥ 1.0×): one panel of upwire ÷ picows, both APIs.
 PICOWS_ROWS = ("tp_64k_1c", "tp_1m_1c", "tp_64k_100c", "tp_1m_100c", "conn_seq", "conn_50c")
+
+
+def load(path):
+    """A bench.py result file, plain or gzipped (bench/recorded/ keeps the documented runs gzipped)."""
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
+        return json.load(f)
 
 
 def by_rep(result, server, mid):
@@ -263,8 +270,7 @@ def main():
     a = p.parse_args()
     result = None
     for path in a.json:
-        with open(path) as f:
-            part = json.load(f)
+        part = load(path)
         if result is None:
             result = part
         else:
