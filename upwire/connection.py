@@ -316,6 +316,8 @@ class Connection(asyncio.BufferedProtocol):
         request: the opening handshake request (path, query, headers).
         response: the opening handshake response.
         subprotocol: the negotiated subprotocol, or None.
+        latency: the round-trip time in seconds of the last ping answered (keepalive's or the
+            application's); 0.0 until one is.
     """
 
     # Slots, not an instance dict: every connection has the same layout, so attribute reads in the hot
@@ -355,6 +357,7 @@ class Connection(asyncio.BufferedProtocol):
         "_unflushed",
         "_writing_paused",
         "_wrote_at_once",
+        "latency",
         "listener",
         "loop",
         "options",
@@ -410,6 +413,8 @@ class Connection(asyncio.BufferedProtocol):
         self._paused_for_writes = False
         # A read's events not yet given to the Listener, kept while its answers wait to be written.
         self._stashed: list[Any] | None = None
+        # The round trip of the last ping answered, keepalive's or the application's (seconds).
+        self.latency = 0.0
         # A `_resume_input` is scheduled, and reading paused until it ran (`_schedule_input`).
         self._pending_input = False
         # True over TLS (set in connection_made).
@@ -1190,6 +1195,7 @@ class Connection(asyncio.BufferedProtocol):
             if not future.done():
                 future.set_result(now - sent_at)
             if payload == data:
+                self.latency = now - sent_at
                 break
 
     # ------------------------------------------------------------------ closing

@@ -241,6 +241,19 @@ async def test_ping_resolves_with_the_round_trip_time_as_a_float(
         assert 0.0 <= rtt < 1.0
         rtt = await ws.ping(b"payload")
         assert isinstance(rtt, float)
+        assert ws.latency == rtt  # the last ping answered
+
+
+async def test_latency_follows_keepalive_pings(start_server: StartServer) -> None:
+    server = await start_server()
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.connect(uri(server), ping_interval=0.05) as ws,
+    ):
+        assert ws.latency == 0.0  # no ping answered yet
+        while ws.latency == 0.0:
+            await asyncio.sleep(0.02)
+        assert 0.0 < ws.latency < 1.0
 
 
 # ---------------------------------------------------------------------------- closing
