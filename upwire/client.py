@@ -281,9 +281,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             Redirects to the same host and port connect to it again.
         sock: a connected socket (TCP or Unix) to run the handshake on, instead of connecting: the first
             attempt only (a redirect opens a connection of its own). Not with `unix_socket`.
-        reconnect_backoff: (first, most) seconds between attempts of `async for ws in connect(...)`: the
-            delay doubles from `first` up to `most` after each failed attempt, with jitter (default
-            (1.0, 60.0)).
+        reconnect_backoff: (first, most) seconds between attempts of `async for ws in connect(...)`: a
+            ceiling that doubles from `first` up to `most` after each failed attempt, each delay drawn
+            between half the ceiling and the ceiling (jitter; default (1.0, 60.0)).
         **options: the connection options of `ConnectionOptions` (max_message_size, open_timeout, ...).
 
     Raises:
