@@ -8,6 +8,7 @@ import json
 import pytest
 
 import upwire
+from upwire.protocol.handshake import accept_key
 from upwire.wire.tap import Tap
 
 from .test_tap import UPGRADE, start_tap
@@ -119,3 +120,43 @@ async def test_the_tap_prints_the_note_on_a_frame_past_max_frame_hold(json_outpu
         }
     else:
         assert note.strip().startswith("note: client-to-server: a frame larger than")
+
+
+async def test_a_frame_cut_short_by_the_connections_end_gets_a_note() -> None:
+    # As `upwire dissect` notes a frame the capture's end cut short, the tap notes one the close cut.
+    async def upstream_101(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+        )
+        await reader.read()  # until the tap closes its side
+        writer.close()
+
+    notes: list[str] = []
+    closed = asyncio.Event()
+    upstream, tap, port = await start_tap(
+        upstream_101,
+        on_note=lambda observer, note: notes.append(note),
+        on_close=lambda observer: closed.set(),
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UPGRADE)
+        await reader.readuntil(b"\r\n\r\n")
+        # A masked binary frame of 1000 bytes announced, 300 sent, then the client leaves.
+        writer.write(b"\x82\xfe\x03\xe8" + b"\x00\x00\x00\x00" + b"x" * 300)
+        await writer.drain()
+        writer.close()
+        await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        await tap.close()
+        upstream.close()
+    assert any(
+        "the connection closed inside a binary frame (308 of 1008 bytes)" in note for note in notes
+    ), notes

@@ -211,6 +211,9 @@ class Tap:
                     ),
                 )
             finally:
+                # A frame or message the connection's end cut short gets its note, as in a capture.
+                observer.finish(closed=True)
+                self._report_notes(observer)
                 self._notes_shown.pop(observer, None)
                 if self._on_close:
                     self._on_close(observer)

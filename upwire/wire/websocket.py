@@ -327,14 +327,20 @@ class WebSocketObserver:
                 f"{size} bytes are missing from the capture before the handshake completed"
             )
 
-    def finish(self, *, reset: bool = False) -> None:
-        """The capture has ended: report frames and messages left incomplete.
+    def finish(self, *, reset: bool = False, closed: bool = False) -> None:
+        """The capture has ended, or the connection (live): report frames and messages left incomplete.
 
         Args:
             reset: the connection ended with a TCP RST that the capture holds, so an incomplete frame
                 was cut by the reset, not by the end of the capture.
+            closed: the connection was seen to close (`upwire tap`), not a capture that ends.
         """
-        ends = "the connection was reset (RST)" if reset else "the capture ends"
+        if reset:
+            ends = "the connection was reset (RST)"
+        elif closed:
+            ends = "the connection closed"
+        else:
+            ends = "the capture ends"
         if self.state == "handshake":
             if self._exchanges and self.request is None:
                 # Ordinary requests only, the last one answered or not (a refused Upgrade has its note).
