@@ -1265,3 +1265,23 @@ def test_a_protocol_error_after_this_sides_close_leaves_the_code_1006_not_one_ne
     assert failed.close_code == 1002
     failed.receive_eof()
     assert failed.close_code == 1002
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+def test_text_that_utf8_cannot_encode_is_a_usage_error_and_the_connection_goes_on(
+    role: Role,
+) -> None:
+    # As send_close refuses such a reason: a lone surrogate is the caller's bug, not an encoding crash.
+    conn = Connection(role)
+    with pytest.raises(UsageError, match="not valid Unicode"):
+        conn.send_message("lone \ud800")
+    with pytest.raises(UsageError, match="not valid Unicode"):
+        conn.send_fragment("\udc00", fin=True)
+    conn.send_message("fine")
+    assert [f.payload for f in read_frames(b"".join(conn.data_to_send()))] == [b"fine"]
+
+
+@pytest.mark.parametrize("option", ["max_message_size", "max_frame_size"])
+def test_a_negative_limit_is_refused_when_the_connection_is_made(option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        Connection(Role.SERVER, **{option: -5})

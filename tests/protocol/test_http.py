@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from upwire.exceptions import InvalidHandshake, UsageError
+from upwire.protocol.handshake import ClientHandshake, accept_key
 from upwire.protocol.http import (
     DEFAULT_MAX_HEADER_BYTES,
     Headers,
@@ -402,3 +403,18 @@ def test_response_head_of_max_header_bytes_is_accepted() -> None:
     data = big_101(4096)
     response = ResponseReader(rfc_request(), max_header_bytes=4096).feed(data)
     assert response is not None and response.status == 101
+
+
+def test_bytes_fed_after_a_101_are_trailing_data_too() -> None:
+    # What RequestReader does: a client layer that feeds a read after the head keeps its frames.
+    handshake = ClientHandshake("h", "/")
+    key = handshake.request.headers["Sec-WebSocket-Key"]
+    reader = ResponseReader(handshake.request)
+    head = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+    ).encode()
+    assert reader.feed(head + b"\x81") is not None
+    assert reader.trailing_data == b"\x81"
+    assert reader.feed(b"\x02hi") is not None
+    assert reader.trailing_data == b"\x81\x02hi"

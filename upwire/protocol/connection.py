@@ -123,6 +123,13 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+def _not_utf8(error: UnicodeEncodeError) -> UsageError:
+    """What sending text that UTF-8 cannot encode (a lone surrogate) raises, as `send_close` does."""
+    return UsageError(
+        f"cannot send text that is not valid Unicode: {error.reason} at index {error.start}"
+    )
+
+
 class Connection:
     """A sans-I/O WebSocket connection: bytes in, events out; commands in, bytes out.
 
@@ -190,6 +197,12 @@ class Connection:
         max_frame_size: int | None = -1,
         extensions: Sequence[Extension] = (),
     ) -> None:
+        for name, limit in (
+            ("max_message_size", max_message_size),
+            ("max_frame_size", max_frame_size),
+        ):
+            if limit is not None and limit < 0 and not (name == "max_frame_size" and limit == -1):
+                raise ValueError(f"{name} must be a size in bytes or None, not {limit!r}")
         self.role = role
         self.state = State.OPEN
         # True once the I/O layer should close the TCP connection (after flushing `data_to_send`).
@@ -1110,7 +1123,10 @@ class Connection:
         if type(data) is bytes:
             opcode = _BINARY
         elif isinstance(data, str):
-            data = data.encode("utf-8")
+            try:
+                data = data.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _not_utf8(exc) from None
             opcode = _TEXT
         else:
             data = byte_view(data)
@@ -1194,7 +1210,10 @@ class Connection:
         """
         self._check_can_send_data()
         kind = str if isinstance(data, str) else bytes
-        payload = data.encode("utf-8") if isinstance(data, str) else byte_view(data)
+        try:
+            payload = data.encode("utf-8") if isinstance(data, str) else byte_view(data)
+        except UnicodeEncodeError as exc:
+            raise _not_utf8(exc) from None
         current = self._out_fragment_type
         if current is None:
             opcode = _TEXT if kind is str else _BINARY

@@ -225,7 +225,9 @@ def check_header(
         return Violation(1002, f"reserved opcode {opcode:#x}")
     if header.rsv & ~allowed_rsv:
         # RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defining them was negotiated.
-        return Violation(1002, f"RSV bits {header.rsv:03b} set without a negotiated extension")
+        return Violation(
+            1002, f"RSV bits {header.rsv:03b} set that no negotiated extension defines"
+        )
     if opcode >= 0x8:
         # RFC 6455 §5.5: control frames MUST NOT be fragmented and carry at most 125 bytes.
         if not header.fin:

@@ -719,6 +719,9 @@ class ResponseReader:
             if event is h11.NEED_DATA:
                 return None
             if event is h11.PAUSED:
+                if self._response is not None and self._response.status == 101:
+                    # Bytes fed after the 101 are the connection's too (what `RequestReader` does).
+                    self.trailing_data = bytes(self._parser.trailing_data[0])
                 return self._response
             if isinstance(event, h11.InformationalResponse | h11.Response):
                 # h11 bounds only a head still arriving; one that arrived whole is measured here.
