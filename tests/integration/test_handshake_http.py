@@ -10,9 +10,25 @@ import pytest
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, uri
-from .wire import ACCEPT, TEXT, RawPeer, encode_frame, parse_response, plain_get, upgrade_request
+from .wire import (
+    ACCEPT,
+    TEXT,
+    HttpResponse,
+    RawPeer,
+    encode_frame,
+    parse_response,
+    plain_get,
+    upgrade_request,
+)
 
 # ---------------------------------------------------------------------------- a good request
+
+
+async def answer_to_upgrade(port: int) -> HttpResponse:
+    """What the server answers a valid Upgrade request with, read to the end of the connection."""
+    peer = await RawPeer.connect(port)
+    peer.write(upgrade_request())
+    return await peer.read_http_response()
 
 
 async def test_valid_upgrade_request_gets_101_with_the_correct_accept_key(
@@ -91,9 +107,7 @@ async def test_a_process_request_response_with_a_bad_field_gets_500(
 
     server = await start_server(process_request=answer)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.connect(server.port)
-        peer.write(upgrade_request())
-        response = await peer.read_http_response()
+        response = await answer_to_upgrade(server.port)
         assert response.status == 500, response
 
 
@@ -105,9 +119,7 @@ async def test_a_process_request_response_that_cannot_be_sent_gets_500_at_once(
 
     server = await start_server(process_request=bad_answer)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.connect(server.port)
-        peer.write(upgrade_request())
-        response = await peer.read_http_response()
+        response = await answer_to_upgrade(server.port)
         assert response.status == 500
         assert b"injected" not in response.body
 
@@ -637,9 +649,7 @@ async def test_process_response_that_breaks_the_101_gets_500(
 
     server = await start_server(process_response=breaking)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.connect(server.port)
-        peer.write(upgrade_request())
-        response = await peer.read_http_response()
+        response = await answer_to_upgrade(server.port)
     assert response.status == 500
     assert b"injected" not in response.raw
     assert b"Switching" not in response.raw
