@@ -486,7 +486,7 @@ async def test_a_memoryview_of_ints_or_with_strides_goes_out_as_its_bytes_both_w
     ("fragments", "error"),
     [
         (["abc", b"def"], upwire.UsageError),  # the last fragment's type differs from the first's
-        (["ok", "\ud800"], UnicodeEncodeError),  # the last fragment cannot be encoded
+        (["ok", "\ud800"], upwire.UsageError),  # the last fragment cannot be encoded
         (["a", b"b", "c"], upwire.UsageError),  # the same in the middle
     ],
 )
