@@ -237,6 +237,13 @@ def _retry_after(error: Exception, most: float) -> float | None:
     return None
 
 
+def _backoff(first: float, most: float, failures: int) -> float:
+    """The delay after `failures` failed attempts: a ceiling doubling from `first` up to `most`, the delay
+    drawn from its upper half (jitter: clients that lost one server do not come back all at once)."""
+    ceiling = min(most, first * 2.0 ** min(failures, 64))  # 2.0**1024 would overflow
+    return random.uniform(ceiling / 2, ceiling)
+
+
 def _retry_delay(error: Exception, first: float, most: float, failures: int) -> float | None:
     """Seconds to wait before the next attempt after `error`, or None when trying again cannot help.
 
@@ -245,8 +252,7 @@ def _retry_delay(error: Exception, first: float, most: float, failures: int) -> 
     """
     if not _retryable(error):
         return None
-    ceiling = min(most, first * 2.0 ** min(failures, 64))  # 2.0**1024 would overflow
-    delay = random.uniform(ceiling / 2, ceiling)
+    delay = _backoff(first, most, failures)
     retry_after = _retry_after(error, most)
     return delay if retry_after is None else max(delay, retry_after)
 
@@ -566,10 +572,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 continue
             # Over within `first` seconds (a server that accepts, then closes at once: 1013, an
             # authorization check after the handshake): a failed attempt, or the loop would spin.
-            delay = _retry_delay(ConnectionError("closed at once"), first, most, failures)
-            assert delay is not None
             failures += 1
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_backoff(first, most, failures - 1))
 
 
 # The parameters of `connect` itself, for the hint of an unknown keyword (see `connection_options`).
