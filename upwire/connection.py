@@ -73,6 +73,12 @@ _HAS_FIONREAD = sys.platform != "win32"
 if sys.platform != "win32":
     from fcntl import ioctl as _ioctl
     from termios import FIONREAD as _FIONREAD
+# SIOCOUTQ (TIOCOUTQ's number on Linux): a TCP socket's bytes not yet acknowledged (`_unsent_bytes`).
+_SIOCOUTQ: int | None = None
+if sys.platform == "linux":
+    from termios import TIOCOUTQ
+
+    _SIOCOUTQ = TIOCOUTQ
 
 
 # Transport classes whose write() sends on their socket at once when nothing is buffered (asyncio's
@@ -1510,18 +1516,32 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _abort_with_reset(transport: asyncio.Transport) -> None:
-    """Abort the connection with a reset, which frees what the kernel still holds to send at once.
+    """Abort the connection; with a reset when data is still unsent, which frees it at once.
 
     A socket closed with unsent data (a peer that stopped reading) otherwise stays in FIN-WAIT-1 with its
     send buffer (megabytes) for minutes, retrying; SO_LINGER with a zero timeout makes close() reset it.
+    With everything sent and acknowledged, a plain close costs nothing, and the reset would make the
+    peer's kernel drop what it has not read yet: a peer that was only paused (a stopped process, a laptop
+    waking up) would lose the close frame that says why.
     """
     sock = transport.get_extra_info("socket")
-    if sock is not None:
+    if sock is not None and (transport.get_write_buffer_size() or _unsent_bytes(sock)):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except (OSError, AttributeError):
             pass  # not a TCP socket (or already closed): abort as it is
     transport.abort()
+
+
+def _unsent_bytes(sock: Any) -> int:
+    """What the kernel still holds to send on `sock` (sent or not, unacknowledged), or 1 when that
+    cannot be known here."""
+    if _SIOCOUTQ is None:
+        return 1
+    try:
+        return int.from_bytes(_ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def _deliver_after_loss(connection: Connection, listener: Listener, events: list[Any]) -> None:

@@ -238,3 +238,23 @@ async def test_close_timeout_resets_a_peer_that_stopped_reading_so_the_kernel_fr
         with pytest.raises(ConnectionResetError):
             while await peer.reader.read(65536):
                 pass
+
+
+async def test_close_timeout_closes_without_a_reset_when_the_peer_took_everything(
+    start_server: StartServer,
+) -> None:
+    # A peer that stopped answering (a stopped process, say) while its kernel still took every byte: after
+    # close_timeout the server closes with a FIN, so the close frame is still there to read when the peer
+    # comes back (a reset makes the peer's kernel drop what it has not read).
+    async def close(ws: upwire.ServerConnection) -> None:
+        await ws.close(4000, "going")
+
+    server = await start_server(close, close_timeout=0.3, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        await asyncio.sleep(
+            1.0
+        )  # neither reading nor answering: the server gives up after close_timeout
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code, frame.close_reason) == (CLOSE, 4000, "going")
+        assert await peer.read_to_eof() == b""
