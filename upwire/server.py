@@ -521,7 +521,15 @@ class Server:
         if addresses and isinstance(addresses[0], tuple):
             self._port = int(addresses[0][1])
         if _accept.supported(loop, server, ssl):
-            _accept.start_accepting(loop, server, make_connection, backlog)
+            _accept.start_accepting(
+                loop,
+                server,
+                make_connection,
+                backlog,
+                ssl,
+                self.options.open_timeout if tls else None,
+                self.options.close_timeout if tls else None,
+            )
         else:
             await server.start_serving()
 
