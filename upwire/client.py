@@ -87,7 +87,8 @@ def parse_uri(uri: str) -> WebSocketURI:
     do.
 
     Raises:
-        InvalidURI: for another scheme, a missing host, a bad port (0 included), or a fragment.
+        InvalidURI: for another scheme, a missing or malformed host, a bad port (0 included), or a
+            fragment.
     """
     try:
         parts = urlsplit(uri)
@@ -104,11 +105,12 @@ def parse_uri(uri: str) -> WebSocketURI:
     if parts.fragment or uri.endswith("#"):
         # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
         raise InvalidURI(redact_uri(uri), "a WebSocket URI cannot have a #fragment")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise InvalidURI(redact_uri(uri), f"bad host name: {exc}") from None
+    try:
+        # Also for an ASCII name: the codec checks its labels (none empty, none over 63 characters), as
+        # the resolver would with a UnicodeError from deep inside asyncio.
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidURI(redact_uri(uri), f"bad host name: {exc}") from None
     secure = parts.scheme == "wss"
     target = parts.path or "/"
     if parts.query:
@@ -255,6 +257,17 @@ def _retry_delay(error: Exception, first: float, most: float, failures: int) -> 
     delay = _backoff(first, most, failures)
     retry_after = _retry_after(error, most)
     return delay if retry_after is None else max(delay, retry_after)
+
+
+def _naming(error: OSError, uri: WebSocketURI) -> OSError | None:
+    """`error` (a name that does not resolve, a refused connection) as the same type, saying which host
+    and port it was about; None if it says already (asyncio's default loop names a refused address,
+    getaddrinfo and uvloop do not)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if uri.host in reason:
+        return None
+    message = f"{reason} (connecting to {uri.host}:{uri.port})"
+    return type(error)(message) if error.errno is None else type(error)(error.errno, message)
 
 
 class connect:  # a class used like a function: `async with connect(...)` or `await connect(...)`
@@ -463,13 +476,19 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 )
             elif proxy is None:
                 self._stage = connecting
-                _, connection = await loop.create_connection(
-                    lambda: ClientConnection(options, handshake),
-                    uri.host,
-                    uri.port,
-                    ssl=ssl_context,
-                    server_hostname=server_hostname,
-                )
+                try:
+                    _, connection = await loop.create_connection(
+                        lambda: ClientConnection(options, handshake),
+                        uri.host,
+                        uri.port,
+                        ssl=ssl_context,
+                        server_hostname=server_hostname,
+                    )
+                except (socket.gaierror, ConnectionRefusedError) as exc:
+                    named = _naming(exc, uri)
+                    if named is None:
+                        raise
+                    raise named from exc
             else:
                 self._stage = f"opening a tunnel through the proxy {proxy.url}"
                 sock = await open_tunnel(proxy, uri.host, uri.port, user_agent=self._user_agent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import tempfile
@@ -147,6 +148,39 @@ async def test_async_for_retries_a_503_and_raises_a_403() -> None:
             async for _ws in upwire.connect(f"ws://127.0.0.1:{server.port}/forbidden"):
                 raise AssertionError("a 403 is not retried into a connection")
         assert caught.value.status == 403
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_refused_connection_says_which_host(loop: str) -> None:
+    # uvloop's refusal names neither host nor port (asyncio's does); the type and errno stay the same.
+    import uvloop
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: refused
+
+    async def main() -> None:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            with pytest.raises(ConnectionRefusedError, match=rf"127\.0\.0\.1.*{port}") as refused:
+                await upwire.connect(f"ws://127.0.0.1:{port}/")
+            assert refused.value.errno == errno.ECONNREFUSED
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(main())
+
+
+def test_a_name_that_does_not_resolve_says_which_host() -> None:
+    # getaddrinfo's own message names nothing. (Resolving needs DNS, which a test cannot count on here.)
+    from upwire.client import _naming, parse_uri
+
+    unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    named = _naming(unknown, parse_uri("wss://nowhere.invalid/"))
+    assert type(named) is socket.gaierror and named.errno == socket.EAI_NONAME
+    assert (
+        str(named)
+        == f"[Errno {socket.EAI_NONAME}] Name or service not known (connecting to nowhere.invalid:443)"
+    )
+    said = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 9)")
+    assert _naming(said, parse_uri("ws://127.0.0.1:9/")) is None  # it says already
 
 
 def test_reconnecting_a_given_socket_is_refused() -> None:

@@ -40,6 +40,18 @@ def test_a_non_ascii_host_name_is_used_in_its_idna_form() -> None:
     assert parse_uri("ws://b\u00fccher.example/").host == "xn--bcher-kva.example"
 
 
+@pytest.mark.parametrize("host", ["a..example", "x" * 64 + ".example", ".example"])
+def test_a_host_name_with_an_empty_or_too_long_label_is_an_invalid_uri(host: str) -> None:
+    # Else the resolver's IDNA encoding fails later, with a UnicodeError from inside asyncio.
+    with pytest.raises(InvalidURI, match="bad host name"):
+        parse_uri(f"ws://{host}/")
+
+
+@pytest.mark.parametrize("host", ["example.com.", "127.0.0.1", "[::1]", "x" * 63 + ".example"])
+def test_other_host_names_pass_as_they_are(host: str) -> None:
+    assert parse_uri(f"ws://{host}:81/").host == host.strip("[]")
+
+
 @pytest.mark.parametrize("uri", ["ws://127.0.0.1:0/", "wss://user:secret@h:0/"])
 def test_port_0_is_an_invalid_uri(uri: str) -> None:
     with pytest.raises(InvalidURI, match="port 0") as caught:
