@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -418,6 +421,40 @@ def test_mask_keys_are_four_bytes_and_fresh() -> None:
     drawn = [keys.next() for _ in range(2000)]  # crosses a refill of the pool
     assert all(len(k) == 4 for k in drawn)
     assert len(set(drawn)) > 1990
+
+
+# A client sends a frame, forks, and parent and child each send four more: their masking keys.
+FORKED_KEYS = """
+import os
+from upwire.protocol.connection import Connection, Role
+
+def keys(count):
+    client = Connection(Role.CLIENT)
+    for _ in range(count):
+        client.send_message(b"x", False)
+    return [frame[2:6].hex() for frame in client.data_to_send()]
+
+keys(1)
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(write, " ".join(keys(4)).encode())
+    os._exit(0)
+os.waitpid(child, 0)
+print(os.read(read, 1000).decode())
+print(" ".join(keys(4)))
+"""
+
+
+def test_a_forked_child_masks_with_keys_of_its_own() -> None:
+    # RFC 6455 §5.3: a peer that saw one process's frames must not be able to predict another's keys.
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_KEYS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    child, parent = (line.split() for line in result.stdout.splitlines())
+    assert len(child) == len(parent) == 4
+    assert not set(child) & set(parent), (child, parent)
 
 
 # ---------------------------------------------------------------- encoder and decoders agree

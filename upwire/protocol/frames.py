@@ -13,6 +13,7 @@ import enum
 import mmap
 import os
 import struct
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar, cast
@@ -449,14 +450,27 @@ def encode_frame_py(
 encode_frame = select_speedup(encode_frame_py)
 
 
-class MaskKeys:
-    """A source of unpredictable masking keys (RFC 6455 §5.3), drawn from `os.urandom` in batches."""
+# Every MaskKeys, emptied in a forked child (`os.register_at_fork` below the class).
+_key_sources: weakref.WeakSet[MaskKeys] = weakref.WeakSet()
 
-    __slots__ = ("_pool", "_pos")
+
+class MaskKeys:
+    """A source of unpredictable masking keys (RFC 6455 §5.3), drawn from `os.urandom` in batches.
+
+    A forked child starts with an empty batch: the parent's rest would give both the same keys, so that a
+    peer who saw one's frames would know the other's next keys.
+    """
+
+    __slots__ = ("__weakref__", "_pool", "_pos")
 
     _BATCH = 4096
 
     def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+        _key_sources.add(self)
+
+    def _forget(self) -> None:
         self._pool = b""
         self._pos = 0
 
@@ -468,6 +482,15 @@ class MaskKeys:
             pos = 0
         self._pos = pos + 4
         return self._pool[pos : pos + 4]
+
+
+def _forget_mask_keys() -> None:
+    for source in list(_key_sources):
+        source._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_mask_keys)
 
 
 class FrameParser:
