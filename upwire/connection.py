@@ -43,7 +43,7 @@ from upwire.exceptions import (
     WebSocketError,
 )
 from upwire.listener import Listener
-from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, State
+from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, Role, State
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.events import CloseReceived, Ping, Pong, ProtocolFailure
 from upwire.protocol.http import Request, Response
@@ -709,7 +709,12 @@ class Connection(asyncio.BufferedProtocol):
                 detail = "no close frame received"
             else:
                 # Still closing (a Listener's send_now after close_now, say): what this side sent, so far.
-                detail = "closing handshake in progress"
+                # After a failure no answer is awaited: TCP closes at the peer's FIN or close_timeout.
+                detail = (
+                    "connection failed; closing"
+                    if protocol.local_failure is not None
+                    else "closing handshake in progress"
+                )
                 if code is None:
                     code, reason = sent[0] or 1005, sent[1]
                 clean = code in _CLEAN_CODES
@@ -987,8 +992,8 @@ class Connection(asyncio.BufferedProtocol):
     def _close_in_stages(self) -> None:
         """Close TCP once the peer has seen what was written, not while it may still be sending.
 
-        Over TCP, this side's FIN goes first, and the socket closes when the peer's FIN comes
-        (`eof_received`). TLS has no half-close: the connection closes (TLS's close_notify, then TCP)
+        A client waits for the server's FIN (`eof_received`). On a server, over TCP, this side's FIN goes
+        first, and the socket closes when the peer's FIN comes. TLS has no half-close: the connection closes (TLS's close_notify, then TCP)
         once the peer has sent nothing for `_QUIET_BEFORE_CLOSE_S`, or at its FIN. Either way within
         `close_timeout` (then with a reset); meanwhile reading goes on, and what arrives is dropped (the
         core discards it). Without a timeout the transport is closed at once.
@@ -1000,7 +1005,12 @@ class Connection(asyncio.BufferedProtocol):
             transport.close()
             return
         self._closing_in_stages = True
-        if transport.can_write_eof():
+        protocol = self.protocol
+        if protocol is not None and protocol.role is Role.CLIENT:
+            # RFC 6455 §7.1.1: a client waits for the server to close TCP, so that the server holds the
+            # TIME_WAIT state; the server closes once it has read the close frame.
+            pass
+        elif transport.can_write_eof():
             try:
                 transport.write_eof()
             except OSError:

@@ -2,8 +2,9 @@
 
 RFC 6455 §7.1.7 asks for a close frame with the right code before TCP closes. Closing a socket with unread
 data makes the kernel send a reset, and a reset makes the peer's kernel drop what it had not read yet —
-the close frame among it. So this side half-closes, reads and drops until the peer's FIN, then closes;
-over TLS, which has no half-close, it reads and drops until the peer has stopped sending.
+the close frame among it. So a server half-closes, reads and drops until the peer's FIN, then closes;
+over TLS, which has no half-close, it reads and drops until the peer has stopped sending. A client reads
+and drops until the server closes (RFC 6455 §7.1.1: the server closes TCP first).
 """
 
 from __future__ import annotations
@@ -32,14 +33,21 @@ async def _stream_payload(writer: asyncio.StreamWriter, size: int) -> None:
         await writer.drain()
 
 
-async def _close_frame_then_eof(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Read the close frame's code, then everything up to EOF (a reset raises)."""
+async def _close_code(reader: asyncio.StreamReader) -> int:
+    """Read a close frame; its code."""
     first, second = await reader.readexactly(2)
     assert first & 0x0F == CLOSE
     key = await reader.readexactly(4) if second & 0x80 else b"\0\0\0\0"
     payload = apply_mask(await reader.readexactly(second & 0x7F), key)
+    code: int = struct.unpack("!H", payload[:2])[0]
+    return code
+
+
+async def _close_frame_then_eof(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read the close frame's code, then everything up to EOF (a reset raises)."""
+    code = await _close_code(reader)
     rest = await reader.read()  # raises ConnectionResetError on a reset
-    return struct.unpack("!H", payload[:2])[0], rest
+    return code, rest
 
 
 @pytest.mark.parametrize("size", [4 << 20, 16 << 20])
@@ -61,6 +69,7 @@ async def test_a_server_failing_a_frame_over_the_limit_closes_cleanly_with_1009(
 async def test_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
     scheme: str, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
+    # The client reads and drops the rest of the frame, and closes TCP after the server (RFC 6455 §7.1.1).
     server_context, client_context = tls if scheme == "wss" else (None, None)
     done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
 
@@ -73,10 +82,16 @@ async def test_a_client_failing_a_frame_over_its_limit_closes_cleanly_with_1009(
         sending = asyncio.create_task(_stream_payload(writer, size))
         await asyncio.sleep(0.3)  # the server reads only later
         try:
-            done.set_result(await _close_frame_then_eof(reader))
+            code = await _close_code(reader)
+            await sending  # no broken pipe, no reset
+            writer.write(struct.pack("!BBH", 0x80 | CLOSE, 2, code))
+            if writer.can_write_eof():
+                writer.write_eof()
+                done.set_result((code, await reader.read()))  # the client's FIN after this one
+            else:  # TLS cannot half-close: close_notify, then TCP
+                done.set_result((code, b""))
         except Exception as exc:  # handed to the test
             done.set_exception(exc)
-        await sending
         writer.close()
 
     tcp = await asyncio.start_server(serve_a_large_frame, "127.0.0.1", 0, ssl=server_context)

@@ -203,6 +203,30 @@ async def test_close_timeout_aborts_tcp_when_the_server_never_answers_the_close_
         assert await peer.read_to_eof() == b""
 
 
+async def test_a_client_that_fails_the_connection_waits_for_the_server_to_close_tcp() -> None:
+    # RFC 6455 §7.1.1: the server closes TCP first, so that it holds TIME_WAIT, after a failure too
+    # (§7.1.7); the client reads on, dropping what comes, until the server's FIN.
+    async with asyncio.timeout(TEST_TIMEOUT_S), raw_server() as (port, peers):
+        ws = await upwire.connect(f"ws://127.0.0.1:{port}/", close_timeout=5, ping_interval=None)
+        peer = await peers.get()
+        peer.send_frame(TEXT, b"masked by a server")  # RFC 6455 §5.1: the client must fail
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, 1002)
+        with pytest.raises(upwire.ConnectionClosedError, match="connection failed; closing"):
+            await ws.recv()  # not "closing handshake in progress": no answer is awaited
+        peer.send_frame(TEXT, b"dropped", mask_key=None)  # still read, not answered with a reset
+        with pytest.raises(TimeoutError):  # no FIN from the client meanwhile
+            async with asyncio.timeout(0.3):
+                await peer.reader.read(1)
+        peer.send_frame(CLOSE, close_payload(1002), mask_key=None)
+        peer.writer.write_eof()
+        started = now()
+        assert await peer.read_to_eof() == b""  # the client closes at the server's FIN
+        assert now() - started < 2.0
+        await ws.wait_closed()
+        assert ws.close_code == 1002
+
+
 # ---------------------------------------------------------------------------- open timeout
 
 
