@@ -13,7 +13,7 @@ import uvloop
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, tls_contexts, uri
-from .wire import BINARY, TEXT, RawPeer
+from .wire import BINARY, CLOSE, TEXT, RawPeer
 
 
 async def idle(ws: upwire.ServerConnection) -> None:
@@ -103,6 +103,30 @@ async def test_broadcast_skips_closed_connections_and_one_sending_a_fragmented_m
         assert await steady.recv() == "more news"
         await busy.close()
         await steady.close()
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_broadcast_skips_a_connection_whose_close_frame_is_sent(
+    start_server: StartServer, compression: str | None
+) -> None:
+    # RFC 6455 §5.5.1: no data frame after a close frame. The peer has not answered the close yet, so
+    # the connection is closing, not closed, and it is still in the list given.
+    connections: list[upwire.ServerConnection] = []
+
+    async def close_first(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        await ws.close(4000, "bye")
+
+    server = await start_server(close_first, ping_interval=None, compression=compression)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)  # never answers the close frame
+        first = await peer.read_frame()
+        assert (first.opcode, first.close_code) == (CLOSE, 4000)
+        assert connections[0].state is upwire.State.CLOSING
+        assert upwire.broadcast(connections, "too late") == 0
+        assert upwire.broadcast(connections, b"too late") == 0
+        peer.send_close(4000)  # then the server closes TCP: nothing came after its close frame
+        assert await peer.read_to_eof() == b""
 
 
 async def test_broadcast_reaches_what_an_iterable_yielded_before_it_raised(

@@ -268,34 +268,33 @@ def test_a_listener_gets_no_more_of_a_read_than_its_unread_answers_allow(
 async def _one_read_asks_for_150_mib(
     listener: Amplify, connection: upwire.Connection, peer: RawPeer
 ) -> None:
-    if True:
-        peer.write(_burst())
-        peer.send_frame(PING, b"after the burst")
-        peer.send_close(1000)
-        # The peer reads nothing yet: one read of the burst would ask for ~150 MiB of answers. Delivery
-        # stops once write_limit + max_message_size wait to be written (plus the answers held for one
-        # write, at most write_limit, and one answer).
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-        assert listener.delivered < BURST
-        assert listener.peak <= (64 + 64 + 64 + 8) * 1024, f"write buffer reached {listener.peak}"
-        # Once the peer reads, every answer comes, in order, and the pong (a control frame may come
-        # between them: the core answers a ping as it parses it), then the close.
-        answers, pongs = [], []
-        while len(answers) < BURST:
-            frame = await peer.read_frame()
-            (answers if frame.opcode == BINARY else pongs).append(frame)
-        assert [frame.payload for frame in answers] == [
-            index.to_bytes(8, "big") * 1024 for index in range(BURST)
-        ]
-        assert listener.peak <= (64 + 64 + 64 + 8) * 1024, f"write buffer reached {listener.peak}"
-        if not pongs:
-            pongs.append(await peer.read_frame())
-        assert [(frame.opcode, frame.payload) for frame in pongs] == [(PONG, b"after the burst")]
+    peer.write(_burst())
+    peer.send_frame(PING, b"after the burst")
+    peer.send_close(1000)
+    # The peer reads nothing yet: one read of the burst would ask for ~150 MiB of answers. Delivery
+    # stops once write_limit + max_message_size wait to be written (plus the answers held for one
+    # write, at most write_limit, and one answer).
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert listener.delivered < BURST
+    assert listener.peak <= (64 + 64 + 64 + 8) * 1024, f"write buffer reached {listener.peak}"
+    # Once the peer reads, every answer comes, in order, and the pong (a control frame may come
+    # between them: the core answers a ping as it parses it), then the close.
+    answers, pongs = [], []
+    while len(answers) < BURST:
         frame = await peer.read_frame()
-        assert (frame.opcode, frame.close_code) == (CLOSE, 1000)
-        await connection.wait_closed()
-        assert listener.closed_after == BURST
+        (answers if frame.opcode == BINARY else pongs).append(frame)
+    assert [frame.payload for frame in answers] == [
+        index.to_bytes(8, "big") * 1024 for index in range(BURST)
+    ]
+    assert listener.peak <= (64 + 64 + 64 + 8) * 1024, f"write buffer reached {listener.peak}"
+    if not pongs:
+        pongs.append(await peer.read_frame())
+    assert [(frame.opcode, frame.payload) for frame in pongs] == [(PONG, b"after the burst")]
+    frame = await peer.read_frame()
+    assert (frame.opcode, frame.close_code) == (CLOSE, 1000)
+    await connection.wait_closed()
+    assert listener.closed_after == BURST
 
 
 @LOOPS
@@ -309,19 +308,18 @@ def test_a_listener_gets_the_messages_of_a_read_kept_back_when_the_connection_is
 async def _reset_while_a_read_is_kept_back(
     listener: Amplify, connection: upwire.Connection, peer: RawPeer
 ) -> None:
-    if True:
-        peer.write(_burst())
-        while listener.delivered == 0 or not connection.writing_paused:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        delivered = listener.delivered
-        kept = len(connection._stashed or ())
-        assert kept > 0, "the read that stopped delivery had no messages left"
-        peer.writer.transport.abort()  # a reset: the answers can never go out
-        await connection.wait_closed()
-        # Every message the server read was given to the listener before on_close; the answers to those
-        # after the reset could not be sent, which is not the listener's failure.
-        assert listener.closed_after == delivered + kept
+    peer.write(_burst())
+    while listener.delivered == 0 or not connection.writing_paused:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    delivered = listener.delivered
+    kept = len(connection._stashed or ())
+    assert kept > 0, "the read that stopped delivery had no messages left"
+    peer.writer.transport.abort()  # a reset: the answers can never go out
+    await connection.wait_closed()
+    # Every message the server read was given to the listener before on_close; the answers to those
+    # after the reset could not be sent, which is not the listener's failure.
+    assert listener.closed_after == delivered + kept
 
 
 async def test_a_listener_whose_constructor_raises_gets_a_500_not_a_101(

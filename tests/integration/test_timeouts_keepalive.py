@@ -80,6 +80,37 @@ async def test_keepalive_keeps_open_a_connection_whose_peer_answers_pings(
         peer.close()
 
 
+async def test_unsolicited_pongs_answer_no_ping_and_do_not_keep_a_silent_peer_alive(
+    start_server: StartServer,
+) -> None:
+    # RFC 6455 §5.5.3: a pong not answering a ping (a heartbeat) is ignored: it resolves no `ping()`
+    # and does not stand in for the answer keepalive waits for.
+    answered: list[asyncio.Future[float]] = []
+
+    async def ping_then_wait(ws: upwire.ServerConnection) -> None:
+        answered.append(ws.ping(b"mine"))
+        await ws.wait_closed()
+
+    server = await start_server(ping_then_wait, ping_interval=0.2, ping_timeout=0.3)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        ping = await peer.read_frame()
+        assert (ping.opcode, ping.payload) == (PING, b"mine")
+        peer.send_frame(PONG, b"heartbeat")
+        await asyncio.sleep(0.1)
+        assert not answered[0].done()
+        peer.send_frame(PONG, b"mine")
+        await asyncio.wait_for(answered[0], 1.0)
+        opened = now()
+        frame = await peer.read_frame()
+        while frame.opcode == PING:  # keepalive's: heartbeats only, never its answer
+            peer.send_frame(PONG, b"heartbeat")
+            frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, 1011)
+        assert now() - opened < 1.5
+        peer.close()
+
+
 async def test_client_keepalive_closes_with_1011_when_the_server_never_answers_pings() -> None:
     async with asyncio.timeout(TEST_TIMEOUT_S), raw_server() as (port, peers):
         ws = await upwire.connect(f"ws://127.0.0.1:{port}/", ping_interval=0.2, ping_timeout=0.2)

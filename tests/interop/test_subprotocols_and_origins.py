@@ -106,3 +106,19 @@ async def test_origins_admit_listed_origins_and_refuse_others_with_403() -> None
             with pytest.raises(upwire.InvalidStatus) as refused_upwire:
                 await upwire.connect(url, origin="https://evil.example")
             assert refused_upwire.value.status == 403
+
+
+async def test_origins_without_none_refuse_a_request_without_origin_with_403() -> None:
+    # A non-browser client sends no Origin: admitted only when None is listed.
+    async def hello(ws: upwire.ServerConnection) -> None:
+        await ws.send("welcome")
+
+    async with asyncio.timeout(TIMEOUT_S):
+        async with upwire.serve(hello, "127.0.0.1", 0, origins=["https://good.example"]) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            with pytest.raises(WebsocketsInvalidStatus) as refused:
+                async with websockets_connect(url):
+                    pass
+            assert refused.value.response.status_code == 403
+            async with upwire.connect(url, origin="https://good.example") as client:
+                assert await client.recv() == "welcome"

@@ -222,6 +222,33 @@ def test_non_minimal_length_encoding_closes_with_1002(header: bytes) -> None:
     fails_with(server(), header + KEY, 1002)
 
 
+def _whole_frame(size: int, length_bytes: int, mask: bool) -> bytes:
+    """A complete binary frame of `size` zero bytes whose length takes `length_bytes` (0, 2 or 8)."""
+    code = {0: size, 2: 126, 8: 127}[length_bytes]
+    length = size.to_bytes(length_bytes, "big") if length_bytes else b""
+    header = bytes([0x82, code | (0x80 if mask else 0)]) + length
+    return masked(header, bytes(size)) if mask else header + bytes(size)
+
+
+@pytest.mark.parametrize(("size", "length_bytes"), [(125, 2), (0, 2), (65535, 8), (125, 8)])
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_a_whole_frame_with_a_non_minimal_length_closes_with_1002(
+    size: int, length_bytes: int, role: str
+) -> None:
+    # The whole frame in one read takes the parser's fast path (C or Python twin), not the header check.
+    conn = server(max_message_size=None) if role == "server" else client(max_message_size=None)
+    fails_with(conn, _whole_frame(size, length_bytes, role == "server"), 1002)
+
+
+@pytest.mark.parametrize(("size", "length_bytes"), [(125, 0), (126, 2), (65535, 2), (65536, 8)])
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_a_whole_frame_with_the_shortest_length_at_each_boundary_is_a_message(
+    size: int, length_bytes: int, role: str
+) -> None:
+    conn = server(max_message_size=None) if role == "server" else client(max_message_size=None)
+    assert conn.receive_data(_whole_frame(size, length_bytes, role == "server")) == [bytes(size)]
+
+
 @pytest.mark.parametrize("first_byte", [0xC1, 0xA1, 0x91, 0xF2, 0xC9])
 def test_rsv_bits_without_extension_close_with_1002(first_byte: int) -> None:
     fails_with(server(), masked(bytes([first_byte, 0x80]), b""), 1002)

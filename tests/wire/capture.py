@@ -66,7 +66,13 @@ def capture(path: Path, port: int) -> Iterator[Path]:
                 if time.monotonic() > deadline:
                     pytest.fail("dumpcap did not start capturing in time")
             yield path
-            time.sleep(0.2)  # let the last packets reach the file
+            # The last packets are in the file once a probe sent after them is: the file grows past
+            # what it held (a fixed wait missed the connection's frames on a loaded machine).
+            size = path.stat().st_size
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while path.stat().st_size <= size and time.monotonic() < deadline:
+                probe.sendto(b"probe", ("127.0.0.1", probe_port))
+                time.sleep(0.05)
         finally:
             process.terminate()
             try:

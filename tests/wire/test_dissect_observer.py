@@ -12,11 +12,13 @@ from upwire.wire import dissect
 
 from .pcapbuild import (
     CLIENT,
+    DEFLATE_RESPONSE,
     REQUEST,
     RESPONSE,
     Conversation,
     Packet,
     client_frame,
+    deflate_messages,
     server_frame,
     write_capture,
 )
@@ -78,6 +80,27 @@ def test_data_frames_after_a_side_sent_its_close_frame_are_violations(tmp_path: 
         ("server-to-client", Opcode.CONTINUATION),
     ]
     assert all(not f.violations for f in connection.frames[:2])
+
+
+def test_rsv1_on_a_continuation_and_a_message_inside_a_message_are_violations(
+    tmp_path: Path,
+) -> None:
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, DEFLATE_RESPONSE)
+    [compressed] = deflate_messages([b"compressed, then continued"])
+    conversation.send(True, client_frame(Opcode.TEXT, compressed[:5], fin=False, rsv=4))
+    conversation.send(True, client_frame(Opcode.CONTINUATION, compressed[5:], rsv=4))
+    conversation.send(False, server_frame(Opcode.TEXT, b"first part, ", fin=False))
+    conversation.send(False, server_frame(Opcode.TEXT, b"a new message"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    violations = [(f.direction, f.opcode, f.violations) for f in connection.frames]
+    assert violations == [
+        ("client-to-server", Opcode.TEXT, []),
+        ("client-to-server", Opcode.CONTINUATION, ["RSV1 set on a continuation frame"]),
+        ("server-to-client", Opcode.TEXT, []),
+        ("server-to-client", Opcode.TEXT, ["new text message before message 1 ended"]),
+    ]
 
 
 def rst_mid_frame(tmp_path: Path, reset: bool) -> list[str]:
