@@ -63,13 +63,17 @@ def start_accepting(
     ssl: ssl_module.SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
     ssl_shutdown_timeout: float | None = None,
+    handshaking: set[asyncio.Transport] | None = None,
 ) -> None:
     """Listen on `server`'s sockets and accept their connections (only where `supported` says so).
 
     With `ssl`, each connection's protocol sees `connection_made` once the TLS handshake is done, as with
-    asyncio's own accept (the timeouts: None for asyncio's defaults).
+    asyncio's own accept (the timeouts: None for asyncio's defaults); meanwhile its transport is in
+    `handshaking`, for a shutdown to abort.
     """
-    tls = None if ssl is None else _Tls(loop, ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+    tls = None
+    if ssl is not None:
+        tls = _Tls(loop, ssl, ssl_handshake_timeout, ssl_shutdown_timeout, handshaking)
     for sock in server._sockets:  # type: ignore[attr-defined]
         sock.listen(backlog)
         _Acceptor(loop, server, sock, protocol_factory, backlog, tls).resume()
@@ -84,8 +88,10 @@ class _Tls:
         context: ssl_module.SSLContext,
         handshake_timeout: float | None,
         shutdown_timeout: float | None,
+        handshaking: set[asyncio.Transport] | None,
     ) -> None:
         self.loop = loop
+        self.handshaking: set[asyncio.Transport] = set() if handshaking is None else handshaking
         self.make_transport: Callable[..., Any] = loop._make_ssl_transport  # type: ignore[attr-defined]
         self.context = context
         self.timeouts: dict[str, float] = {}
@@ -113,7 +119,11 @@ class _Tls:
             **self.timeouts,
         )
 
+        handshaking = self.handshaking
+        handshaking.add(transport)
+
         def handshake_done(waiter: asyncio.Future[None]) -> None:
+            handshaking.discard(transport)
             # A failed or timed-out TLS handshake: the transport goes (asyncio's accept does the same,
             # and reports it only in debug mode).
             if waiter.cancelled() or waiter.exception() is not None:

@@ -91,6 +91,12 @@ class ServerConnection(Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start reading the opening handshake, within `open_timeout`."""
         super().connection_made(transport)
+        if self.server._closing is not None:
+            # Accepted before the shutdown, made only now (a TLS handshake that just finished): the
+            # server takes no more connections.
+            if self.transport is not None:
+                self.transport.abort()
+            return
         self.server._connections.add(self)
         if self.options.open_timeout is not None:
             self._opening = self.server._watch_opening(self)
@@ -347,6 +353,8 @@ class Server:
         # Handler tasks still running after their connection closed, until they return: shutdown waits
         # for them (and cancels them after shutdown_timeout) as for those of open connections.
         self._handlers: set[asyncio.Task[None]] = set()
+        # TLS transports still in their TLS handshake (upwire's own accept only): no connection yet.
+        self._tls_handshakes: set[asyncio.Transport] = set()
         # Opening handshakes are timed in batches: the connections made within `_OPENING_BATCH_S` (at
         # most a twentieth of open_timeout) share timers. At the batch's end one checks whether any of
         # them is still opening; only then does another wait out open_timeout, and abort those still
@@ -447,6 +455,8 @@ class Server:
     async def _shutdown(self, code: int, reason: str) -> None:
         if self._server is not None:
             self._server.close()
+        for transport in list(self._tls_handshakes):
+            transport.abort()
         connections = list(self._connections)
         for connection in connections:
             if connection.protocol is None:
@@ -529,6 +539,7 @@ class Server:
                 ssl,
                 self.options.open_timeout if tls else None,
                 self.options.close_timeout if tls else None,
+                self._tls_handshakes,
             )
         else:
             await server.start_serving()

@@ -7,6 +7,7 @@ refuses, with `InvalidCertificate`, one from an unknown CA or for another host n
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import pytest
@@ -114,6 +115,41 @@ async def test_tls_client_that_never_starts_its_handshake_is_dropped_after_open_
         assert await reader.read() == b""  # connected, said nothing, and dropped
         assert asyncio.get_running_loop().time() - started < 5
         writer.close()
+
+
+async def test_a_tls_handshake_still_pending_at_shutdown_opens_no_connection(
+    ca: trustme.CA,
+) -> None:
+    # Accepted before close(), its TLS handshake only after: no 101, no handler, and wait_closed()
+    # does not wait for the handshake's timeout (Python 3.12+ waits for every accepted transport).
+    handled: list[upwire.ServerConnection] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        handled.append(ws)
+
+    server = await upwire.serve(
+        handler, "127.0.0.1", 0, ssl=server_context(ca), open_timeout=30, ping_interval=None
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TEST_TIMEOUT_S) as sock:
+        await asyncio.sleep(0.2)  # accepted: the server waits for the client's TLS hello
+        started = asyncio.get_running_loop().time()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), TEST_TIMEOUT_S)
+        assert asyncio.get_running_loop().time() - started < 2
+
+        def handshake_then_upgrade() -> bytes:
+            with client_context(ca).wrap_socket(sock, server_hostname="localhost") as tls:
+                tls.sendall(
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                return tls.recv(4096)
+
+        with pytest.raises(OSError):  # the server dropped it (SSLError is an OSError)
+            answer = await asyncio.to_thread(handshake_then_upgrade)
+            pytest.fail(f"the closed server answered: {answer!r}")
+    assert handled == []
 
 
 async def test_ssl_options_with_a_ws_uri_are_refused(ca: trustme.CA) -> None:
