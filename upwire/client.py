@@ -87,8 +87,7 @@ def parse_uri(uri: str) -> WebSocketURI:
     do.
 
     Raises:
-        InvalidURI: for another scheme, a missing or malformed host, a bad port (0 included), or a
-            fragment.
+        InvalidURI: for another scheme, a missing host, a bad port (0 included), or a fragment.
     """
     try:
         parts = urlsplit(uri)
@@ -105,12 +104,11 @@ def parse_uri(uri: str) -> WebSocketURI:
     if parts.fragment or uri.endswith("#"):
         # RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs and MUST NOT be used.
         raise InvalidURI(redact_uri(uri), "a WebSocket URI cannot have a #fragment")
-    try:
-        # Also for an ASCII name: the codec checks its labels (none empty, none over 63 characters), as
-        # the resolver would with a UnicodeError from deep inside asyncio.
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidURI(redact_uri(uri), f"bad host name: {exc}") from None
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURI(redact_uri(uri), f"bad host name: {exc}") from None
     secure = parts.scheme == "wss"
     target = parts.path or "/"
     if parts.query:
@@ -264,9 +262,10 @@ def _naming(error: OSError, uri: WebSocketURI) -> OSError | None:
     and port it was about; None if it says already (asyncio's default loop names a refused address,
     getaddrinfo and uvloop do not)."""
     reason = error.strerror or str(error) or type(error).__name__
-    if uri.host in reason:
+    if f"'{uri.host}', {uri.port}" in reason:  # asyncio's "Connect call failed ('::1', 9, 0, 0)"
         return None
-    message = f"{reason} (connecting to {uri.host}:{uri.port})"
+    host = f"[{uri.host}]" if ":" in uri.host else uri.host
+    message = f"{reason} (connecting to {host}:{uri.port})"
     return type(error)(message) if error.errno is None else type(error)(error.errno, message)
 
 
@@ -489,6 +488,12 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                     if named is None:
                         raise
                     raise named from exc
+                except UnicodeError as exc:
+                    # The resolver's IDNA encoding: a label empty or over 63 characters. (Only a name
+                    # to resolve: with unix_socket= or sock=, the host fills the Host field only.)
+                    scheme = "wss" if uri.secure else "ws"
+                    where = f"{scheme}://{uri.host_header}{uri.target}"
+                    raise InvalidURI(where, f"bad host name: {exc}") from None
             else:
                 self._stage = f"opening a tunnel through the proxy {proxy.url}"
                 sock = await open_tunnel(proxy, uri.host, uri.port, user_agent=self._user_agent)

@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -181,6 +182,40 @@ def test_a_name_that_does_not_resolve_says_which_host() -> None:
     )
     said = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 9)")
     assert _naming(said, parse_uri("ws://127.0.0.1:9/")) is None  # it says already
+    # A name that occurs in the reason is still named; an IPv6 address in brackets.
+    service = _naming(unknown, parse_uri("ws://service/"))
+    assert service is not None and str(service).endswith("(connecting to service:80)")
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    ipv6 = _naming(refused, parse_uri("ws://[::1]:9/"))
+    assert ipv6 is not None and str(ipv6).endswith("(connecting to [::1]:9)")
+
+
+@pytest.mark.parametrize("host", ["a..example", "x" * 64 + ".example"])
+async def test_a_host_name_with_an_empty_or_too_long_label_is_an_invalid_uri(host: str) -> None:
+    # The resolver's IDNA encoding refuses it before any DNS query: a UnicodeError from inside asyncio.
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidURI, match="bad host name"):
+            await upwire.connect(f"ws://{host}/")
+
+
+async def test_with_a_unix_socket_the_host_only_fills_the_host_field(tmp_path: Path) -> None:
+    # Never resolved: a name DNS would refuse is fine there.
+    path = str(tmp_path / "ws.sock")
+    hosts: list[str] = []
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        assert ws.request is not None
+        hosts.append(ws.request.headers["Host"])
+
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(path)
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        upwire.serve(handler, sock=unix),
+        upwire.connect("ws://a..b/", unix_socket=path) as ws,
+    ):
+        await ws.wait_closed()
+    assert hosts == ["a..b"]
 
 
 def test_reconnecting_a_given_socket_is_refused() -> None:
