@@ -19,8 +19,9 @@ Both close frames exchanged, the closing handshake is done and input is discarde
 CLOSING until the TCP connection is closed (RFC 6455 §7.1.4: the connection is closed with TCP).
 
 `transport_should_close` tells the I/O layer when to close TCP: a server closes first once the closing
-handshake is done (RFC 6455 §7.1.1); both sides close after failing the connection (§7.1.7), where the I/O
-layer half-closes first and drains, so that the close frame is not lost to a reset (with `failure` set).
+handshake is done (RFC 6455 §7.1.1); both sides close after failing the connection (§7.1.7, with `failure`
+set), where a server half-closes first and drains, so that the close frame is not lost to a reset, and a
+client drains until the server closes (§7.1.1: the server holds TIME_WAIT), within a timeout of its own.
 """
 
 from __future__ import annotations
