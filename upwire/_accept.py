@@ -1,7 +1,7 @@
 """Accepting TCP connections on asyncio's selector loops without a task per connection.
 
-Owns: the listening sockets' read callback when `serve` runs on TCP (plain or TLS) on a loop built on asyncio's
-`BaseSelectorEventLoop` (the default loop on Unix). Knows nothing about WebSocket or HTTP.
+Owns: the listening sockets' read callback when `serve` runs on TCP (plain or TLS) on a loop built on
+asyncio's `BaseSelectorEventLoop` (the default loop on Unix). Knows nothing about WebSocket or HTTP.
 
 Why: asyncio's own server accepts each connection in a coroutine run as a task, which makes the transport
 and then awaits a future the transport resolves once `connection_made` has run. That is a coroutine, a
@@ -16,8 +16,8 @@ It relies on private parts of asyncio's selector loop, unchanged since Python 3.
 3.11), and on the socket's `_accept` (socket.py's own accept since Python 3.3). Other loops (uvloop,
 Windows' proactor) and any loop without these parts keep asyncio's own accept (`supported` says which).
 
-It also backs off once when the process runs out of file descriptors: asyncio's accept (Python 3.11 to
-3.13) retries at once up to a backlog's worth of times per readiness, logging each failure, and spins.
+It also backs off for a second when the process runs out of file descriptors: asyncio's accept (Python
+3.11 to 3.13) retries at once up to a backlog's worth of times per readiness, logging each failure.
 """
 
 from __future__ import annotations

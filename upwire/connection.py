@@ -993,10 +993,11 @@ class Connection(asyncio.BufferedProtocol):
         """Close TCP once the peer has seen what was written, not while it may still be sending.
 
         A client waits for the server's FIN (`eof_received`). On a server, over TCP, this side's FIN goes
-        first, and the socket closes when the peer's FIN comes. TLS has no half-close: the connection closes (TLS's close_notify, then TCP)
-        once the peer has sent nothing for `_QUIET_BEFORE_CLOSE_S`, or at its FIN. Either way within
-        `close_timeout` (then with a reset); meanwhile reading goes on, and what arrives is dropped (the
-        core discards it). Without a timeout the transport is closed at once.
+        first, and the socket closes when the peer's FIN comes; TLS has no half-close: the connection
+        closes (TLS's close_notify, then TCP) once the peer has sent nothing for `_QUIET_BEFORE_CLOSE_S`,
+        or at its FIN. Either way within `close_timeout` (then aborted, see `_abort_with_reset`);
+        meanwhile reading goes on, and what arrives is dropped (the core discards it). Without a timeout
+        the transport is closed at once.
         """
         transport = self.transport
         if transport is None or transport.is_closing() or self._closing_in_stages:
