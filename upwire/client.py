@@ -245,11 +245,8 @@ def _backoff(first: float, most: float, failures: int) -> float:
 
 
 def _retry_delay(error: Exception, first: float, most: float, failures: int) -> float | None:
-    """Seconds to wait before the next attempt after `error`, or None when trying again cannot help.
-
-    Exponential backoff from `first` to `most`, each delay drawn from its upper half (jitter: clients
-    that lost one server do not come back all at once).
-    """
+    """Seconds to wait before the next attempt after `error` (`_backoff`, or a 503's Retry-After if
+    longer), or None when trying again cannot help."""
     if not _retryable(error):
         return None
     delay = _backoff(first, most, failures)

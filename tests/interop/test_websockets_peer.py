@@ -406,9 +406,14 @@ async def test_upwire_client_closes_with_1009_when_a_websockets_server_sends_too
     handler = WebsocketsEchoHandler(send_too_much)
     url = await websockets_server(handler)
     async with asyncio.timeout(STEP_TIMEOUT_S):
-        async with upwire.connect(url, max_message_size=65536) as ws:
+        async with upwire.connect(url, max_message_size=65536, close_timeout=30) as ws:
             with pytest.raises(upwire.ConnectionClosed) as closed:
                 await ws.recv()
+            # The client waits for the server to close TCP (RFC 6455 §7.1.1), which websockets does as
+            # soon as it reads the close frame: not close_timeout.
+            started = asyncio.get_running_loop().time()
+            await ws.wait_closed()
+            assert asyncio.get_running_loop().time() - started < 2.0
         await handler.record.wait_finished()
     assert (closed.value.code, ws.close_code) == (1009, 1009)  # RFC 6455 §7.4.1: message too big
     # websockets reports the close frame it received from upwire: 1009, message too big.
