@@ -237,7 +237,7 @@ class ConnectionOptions:
         open_timeout: seconds allowed for the opening handshake.
         close_timeout: seconds allowed for the closing handshake and the TCP close.
         idle_timeout: seconds without any received byte after which the connection is closed with 1001
-            (None: no limit).
+            (None: no limit); the time this side does not read (a full recv queue) does not count.
     """
 
     __slots__ = (
@@ -564,6 +564,9 @@ class Connection(asyncio.BufferedProtocol):
             and not (self._reading_paused or self._paused_for_writes or self._pending_input)
         ):
             transport.resume_reading()
+            if self._idle_timer is not None:
+                # The time this side did not read is not the peer's silence: idle_timeout counts anew.
+                self._last_received = self.loop.time()
 
     def _deliver(self, events: list[Any]) -> bool:
         """Hand the core's events to waiting tasks; the hot path for incoming messages.
@@ -1515,7 +1518,12 @@ class Connection(asyncio.BufferedProtocol):
         self._idle_timer = None
         timeout = self.options.idle_timeout
         assert timeout is not None
-        idle_for = self.loop.time() - self._last_received
+        now = self.loop.time()
+        if self._reading_paused or self._paused_for_writes:
+            # Nothing arrives because this side stopped reading (a full recv queue, a write backlog),
+            # not because the peer is quiet: the timeout counts from when reading resumes.
+            self._last_received = now
+        idle_for = now - self._last_received
         if idle_for >= timeout:
             logger.info("nothing received for %.1f s; closing the connection with 1001", idle_for)
             self._fail(1001, "idle timeout")

@@ -493,9 +493,10 @@ class Server:
         await asyncio.shield(self._closing)
 
     async def serve_forever(self) -> None:
-        """Serve until cancelled; on cancellation, shut down gracefully."""
+        """Serve until `close()` is called (from a signal handler, say), then return once the shutdown
+        is over; when cancelled, shut down gracefully and raise `CancelledError`."""
         try:
-            await asyncio.Future()
+            await self.wait_closed()
         finally:
             self.close()
             await self.wait_closed()

@@ -132,6 +132,43 @@ async def test_serve_forever_shuts_down_gracefully_when_cancelled() -> None:
         assert ws.close_code == 1001
 
 
+async def test_serve_forever_returns_once_close_is_called() -> None:
+    # The pattern `loop.add_signal_handler(SIGTERM, server.close); await server.serve_forever()`.
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        server = await upwire.serve(echo, "127.0.0.1", 0)
+        serving = asyncio.create_task(server.serve_forever())
+        ws = await upwire.connect(uri(server))
+        asyncio.get_running_loop().call_soon(server.close)
+        await serving  # returns, without CancelledError
+        assert ws.close_code == 1001  # the shutdown was over when it returned
+        # Called after the close, it returns at once.
+        await asyncio.wait_for(server.serve_forever(), 1.0)
+
+
+async def test_client_block_that_raises_closes_with_1011(start_server: StartServer) -> None:
+    seen: asyncio.Future[tuple[int | None, str | None]] = asyncio.get_running_loop().create_future()
+
+    async def watch(ws: upwire.ServerConnection) -> None:
+        try:
+            async for _ in ws:
+                pass
+        except upwire.ConnectionClosedError:
+            pass
+        seen.set_result((ws.close_code, ws.close_reason))
+
+    server = await start_server(watch)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(KeyError):
+            async with upwire.connect(uri(server)) as ws:
+                await ws.send("hi")
+                raise KeyError("bug in the client")
+        assert await seen == (1011, "client error")
+        assert ws.close_code == 1011
+        # A block that ends normally closes with 1000.
+        async with upwire.connect(uri(server)):
+            pass
+
+
 async def test_handler_raising_an_exception_closes_with_1011(start_server: StartServer) -> None:
     async def broken(ws: upwire.ServerConnection) -> None:
         await ws.recv()

@@ -197,6 +197,34 @@ async def test_idle_timeout_closes_with_1001_only_after_the_peer_goes_quiet(
         await peer.read_to_eof()
 
 
+async def test_idle_timeout_does_not_count_while_this_side_stops_reading(
+    start_server: StartServer,
+) -> None:
+    # The handler does not read for 0.6 s (twice idle_timeout) while the peer keeps sending: the full
+    # recv queue pauses reading, and the peer, which never went quiet, is not closed as idle.
+    async def slow(ws: upwire.ServerConnection) -> None:
+        await asyncio.sleep(0.6)
+        async for message in ws:
+            await ws.send(message)
+
+    server = await start_server(slow, idle_timeout=0.3, ping_interval=None, max_queue=2)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        for i in range(40):
+            peer.send_frame(TEXT, str(i))
+            await asyncio.sleep(0.02)
+        for i in range(40):
+            frame = await peer.read_frame()
+            assert (frame.opcode, frame.payload) == (TEXT, str(i).encode())
+        # Quiet from now on: closed as idle, about idle_timeout later.
+        quiet_since = now()
+        close = await peer.read_frame()
+        assert (close.opcode, close.close_code) == (CLOSE, 1001)
+        assert 0.15 <= now() - quiet_since < 1.0
+        peer.send_close(1001)
+        await peer.read_to_eof()
+
+
 # ---------------------------------------------------------------------------- close timeout
 
 
