@@ -26,7 +26,6 @@ from upwire.connection import (
     extension_factories,
 )
 from upwire.exceptions import (
-    ConnectionClosed,
     InvalidCertificate,
     InvalidHandshake,
     InvalidRedirect,
@@ -546,13 +545,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        """Close the connection: with 1000, or with 1011 when the block raised (as a server's handler
-        that raises does), so that the server can tell a failure from a normal end."""
+        """Close the connection as `ClientConnection.__aexit__` does (1011 when the block raised)."""
         if self.connection is not None:
-            if exc_type is None or issubclass(exc_type, ConnectionClosed):
-                await self.connection.close()
-            else:
-                await self.connection.close(1011, "client error")
+            await self.connection.__aexit__(exc_type, exc, tb)
 
     def __aiter__(self) -> AsyncIterator[ClientConnection]:
         """`async for websocket in connect(uri):` a connection, then a new one each time the loop's body

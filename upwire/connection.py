@@ -32,7 +32,7 @@ from collections.abc import (
     Sequence,
     Set,
 )
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 from upwire.exceptions import (
     ConcurrencyError,
@@ -1205,6 +1205,24 @@ class Connection(asyncio.BufferedProtocol):
         self._flush()
         return future
 
+    async def pong(self, data: bytes | bytearray | memoryview | str = b"") -> None:
+        """Send an unsolicited pong: a one-way heartbeat that needs no answer (RFC 6455 §5.5.3).
+
+        Args:
+            data: the pong payload (at most 125 bytes); a `str` is sent as its UTF-8.
+
+        Raises:
+            ConnectionClosed: when the connection is closing or closed.
+            ValueError: when `data` is over 125 bytes.
+        """
+        payload = data.encode() if isinstance(data, str) else data
+        protocol = self._open_protocol()
+        try:
+            protocol.send_pong(payload)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        self._flush()
+
     def _pong_received(self, data: bytes) -> None:
         if data not in self._pings:
             return  # RFC 6455 §5.5.3: an unsolicited pong is ignored.
@@ -1219,6 +1237,19 @@ class Connection(asyncio.BufferedProtocol):
                 break
 
     # ------------------------------------------------------------------ closing
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        """`async with websocket:` closes the connection at the block's end: with 1000, or with 1011
+        when the block raised, so that the peer can tell a failure from a normal end."""
+        if exc_type is None or issubclass(exc_type, ConnectionClosed):
+            await self.close()
+        else:
+            await self.close(1011, "internal error")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake and wait until the TCP connection is closed.

@@ -14,7 +14,7 @@ from views import odd_views
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, scheduled_during_round_trips, uri
-from .wire import BINARY, CONTINUATION, TEXT, RawPeer
+from .wire import BINARY, CONTINUATION, PONG, TEXT, RawPeer
 
 MESSAGES = {
     "text": "hello",
@@ -254,6 +254,49 @@ async def test_latency_follows_keepalive_pings(start_server: StartServer) -> Non
         while ws.latency == 0.0:
             await asyncio.sleep(0.02)
         assert 0.0 < ws.latency < 1.0
+
+
+async def test_pong_sends_an_unsolicited_pong(start_server: StartServer) -> None:
+    async def beat(ws: upwire.ServerConnection) -> None:
+        await ws.pong(b"beat")
+        await ws.pong("caf\u00e9")  # a str goes as its UTF-8
+        with pytest.raises(ValueError):
+            await ws.pong(b"x" * 126)
+        await ws.send("done")
+        await ws.wait_closed()
+        with pytest.raises(upwire.ConnectionClosed):
+            await ws.pong(b"late")
+
+    server = await start_server(beat)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        frames = [await peer.read_frame() for _ in range(3)]
+        assert [(f.opcode, f.payload) for f in frames] == [
+            (PONG, b"beat"),
+            (PONG, "caf\u00e9".encode()),
+            (TEXT, b"done"),
+        ]
+        peer.send_close(1000)
+        await peer.read_to_eof()
+
+
+async def test_async_with_a_connection_closes_it_with_1000_or_with_1011_on_an_error(
+    start_server: StartServer,
+) -> None:
+    async def handler(ws: upwire.ServerConnection) -> None:
+        async with ws:
+            if await ws.recv() == "fail":
+                raise KeyError("bug in the handler")
+
+    server = await start_server(handler)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        for message, code in (("fine", 1000), ("fail", 1011)):
+            ws = await upwire.connect(uri(server))
+            async with ws as same:
+                assert same is ws
+                await ws.send(message)
+                await ws.wait_closed()
+            assert ws.close_code == code
 
 
 # ---------------------------------------------------------------------------- closing

@@ -162,7 +162,7 @@ async def test_client_block_that_raises_closes_with_1011(start_server: StartServ
             async with upwire.connect(uri(server)) as ws:
                 await ws.send("hi")
                 raise KeyError("bug in the client")
-        assert await seen == (1011, "client error")
+        assert await seen == (1011, "internal error")
         assert ws.close_code == 1011
         # A block that ends normally closes with 1000.
         async with upwire.connect(uri(server)):
