@@ -1112,7 +1112,13 @@ class Connection(asyncio.BufferedProtocol):
         if self._drain_waiters is None:
             self._drain_waiters = []
         self._drain_waiters.append(waiter)
-        await waiter
+        try:
+            await waiter
+        finally:
+            # A lost connection's error, set on the waiter, gets this frame in its traceback as it is
+            # raised: the frame must not hold the waiter, or the cycle would keep the connection (and
+            # its buffers) until a full garbage collection.
+            del waiter
 
     def pause_writing(self) -> None:
         """Called by the transport when its write buffer goes above `write_limit`."""

@@ -298,9 +298,13 @@ class ServerConnection(Connection):
             self._opening = None
         self.server._connections.discard(self)
         task = self.handler_task
-        if task is not None and not task.done():
-            # The handler outlives its connection: shutdown still waits for it (and cancels it).
-            self.server._track(task)
+        if task is not None:
+            if not task.done():
+                # The handler outlives its connection: shutdown still waits for it (and cancels it).
+                self.server._track(task)
+            # A handler that ended with an exception (cancelled, say) holds it, and its traceback this
+            # connection: forgetting the task leaves no cycle for the garbage collector to find.
+            self.handler_task = None
         super().connection_lost(exc)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -165,6 +167,44 @@ async def test_send_waits_while_the_write_buffer_is_above_write_limit(
         assert indexes == list(range(blocked_at + 1))
         peer.send_close()
         await peer.read_to_eof()
+
+
+async def test_a_connection_lost_while_send_waits_is_freed_without_the_garbage_collector(
+    start_server: StartServer,
+) -> None:
+    # What a blocked send holds (the write buffer, the recv queue) must go with the connection, not
+    # wait for a full collection: a reference cycle through the error would keep megabytes per
+    # connection that a peer can pile up by connecting, filling the buffers and resetting.
+    refs: list[weakref.ref[upwire.ServerConnection]] = []
+    ended: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def flood(ws: upwire.ServerConnection) -> None:
+        refs.append(weakref.ref(ws))
+        try:
+            while True:
+                await ws.send(b"x" * 65536)
+        except upwire.ConnectionClosed as exc:
+            ended.set_result(exc)
+
+    server = await start_server(flood, ping_interval=None)
+    gc.collect()
+    gc.disable()
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            peer = await RawPeer.upgraded(server.port)
+            while not refs or (ws := refs[0]()) is None or not ws.writing_paused:
+                await asyncio.sleep(0.01)
+            del ws
+            peer.writer.transport.abort()  # a reset: the blocked send fails
+            assert isinstance(await ended, upwire.ConnectionClosedError)
+            del ended
+            for _ in range(50):
+                if refs[0]() is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert refs[0]() is None, gc.get_referrers(refs[0]())
+    finally:
+        gc.enable()
 
 
 async def test_a_peer_that_pings_without_reading_cannot_grow_the_servers_buffer(

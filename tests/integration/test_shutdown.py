@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -143,6 +145,32 @@ async def test_serve_forever_returns_once_close_is_called() -> None:
         assert ws.close_code == 1001  # the shutdown was over when it returned
         # Called after the close, it returns at once.
         await asyncio.wait_for(server.serve_forever(), 1.0)
+
+
+async def test_a_handler_cancelled_at_shutdown_leaves_no_cycle_holding_its_connection() -> None:
+    # The cancelled task holds its CancelledError, whose traceback holds the connection: the connection
+    # must not hold the task once closed, or it waits for a full garbage collection.
+    refs: list[weakref.ref[upwire.ServerConnection]] = []
+
+    async def stubborn(ws: upwire.ServerConnection) -> None:
+        refs.append(weakref.ref(ws))
+        await asyncio.sleep(TEST_TIMEOUT_S)
+
+    server = await upwire.serve(stubborn, "127.0.0.1", 0, shutdown_timeout=0.1)
+    gc.collect()
+    gc.disable()
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            ws = await upwire.connect(uri(server))
+            while not refs:
+                await asyncio.sleep(0.01)
+            server.close()
+            await server.wait_closed()
+            await ws.wait_closed()
+            await asyncio.sleep(0.05)
+            assert refs[0]() is None
+    finally:
+        gc.enable()
 
 
 async def test_client_block_that_raises_closes_with_1011(start_server: StartServer) -> None:
