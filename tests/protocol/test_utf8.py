@@ -111,3 +111,32 @@ def test_failure_is_reported_at_the_earliest_impossible_byte(data: bytes, junk: 
     data += junk
     expected = next((i for i in range(len(data)) if not is_valid_prefix(data[: i + 1])), None)
     assert first_failing_byte(data) == expected
+
+
+def failure_reason(pieces: list[bytes]) -> str | None:
+    try:
+        decode_pieces(pieces)
+    except UnicodeDecodeError as exc:
+        return exc.reason
+    return None
+
+
+@FAST
+@given(
+    data=st.one_of(
+        st.binary(max_size=40),
+        st.text(max_size=10).map(lambda text: text.encode() + b"\xed\xa0\x80"),
+    ),
+    cuts=st.lists(st.integers(0, 50), max_size=6),
+)
+def test_the_reason_of_a_failure_does_not_depend_on_how_the_bytes_were_split(
+    data: bytes, cuts: list[int]
+) -> None:
+    # The reason goes into the close frame: it must be the same whatever the TCP segments were.
+    pieces = split_at(data, [min(c, len(data)) for c in cuts])
+    assert failure_reason(pieces) == failure_reason([data])
+
+
+def test_a_surrogate_fails_with_the_same_reason_whole_and_split() -> None:
+    assert failure_reason([b"\xed\xa0\x80"]) == "invalid continuation byte"
+    assert failure_reason([b"\xed\xa0", b"\x80"]) == "invalid continuation byte"

@@ -39,7 +39,7 @@ class IncrementalUTF8Decoder:
         if not final:
             pending = self._decoder.getstate()[0]
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-                raise UnicodeDecodeError(
-                    "utf-8", bytes(pending), 0, 2, "surrogate code point (ED A0-BF)"
-                )
+                # The error Python's decoder gives for these bytes when it sees them whole: what a peer
+                # reads in the close reason must not depend on where TCP split the message.
+                raise UnicodeDecodeError("utf-8", bytes(pending), 0, 1, "invalid continuation byte")
         return text
