@@ -257,6 +257,20 @@ def test_a_plain_http_stream_is_reported_as_not_websocket(tmp_path: Path) -> Non
     assert "does not start with an HTTP request" in notes[1][0]
 
 
+def test_a_stream_without_data_has_its_endpoints_in_json_as_in_the_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A browser's preconnect: a TCP connection opened and closed without a byte.
+    path = write_capture(tmp_path / "c.pcap", Conversation().handshake().packets)
+    client, server = "10.0.0.1:50000", "10.0.0.2:8080"
+    assert main(["dissect", str(path)]) == 0
+    assert f"stream 0  {client} → {server}  (not WebSocket)" in capsys.readouterr().out
+    for extra in ([], ["--summary"]):
+        assert main(["dissect", str(path), "--json", *extra]) == 0
+        [head] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert (head["client"], head["server"]) == (client, server)
+
+
 def test_every_packet_record_is_counted_not_only_tcp_ones(tmp_path: Path) -> None:
     conversation = Conversation().handshake()
     conversation.send(True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -387,6 +401,29 @@ def test_ports_reused_before_the_close_was_captured_are_a_new_connection(tmp_pat
     connections = dissect(write_capture(tmp_path / "c.pcap", packets)).connections
     assert [[f.text for f in c.frames] for c in connections] == [["conn A"], ["conn B"]]
     assert not any(note for c in connections for note in c.observer.notes if "gap" in note)
+
+
+def test_a_connection_captured_twice_is_one_stream_with_its_frames_once(tmp_path: Path) -> None:
+    # `dumpcap -i lo -i any` writes each packet of a short connection twice, one interface's copies
+    # after the other's: the second SYN has the same ISN, after both FINs.
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, b"once"))
+    c, s = conversation.client, conversation.server
+    fin = dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK
+    conversation.packets.append(Packet(c, s, conversation.next[c], conversation.next[s], fin))
+    conversation.packets.append(Packet(s, c, conversation.next[s], conversation.next[c] + 1, fin))
+    packets = conversation.packets + conversation.packets
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", packets)).connections
+    assert [f.text for f in connection.frames] == ["once"]
+    # A new connection on the same ports after the close (another ISN) is another stream.
+    again = Conversation(client_isn=900_000, server_isn=700_000).handshake()
+    again.send(True, REQUEST)
+    again.send(False, RESPONSE)
+    again.send(True, client_frame(Opcode.TEXT, b"twice"))
+    connections = dissect(write_capture(tmp_path / "d.pcap", packets + again.packets)).connections
+    assert [[f.text for f in c.frames] for c in connections] == [["once"], ["twice"]]
 
 
 def test_mid_connection_the_other_direction_is_checked_for_a_frame_start_too(

@@ -138,10 +138,14 @@ def _frame_details(frame: FrameRecord) -> list[str]:
     return lines
 
 
+def endpoints(observer: WebSocketObserver) -> tuple[str, str]:
+    """(client, server): as the handshake showed them, else as TCP did (the SYN's sender first)."""
+    return observer.client or observer.a, observer.server or observer.b
+
+
 def connection_title(observer: WebSocketObserver) -> str:
     """ "stream 0  127.0.0.1:5000 → 127.0.0.1:8765" (client first when known)."""
-    client = observer.client or observer.a
-    server = observer.server or observer.b
+    client, server = endpoints(observer)
     return f"stream {observer.stream}  {client} → {server}"
 
 
@@ -240,11 +244,12 @@ def connection_json(observer: WebSocketObserver, notes: list[str]) -> dict[str, 
             first = {"status": message.status, "reason": message.reason}
         return {**first, "headers": [[k, v] for k, v in message.headers.items()]}
 
+    client, server = endpoints(observer)
     return {
         "type": "connection",
         "stream": observer.stream,
-        "client": observer.client,
-        "server": observer.server,
+        "client": client,
+        "server": server,
         "websocket": observer.is_websocket,
         "request": head(observer.request),
         "response": head(observer.response),
@@ -257,11 +262,12 @@ def connection_json(observer: WebSocketObserver, notes: list[str]) -> dict[str, 
 def summary_json(observer: WebSocketObserver) -> dict[str, object]:
     """The `--summary --json` object of one connection."""
     up, down, both = summarize(observer)
+    client, server = endpoints(observer)
     return {
         "type": "summary",
         "stream": observer.stream,
-        "client": observer.client,
-        "server": observer.server,
+        "client": client,
+        "server": server,
         "client_to_server": up.to_json(),
         "server_to_client": down.to_json(),
         "total": both.to_json(),

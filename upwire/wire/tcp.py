@@ -225,11 +225,13 @@ class StreamTable:
         if stream is not None:
             if stream.from_a.fin_seen and stream.from_b.fin_seen:
                 stream.closed = True  # both FINs seen: a SYN now opens another connection
-            # A SYN on a closed connection, or one with another initial sequence number than the SYN
-            # that opened it (the ports reused before the capture saw the close), opens a new one; a
-            # SYN sent again with the same number is the same connection's.
+            # A SYN with another initial sequence number than the SYN that opened the connection opens
+            # a new one (the ports reused), closed or not, as Wireshark's tcp.stream counts; one with the
+            # same number is the same connection's, sent again or captured twice (`-i lo -i any`). A
+            # connection whose SYN was not captured has no number to compare: a SYN after its close
+            # opens a new one.
             reused = is_syn and (
-                stream.closed or (stream.isn is not None and segment.seq != stream.isn)
+                segment.seq != stream.isn if stream.isn is not None else stream.closed
             )
             if not reused:
                 if segment.flags & _RST:
