@@ -244,6 +244,37 @@ def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Pa
     assert "Is a directory" in runs["directory"].stderr
 
 
+def test_damage_after_a_whole_section_header_is_damage_even_on_the_first_packet(
+    tmp_path: Path,
+) -> None:
+    data = bytearray(
+        write_capture(tmp_path / "c.pcapng", echo_conversation().packets, pcapng=True).read_bytes()
+    )
+    at = 0
+    while struct.unpack_from("<I", data, at)[0] != 6:  # the first Enhanced Packet Block
+        at += struct.unpack_from("<I", data, at + 4)[0]
+    struct.pack_into("<I", data, at + 4, 0x7FFFFFFC)
+    damaged = tmp_path / "damaged.pcapng"
+    damaged.write_bytes(bytes(data))
+    not_one = tmp_path / "not.pcapng"
+    not_one.write_bytes(
+        b"\x0a\x0d\x0d\x0a" + b"abcd"
+    )  # pcapng's first bytes, then no section header
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "upwire", "dissect", str(file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for file in (damaged, not_one)
+    ]
+    assert runs[0].returncode == 0, runs[0]
+    assert "damaged or truncated after packet 0" in runs[0].stderr
+    assert runs[1].returncode == 1
+    assert "not a pcap or pcapng capture" in runs[1].stderr
+
+
 def test_a_plain_http_stream_is_reported_as_not_websocket(tmp_path: Path) -> None:
     conversation = Conversation().handshake()
     conversation.send(True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

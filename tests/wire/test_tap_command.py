@@ -187,3 +187,85 @@ async def test_tap_command_stops_cleanly_while_it_relays_an_open_connection(
                 await process.wait()
     assert process.returncode == 0, stderr.decode(errors="replace")
     assert b"Traceback" not in stderr and b"Exception in callback" not in stderr, stderr.decode()
+
+
+async def test_tap_tree_labels_each_frame_with_its_stream_and_shows_refused_upgrades() -> None:
+    async def refuse_other_paths(
+        connection: ServerConnection, request: upwire.Request
+    ) -> upwire.Response | None:
+        return None if request.path == "/ok" else upwire.Response(404, body="no such path\n")
+
+    async with upwire.serve(echo, "127.0.0.1", 0, process_request=refuse_other_paths) as server:
+        upstream_port = server.sockets[0].getsockname()[1]
+        process = await start_tap(upstream_port, "--color", "never")
+        assert process.stdout is not None
+        try:
+            tap = f"ws://127.0.0.1:{await tap_port_of(process)}"
+            async with upwire.connect(f"{tap}/ok") as alice, upwire.connect(f"{tap}/ok") as bob:
+                for name, ws in (("alice", alice), ("bob", bob), ("alice", alice)):
+                    await ws.send(f"{name} says hi")
+                    assert await ws.recv() == f"{name} says hi"
+            with pytest.raises(upwire.InvalidStatus) as refused:
+                await upwire.connect(f"{tap}/nowhere")
+            assert refused.value.status == 404
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    lines = stdout.decode().splitlines()
+    # Both connections' frames interleave; each frame's line says whose it is (its details follow,
+    # indented).
+    says = [line for line in lines if "says hi" in line and not line.startswith(" ")]
+    assert len(says) == 6, says
+    assert all(line.startswith("[0] #") for line in says if "alice" in line), says
+    assert all(line.startswith("[1] #") for line in says if "bob" in line), says
+    # The refused Upgrade is shown as dissect shows one: not WebSocket, the answer and why.
+    [head] = [line for line in lines if line.startswith("stream 2 ")]
+    assert head.endswith("(not WebSocket)")
+    assert any("the upstream refused the Upgrade: HTTP 404" in line for line in lines), lines
+
+
+async def test_tap_reports_an_upstream_it_cannot_reach_and_brackets_an_ipv6_listen_address() -> (
+    None
+):
+    closed = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()  # nothing listens on `port` any more
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "upwire",
+        "tap",
+        "--listen",
+        "[::1]:0",
+        "--upstream",
+        f"ws://127.0.0.1:{port}/",
+        "--json",
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+        match = re.search(r"listening on ws://\[::1\]:(\d+)/ ", banner)
+        assert match, banner
+        with pytest.raises(upwire.InvalidStatus) as refused:
+            await upwire.connect(f"ws://[::1]:{match.group(1)}/")
+        assert refused.value.status == 502
+        line = json.loads(await asyncio.wait_for(process.stdout.readline(), 10))
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (line["type"], line["stream"], line["websocket"]) == ("connection", 0, False)
+    assert line["response"]["status"] == 502
+    assert line["request"]["target"] == "/"
+    assert any(f"cannot connect to the upstream 127.0.0.1:{port}" in n for n in line["notes"])

@@ -119,7 +119,7 @@ async def test_the_tap_prints_the_note_on_a_frame_past_max_frame_hold(json_outpu
             "on undecoded; the rest of this direction is not decoded",
         }
     else:
-        assert note.strip().startswith("note: client-to-server: a frame larger than")
+        assert note.strip().startswith("[0] note: client-to-server: a frame larger than")
 
 
 async def test_a_frame_cut_short_by_the_connections_end_gets_a_note() -> None:

@@ -111,8 +111,11 @@ def read_segments(
         except CaptureError:
             raise
         except Exception as exc:
-            raise CaptureError(f"not a pcap or pcapng capture ({_why(exc)})") from None
-        packets = itertools.chain([first], packets)
+            # A whole section header came first (else CaptureError): the file is a pcapng capture,
+            # damaged before its first packet, and reported as such below.
+            packets = _raising(exc)
+        else:
+            packets = itertools.chain([first], packets)
     else:
         try:
             reader = dpkt.pcap.Reader(watched)
@@ -213,6 +216,11 @@ def _pcapng_packets(file: Any) -> Iterator[tuple[int, float, bytes]]:
         _Damaged: a block is cut short or inconsistent (what came before stands).
     """
     order = "<"
+
+    def damaged(what: str) -> Exception:
+        # Before a whole section header, the file is not a pcapng capture at all.
+        return CaptureError(f"not a pcap or pcapng capture ({what})") if first else _Damaged(what)
+
     interfaces: list[tuple[int, int, float]] = []  # (link type, snap length, seconds per tick)
     usable = described = False
     first = True
@@ -223,7 +231,7 @@ def _pcapng_packets(file: Any) -> Iterator[tuple[int, float, bytes]]:
                 raise CaptureError("not a usable pcapng capture (no interface is described)")
             return
         if len(head) < 8:
-            raise _Damaged("block header cut short")
+            raise damaged("block header cut short")
         kind = struct.unpack(order + "I", head[:4])[0]
         if head[:4] == b"\x0a\x0d\x0d\x0a":  # a section header: the byte order may change
             magic = file.read(4)
@@ -232,26 +240,26 @@ def _pcapng_packets(file: Any) -> Iterator[tuple[int, float, bytes]]:
             elif magic == b"\x1a\x2b\x3c\x4d":
                 order = ">"
             else:
-                raise _Damaged("section header without its byte-order magic")
+                raise damaged("section header without its byte-order magic")
             length = struct.unpack(order + "I", head[4:8])[0]
             if length < 28 or length % 4 or length > _MAX_BLOCK:
-                raise _Damaged(f"section header of {length} bytes")
+                raise damaged(f"section header of {length} bytes")
             body = magic + file.read(length - 16)
             interfaces = []
-            first = False
         else:
             if first:
                 raise CaptureError("not a pcap or pcapng capture (no section header)")
             length = struct.unpack(order + "I", head[4:8])[0]
             if length < 12 or length % 4 or length > _MAX_BLOCK:
-                raise _Damaged(f"block of {length} bytes")
+                raise damaged(f"block of {length} bytes")
             body = file.read(length - 12)
         trailer = file.read(4)
         if len(body) < length - 12 or len(trailer) < 4:
-            raise _Damaged("block cut short")
+            raise damaged("block cut short")
         if struct.unpack(order + "I", trailer)[0] != length:
-            raise _Damaged("block lengths disagree")
+            raise damaged("block lengths disagree")
         if head[:4] == b"\x0a\x0d\x0d\x0a":
+            first = False
             continue
         if kind == 1:  # Interface Description Block
             linktype, _, snaplen = struct.unpack(order + "HHI", body[:8])
@@ -264,14 +272,14 @@ def _pcapng_packets(file: Any) -> Iterator[tuple[int, float, bytes]]:
             else:
                 iface, _, high, low, caplen = struct.unpack(order + "HHIII", body[:16])
             if iface >= len(interfaces):
-                raise _Damaged(f"a packet of interface {iface}, which is not described")
+                raise damaged(f"a packet of interface {iface}, which is not described")
             linktype, _, tick = interfaces[iface]
             if not usable:
                 _check_linktype(linktype)
             yield linktype, ((high << 32) | low) * tick, bytes(body[20 : 20 + caplen])
         elif kind == 3:  # Simple Packet Block: interface 0, no time
             if not interfaces:
-                raise _Damaged("a packet before any interface is described")
+                raise damaged("a packet before any interface is described")
             linktype, snaplen, _ = interfaces[0]
             if not usable:
                 _check_linktype(linktype)
@@ -279,6 +287,12 @@ def _pcapng_packets(file: Any) -> Iterator[tuple[int, float, bytes]]:
             if snaplen:
                 size = min(size, snaplen)
             yield linktype, 0.0, bytes(body[4 : 4 + size])
+
+
+def _raising(error: Exception) -> Iterator[tuple[int, float, bytes]]:
+    """A packet iterator that raises `error` at once."""
+    raise error
+    yield  # a generator
 
 
 _MAX_BLOCK = 1 << 28  # no real block is near this; a larger length is damage, not data

@@ -188,6 +188,11 @@ def run_dissect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+def _netloc(host: str, port: int) -> str:
+    """host:port for a URI: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _set_once(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -216,6 +221,17 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
         elif not args.summary:
             print_connection_tree(observer, [], notes, out, style)
 
+    def on_refused(observer: WebSocketObserver) -> None:
+        # A client whose Upgrade failed: shown as `dissect` shows a refused one, not WebSocket.
+        if args.json:
+            head = summary_json(observer) if args.summary else connection_json(observer, [])
+            print(json.dumps({**head, "notes": observer.notes}, ensure_ascii=False), file=out)
+            out.flush()
+        elif args.summary:
+            print_summary(observer, observer.notes, out, style)
+        else:
+            print_connection_tree(observer, [], observer.notes, out, style)
+
     def on_note(observer: WebSocketObserver, note: str) -> None:
         if args.summary:
             return  # printed with the connection's summary
@@ -223,7 +239,7 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             line = {"type": "note", "stream": observer.stream, "note": note}
             print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
         else:
-            print(style.warn(f"note: {note}"), file=out, flush=True)
+            print(style.warn(f"[{observer.stream}] note: {note}"), file=out, flush=True)
 
     def on_frame(observer: WebSocketObserver, record: FrameRecord) -> None:
         if feed is not None:
@@ -232,8 +248,11 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             out.writelines(frame_json(record))
             out.flush()
         elif not args.summary:
-            lines = [frame_line(record, style, observer.first_time)]
-            lines += ["      " + style.dim(d) for d in _frame_details(record)]
+            # Frames of several connections interleave here: each line says its stream.
+            label = f"[{observer.stream}] "
+            lines = [label + frame_line(record, style, observer.first_time)]
+            indent = " " * (len(label) + 6)
+            lines += [indent + style.dim(d) for d in _frame_details(record)]
             print("\n".join(lines), file=out, flush=True)
 
     def on_close(observer: WebSocketObserver) -> None:
@@ -252,6 +271,7 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             on_frame=on_frame,
             on_close=on_close,
             on_note=on_note,
+            on_refused=on_refused,
             max_frame_hold=args.max_frame_hold,
             handshake_timeout=args.handshake_timeout,
         )
@@ -259,10 +279,17 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
         print(f"upwire: {exc}", file=sys.stderr)
         return 2
     host, port = args.listen
-    server = await tap.start(host, port)
+    try:
+        server = await tap.start(host, port)
+    except OSError as exc:
+        print(
+            f"upwire: cannot listen on {_netloc(host, port)}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     bound = server.sockets[0].getsockname()[1]
     print(
-        f"upwire tap listening on ws://{host}:{bound}/ -> {args.upstream}",
+        f"upwire tap listening on ws://{_netloc(host, bound)}/ -> {args.upstream}",
         file=sys.stderr,
         flush=True,
     )
@@ -271,7 +298,7 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
         web_host, web_port = args.web
         web_server = await feed.start(web_host, web_port)
         print(
-            f"upwire tap: frames page on http://{web_host}:{web_server.port}/",
+            f"upwire tap: frames page on http://{_netloc(web_host, web_server.port)}/",
             file=sys.stderr,
             flush=True,
         )

@@ -63,6 +63,10 @@ class Tap:
         on_close: called when a connection has ended.
         on_note: called with each note the observer makes once the connection is open (a frame
             passed on undecoded, say), when it makes it; notes made before are in `on_open`'s observer.
+        on_refused: called when a client's Upgrade request did not become a WebSocket connection (the
+            upstream refused it or could not be reached, or the request was invalid): the observer
+            (not WebSocket) has the request when there was one, the answer the client got (the
+            upstream's, or the tap's own 400/502/504) and a note saying why.
         ssl: the TLS context for a wss:// upstream (the default context when None).
         max_frame_hold: the most bytes of one incomplete frame held for decoding (default 16 MiB). A
             larger frame is passed on as its bytes come, and that direction of the connection is no
@@ -80,6 +84,7 @@ class Tap:
         on_frame: FrameCallback | None = None,
         on_close: ConnectionCallback | None = None,
         on_note: NoteCallback | None = None,
+        on_refused: ConnectionCallback | None = None,
         ssl: ssl_module.SSLContext | None = None,
         max_frame_hold: int = 16 * 1024 * 1024,
         handshake_timeout: float = 10.0,
@@ -96,6 +101,7 @@ class Tap:
         self._on_open = on_open
         self._on_frame = on_frame
         self._on_close = on_close
+        self._on_refused = on_refused
         self._ssl = ssl
         self._streams = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,7 +157,9 @@ class Tap:
                         return
                     request = request_reader.feed(data)
         except InvalidHandshake as exc:
-            client_w.write(serialize_response(Response(exc.status or 400, exc.headers, exc.body)))
+            answer = Response(exc.status or 400, exc.headers, exc.body)
+            client_w.write(serialize_response(answer))
+            self._refused(client_w, None, answer, f"the client's request is not valid: {exc}")
             return
         except TimeoutError:
             return
@@ -174,7 +182,9 @@ class Tap:
             why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
             body = f"upwire tap: cannot connect to the upstream {uri.host}:{uri.port}: {why}\n"
             status = 504 if isinstance(exc, TimeoutError) else 502
-            client_w.write(serialize_response(Response(status, body=body)))
+            answer = Response(status, body=body)
+            client_w.write(serialize_response(answer))
+            self._refused(client_w, forwarded, answer, body.removeprefix("upwire tap: ").strip())
             return
         try:
             upstream_w.write(serialize_request(forwarded))
@@ -183,7 +193,8 @@ class Tap:
             response = await self._answer(
                 upstream_r, response_reader, client_r, client_w, early, deadline
             )
-            if response is None:
+            if isinstance(response, tuple):
+                self._refused(client_w, forwarded, *response)
                 return
             client_w.write(
                 serialize_response(response, close=False)
@@ -191,6 +202,8 @@ class Tap:
                 else serialize_response(response)
             )
             if response.status != 101:
+                why = f"the upstream refused the Upgrade: HTTP {response.status} {response.reason}"
+                self._refused(client_w, forwarded, response, why)
                 return
             observer = WebSocketObserver(
                 self._streams,
@@ -220,6 +233,27 @@ class Tap:
         finally:
             upstream_w.close()
 
+    def _refused(
+        self,
+        client_w: asyncio.StreamWriter,
+        request: Request | None,
+        response: Response | None,
+        why: str,
+    ) -> None:
+        """Report a client whose Upgrade did not become a WebSocket connection (`on_refused`)."""
+        observer = WebSocketObserver(
+            self._streams,
+            _address(client_w.get_extra_info("peername")),
+            f"{self.upstream.host}:{self.upstream.port}",
+        )
+        self._streams += 1
+        observer.request, observer.response = request, response
+        observer.client, observer.server = observer.a, observer.b
+        observer.first_time = time.time()
+        observer.notes.append(why)
+        if self._on_refused:
+            self._on_refused(observer)
+
     async def _answer(
         self,
         upstream_r: asyncio.StreamReader,
@@ -228,9 +262,10 @@ class Tap:
         client_w: asyncio.StreamWriter,
         early: bytearray,
         deadline: float,
-    ) -> Response | None:
-        """The upstream's answer to the Upgrade, or None when the relay ends (the client left first,
-        or an error answer was sent to it). What the client sends meanwhile is added to `early`."""
+    ) -> Response | tuple[Response | None, str]:
+        """The upstream's answer to the Upgrade; or, when the relay ends (the client left first, or an
+        error answer was sent to it), that answer (None when none) and why. What the client sends
+        meanwhile is added to `early`."""
         answer = asyncio.ensure_future(self._read_response(upstream_r, reader))
         # Watched meanwhile: a client that leaves must not leave its relay waiting on the upstream.
         left = asyncio.ensure_future(self._until_client_leaves(client_r, early))
@@ -242,25 +277,26 @@ class Tap:
                 f"upwire tap: the upstream did not answer the Upgrade within "
                 f"{self._handshake_timeout:g} s\n"
             )
-            client_w.write(serialize_response(Response(504, body=body)))
-            return None
+            answer_504 = Response(504, body=body)
+            client_w.write(serialize_response(answer_504))
+            return answer_504, body.removeprefix("upwire tap: ").strip()
         finally:
             for task in (answer, left):
                 task.cancel()
             await asyncio.gather(answer, left, return_exceptions=True)
         if not answer.done() or answer.cancelled():
-            return None  # the client left
+            return None, "the client left before the upstream answered"
         try:
             response = answer.result()
         except (InvalidHandshake, OSError) as exc:
             body = f"upwire tap: the upstream's answer is not valid HTTP: {exc}\n"
-            client_w.write(serialize_response(Response(502, body=body)))
-            return None
-        if response is None:
-            client_w.write(
-                serialize_response(Response(502, body="upwire tap: the upstream closed\n"))
-            )
-        return response
+        else:
+            if response is not None:
+                return response
+            body = "upwire tap: the upstream closed without answering the Upgrade\n"
+        answer_502 = Response(502, body=body)
+        client_w.write(serialize_response(answer_502))
+        return answer_502, body.removeprefix("upwire tap: ").strip()
 
     @staticmethod
     async def _read_response(
