@@ -32,7 +32,7 @@ from collections.abc import (
     Sequence,
     Set,
 )
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar, cast, overload
 
 from upwire.exceptions import (
     ConcurrencyError,
@@ -47,6 +47,7 @@ from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, Role, State
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.events import CloseReceived, Ping, Pong, ProtocolFailure
 from upwire.protocol.http import Request, Response
+from upwire.protocol.utf8 import IncrementalUTF8Decoder
 
 __all__ = ["Connection", "ConnectionOptions", "Data"]
 
@@ -473,15 +474,35 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ receiving
 
-    def recv(self) -> Coroutine[Any, Any, Data]:
+    @overload
+    def recv(self, decode: None = None) -> Coroutine[Any, Any, Data]: ...
+    @overload
+    def recv(self, decode: Literal[True]) -> Coroutine[Any, Any, str]: ...
+    @overload
+    def recv(self, decode: Literal[False]) -> Coroutine[Any, Any, bytes]: ...
+
+    def recv(self, decode: bool | None = None) -> Coroutine[Any, Any, Data]:
         """Wait for the next message: `str` for text, `bytes` for binary (`await ws.recv()`).
+
+        Args:
+            decode: False returns a text message as its UTF-8 `bytes` (checked as it arrived, as
+                always); True returns a binary message decoded from UTF-8 (`UnicodeDecodeError` if it
+                is not, the message consumed). As websockets' `recv(decode=...)`.
 
         Raises:
             ConnectionClosedOK: after a normal closure (1000, 1001 or no code), once every message was received.
             ConnectionClosedError: after an error or an abnormal closure.
             ConcurrencyError: when another task is already waiting in `recv`.
         """
-        return self._receive(False)
+        if decode is None:
+            return self._receive(False)
+        return self._receive_as(decode)
+
+    async def _receive_as(self, decode: bool) -> Data:
+        message = await self._receive(False)
+        if decode:
+            return message if type(message) is str else cast(bytes, message).decode()
+        return message.encode() if type(message) is str else message
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self
@@ -738,7 +759,7 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, message: Sendable) -> None:
+    async def send(self, message: Sendable, text: bool | None = None) -> None:
         """Send a message: `str` as text, bytes-like as binary, an (async) iterable as one fragmented message.
 
         Frames of different messages never interleave, whatever the number of tasks sending at once. Waits
@@ -746,11 +767,18 @@ class Connection(asyncio.BufferedProtocol):
         they are produced, and an empty final frame ends the message; a sync iterable's last fragment
         carries FIN itself.
 
+        Args:
+            text: True sends bytes-like data (or fragments) as a text message, which must be UTF-8
+                (`ValueError` if not: checked before anything is sent, or, for fragments, as they come);
+                False sends a `str` as a binary message of its UTF-8. As websockets' `send(text=...)`.
+
         Raises:
             ConnectionClosed: when the connection is closing or closed (once the closing handshake in
                 progress is over: `ConnectionClosedOK` after a normal one).
             TypeError: for other types.
         """
+        if text is not None:
+            message = _as_typed(message, text)
         try:
             # The exact types first: a failed isinstance test looks `__class__` up on the object.
             if (
@@ -1566,6 +1594,54 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(1001, "idle timeout")
         else:
             self._schedule_idle_check(timeout - idle_for)
+
+
+def _as_typed(message: Sendable, text: bool) -> Sendable:
+    """`message` with its (fragments') type made str for `text`, bytes for binary (`send(text=...)`)."""
+    if isinstance(message, str | bytes | bytearray | memoryview):
+        return _typed(message, text, None)
+    if isinstance(message, Mapping | Set) or not isinstance(message, Iterable | AsyncIterable):
+        return message  # `send` raises its TypeError
+    # Fragments: a character may be split between two of them, so text is checked across them.
+    decoder = IncrementalUTF8Decoder() if text else None
+    if isinstance(message, AsyncIterable):
+        return _typed_async(message, text, decoder)
+    return _typed_sync(message, text, decoder)
+
+
+def _typed(
+    item: Any, text: bool, decoder: IncrementalUTF8Decoder | None, final: bool = True
+) -> str | bytes:
+    if not isinstance(item, str | bytes | bytearray | memoryview):
+        raise TypeError(f"cannot send a fragment of type {type(item).__name__}")
+    if not text:
+        return item.encode() if isinstance(item, str) else item  # type: ignore[return-value]
+    if isinstance(item, str):
+        return item
+    try:
+        if decoder is None:
+            return str(item, "utf-8")
+        return decoder.decode(item, final)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"cannot send as text: not UTF-8 ({exc.reason})") from None
+
+
+def _typed_sync(
+    fragments: Iterable[Any], text: bool, decoder: IncrementalUTF8Decoder | None
+) -> Iterator[str | bytes]:
+    for item in fragments:
+        yield _typed(item, text, decoder, False)
+    if decoder is not None:
+        _typed(b"", text, decoder, True)  # the last fragment must end on a character's end
+
+
+async def _typed_async(
+    fragments: AsyncIterable[Any], text: bool, decoder: IncrementalUTF8Decoder | None
+) -> AsyncIterator[str | bytes]:
+    async for item in fragments:
+        yield _typed(item, text, decoder, False)
+    if decoder is not None:
+        _typed(b"", text, decoder, True)
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

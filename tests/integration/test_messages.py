@@ -299,6 +299,72 @@ async def test_async_with_a_connection_closes_it_with_1000_or_with_1011_on_an_er
             assert ws.close_code == code
 
 
+async def test_recv_decode_returns_text_as_bytes_or_binary_as_text(start_server: StartServer) -> None:
+    async def handler(ws: upwire.ServerConnection) -> None:
+        assert await ws.recv(decode=False) == "café".encode()  # text, as its UTF-8
+        assert await ws.recv(decode=True) == "ünïcode"  # binary, decoded
+        with pytest.raises(UnicodeDecodeError):
+            await ws.recv(decode=True)  # binary that is not UTF-8: consumed
+        assert await ws.recv(decode=None) == b"binary stays"
+        assert await ws.recv(decode=True) == "text stays"
+        await ws.send("checked")
+
+    server = await start_server(handler)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        for message in ("café", "ünïcode".encode(), b"\xff\xfe", b"binary stays", "text stays"):
+            await ws.send(message)
+        assert await ws.recv() == "checked"
+
+
+async def test_send_text_sends_bytes_as_text_and_str_as_binary(start_server: StartServer) -> None:
+    async def handler(ws: upwire.ServerConnection) -> None:
+        await ws.send("café".encode(), text=True)
+        await ws.send(bytearray(b"plain"), text=True)
+        await ws.send("as binary", text=False)
+        with pytest.raises(ValueError, match="not UTF-8"):
+            await ws.send(b"\xff", text=True)  # nothing is sent
+        await ws.send([b"caf\xc3", b"\xa9 split", b""], text=True)  # a character across fragments
+
+        async def produce() -> AsyncIterator[bytes]:
+            yield b"\xe2\x9c"
+            yield b"\x93"
+
+        await ws.send(produce(), text=True)
+        await ws.send(["one", "two"], text=False)
+        with pytest.raises(ValueError, match="not UTF-8"):
+            await ws.send([b"ends inside \xc3"], text=True)  # checked before the only fragment goes
+        await ws.send("last")
+        with pytest.raises(ValueError, match="not UTF-8"):
+            # A fragment is out when the next turns out not to be UTF-8: the message cannot be finished.
+            await ws.send([b"out", b"more", b"\xff"], text=True)
+
+    server = await start_server(handler)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        messages = []
+        while len(messages) < 7:
+            frame = await peer.read_frame()
+            opcode, payload = frame.opcode, frame.payload
+            while not frame.fin:
+                frame = await peer.read_frame()
+                assert frame.opcode == CONTINUATION
+                payload += frame.payload
+            messages.append((opcode, payload))
+        assert messages == [
+            (TEXT, "café".encode()),
+            (TEXT, b"plain"),
+            (BINARY, b"as binary"),
+            (TEXT, "café split".encode()),
+            (TEXT, "✓".encode()),
+            (BINARY, b"onetwo"),
+            (TEXT, b"last"),
+        ]
+        first = await peer.read_frame()
+        assert (first.opcode, first.payload, first.fin) == (TEXT, b"out", False)
+        close = await peer.read_frame()
+        assert close.close_code == 1011
+
+
 # ---------------------------------------------------------------------------- closing
 
 
