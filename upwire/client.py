@@ -533,6 +533,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         except BaseException:
             if connection.transport is not None:
                 connection.transport.abort()
+            # The error's traceback holds this frame, and so the connection: the connection must not
+            # hold the error in turn, or the cycle would wait for a full garbage collection.
+            connection._opening = connection.loop.create_future()
+            connection._opening.cancel()
             raise
         return connection
 

@@ -238,7 +238,8 @@ class ConnectionOptions:
         open_timeout: seconds allowed for the opening handshake.
         close_timeout: seconds allowed for the closing handshake and the TCP close.
         idle_timeout: seconds without any received byte after which the connection is closed with 1001
-            (None: no limit); the time this side does not read (a full recv queue) does not count.
+            (None: no limit); the time the application leaves its recv queue full while the peer's
+            bytes wait in the socket does not count.
     """
 
     __slots__ = (
@@ -585,9 +586,6 @@ class Connection(asyncio.BufferedProtocol):
             and not (self._reading_paused or self._paused_for_writes or self._pending_input)
         ):
             transport.resume_reading()
-            if self._idle_timer is not None:
-                # The time this side did not read is not the peer's silence: idle_timeout counts anew.
-                self._last_received = self.loop.time()
 
     def _deliver(self, events: list[Any]) -> bool:
         """Hand the core's events to waiting tasks; the hot path for incoming messages.
@@ -1210,7 +1208,9 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ ping
 
-    def ping(self, data: bytes | str | None = None) -> asyncio.Future[float]:
+    def ping(
+        self, data: bytes | bytearray | memoryview | str | None = None
+    ) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves with the round-trip time in seconds.
 
         `rtt = await ws.ping()` waits for the pong; `waiter = ws.ping()` sends now and lets you wait later.
@@ -1222,7 +1222,11 @@ class Connection(asyncio.BufferedProtocol):
             ConnectionClosed: when the connection is closing or closed.
             ValueError: when `data` is already used by a ping still waiting for its pong.
         """
-        payload = data.encode() if isinstance(data, str) else data
+        if isinstance(data, str):
+            payload: bytes | None = data.encode()
+        else:
+            # The bytes of any buffer (the key of the pong to come); TypeError for anything else.
+            payload = None if data is None else bytes(memoryview(data))
         if payload is None:
             payload = os.urandom(4)
             while payload in self._pings:
@@ -1256,6 +1260,8 @@ class Connection(asyncio.BufferedProtocol):
         except UsageError as exc:
             raise ValueError(str(exc)) from None
         self._flush()
+        if self._writing_paused:
+            await self._drain()
 
     def _pong_received(self, data: bytes) -> None:
         if data not in self._pings:
@@ -1279,8 +1285,9 @@ class Connection(asyncio.BufferedProtocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         """`async with websocket:` closes the connection at the block's end: with 1000, or with 1011
-        when the block raised, so that the peer can tell a failure from a normal end."""
-        if exc_type is None or issubclass(exc_type, ConnectionClosed):
+        when the block raised, so that the peer can tell a failure from a normal end. (A connection
+        already closing, whose `ConnectionClosed` ended the block, keeps its code.)"""
+        if exc_type is None:
             await self.close()
         else:
             await self.close(1011, "internal error")
@@ -1584,9 +1591,10 @@ class Connection(asyncio.BufferedProtocol):
         timeout = self.options.idle_timeout
         assert timeout is not None
         now = self.loop.time()
-        if self._reading_paused or self._paused_for_writes:
-            # Nothing arrives because this side stopped reading (a full recv queue, a write backlog),
-            # not because the peer is quiet: the timeout counts from when reading resumes.
+        if self._reading_paused and not self._writing_paused and self._input_waiting():
+            # The application has not caught up with its recv queue, and the peer's bytes wait in the
+            # socket: the peer is not quiet, this side stopped reading. (A peer that is quiet, or that
+            # stalls the connection by not reading what this side sends, is idle.)
             self._last_received = now
         idle_for = now - self._last_received
         if idle_for >= timeout:
@@ -1594,6 +1602,15 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(1001, "idle timeout")
         else:
             self._schedule_idle_check(timeout - idle_for)
+
+    def _input_waiting(self) -> bool:
+        """True when the socket holds bytes not read yet, or when that cannot be known here."""
+        transport = self.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None or not _HAS_FIONREAD:
+            return True
+        waiting = _bytes_waiting(sock.fileno())
+        return waiting is None or waiting > 0
 
 
 def _as_typed(message: Sendable, text: bool) -> Sendable:
@@ -1616,12 +1633,13 @@ def _typed(
         raise TypeError(f"cannot send a fragment of type {type(item).__name__}")
     if not text:
         return item.encode() if isinstance(item, str) else item  # type: ignore[return-value]
-    if isinstance(item, str):
+    if decoder is None and isinstance(item, str):
         return item
     try:
         if decoder is None:
-            return str(item, "utf-8")
-        return decoder.decode(item, final)
+            return str(cast(bytes, item), "utf-8")
+        # A fragment's text follows the bytes before it: a str after a character cut short is invalid.
+        return decoder.decode(item.encode() if isinstance(item, str) else item, final)
     except UnicodeDecodeError as exc:
         raise ValueError(f"cannot send as text: not UTF-8 ({exc.reason})") from None
 

@@ -102,7 +102,10 @@ class ServerConnection(Connection):
             self._opening = self.server._watch_opening(self)
 
     def _open_timed_out(self) -> None:
-        self._opening = None
+        # Out of its batch (the set outlives this connection until the batch's timer runs).
+        if self._opening is not None:
+            self._opening.discard(self)
+            self._opening = None
         if self.protocol is None and self.transport is not None:
             logger.info("opening handshake timed out for %s", self.remote_address)
             self.transport.abort()
@@ -280,7 +283,16 @@ class ServerConnection(Connection):
         try:
             await handler(self)
         except ConnectionClosed:
-            logger.debug("handler ended by the connection closing", exc_info=True)
+            if (
+                self._tcp_closed
+                or protocol.state is not State.OPEN
+                or protocol.close_sent is not None
+            ):
+                logger.debug("handler ended by the connection closing", exc_info=True)
+            else:
+                # Another connection's closure (one the handler relayed to, say), not this one's.
+                logger.exception("connection handler failed")
+                self._fail(1011, "internal error")
         except Exception:
             logger.exception("connection handler failed")
             self._fail(1011, "internal error")

@@ -206,6 +206,32 @@ async def test_a_connection_lost_while_send_waits_is_freed_without_the_garbage_c
         gc.enable()
 
 
+async def test_pong_waits_while_the_write_buffer_is_above_write_limit(
+    start_server: StartServer,
+) -> None:
+    outcome: asyncio.Future[tuple[bool, int]] = asyncio.get_running_loop().create_future()
+
+    async def heartbeat(ws: upwire.ServerConnection) -> None:
+        _, blocked_send = await send_until_blocked(ws)
+        assert ws.transport is not None
+        before = ws.transport.get_write_buffer_size()
+        beats = asyncio.gather(*(ws.pong(b"beat") for _ in range(1000)))
+        await asyncio.sleep(BLOCKED_AFTER_S)
+        outcome.set_result((beats.done(), ws.transport.get_write_buffer_size() - before))
+        await asyncio.wait_for(asyncio.gather(beats, blocked_send), TEST_TIMEOUT_S)
+
+    server = await start_server(heartbeat, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)  # does not read
+        done, grown = await outcome
+        assert not done  # the pongs wait, as a send does
+        assert grown <= 1000 * 6  # each was queued (6 bytes), none waits unsent past that
+        frame = await peer.read_frame()
+        while frame.opcode == BINARY:
+            frame = await peer.read_frame()
+        assert (frame.opcode, frame.payload) == (PONG, b"beat")
+
+
 async def test_a_peer_that_pings_without_reading_cannot_grow_the_servers_buffer(
     start_server: StartServer,
 ) -> None:

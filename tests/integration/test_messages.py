@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import contextvars
@@ -280,6 +281,31 @@ async def test_pong_sends_an_unsolicited_pong(start_server: StartServer) -> None
         await peer.read_to_eof()
 
 
+async def test_ping_and_pong_take_any_buffer_by_its_bytes(start_server: StartServer) -> None:
+    ints = array.array("i", range(10))  # 10 items, 40 bytes
+
+    async def beat(ws: upwire.ServerConnection) -> None:
+        await ws.pong(ints)
+        with pytest.raises(ValueError):
+            await ws.pong(array.array("i", range(40)))  # 40 items but 160 bytes: too long
+        with pytest.raises(TypeError):
+            await ws.pong(12)  # type: ignore[arg-type]
+        await ws.send("done")
+        await ws.wait_closed()
+
+    server = await start_server(beat)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        pong = await peer.read_frame()
+        assert (pong.opcode, pong.payload) == (PONG, ints.tobytes())
+        assert (await peer.read_frame()).payload == b"done"
+        peer.send_close(1000)
+        await peer.read_to_eof()
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        assert await ws.ping(ints) >= 0.0
+
+
 async def test_async_with_a_connection_closes_it_with_1000_or_with_1011_on_an_error(
     start_server: StartServer,
 ) -> None:
@@ -299,7 +325,9 @@ async def test_async_with_a_connection_closes_it_with_1000_or_with_1011_on_an_er
             assert ws.close_code == code
 
 
-async def test_recv_decode_returns_text_as_bytes_or_binary_as_text(start_server: StartServer) -> None:
+async def test_recv_decode_returns_text_as_bytes_or_binary_as_text(
+    start_server: StartServer,
+) -> None:
     async def handler(ws: upwire.ServerConnection) -> None:
         assert await ws.recv(decode=False) == "café".encode()  # text, as its UTF-8
         assert await ws.recv(decode=True) == "ünïcode"  # binary, decoded
@@ -331,6 +359,9 @@ async def test_send_text_sends_bytes_as_text_and_str_as_binary(start_server: Sta
 
         await ws.send(produce(), text=True)
         await ws.send(["one", "two"], text=False)
+        with pytest.raises(ValueError, match="not UTF-8"):
+            # A str after a character cut short: the text is checked across fragments of both types.
+            await ws.send([b"caf\xc3", "X", b"\xa9"], text=True)
         with pytest.raises(ValueError, match="not UTF-8"):
             await ws.send([b"ends inside \xc3"], text=True)  # checked before the only fragment goes
         await ws.send("last")

@@ -197,6 +197,34 @@ async def test_client_block_that_raises_closes_with_1011(start_server: StartServ
             pass
 
 
+async def test_another_connections_closure_ending_a_handler_or_block_closes_with_1011(
+    start_server: StartServer,
+) -> None:
+    # A handler relays to a second connection, which its server closes with 1011: the
+    # ConnectionClosed that ends the handler (or an `async with ws:` block) is not this connection's.
+    async def closing(ws: upwire.ServerConnection) -> None:
+        await ws.close(1011, "upstream broke")
+
+    upstream = await start_server(closing)
+    seen: list[tuple[int | None, str]] = []
+
+    async def relay(ws: upwire.ServerConnection) -> None:
+        async with upwire.connect(uri(upstream)) as other:
+            if ws.request.path == "/with":
+                async with ws:
+                    await other.recv()
+            else:
+                await other.recv()
+
+    server = await start_server(relay)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        for path in ("/with", "/plain"):
+            ws = await upwire.connect(uri(server, path))
+            await ws.wait_closed()
+            seen.append((ws.close_code, ws.close_reason))
+    assert seen == [(1011, "internal error"), (1011, "internal error")]
+
+
 async def test_handler_raising_an_exception_closes_with_1011(start_server: StartServer) -> None:
     async def broken(ws: upwire.ServerConnection) -> None:
         await ws.recv()

@@ -225,6 +225,32 @@ async def test_idle_timeout_does_not_count_while_this_side_stops_reading(
         await peer.read_to_eof()
 
 
+async def test_idle_timeout_closes_a_peer_that_stalls_the_connection_by_not_reading(
+    start_server: StartServer,
+) -> None:
+    # The handler is blocked in send (the peer does not read), so its recv queue is full and reading
+    # is paused too: the peer, which sends nothing more, is idle all the same.
+    ended: asyncio.Future[tuple[int, str] | None] = asyncio.get_running_loop().create_future()
+
+    async def flood(ws: upwire.ServerConnection) -> None:
+        try:
+            while True:
+                await ws.send(bytes(65536))
+        except upwire.ConnectionClosed as exc:
+            ended.set_result(exc.sent)
+
+    server = await start_server(
+        flood, idle_timeout=0.3, ping_interval=None, max_queue=2, close_timeout=0.3
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        for i in range(4):  # the recv queue fills
+            peer.send_frame(TEXT, str(i))
+        started = now()
+        assert await ended == (1001, "idle timeout")
+        assert now() - started < 3.0
+
+
 # ---------------------------------------------------------------------------- close timeout
 
 

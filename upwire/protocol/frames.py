@@ -288,13 +288,18 @@ def select_speedup(twin: _Twin) -> _Twin:
 def byte_view(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
     """`data` as a flat run of bytes, which is what frames are sized by (`len`) and built from.
 
-    A contiguous memoryview of wider items (`len` counts items: 20000 ints are 80000 bytes) or of several
-    dimensions is cast to bytes, without a copy; one with gaps between its items is copied. Anything else is
-    returned as it is.
+    `bytes` and `bytearray` are returned as they are. Another buffer (`array.array`, say) is seen through a
+    memoryview (`TypeError` for an object that is not a buffer). A contiguous memoryview of wider items
+    (`len` counts items: 20000 ints are 80000 bytes) or of several dimensions is cast to bytes, without a
+    copy; one with gaps between its items is copied.
     """
-    if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous):
-        return data.cast("B") if data.c_contiguous else data.tobytes()
-    return data
+    kind = type(data)
+    if kind is bytes or kind is bytearray:
+        return data
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    if view.itemsize != 1 or view.ndim != 1 or not view.c_contiguous:
+        return view.cast("B") if view.c_contiguous else view.tobytes()
+    return view
 
 
 def apply_mask_py(data: bytes | bytearray | memoryview, mask_key: bytes, offset: int = 0) -> bytes:
