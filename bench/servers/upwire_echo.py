@@ -34,7 +34,7 @@ async def main(args):
         handler,
         args.host,
         args.port,
-        max_message_size=None,  # 1 MiB messages must pass (the default limit is 1 MiB)
+        max_message_size=None,  # no limit in the way of any row (the default, 1 MiB, admits 1 MiB exactly)
         ping_interval=None,  # no keep-alive traffic during measurements
         backlog=BACKLOG,
         compression="deflate" if args.deflate else None,
