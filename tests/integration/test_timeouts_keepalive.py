@@ -177,6 +177,16 @@ async def test_the_handler_learns_why_this_side_closed_when_the_peer_never_answe
 # ---------------------------------------------------------------------------- idle timeout
 
 
+async def closed_as_idle_from_now(peer: RawPeer) -> None:
+    """The peer goes quiet now: the server closes with 1001 about idle_timeout (0.3 s) later."""
+    quiet_since = now()
+    close = await peer.read_frame()
+    assert (close.opcode, close.close_code) == (CLOSE, 1001)
+    assert 0.15 <= now() - quiet_since < 1.0
+    peer.send_close(1001)
+    await peer.read_to_eof()
+
+
 async def test_idle_timeout_closes_with_1001_only_after_the_peer_goes_quiet(
     start_server: StartServer,
 ) -> None:
@@ -189,12 +199,7 @@ async def test_idle_timeout_closes_with_1001_only_after_the_peer_goes_quiet(
             frame = await peer.read_frame()
             assert (frame.opcode, frame.payload) == (TEXT, str(i).encode())
             await asyncio.sleep(0.1)
-        quiet_since = now()
-        close = await peer.read_frame()
-        assert (close.opcode, close.close_code) == (CLOSE, 1001)
-        assert 0.15 <= now() - quiet_since < 1.0
-        peer.send_close(1001)
-        await peer.read_to_eof()
+        await closed_as_idle_from_now(peer)
 
 
 async def test_idle_timeout_does_not_count_while_this_side_stops_reading(
@@ -216,13 +221,7 @@ async def test_idle_timeout_does_not_count_while_this_side_stops_reading(
         for i in range(40):
             frame = await peer.read_frame()
             assert (frame.opcode, frame.payload) == (TEXT, str(i).encode())
-        # Quiet from now on: closed as idle, about idle_timeout later.
-        quiet_since = now()
-        close = await peer.read_frame()
-        assert (close.opcode, close.close_code) == (CLOSE, 1001)
-        assert 0.15 <= now() - quiet_since < 1.0
-        peer.send_close(1001)
-        await peer.read_to_eof()
+        await closed_as_idle_from_now(peer)
 
 
 async def test_idle_timeout_closes_a_peer_that_stalls_the_connection_by_not_reading(

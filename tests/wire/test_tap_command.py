@@ -9,11 +9,13 @@ status 0 and no traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,25 @@ async def start_tap(upstream_port: int, *options: str) -> asyncio.subprocess.Pro
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+@contextlib.asynccontextmanager
+async def killed_on_exit(process: asyncio.subprocess.Process) -> AsyncIterator[None]:
+    """Kill the tap if the block leaves it running (a failed assertion)."""
+    try:
+        yield
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stop(
+    process: asyncio.subprocess.Process, stop_signal: int = signal.SIGINT
+) -> tuple[bytes, bytes]:
+    """Stop the tap as a user does; return its output."""
+    process.send_signal(stop_signal)
+    return await asyncio.wait_for(process.communicate(), 15)
 
 
 async def tap_port_of(process: asyncio.subprocess.Process) -> int:
@@ -151,17 +172,12 @@ async def test_tap_command_prints_the_frames_it_relays_and_stops_cleanly(
         upstream_port = server.sockets[0].getsockname()[1]
         process = await start_tap(upstream_port, "--json")
         assert process.stdout is not None and process.stderr is not None
-        try:
+        async with killed_on_exit(process):
             tap_port = await tap_port_of(process)
             for compression in (None, "deflate"):
                 await client_session(tap_port, compression)
                 check_frames(await read_json_lines(process.stdout, 11), compression is not None)
-            process.send_signal(stop_signal)
-            stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            stdout, stderr = await stop(process, stop_signal)
     assert process.returncode == 0, stderr.decode(errors="replace")
     assert b"Traceback" not in stderr and stdout == b""
 
@@ -173,18 +189,15 @@ async def test_tap_command_stops_cleanly_while_it_relays_an_open_connection(
     async with upwire.serve(echo, "127.0.0.1", 0) as server:
         upstream_port = server.sockets[0].getsockname()[1]
         process = await start_tap(upstream_port)
-        try:
-            async with upwire.connect(f"ws://127.0.0.1:{await tap_port_of(process)}/open") as ws:
-                await ws.send("still here")
-                assert await ws.recv() == "still here"
-                process.send_signal(stop_signal)  # the relay is live: its task gets cancelled
-                _, stderr = await asyncio.wait_for(process.communicate(), 15)
-                with pytest.raises(upwire.ConnectionClosed):
-                    await asyncio.wait_for(ws.recv(), 10)  # the tap closed the client's TCP
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        async with (
+            killed_on_exit(process),
+            upwire.connect(f"ws://127.0.0.1:{await tap_port_of(process)}/open") as ws,
+        ):
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+            _, stderr = await stop(process, stop_signal)  # the relay's task gets cancelled
+            with pytest.raises(upwire.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)  # the tap closed the client's TCP
     assert process.returncode == 0, stderr.decode(errors="replace")
     assert b"Traceback" not in stderr and b"Exception in callback" not in stderr, stderr.decode()
 
@@ -199,7 +212,7 @@ async def test_tap_tree_labels_each_frame_with_its_stream_and_shows_refused_upgr
         upstream_port = server.sockets[0].getsockname()[1]
         process = await start_tap(upstream_port, "--color", "never")
         assert process.stdout is not None
-        try:
+        async with killed_on_exit(process):
             tap = f"ws://127.0.0.1:{await tap_port_of(process)}"
             async with upwire.connect(f"{tap}/ok") as alice, upwire.connect(f"{tap}/ok") as bob:
                 for name, ws in (("alice", alice), ("bob", bob), ("alice", alice)):
@@ -208,12 +221,7 @@ async def test_tap_tree_labels_each_frame_with_its_stream_and_shows_refused_upgr
             with pytest.raises(upwire.InvalidStatus) as refused:
                 await upwire.connect(f"{tap}/nowhere")
             assert refused.value.status == 404
-            process.send_signal(signal.SIGINT)
-            stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            stdout, stderr = await stop(process)
     assert process.returncode == 0, stderr.decode(errors="replace")
     lines = stdout.decode().splitlines()
     # Both connections' frames interleave; each frame's line says whose it is (its details follow,
@@ -251,7 +259,7 @@ async def test_tap_reports_an_upstream_it_cannot_reach_and_brackets_an_ipv6_list
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
-    try:
+    async with killed_on_exit(process):
         banner = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
         match = re.search(r"listening on ws://\[::1\]:(\d+)/ ", banner)
         assert match, banner
@@ -259,12 +267,7 @@ async def test_tap_reports_an_upstream_it_cannot_reach_and_brackets_an_ipv6_list
             await upwire.connect(f"ws://[::1]:{match.group(1)}/")
         assert refused.value.status == 502
         line = json.loads(await asyncio.wait_for(process.stdout.readline(), 10))
-        process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop(process)
     assert (line["type"], line["stream"], line["websocket"]) == ("connection", 0, False)
     assert line["response"]["status"] == 502
     assert line["request"]["target"] == "/"
