@@ -43,9 +43,10 @@ from upwire.exceptions import (
     WebSocketError,
 )
 from upwire.listener import Listener
-from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, Role, State
+from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, Role, State, not_utf8
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.events import CloseReceived, Ping, Pong, ProtocolFailure
+from upwire.protocol.frames import byte_view
 from upwire.protocol.http import Request, Response
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
 
@@ -1254,14 +1255,21 @@ class Connection(asyncio.BufferedProtocol):
             ValueError: when `data` is over 125 bytes.
         """
         payload = data.encode() if isinstance(data, str) else data
-        protocol = self._open_protocol()
         try:
-            protocol.send_pong(payload)
-        except UsageError as exc:
-            raise ValueError(str(exc)) from None
-        self._flush()
-        if self._writing_paused:
-            await self._drain()
+            protocol = self._open_protocol()
+            try:
+                protocol.send_pong(payload)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+            self._flush()
+            if self._writing_paused:
+                await self._drain()
+        except ConnectionClosed:
+            if self._tcp_closed:
+                raise
+            # As `send`: the closing handshake under way decides what the error says.
+            await self.wait_closed()
+            raise self._closed_error() from None
 
     def _pong_received(self, data: bytes) -> None:
         if data not in self._pings:
@@ -1604,10 +1612,14 @@ class Connection(asyncio.BufferedProtocol):
             self._schedule_idle_check(timeout - idle_for)
 
     def _input_waiting(self) -> bool:
-        """True when the socket holds bytes not read yet, or when that cannot be known here."""
+        """True when bytes from the peer wait to be read (in the socket, or in a TLS transport's buffer,
+        which reads on while the application's reading is paused), or when that cannot be known here."""
         transport = self.transport
         sock = None if transport is None else transport.get_extra_info("socket")
         if sock is None or not _HAS_FIONREAD:
+            return True
+        buffered = getattr(transport, "get_read_buffer_size", None)
+        if buffered is not None and buffered():
             return True
         waiting = _bytes_waiting(sock.fileno())
         return waiting is None or waiting > 0
@@ -1628,25 +1640,33 @@ def _as_typed(message: Sendable, text: bool) -> Sendable:
 
 def _typed(
     item: Any, text: bool, decoder: IncrementalUTF8Decoder | None, final: bool = True
-) -> str | bytes:
+) -> str | bytes | bytearray | memoryview:
+    data: bytes | bytearray | memoryview
     if not isinstance(item, str | bytes | bytearray | memoryview):
         raise TypeError(f"cannot send a fragment of type {type(item).__name__}")
+    if isinstance(item, str):
+        if decoder is None and text:
+            return item
+        try:
+            data = item.encode()
+        except UnicodeEncodeError as exc:
+            raise not_utf8(exc) from None  # what sending the str itself raises
+    else:
+        data = byte_view(item)
     if not text:
-        return item.encode() if isinstance(item, str) else item  # type: ignore[return-value]
-    if decoder is None and isinstance(item, str):
-        return item
+        return data
     try:
         if decoder is None:
-            return str(cast(bytes, item), "utf-8")
+            return str(data, "utf-8")
         # A fragment's text follows the bytes before it: a str after a character cut short is invalid.
-        return decoder.decode(item.encode() if isinstance(item, str) else item, final)
+        return decoder.decode(data, final)
     except UnicodeDecodeError as exc:
         raise ValueError(f"cannot send as text: not UTF-8 ({exc.reason})") from None
 
 
 def _typed_sync(
     fragments: Iterable[Any], text: bool, decoder: IncrementalUTF8Decoder | None
-) -> Iterator[str | bytes]:
+) -> Iterator[str | bytes | bytearray | memoryview]:
     for item in fragments:
         yield _typed(item, text, decoder, False)
     if decoder is not None:
@@ -1655,7 +1675,7 @@ def _typed_sync(
 
 async def _typed_async(
     fragments: AsyncIterable[Any], text: bool, decoder: IncrementalUTF8Decoder | None
-) -> AsyncIterator[str | bytes]:
+) -> AsyncIterator[str | bytes | bytearray | memoryview]:
     async for item in fragments:
         yield _typed(item, text, decoder, False)
     if decoder is not None:

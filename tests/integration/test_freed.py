@@ -63,3 +63,42 @@ async def test_a_server_connection_dropped_by_open_timeout_is_freed(
         writer.close()
         await asyncio.sleep(0.05)
         assert alive(ServerConnection) == before
+
+
+async def test_a_malformed_request_answered_400_leaves_its_connection_freed(
+    start_server: StartServer, no_gc: None
+) -> None:
+    # h11's error is in a cycle of its own: it must not keep the frames that saw it, nor the connection.
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        before = alive(ServerConnection)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 400 ")
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert alive(ServerConnection) == before
+
+
+@pytest.mark.parametrize("answer", [b"", b"garbage\r\n\r\n"], ids=["closed", "garbage"])
+async def test_a_client_whose_server_answers_nothing_or_garbage_is_freed(
+    answer: bytes, no_gc: None
+) -> None:
+    async def answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        writer.close()
+
+    hostile = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
+    port = hostile.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            before = alive(ClientConnection)
+            for _ in range(3):
+                with pytest.raises(upwire.InvalidHandshake):
+                    await upwire.connect(f"ws://127.0.0.1:{port}/")
+            await asyncio.sleep(0.05)
+            assert alive(ClientConnection) == before
+    finally:
+        hostile.close()
+        await hostile.wait_closed()

@@ -306,6 +306,28 @@ async def test_ping_and_pong_take_any_buffer_by_its_bytes(start_server: StartSer
         assert await ws.ping(ints) >= 0.0
 
 
+async def test_pong_while_closing_waits_for_the_closing_handshake_as_send_does(
+    start_server: StartServer,
+) -> None:
+    # The peer never answers the close: the handshake ends with 1006, and pong says so (not "OK").
+    raised: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: upwire.ServerConnection) -> None:
+        ws.close_now()
+        try:
+            await ws.pong(b"late")
+        except upwire.ConnectionClosed as exc:
+            raised.set_result(exc)
+
+    server = await start_server(handler, close_timeout=0.3)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        error = await raised
+        assert isinstance(error, upwire.ConnectionClosedError), error
+        assert error.code == 1006
+        await peer.read_to_eof()
+
+
 async def test_async_with_a_connection_closes_it_with_1000_or_with_1011_on_an_error(
     start_server: StartServer,
 ) -> None:
@@ -347,7 +369,7 @@ async def test_recv_decode_returns_text_as_bytes_or_binary_as_text(
 async def test_send_text_sends_bytes_as_text_and_str_as_binary(start_server: StartServer) -> None:
     async def handler(ws: upwire.ServerConnection) -> None:
         await ws.send("café".encode(), text=True)
-        await ws.send(bytearray(b"plain"), text=True)
+        await ws.send(memoryview(b"p-l-a-i-n")[::2], text=True)  # a view with gaps
         await ws.send("as binary", text=False)
         with pytest.raises(ValueError, match="not UTF-8"):
             await ws.send(b"\xff", text=True)  # nothing is sent

@@ -198,3 +198,28 @@ def test_the_client_certificate_hint_on_uvloop_too(ca: trustme.CA) -> None:
                 await upwire.connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context(ca))
 
     uvloop.run(run())
+
+
+async def test_idle_timeout_does_not_close_a_peer_that_keeps_sending_while_the_handler_lags(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    # Over TLS the peer's bytes wait in the TLS layer's buffer, not in the socket, while the handler
+    # leaves its recv queue full: the peer is not idle all the same.
+    got: list[str] = []
+
+    async def lagging(ws: upwire.ServerConnection) -> None:
+        await asyncio.sleep(1.0)  # more than twice idle_timeout
+        async for message in ws:
+            got.append(message)
+
+    server = await start_server(
+        lagging, ssl=server_context(ca), idle_timeout=0.4, ping_interval=None, max_queue=2
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context(ca))
+        for i in range(15):
+            await ws.send(f"{i:03d}" * 30)
+            await asyncio.sleep(0.1)
+        assert ws.close_code is None  # still open after 1.5 s of a peer that never went quiet
+        await ws.close()
+    assert len(got) == 15

@@ -457,6 +457,32 @@ def test_a_connection_captured_twice_is_one_stream_with_its_frames_once(tmp_path
     assert [[f.text for f in c.frames] for c in connections] == [["once"], ["twice"]]
 
 
+def test_a_syn_after_a_connection_whose_opening_was_not_captured_starts_a_new_one(
+    tmp_path: Path,
+) -> None:
+    # The capture starts mid-connection (no SYN, no close captured); the next connection on the same
+    # ports is another stream, as Wireshark counts. A SYN sent again after a SYN-ACK that opened the
+    # capture is the same connection's (the SYN-ACK acknowledges its number).
+    first = Conversation().handshake()
+    first.send(True, REQUEST)
+    first.send(False, RESPONSE)
+    mid = first.send(True, client_frame(Opcode.TEXT, b"conn A"))
+    second = Conversation(client_isn=900_000, server_isn=700_000).handshake()
+    second.send(True, REQUEST)
+    second.send(False, RESPONSE)
+    second.send(True, client_frame(Opcode.TEXT, b"conn B"))
+    third = Conversation(client_isn=300_000, server_isn=400_000).handshake()
+    syn, syn_ack = third.packets[0], third.packets[1]
+    third.packets[:2] = [syn_ack, syn]  # the capture starts at the SYN-ACK; the SYN comes again
+    third.send(True, REQUEST)
+    third.send(False, RESPONSE)
+    third.send(True, client_frame(Opcode.TEXT, b"conn C"))
+    packets = mid + second.packets + third.packets
+    connections = dissect(write_capture(tmp_path / "c.pcap", packets)).connections
+    assert [[f.text for f in c.frames] for c in connections] == [["conn A"], ["conn B"], ["conn C"]]
+    assert [c.index for c in connections] == [0, 1, 2]
+
+
 def test_mid_connection_the_other_direction_is_checked_for_a_frame_start_too(
     tmp_path: Path,
 ) -> None:

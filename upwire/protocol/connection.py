@@ -124,7 +124,7 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
-def _not_utf8(error: UnicodeEncodeError) -> UsageError:
+def not_utf8(error: UnicodeEncodeError) -> UsageError:
     """What sending text that UTF-8 cannot encode (a lone surrogate) raises, as `send_close` does."""
     return UsageError(
         f"cannot send text that is not valid Unicode: {error.reason} at index {error.start}"
@@ -1127,7 +1127,7 @@ class Connection:
             try:
                 data = data.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise _not_utf8(exc) from None
+                raise not_utf8(exc) from None
             opcode = _TEXT
         else:
             data = byte_view(data)
@@ -1214,7 +1214,7 @@ class Connection:
         try:
             payload = data.encode("utf-8") if isinstance(data, str) else byte_view(data)
         except UnicodeEncodeError as exc:
-            raise _not_utf8(exc) from None
+            raise not_utf8(exc) from None
         current = self._out_fragment_type
         if current is None:
             opcode = _TEXT if kind is str else _BINARY

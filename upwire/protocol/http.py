@@ -16,6 +16,7 @@ import http
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import h11
@@ -582,12 +583,11 @@ class RequestReader:
                 h11.SERVER, max_incomplete_event_size=self._max_header_bytes
             )
         parser.receive_data(data)
-        try:
-            event = parser.next_event()
-        except h11.RemoteProtocolError as exc:
-            if exc.error_status_hint == 431:
-                raise self._too_large() from None
-            raise http_error(exc.error_status_hint, f"malformed HTTP request ({exc})") from None
+        event = _next_event(parser)
+        if type(event) is _Malformed:
+            if event.status_hint == 431:
+                raise self._too_large()
+            raise http_error(event.status_hint, f"malformed HTTP request ({event.message})")
         if event is h11.NEED_DATA:
             return None
         if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields a Request first
@@ -656,10 +656,31 @@ class RequestBodyReader:
                 return bytes(self._parser.trailing_data[0])
 
     def _next(self) -> object:
-        try:
-            return self._parser.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise http_error(400, f"malformed HTTP request ({exc})") from None
+        event = _next_event(self._parser)
+        if type(event) is _Malformed:
+            raise http_error(400, f"malformed HTTP request ({event.message})")
+        return event
+
+
+class _Malformed(NamedTuple):
+    """h11's error about the bytes it was given, as data."""
+
+    status_hint: int
+    message: str
+
+
+def _next_event(parser: h11.Connection) -> object:
+    """h11's next event, or its error as a `_Malformed`.
+
+    h11's error holds itself through its traceback (the frame that re-raises it), and so every frame that
+    traceback reaches, and their callers' (the connection's among them), until a full garbage collection.
+    Its traceback is dropped here, and it is not raised on as another error's context.
+    """
+    try:
+        return parser.next_event()
+    except h11.RemoteProtocolError as exc:
+        exc.__traceback__ = None
+        return _Malformed(exc.error_status_hint, str(exc))
 
 
 class ResponseReader:
@@ -706,16 +727,13 @@ class ResponseReader:
 
     def _next(self) -> Response | None:
         while True:
-            try:
-                event = self._parser.next_event()
-            except h11.RemoteProtocolError as exc:
+            event = _next_event(self._parser)
+            if type(event) is _Malformed:
                 if self._eof and self._response is None:
-                    raise InvalidHandshake(
-                        "connection closed before a complete HTTP response", 0
-                    ) from None
-                if exc.error_status_hint == 431:  # h11's bound on a head still arriving
-                    raise self._too_large() from None
-                raise InvalidHandshake(f"malformed HTTP response: {exc}", 0) from None
+                    raise InvalidHandshake("connection closed before a complete HTTP response", 0)
+                if event.status_hint == 431:  # h11's bound on a head still arriving
+                    raise self._too_large()
+                raise InvalidHandshake(f"malformed HTTP response: {event.message}", 0)
             if event is h11.NEED_DATA:
                 return None
             if event is h11.PAUSED:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl as ssl_module
 import time
 from collections.abc import Callable
@@ -179,7 +180,10 @@ class Tap:
                     uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None
                 )
         except (OSError, TimeoutError) as exc:
-            why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+            if isinstance(exc, TimeoutError):
+                why = "timed out"
+            else:  # asyncio's message names the address, already said below; the errno's says why
+                why = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
             body = f"upwire tap: cannot connect to the upstream {uri.host}:{uri.port}: {why}\n"
             status = 504 if isinstance(exc, TimeoutError) else 502
             answer = Response(status, body=body)
@@ -302,9 +306,13 @@ class Tap:
     async def _read_response(
         upstream_r: asyncio.StreamReader, reader: ResponseReader
     ) -> Response | None:
-        """The upstream's answer, or None when it closed without one."""
+        """The upstream's answer, or None when it closed without a byte of one."""
+        answered = False
         while True:
             data = await upstream_r.read(_READ_SIZE)
+            if not data and not answered:
+                return None
+            answered = True
             response = reader.feed(data) if data else reader.feed_eof()
             if response is not None or not data:
                 return response

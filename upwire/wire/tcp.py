@@ -225,14 +225,11 @@ class StreamTable:
         if stream is not None:
             if stream.from_a.fin_seen and stream.from_b.fin_seen:
                 stream.closed = True  # both FINs seen: a SYN now opens another connection
-            # A SYN with another initial sequence number than the SYN that opened the connection opens
-            # a new one (the ports reused), closed or not, as Wireshark's tcp.stream counts; one with the
-            # same number is the same connection's, sent again or captured twice (`-i lo -i any`). A
-            # connection whose SYN was not captured has no number to compare: a SYN after its close
-            # opens a new one.
-            reused = is_syn and (
-                segment.seq != stream.isn if stream.isn is not None else stream.closed
-            )
+            # A SYN with another initial sequence number than the connection's opens a new one (the
+            # ports reused), closed or not, as Wireshark's tcp.stream counts; one with the same number
+            # is the same connection's, sent again or captured twice (`-i lo -i any`). For a connection
+            # whose opening the capture missed, any SYN is another connection's.
+            reused = is_syn and segment.seq != stream.isn
             if not reused:
                 if segment.flags & _RST:
                     stream.closed = True
@@ -243,6 +240,8 @@ class StreamTable:
         stream = TcpStream(index=len(self.streams), a=a, b=b, first_time=segment.time)
         if is_syn:
             stream.isn = segment.seq
+        elif segment.flags & _SYN:
+            stream.isn = (segment.ack - 1) % (1 << 32)  # the SYN's, which the SYN-ACK acknowledges
         self._by_key[key] = stream
         self.streams.append(stream)
         return stream, True
