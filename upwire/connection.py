@@ -1220,11 +1220,12 @@ class Connection(asyncio.BufferedProtocol):
             data: the ping payload (at most 125 bytes); 4 random bytes by default.
 
         Raises:
-            ConnectionClosed: when the connection is closing or closed.
+            ConnectionClosed: when the connection is closed. While it is closing, nothing is sent and
+                the future fails with what the closing handshake ends with, as `send` raises it.
             ValueError: when `data` is already used by a ping still waiting for its pong.
         """
         if isinstance(data, str):
-            payload: bytes | None = data.encode()
+            payload: bytes | None = _encoded(data)
         else:
             # The bytes of any buffer (the key of the pong to come); TypeError for anything else.
             payload = None if data is None else bytes(memoryview(data))
@@ -1234,7 +1235,16 @@ class Connection(asyncio.BufferedProtocol):
                 payload = os.urandom(4)
         elif payload in self._pings:
             raise ValueError("a ping with this data is already waiting for its pong")
-        protocol = self._open_protocol()
+        try:
+            protocol = self._open_protocol()
+        except ConnectionClosed:
+            if self._tcp_closed:
+                raise
+            # Closing: nothing is sent, and the future fails with what the closing handshake under way
+            # ends with (as `send` raises it), when the connection is closed.
+            waiting: asyncio.Future[float] = self.loop.create_future()
+            self._pings[payload] = (waiting, self.loop.time())
+            return waiting
         try:
             protocol.send_ping(payload)
         except UsageError as exc:
@@ -1254,7 +1264,7 @@ class Connection(asyncio.BufferedProtocol):
             ConnectionClosed: when the connection is closing or closed.
             ValueError: when `data` is over 125 bytes.
         """
-        payload = data.encode() if isinstance(data, str) else data
+        payload = _encoded(data) if isinstance(data, str) else data
         try:
             protocol = self._open_protocol()
             try:
@@ -1625,6 +1635,14 @@ class Connection(asyncio.BufferedProtocol):
         return waiting is None or waiting > 0
 
 
+def _encoded(text: str) -> bytes:
+    """`text` as UTF-8; UsageError for a str that cannot be (a lone surrogate), as sending it raises."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise not_utf8(exc) from None
+
+
 def _as_typed(message: Sendable, text: bool) -> Sendable:
     """`message` with its (fragments') type made str for `text`, bytes for binary (`send(text=...)`)."""
     if isinstance(message, str | bytes | bytearray | memoryview):
@@ -1647,10 +1665,7 @@ def _typed(
     if isinstance(item, str):
         if decoder is None and text:
             return item
-        try:
-            data = item.encode()
-        except UnicodeEncodeError as exc:
-            raise not_utf8(exc) from None  # what sending the str itself raises
+        data = _encoded(item)
     else:
         data = byte_view(item)
     if not text:

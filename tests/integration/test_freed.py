@@ -2,7 +2,8 @@
 
 A reference cycle through an error's traceback keeps what it holds until the garbage collector's next full
 pass, which an application with a large heap makes rare: one per failed attempt adds up in a client that
-retries, or a server that drops handshakes.
+retries, or a server that drops handshakes. (Plain TCP: over TLS, asyncio's and uvloop's TLS transports keep
+the protocol's bound methods after the connection is lost, a cycle of theirs; docs/security.md says so.)
 """
 
 from __future__ import annotations

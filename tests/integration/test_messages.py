@@ -15,7 +15,7 @@ from views import odd_views
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, scheduled_during_round_trips, uri
-from .wire import BINARY, CONTINUATION, PONG, TEXT, RawPeer
+from .wire import BINARY, CLOSE, CONTINUATION, PONG, TEXT, RawPeer
 
 MESSAGES = {
     "text": "hello",
@@ -290,6 +290,9 @@ async def test_ping_and_pong_take_any_buffer_by_its_bytes(start_server: StartSer
             await ws.pong(array.array("i", range(40)))  # 40 items but 160 bytes: too long
         with pytest.raises(TypeError):
             await ws.pong(12)  # type: ignore[arg-type]
+        for call in (ws.pong, ws.ping):
+            with pytest.raises(upwire.UsageError, match="not valid Unicode"):
+                await call("\ud800")  # a lone surrogate, as send says
         await ws.send("done")
         await ws.wait_closed()
 
@@ -306,16 +309,18 @@ async def test_ping_and_pong_take_any_buffer_by_its_bytes(start_server: StartSer
         assert await ws.ping(ints) >= 0.0
 
 
-async def test_pong_while_closing_waits_for_the_closing_handshake_as_send_does(
-    start_server: StartServer,
+@pytest.mark.parametrize("call", ["pong", "ping"])
+async def test_ping_or_pong_while_closing_waits_for_the_closing_handshake_as_send_does(
+    start_server: StartServer, call: str
 ) -> None:
-    # The peer never answers the close: the handshake ends with 1006, and pong says so (not "OK").
+    # The peer never answers the close: the handshake ends with 1006, and pong and ping say so (not
+    # "OK"); nothing is sent after the close frame.
     raised: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def handler(ws: upwire.ServerConnection) -> None:
         ws.close_now()
         try:
-            await ws.pong(b"late")
+            await (ws.pong(b"late") if call == "pong" else ws.ping(b"late"))
         except upwire.ConnectionClosed as exc:
             raised.set_result(exc)
 
@@ -325,7 +330,7 @@ async def test_pong_while_closing_waits_for_the_closing_handshake_as_send_does(
         error = await raised
         assert isinstance(error, upwire.ConnectionClosedError), error
         assert error.code == 1006
-        await peer.read_to_eof()
+        assert [f.opcode for f in await peer.read_frames_to_eof()] == [CLOSE]
 
 
 async def test_async_with_a_connection_closes_it_with_1000_or_with_1011_on_an_error(

@@ -271,4 +271,4 @@ async def test_tap_reports_an_upstream_it_cannot_reach_and_brackets_an_ipv6_list
     assert (line["type"], line["stream"], line["websocket"]) == ("connection", 0, False)
     assert line["response"]["status"] == 502
     assert line["request"]["target"] == "/"
-    assert any(f"cannot connect to the upstream 127.0.0.1:{port}" in n for n in line["notes"])
+    assert f"cannot connect to the upstream 127.0.0.1:{port}: Connection refused" in line["notes"]

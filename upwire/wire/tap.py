@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable
@@ -51,6 +52,15 @@ def _address(peer: Any) -> str:
         host, port = peer[0], peer[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(peer)
+
+
+def _connect_failure(exc: OSError) -> str:
+    """Why connecting failed, in words: asyncio's own message only repeats the address."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if exc.errno and exc.errno > 0 and not isinstance(exc, ssl_module.SSLError | socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 class Tap:
@@ -180,11 +190,10 @@ class Tap:
                     uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None
                 )
         except (OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                why = "timed out"
-            else:  # asyncio's message names the address, already said below; the errno's says why
-                why = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
-            body = f"upwire tap: cannot connect to the upstream {uri.host}:{uri.port}: {why}\n"
+            body = (
+                f"upwire tap: cannot connect to the upstream {_address((uri.host, uri.port))}: "
+                f"{_connect_failure(exc)}\n"
+            )
             status = 504 if isinstance(exc, TimeoutError) else 502
             answer = Response(status, body=body)
             client_w.write(serialize_response(answer))
@@ -212,7 +221,7 @@ class Tap:
             observer = WebSocketObserver(
                 self._streams,
                 _address(client_w.get_extra_info("peername")),
-                f"{uri.host}:{uri.port}",
+                _address((uri.host, uri.port)),
             )
             self._streams += 1
             observer.open(forwarded, response, observer.a, observer.b)
@@ -248,7 +257,7 @@ class Tap:
         observer = WebSocketObserver(
             self._streams,
             _address(client_w.get_extra_info("peername")),
-            f"{self.upstream.host}:{self.upstream.port}",
+            _address((self.upstream.host, self.upstream.port)),
         )
         self._streams += 1
         observer.request, observer.response = request, response
