@@ -439,7 +439,9 @@ class Connection(asyncio.BufferedProtocol):
         # What `wait_closed` awaits, made by its first call: most connections are never waited for, and a
         # future per connection costs time and memory on every handshake.
         self._closed_waiter: asyncio.Future[None] | None = None
-        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        # Pings waiting for their pong, by payload, in the order sent; and (by keys no pong can match)
+        # those made while closing, which wait for the close.
+        self._pings: dict[object, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -1222,7 +1224,9 @@ class Connection(asyncio.BufferedProtocol):
         Raises:
             ConnectionClosed: when the connection is closed. While it is closing, nothing is sent and
                 the future fails with what the closing handshake ends with, as `send` raises it.
-            ValueError: when `data` is already used by a ping still waiting for its pong.
+            ValueError: when `data` is already used by a ping still waiting for its pong, or is over
+                125 bytes.
+            UsageError: for a `str` that UTF-8 cannot encode (a lone surrogate), as `send` says.
         """
         if isinstance(data, str):
             payload: bytes | None = _encoded(data)
@@ -1243,7 +1247,7 @@ class Connection(asyncio.BufferedProtocol):
             # Closing: nothing is sent, and the future fails with what the closing handshake under way
             # ends with (as `send` raises it), when the connection is closed.
             waiting: asyncio.Future[float] = self.loop.create_future()
-            self._pings[payload] = (waiting, self.loop.time())
+            self._pings[object()] = (waiting, self.loop.time())  # not the payload: it was not sent
             return waiting
         try:
             protocol.send_ping(payload)
@@ -1261,8 +1265,10 @@ class Connection(asyncio.BufferedProtocol):
             data: the pong payload (at most 125 bytes); a `str` is sent as its UTF-8.
 
         Raises:
-            ConnectionClosed: when the connection is closing or closed.
+            ConnectionClosed: when the connection is closed (while it is closing, once the closing
+                handshake is over, with its outcome, as `send`).
             ValueError: when `data` is over 125 bytes.
+            UsageError: for a `str` that UTF-8 cannot encode (a lone surrogate), as `send` says.
         """
         payload = _encoded(data) if isinstance(data, str) else data
         try:

@@ -481,6 +481,12 @@ def test_a_syn_after_a_connection_whose_opening_was_not_captured_starts_a_new_on
     connections = dissect(write_capture(tmp_path / "c.pcap", packets)).connections
     assert [[f.text for f in c.frames] for c in connections] == [["conn A"], ["conn B"], ["conn C"]]
     assert [c.index for c in connections] == [0, 1, 2]
+    # A SYN with the number the first captured segment implies (its sequence number less one) is the
+    # same connection's, as Wireshark takes it (two interfaces' copies interleaved, say).
+    [segment] = mid
+    late_syn = Packet(segment.src, segment.dst, segment.seq - 1, 0, dpkt.tcp.TH_SYN)
+    connections = dissect(write_capture(tmp_path / "d.pcap", [segment, late_syn])).connections
+    assert len(connections) == 1
 
 
 def test_mid_connection_the_other_direction_is_checked_for_a_frame_start_too(

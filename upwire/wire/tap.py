@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import ssl as ssl_module
@@ -60,7 +61,17 @@ def _connect_failure(exc: OSError) -> str:
         return "timed out"
     if exc.errno and exc.errno > 0 and not isinstance(exc, ssl_module.SSLError | socket.gaierror):
         return os.strerror(exc.errno)
-    return exc.strerror or str(exc) or type(exc).__name__
+    # uvloop raises some without errno or text: the class names the errno.
+    code = _CONNECTION_ERRNOS.get(type(exc))
+    return exc.strerror or str(exc) or (os.strerror(code) if code else type(exc).__name__)
+
+
+_CONNECTION_ERRNOS: dict[type, int] = {
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    BrokenPipeError: errno.EPIPE,
+}
 
 
 class Tap:
@@ -77,7 +88,7 @@ class Tap:
         on_refused: called when a client's Upgrade request did not become a WebSocket connection (the
             upstream refused it or could not be reached, or the request was invalid): the observer
             (not WebSocket) has the request when there was one, the answer the client got (the
-            upstream's, or the tap's own 400/502/504) and a note saying why.
+            upstream's, or the tap's own 400/414/431/502/504) and a note saying why.
         ssl: the TLS context for a wss:// upstream (the default context when None).
         max_frame_hold: the most bytes of one incomplete frame held for decoding (default 16 MiB). A
             larger frame is passed on as its bytes come, and that direction of the connection is no

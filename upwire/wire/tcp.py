@@ -194,6 +194,9 @@ class TcpStream:
     from_b: HalfStream = field(default_factory=HalfStream)
     closed: bool = False
     isn: int | None = None  # the sequence number of the SYN that opened it, when the capture has it
+    # Without it (the capture missed the opening): each direction's first sequence number less one, the
+    # number its SYN had, as Wireshark takes it.
+    bases: dict[Endpoint, int] = field(default_factory=dict)
 
     @property
     def reset(self) -> bool:
@@ -227,9 +230,14 @@ class StreamTable:
                 stream.closed = True  # both FINs seen: a SYN now opens another connection
             # A SYN with another initial sequence number than the connection's opens a new one (the
             # ports reused), closed or not, as Wireshark's tcp.stream counts; one with the same number
-            # is the same connection's, sent again or captured twice (`-i lo -i any`). For a connection
-            # whose opening the capture missed, any SYN is another connection's.
-            reused = is_syn and segment.seq != stream.isn
+            # is the same connection's, sent again or captured twice (`-i lo -i any`).
+            if stream.isn is not None:
+                reused = is_syn and segment.seq != stream.isn
+            else:
+                base = stream.bases.get(segment.src)
+                reused = is_syn and segment.seq != base
+                if base is None and not is_syn:
+                    stream.bases[segment.src] = (segment.seq - 1) % (1 << 32)
             if not reused:
                 if segment.flags & _RST:
                     stream.closed = True
@@ -242,6 +250,8 @@ class StreamTable:
             stream.isn = segment.seq
         elif segment.flags & _SYN:
             stream.isn = (segment.ack - 1) % (1 << 32)  # the SYN's, which the SYN-ACK acknowledges
+        else:
+            stream.bases[segment.src] = (segment.seq - 1) % (1 << 32)
         self._by_key[key] = stream
         self.streams.append(stream)
         return stream, True
