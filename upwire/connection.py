@@ -809,10 +809,13 @@ class Connection(asyncio.BufferedProtocol):
         except ConnectionClosed:
             if self._tcp_closed:
                 raise
-            # The closing handshake is under way: wait for its end (within close_timeout) and raise
-            # what it ended with, so that a clean close does not look like an error.
-            await self.wait_closed()
-            raise self._closed_error() from None
+            raise await self._closing_outcome() from None
+
+    async def _closing_outcome(self) -> ConnectionClosed:
+        """What a call refused while the closing handshake is under way raises: its outcome, once it is
+        over (within close_timeout), so that a clean close does not look like an error."""
+        await self.wait_closed()
+        return self._closed_error()
 
     def send_now(self, message: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message without waiting (the low-level API; see `upwire.Listener`).
@@ -1283,9 +1286,7 @@ class Connection(asyncio.BufferedProtocol):
         except ConnectionClosed:
             if self._tcp_closed:
                 raise
-            # As `send`: the closing handshake under way decides what the error says.
-            await self.wait_closed()
-            raise self._closed_error() from None
+            raise await self._closing_outcome() from None
 
     def _pong_received(self, data: bytes) -> None:
         if data not in self._pings:
