@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from upwire.client import connect, parse_uri
 from upwire.exceptions import (
@@ -105,11 +106,40 @@ def _show(message: str | bytes, interactive: bool) -> None:
     print(f"< {text}" if interactive else text, flush=True)
 
 
-def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
-    """Read stdin in a thread (portable for TTYs and pipes) and hand each line to the loop."""
+def _lines_of(fd: int) -> Iterator[bytes]:
+    """The lines read from `fd` (the last one without its newline, if it has none)."""
+    pending = b""
+    while chunk := os.read(fd, 65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+class _NotText(Exception):
+    """A line of input that is not UTF-8 (text messages must be)."""
+
+
+def _read_lines(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | _NotText | None]
+) -> None:
+    """Read stdin in a thread (portable for TTYs and pipes) and hand each line to the loop.
+
+    Lines are decoded one by one as UTF-8, whatever the locale: one that is not ends the input, after the
+    lines before it. The file descriptor is read directly: a thread blocked in `sys.stdin` holds its
+    buffer's lock, which would abort the interpreter's shutdown after Ctrl-C.
+    """
     try:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
+        for number, line in enumerate(_lines_of(sys.stdin.fileno()), 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                loop.call_soon_threadsafe(
+                    queue.put_nowait, _NotText(f"line {number} of the input is not UTF-8")
+                )
+                return
+            loop.call_soon_threadsafe(queue.put_nowait, text.rstrip("\r\n"))
     finally:
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -149,24 +179,41 @@ async def _connect(args: argparse.Namespace) -> int:
 
     receiver = asyncio.create_task(receive())
     loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    # SIGTERM ends the session as Ctrl-D does, with the closing handshake (RFC 6455 §7.1.2).
+    stop = loop.create_future()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGTERM, _set_once, stop)
+    lines: asyncio.Queue[str | _NotText | None] = asyncio.Queue()
     threading.Thread(target=_read_lines, args=(loop, lines), daemon=True).start()
-    while not receiver.done():
-        getter = asyncio.ensure_future(lines.get())
-        await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():
-            getter.cancel()
-            break
-        line = getter.result()
-        if line is None:
-            break
-        try:
-            await ws.send(line)
-        except ConnectionClosed:
-            break
+    failure = None
+    try:
+        while not receiver.done():
+            getter = asyncio.ensure_future(lines.get())
+            await asyncio.wait({getter, receiver, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                break
+            line = getter.result()
+            if line is None:
+                break
+            if isinstance(line, _NotText):
+                failure = line
+                break
+            try:
+                await ws.send(line)
+            except ConnectionClosed:
+                break
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio.run cancels this task): leave with the closing handshake all the same.
+        await ws.close()
+        receiver.cancel()
+        raise
     # Closing is in order with the messages: every reply sent before the server saw our close arrives.
     await ws.close()
     status = await receiver
+    if failure is not None:
+        print(f"upwire: {failure}", file=sys.stderr)
+        status = 1
     if interactive:
         print(
             f"closed: code {ws.close_code}" + (f" ({ws.close_reason})" if ws.close_reason else "")

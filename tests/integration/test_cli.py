@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 import upwire
 
@@ -90,6 +93,61 @@ async def test_serve_echo_and_connect_from_a_pipe_print_the_echoes() -> None:
             "-m", "upwire", "connect", f"ws://127.0.0.1:{port}/", stdin=lines.encode()
         )
         assert (code, out, err) == (0, lines, "")
+
+
+async def test_connect_stops_at_a_line_that_is_not_utf8_after_the_lines_before_it(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(echo)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, out, err = await run(
+            "-m", "upwire", "connect", uri(server), stdin=b"first\n\xff\xfe\nlast\n"
+        )
+    assert (code, out) == (1, "first\n")
+    assert_one_line_error(err)
+    assert "line 2 of the input is not UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "expected_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)]
+)
+async def test_connect_stopped_by_a_signal_closes_with_1000(
+    start_server: StartServer, stop_signal: signal.Signals, expected_code: int
+) -> None:
+    closes: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def watch(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+        closes.put_nowait(ws.close_code)
+
+    server = await start_server(watch)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "upwire",
+        "connect",
+        uri(server),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=ENV,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            process.stdin.write(b"hello\n")  # stdin stays open: the session goes on
+            assert await process.stdout.readline() == b"hello\n"
+            process.send_signal(stop_signal)
+            _, err = await process.communicate()
+            assert await closes.get() == 1000
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == expected_code, err
+    assert b"Traceback" not in err and b"Fatal" not in err, err
 
 
 async def test_serve_hello_answers_hello_alice() -> None:
