@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import sys
 from http.cookies import CookieError, SimpleCookie
 
 import upwire
@@ -109,3 +110,5 @@ if __name__ == "__main__":
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # the port is taken, say: one line, not a traceback
+        sys.exit(f"cannot start the cookie server: {exc}")

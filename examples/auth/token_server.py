@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import sys
 
 import upwire
 
@@ -82,3 +83,5 @@ if __name__ == "__main__":
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # the port is taken, say: one line, not a traceback
+        sys.exit(f"cannot start the token server: {exc}")

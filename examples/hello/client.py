@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import upwire
 
@@ -26,4 +27,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OSError, upwire.WebSocketError) as exc:
+        sys.exit(f"hello client: {exc}")  # no server there, say: one line, not a traceback

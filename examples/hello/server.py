@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pathlib
+import sys
 
 import upwire
 
@@ -57,3 +58,5 @@ if __name__ == "__main__":
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # the port is taken, say: one line, not a traceback
+        sys.exit(f"cannot start the hello server: {exc}")

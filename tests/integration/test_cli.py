@@ -217,6 +217,27 @@ async def test_hello_example_client_gets_a_greeting_from_the_hello_example_serve
         assert "<<< Hello Bob!" in out.splitlines()
 
 
+async def test_hello_example_on_a_taken_port_or_without_a_server_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            code, _, err = await run(
+                str(HELLO / "server.py"), "--host", "127.0.0.1", "--port", str(port)
+            )
+    assert code == 1
+    assert_one_line_error(err)
+    assert "cannot start the hello server" in err and "address already in use" in err
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, _, err = await run(
+            str(HELLO / "client.py"), f"ws://127.0.0.1:{port}/", "--name", "Bob"
+        )  # nothing listens there any more
+    assert code == 1
+    assert_one_line_error(err)
+    assert err.startswith("hello client: ")
+
+
 async def test_hello_example_server_answers_get_slash_with_its_html_page() -> None:
     async with (
         asyncio.timeout(TEST_TIMEOUT_S),
