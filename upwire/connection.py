@@ -240,7 +240,7 @@ class ConnectionOptions:
         close_timeout: seconds allowed for the closing handshake and the TCP close.
         idle_timeout: seconds without any received byte after which the connection is closed with 1001
             (None: no limit); the time the application leaves its recv queue full while the peer's
-            bytes wait in the socket does not count.
+            bytes wait to be read (in the socket, or a TLS transport's buffer) does not count.
     """
 
     __slots__ = (

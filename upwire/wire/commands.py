@@ -32,6 +32,7 @@ from upwire.wire.render import (
     summary_json,
 )
 from upwire.wire.spool import Spool
+from upwire.wire.tcp import format_endpoint
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
 __all__ = ["add_subcommands", "run_dissect", "run_tap"]
@@ -188,11 +189,6 @@ def run_dissect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def _netloc(host: str, port: int) -> str:
-    """host:port for a URI: an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _set_once(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -283,13 +279,13 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
         server = await tap.start(host, port)
     except OSError as exc:
         print(
-            f"upwire: cannot listen on {_netloc(host, port)}: {exc.strerror or exc}",
+            f"upwire: cannot listen on {format_endpoint(host, port)}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
     bound = server.sockets[0].getsockname()[1]
     print(
-        f"upwire tap listening on ws://{_netloc(host, bound)}/ -> {args.upstream}",
+        f"upwire tap listening on ws://{format_endpoint(host, bound)}/ -> {args.upstream}",
         file=sys.stderr,
         flush=True,
     )
@@ -298,7 +294,7 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
         web_host, web_port = args.web
         web_server = await feed.start(web_host, web_port)
         print(
-            f"upwire tap: frames page on http://{_netloc(web_host, web_server.port)}/",
+            f"upwire tap: frames page on http://{format_endpoint(web_host, web_server.port)}/",
             file=sys.stderr,
             flush=True,
         )

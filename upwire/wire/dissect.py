@@ -14,15 +14,10 @@ from pathlib import Path
 
 from upwire.protocol.frames import CONTROL_OPCODES, Opcode
 from upwire.wire.capture import CaptureError, ReadStats, read_segments
-from upwire.wire.tcp import Data, Gap, StreamTable, TcpStream
+from upwire.wire.tcp import Data, Gap, StreamTable, TcpStream, format_endpoint
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
 __all__ = ["Connection", "Dissection", "FrameFilter", "FrameSink", "dissect"]
-
-
-def _endpoint(endpoint: tuple[str, int]) -> str:
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(slots=True)
@@ -42,8 +37,8 @@ class Connection:
         """Retransmissions, reordering and gaps, in words."""
         notes = []
         for name, half in (
-            ("from " + _endpoint(self.tcp.a), self.tcp.from_a),
-            ("from " + _endpoint(self.tcp.b), self.tcp.from_b),
+            ("from " + format_endpoint(*self.tcp.a), self.tcp.from_a),
+            ("from " + format_endpoint(*self.tcp.b), self.tcp.from_b),
         ):
             if half.retransmitted_bytes:
                 notes.append(f"{name}: {half.retransmitted_bytes} retransmitted bytes ignored")
@@ -141,8 +136,8 @@ def dissect(
             if new:
                 observer = WebSocketObserver(
                     stream.index,
-                    _endpoint(stream.a),
-                    _endpoint(stream.b),
+                    format_endpoint(*stream.a),
+                    format_endpoint(*stream.b),
                     mid_connection=not segment.flags & 0x02,
                 )
                 connections[stream.index] = Connection(stream, observer)

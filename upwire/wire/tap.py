@@ -36,6 +36,7 @@ from upwire.protocol.http import (
     serialize_request,
     serialize_response,
 )
+from upwire.wire.tcp import format_endpoint
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
 
 __all__ = ["Tap"]
@@ -50,8 +51,7 @@ ConnectionCallback = Callable[[WebSocketObserver], None]
 
 def _address(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return format_endpoint(str(peer[0]), peer[1])
     return str(peer)
 
 
@@ -202,7 +202,7 @@ class Tap:
                 )
         except (OSError, TimeoutError) as exc:
             body = (
-                f"upwire tap: cannot connect to the upstream {_address((uri.host, uri.port))}: "
+                f"upwire tap: cannot connect to the upstream {format_endpoint(uri.host, uri.port)}: "
                 f"{_connect_failure(exc)}\n"
             )
             status = 504 if isinstance(exc, TimeoutError) else 502
@@ -232,7 +232,7 @@ class Tap:
             observer = WebSocketObserver(
                 self._streams,
                 _address(client_w.get_extra_info("peername")),
-                _address((uri.host, uri.port)),
+                format_endpoint(uri.host, uri.port),
             )
             self._streams += 1
             observer.open(forwarded, response, observer.a, observer.b)
@@ -268,7 +268,7 @@ class Tap:
         observer = WebSocketObserver(
             self._streams,
             _address(client_w.get_extra_info("peername")),
-            _address((self.upstream.host, self.upstream.port)),
+            format_endpoint(self.upstream.host, self.upstream.port),
         )
         self._streams += 1
         observer.request, observer.response = request, response

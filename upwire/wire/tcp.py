@@ -27,6 +27,11 @@ _MAX_PENDING_BYTES = 16 << 20
 Endpoint = tuple[str, int]
 
 
+def format_endpoint(host: str, port: int) -> str:
+    """ "host:port", an IPv6 address in brackets (as in a URI)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Data:
     """Bytes that continue a direction in order; `time` and `packet` are those of the segment that brought them."""
