@@ -205,7 +205,7 @@ class ClientConnection(Connection):
         a server that requires one then closes without answering (asyncio reports an EOF, uvloop only
         the connection's loss).
         """
-        if not self._tls or self._reader.received:
+        if self._tls_info is None or self._reader.received:
             return error
         return InvalidHandshake(
             f"{error}: the server closed the TLS connection without answering the Upgrade request "

@@ -104,6 +104,61 @@ _FD_UNKNOWN = -2
 _QUIET_BEFORE_CLOSE_S = 0.25
 
 
+# What a TLS connection's transport tells, kept past the connection's end (`_LostTLSTransport`).
+_TLS_INFO = (
+    "peername",
+    "sockname",
+    "sslcontext",
+    "ssl_object",
+    "peercert",
+    "cipher",
+    "compression",
+)
+
+
+class _LostTLSTransport(asyncio.Transport):
+    """What a TLS connection's `transport` is once the connection is lost: closed, with its addresses.
+
+    asyncio's and uvloop's TLS transports keep the protocol's `get_buffer` and `buffer_updated` after the
+    connection is lost, so a connection that still held its transport would be in a reference cycle and
+    wait for the garbage collector's next full pass, with its buffers and queue. And asyncio's forgets the
+    addresses then: `remote_address` stays what it was, as over plain TCP.
+    """
+
+    def is_closing(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass  # as a closed TLS transport does: nothing more goes out
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
 def _socket_fd(transport: asyncio.BaseTransport) -> int:
     """The file descriptor of `transport`'s stream socket if its writes go straight to it, else -1.
 
@@ -362,7 +417,7 @@ class Connection(asyncio.BufferedProtocol):
         "_recv_waiter",
         "_stashed",
         "_tcp_closed",
-        "_tls",
+        "_tls_info",
         "_unflushed",
         "_writing_paused",
         "_wrote_at_once",
@@ -426,8 +481,9 @@ class Connection(asyncio.BufferedProtocol):
         self.latency = 0.0
         # A `_resume_input` is scheduled, and reading paused until it ran (`_schedule_input`).
         self._pending_input = False
-        # True over TLS (set in connection_made).
-        self._tls = False
+        # Over TLS, what the transport tells about the connection, kept for when it is lost (connection_made
+        # sets it, connection_lost puts a `_LostTLSTransport` with it in the transport's place); else None.
+        self._tls_info: dict[str, Any] | None = None
         # The socket's file descriptor when the transport writes straight to it (see _socket_fd), else -1;
         # looked up on first use (`_direct_fd`): uvloop makes a socket object and a system call for it, and
         # most connections never need it.
@@ -1019,7 +1075,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._close_in_stages()
                 return
             transport.close()
-            if self._tls or transport.get_write_buffer_size():
+            if self._tls_info is not None or transport.get_write_buffer_size():
                 # Unsent bytes (or a TLS shutdown) may never go out to a peer that stopped reading;
                 # otherwise connection_lost follows at once and a timer would only be cancelled.
                 self._start_close_timer()
@@ -1132,7 +1188,9 @@ class Connection(asyncio.BufferedProtocol):
         fd = self._fd
         if fd == _FD_UNKNOWN:
             transport = self.transport
-            fd = self._fd = -1 if transport is None or self._tls else _socket_fd(transport)
+            fd = self._fd = (
+                -1 if transport is None or self._tls_info is not None else _socket_fd(transport)
+            )
         return fd
 
     async def _drain(self) -> None:
@@ -1411,7 +1469,7 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self.transport.set_write_buffer_limits(high=self.options.write_limit)
             if transport.get_extra_info("sslcontext") is not None:
-                self._tls = True
+                self._tls_info = {name: transport.get_extra_info(name) for name in _TLS_INFO}
 
     def _opened(self, protocol: ProtocolConnection, early_data: bytes) -> None:
         """Switch to WebSocket frames once the opening handshake succeeded."""
@@ -1547,6 +1605,8 @@ class Connection(asyncio.BufferedProtocol):
                 timer.cancel()
         self._close_timer = self._keepalive_timer = self._idle_timer = None
         self._tcp_closed = True
+        if self._tls_info is not None:
+            self.transport = _LostTLSTransport(self._tls_info)
         waiter = self._closed_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -2,23 +2,25 @@
 
 A reference cycle through an error's traceback keeps what it holds until the garbage collector's next full
 pass, which an application with a large heap makes rare: one per failed attempt adds up in a client that
-retries, or a server that drops handshakes. (Plain TCP: over TLS, asyncio's and uvloop's TLS transports keep
-the protocol's bound methods after the connection is lost, a cycle of theirs; docs/security.md says so.)
+retries, or a server that drops handshakes. Over TLS, asyncio's and uvloop's TLS transports keep the
+protocol's bound methods after the connection is lost: a connection must not keep holding such a transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
+import uvloop
 
 import upwire
 from upwire.client import ClientConnection
 from upwire.server import ServerConnection
 
-from .helpers import TEST_TIMEOUT_S, StartServer, uri
+from .helpers import TEST_TIMEOUT_S, StartServer, echo, tls_contexts, uri
 
 
 @pytest.fixture
@@ -103,3 +105,46 @@ async def test_a_client_whose_server_answers_nothing_or_garbage_is_freed(
     finally:
         hostile.close()
         await hostile.wait_closed()
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+@pytest.mark.parametrize("ending", ["closing handshake", "abort"])
+def test_tls_connections_are_freed_and_keep_their_addresses(
+    run: Callable[[Coroutine[Any, Any, None]], None], ending: str, no_gc: None
+) -> None:
+    server_context, client_context = tls_contexts()
+    addresses: list[tuple[Any, Any]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            await echo(ws)
+        finally:
+            await ws.wait_closed()
+            addresses.append((ws.remote_address, ws.local_address))
+
+    async def main() -> None:
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.serve(handler, "localhost", 0, ssl=server_context) as server,
+        ):
+            before = alive(ServerConnection), alive(ClientConnection)
+            for _ in range(3):
+                ws = await upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context)
+                opened = ws.remote_address, ws.local_address
+                await ws.send("x")
+                assert await ws.recv() == "x"
+                if ending == "abort":
+                    assert ws.transport is not None
+                    ws.transport.abort()
+                await ws.close()
+                await ws.wait_closed()
+                assert (ws.remote_address, ws.local_address) == opened
+                del ws
+            while len(addresses) < 3:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the server side's connection_lost
+            assert alive(ServerConnection) == before[0]
+            assert alive(ClientConnection) == before[1]
+            assert all(remote is not None and local is not None for remote, local in addresses)
+
+    run(main())
