@@ -67,9 +67,9 @@ def request(
     return Request(method, "/chat", Headers([*fields, *add]), http_version=version)
 
 
-def refused(req: Request) -> InvalidHandshake:
+def refused(req: Request, server: ServerHandshake | None = None) -> InvalidHandshake:
     with pytest.raises(InvalidHandshake) as info:
-        ServerHandshake().accept(req)
+        (server or ServerHandshake()).accept(req)
     error = info.value
     # Every refusal carries a body that says what is wrong, for the HTTP error response.
     assert error.body.startswith(b"Failed to open a WebSocket connection: ")
@@ -172,6 +172,56 @@ def test_select_subprotocol_hook_chooses_from_the_offer() -> None:
     accepted = ServerHandshake(select_subprotocol=select).accept(req)
     assert seen == [["a", "b", "c"]]
     assert accepted.response.headers["Sec-WebSocket-Protocol"] == "c"
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        (["chat;q=1, superchat"], "'chat;q=1' is not a token"),
+        (["ch@t, superchat"], "'ch@t' is not a token"),
+        (["chat superchat"], "'chat superchat' is not a token"),
+        (['"chat"'], """'"chat"' is not a token"""),
+        (["chat", "caf\u00e9"], "'caf\u00e9' is not a token"),
+        ([""], "empty Sec-WebSocket-Protocol"),
+        ([" , ,"], "empty Sec-WebSocket-Protocol"),
+    ],
+)
+def test_a_subprotocol_offer_that_is_not_a_list_of_tokens_is_refused_with_400(
+    values: list[str], reason: str
+) -> None:
+    # RFC 6455 §4.2.1 (8), §11.3.4: one or more tokens; a request off the grammar gets an error, and
+    # neither the selection nor the 101 sees what is not a token.
+    seen: list[object] = []
+    for server in (
+        ServerHandshake(subprotocols=["chat", "superchat"]),
+        ServerHandshake(select_subprotocol=lambda offered: seen.append(offered)),
+    ):
+        add = tuple(("Sec-WebSocket-Protocol", value) for value in values)
+        error = refused(request(add=add), server)
+        assert error.status == 400
+        assert reason.encode() in error.body
+    assert seen == []
+
+
+def test_empty_list_elements_in_a_subprotocol_offer_are_ignored() -> None:
+    req = request(add=(("Sec-WebSocket-Protocol", ", chat,, superchat ,"),))
+    assert ServerHandshake(subprotocols=["superchat"]).accept(req).subprotocol == "superchat"
+
+
+@pytest.mark.parametrize(
+    ("add", "shown"),
+    [
+        ((("Origin", "https://evil.example"),), b"origin https://evil.example is not"),
+        ((("Origin", ""),), b"origin (empty) is not"),
+        ((), b"origin (none) is not"),
+    ],
+)
+def test_a_refused_origin_is_named_in_the_403(
+    add: tuple[tuple[str, str], ...], shown: bytes
+) -> None:
+    error = refused(request(add=add), ServerHandshake(origins=["https://good.example"]))
+    assert error.status == 403
+    assert shown in error.body
 
 
 def test_select_subprotocol_hook_may_not_invent_a_subprotocol() -> None:
@@ -435,6 +485,20 @@ def test_client_refuses_more_than_one_subprotocol() -> None:
     handshake = ClientHandshake("a", "/", subprotocols=["chat", "superchat"], key=RFC_KEY)
     with pytest.raises(InvalidHandshake):
         handshake.check_response(ok_response(Sec_WebSocket_Protocol="chat, superchat"))
+
+
+@pytest.mark.parametrize("value", ["", " ", ", ,"])
+def test_an_empty_extensions_field_is_refused_on_both_sides(value: str) -> None:
+    # RFC 6455 §9.1: Sec-WebSocket-Extensions is a list of one or more extensions.
+    error = refused(
+        request(add=(("Sec-WebSocket-Extensions", value),)),
+        ServerHandshake(extensions=[ServerPerMessageDeflateFactory()]),
+    )
+    assert error.status == 400
+    assert b"empty Sec-WebSocket-Extensions" in error.body
+    handshake = ClientHandshake("a", "/", key=RFC_KEY)
+    with pytest.raises(InvalidHandshake, match="empty Sec-WebSocket-Extensions"):
+        handshake.check_response(ok_response(Sec_WebSocket_Extensions=value))
 
 
 @pytest.mark.parametrize("extension", ["permessage-deflate", "x-webkit-deflate-frame"])

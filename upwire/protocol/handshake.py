@@ -138,7 +138,8 @@ class ServerHandshake:
             origin = ", ".join(origins) if origins else None
             if origin not in self._origins:
                 # RFC 6455 §4.2.2 (§10.2): a server may refuse origins it does not trust, with 403.
-                raise http_error(403, f"origin {origin or '(none)'} is not allowed")
+                shown = "(none)" if origin is None else origin or "(empty)"
+                raise http_error(403, f"origin {shown} is not allowed")
         answer = accept_key(key)
         fields = [*_HEAD_FIELDS, answer]
         # The head is written from its parts: the fixed start, the key's answer, the negotiated fields
@@ -184,8 +185,14 @@ class ServerHandshake:
 
     def _choose_subprotocol(self, values: list[str]) -> str | None:
         offered = [t for v in values for t in _split(v)]
+        # RFC 6455 §4.2.1 (8) and §11.3.4: the field is a list of one or more tokens; §4.2.1 says a
+        # request that does not follow the grammar gets an error (empty list elements are ignored,
+        # RFC 9110 §5.6.1).
+        for token in offered:
+            if not FIELD_NAME.fullmatch(token):
+                raise http_error(400, f"Sec-WebSocket-Protocol: {token!r} is not a token")
         if not offered:
-            return None
+            raise http_error(400, "empty Sec-WebSocket-Protocol: it names no subprotocol")
         if self._select is not None:
             chosen = self._select(offered)
             if chosen is not None and chosen not in offered:

@@ -135,6 +135,9 @@ def parse_extensions(values: Sequence[str]) -> list[tuple[str, ExtensionParams]]
     """
     elements: list[tuple[str, ExtensionParams]] = []
     for value in values:
+        if not value.strip(" \t,"):
+            # RFC 6455 §9.1: the field is a list of one or more extensions.
+            raise NegotiationError(f"empty Sec-WebSocket-Extensions header: {value!r}")
         pos = 0
         while pos < len(value):
             # RFC 9110 §5.6.1: empty list elements ("a, , b", a trailing comma) are accepted and ignored.
