@@ -245,6 +245,10 @@ async def open_tunnel(
                 response = reader.feed(data) if data else reader.feed_eof()
             except InvalidHandshake as exc:
                 raise ProxyError(f"the proxy {proxy.url} broke HTTP: {exc}", 0) from None
+            if response is None and data:
+                # A refusal without a length keeps its body coming until the proxy closes, which a proxy
+                # that keeps the connection open never does: its status is the answer.
+                response = reader.body_until_close()
             if response is None and not data:
                 raise ProxyError(
                     f"the proxy {proxy.url} closed the connection without answering", 0

@@ -6,6 +6,7 @@ tinyproxy logs each CONNECT it handles, which shows a connection really went thr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -158,6 +159,45 @@ async def test_proxy_refusing_the_port_is_a_proxy_error(
     assert type(caught.value) is upwire.ProxyError
     assert caught.value.status == 403
     assert f"refused to open a tunnel to 127.0.0.1:{server.port}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (
+            b"407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n",
+            "requires credentials",
+        ),
+        (b"403 Forbidden\r\nConnection: keep-alive\r\n", "refused to open a tunnel"),
+    ],
+    ids=["407", "403"],
+)
+async def test_a_refusal_without_a_length_on_a_connection_kept_open_is_reported_at_once(
+    answer: bytes, error: str, no_proxy_environment: Any
+) -> None:
+    # Without Content-Length the body lasts until the proxy closes, which this one does not: the status
+    # is what the client needs (it waited for open_timeout, then raised TimeoutError).
+    held: list[asyncio.StreamWriter] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 " + answer + b"\r\nnot today\n")
+        held.append(writer)
+
+    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(upwire.ProxyError, match=error) as caught:
+            await upwire.connect(
+                "ws://127.0.0.1:9/", proxy=f"http://127.0.0.1:{port}", open_timeout=TEST_TIMEOUT_S
+            )
+        assert caught.value.status == int(answer[:3])
+        assert caught.value.body == b"not today\n"
+    finally:
+        for writer in held:
+            writer.close()
+        proxy.close()
+        await proxy.wait_closed()
 
 
 async def test_unreachable_proxy_is_a_proxy_error(no_proxy_environment: Any) -> None:

@@ -769,6 +769,22 @@ class ResponseReader:
                 self.trailing_data = bytes(self._parser.trailing_data[0])
                 return self._response
 
+    def body_until_close(self) -> Response | None:
+        """A response whose body lasts until the connection closes (no length given), with its body so far.
+
+        None until such a response's head arrived, and for a response whose body has a length (`feed`
+        returns it once complete). For a caller that needs the status, not the whole body: a proxy
+        refusing a tunnel may keep the connection open after such an answer.
+        """
+        response = self._response
+        if response is None or response.status == 101:
+            return None
+        headers = response.headers
+        if "Content-Length" in headers or "Transfer-Encoding" in headers:
+            return None
+        response.body = bytes(self._body)
+        return response
+
     @property
     def keeps_alive(self) -> bool:
         """After a complete response other than 101: the connection may carry another request."""
