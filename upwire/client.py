@@ -53,6 +53,9 @@ logger = logging.getLogger("upwire")
 __all__ = ["ClientConnection", "WebSocketURI", "connect", "parse_uri", "redact_uri"]
 
 USER_AGENT = "upwire (Python)"
+# OpenSSL's verify codes for a certificate valid for other names (X509_V_ERR_HOSTNAME_MISMATCH,
+# X509_V_ERR_IP_ADDRESS_MISMATCH): another CA would not help.
+_NAME_MISMATCH = frozenset({62, 64})
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,9 +511,12 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                     raise
         except ssl_module.SSLCertVerificationError as exc:
             reason = exc.verify_message or str(exc)
+            if exc.verify_code in _NAME_MISMATCH:
+                hint = "the certificate is for another name: connect by a name it is for, or pass server_hostname="
+            else:
+                hint = "to trust a private CA, pass ssl=ssl.create_default_context(cafile=...)"
             raise InvalidCertificate(
-                f"the TLS certificate of {uri.host}:{uri.port} could not be verified: {reason} "
-                "(to trust a private CA, pass ssl=ssl.create_default_context(cafile=...))",
+                f"the TLS certificate of {uri.host}:{uri.port} could not be verified: {reason} ({hint})",
                 reason,
             ) from exc
         except (ConnectionResetError, ConnectionAbortedError) as exc:

@@ -73,6 +73,7 @@ async def test_default_context_refuses_a_certificate_from_an_unknown_ca(
     assert "certificate" in caught.value.verify_message
     assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
     assert isinstance(caught.value, upwire.InvalidHandshake)
+    assert "to trust a private CA" in message
 
 
 async def test_certificate_for_another_host_name_is_refused(
@@ -83,6 +84,9 @@ async def test_certificate_for_another_host_name_is_refused(
         await upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context(ca))
     assert "mismatch" in caught.value.verify_message.lower()
     assert "localhost" in caught.value.verify_message
+    # Another CA would not help: the hint says what would.
+    assert "server_hostname=" in str(caught.value)
+    assert "private CA" not in str(caught.value)
 
 
 async def test_server_hostname_checks_the_certificate_against_that_name(
