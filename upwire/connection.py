@@ -102,6 +102,9 @@ _FD_UNKNOWN = -2
 # A TLS connection closing in stages closes once the peer has sent nothing for this long: closing with
 # its data unread would make the kernel answer with a reset, which can destroy what was sent last.
 _QUIET_BEFORE_CLOSE_S = 0.25
+# Closing with a full recv queue and no close_timeout: how long the application may take no message
+# before what comes past the queue is dropped (with a close_timeout, a tenth of it).
+_READER_GRACE_S = 1.0
 
 
 # What a TLS connection's transport tells, kept past the connection's end (`_LostTLSTransport`).
@@ -404,14 +407,16 @@ class Connection(asyncio.BufferedProtocol):
         "_idle_timer",
         "_iteration_flush",
         "_keepalive_timer",
+        "_kept_at_close",
         "_large_queued",
         "_last_received",
         "_messages",
         "_paused_for_writes",
         "_pending_input",
         "_pings",
-        "_queued_at_close",
         "_read_view",
+        "_reader_mark",
+        "_reader_timer",
         "_reading_in_place",
         "_reading_paused",
         "_recv_waiter",
@@ -447,7 +452,12 @@ class Connection(asyncio.BufferedProtocol):
         self._messages: deque[Data] | None = None
         self._recv_waiter: asyncio.Future[Data | object] | None = None
         self._reading_paused = False
-        self._queued_at_close = 0
+        # Closing with a full queue (`_closing`): None while the application may still be reading, then
+        # how many messages stay queued, past which what comes is dropped; and the timer that decides,
+        # with the queue's length when it was armed.
+        self._kept_at_close: int | None = None
+        self._reader_timer: asyncio.TimerHandle | None = None
+        self._reader_mark = 0
         # Set once closing dropped messages past a full queue: later ones are dropped too (`_deliver`).
         self._dropping = False
         self._writing_paused = False
@@ -702,15 +712,19 @@ class Connection(asyncio.BufferedProtocol):
             and not self._reading_paused
         ):
             protocol = self.protocol
-            if protocol is not None and protocol.close_sent is not None:
-                # Closing: reading goes on to the peer's close frame (see `_closing`), and what comes
-                # past a full queue is dropped (never what was queued before).
-                self._drop_past_queue(messages, max(max_queue, self._queued_at_close))
+            kept = self._kept_at_close
+            if kept is not None:
+                # Closing, and the application stopped reading: reading goes on to the peer's close
+                # frame (see `_closing`), and what comes past a full queue is dropped (never what was
+                # queued before).
+                self._drop_past_queue(messages, max(max_queue, kept))
             else:
                 # Backpressure: the application is not keeping up; stop reading until it catches up.
                 self._reading_paused = True
                 if self.transport is not None:
                     self.transport.pause_reading()
+                if protocol is not None and protocol.close_sent is not None:
+                    self._watch_reader()
         return control
 
     def _drop_past_queue(self, messages: deque[Data], keep: int) -> None:
@@ -1046,7 +1060,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
             protocol.send_close(1011, "message could not be completed", failing=True)
             self._flush()
-            self._closing()
+            self._closing(done_reading=True)
 
     def _flush(self) -> None:
         """Write what the core queued and close TCP when the core says so."""
@@ -1417,19 +1431,49 @@ class Connection(asyncio.BufferedProtocol):
             self._closed_waiter = self.loop.create_future()
         await asyncio.shield(self._closed_waiter)
 
-    def _closing(self) -> None:
+    def _closing(self, done_reading: bool = False) -> None:
         """This side sent its close frame: wait for the peer's, within close_timeout.
 
         The peer's close frame may be behind messages nobody reads (the application is done with
-        the connection): reading paused by a full queue resumes, and messages past `max_queue` are
-        dropped from then on, all of them once one was (RFC 6455 §7.1.2: the endpoint reads on until
-        the peer's close frame).
-        Otherwise the closing handshake would end only at close_timeout, with 1006.
+        the connection): once the queue is full and the application has taken no message from it for
+        a tenth of close_timeout (`_watch_reader`), or at once when it is known to be `done_reading`
+        (a handler that returned or failed), reading resumes and messages past `max_queue` are dropped
+        from then on, all of them once one was (RFC 6455 §7.1.2: the endpoint reads on until the peer's
+        close frame). Otherwise the closing handshake would end only at close_timeout, with 1006. An
+        application still reading (another task than the one closing) gets every message the peer
+        sent before its close frame, with backpressure as before.
         """
         self._start_close_timer()
-        if self._reading_paused:
+        if done_reading:
+            self._stop_waiting_for_reader()
+        elif self._reading_paused:
+            self._watch_reader()
+
+    def _watch_reader(self) -> None:
+        """Closing with reading paused by a full queue: give up on the application if it takes nothing."""
+        messages = self._messages
+        self._reader_mark = 0 if messages is None else len(messages)
+        if self._reader_timer is None and not self._tcp_closed:
+            timeout = self.options.close_timeout
+            grace = _READER_GRACE_S if timeout is None else timeout / 10
+            self._reader_timer = self.loop.call_later(grace, self._reader_timed_out)
+
+    def _reader_timed_out(self) -> None:
+        self._reader_timer = None
+        if not self._reading_paused or self._tcp_closed or self._kept_at_close is not None:
+            return  # the application made room (a full queue arms the timer again), or it is over
+        messages = self._messages
+        if messages is not None and len(messages) < self._reader_mark:
+            self._watch_reader()  # it took some, and reading resumes once it took enough
+        else:
+            self._stop_waiting_for_reader()
+
+    def _stop_waiting_for_reader(self) -> None:
+        """Read on to the peer's close frame whether the application reads or not (see `_closing`)."""
+        if self._kept_at_close is None:
             # What a read brought past max_queue before reading paused stays queued.
-            self._queued_at_close = 0 if self._messages is None else len(self._messages)
+            self._kept_at_close = 0 if self._messages is None else len(self._messages)
+        if self._reading_paused:
             self._resume_reading()
 
     def _start_close_timer(self) -> None:
@@ -1449,7 +1493,7 @@ class Connection(asyncio.BufferedProtocol):
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
             protocol.send_close(code, reason, failing=True)
             self._flush()
-        self._closing()
+        self._closing(done_reading=True)
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -1600,10 +1644,15 @@ class Connection(asyncio.BufferedProtocol):
         self._fd = -1  # the number may soon name another socket
         if self.protocol is not None:
             self.protocol.receive_eof()
-        for timer in (self._close_timer, self._keepalive_timer, self._idle_timer):
+        for timer in (
+            self._close_timer,
+            self._keepalive_timer,
+            self._idle_timer,
+            self._reader_timer,
+        ):
             if timer is not None:
                 timer.cancel()
-        self._close_timer = self._keepalive_timer = self._idle_timer = None
+        self._close_timer = self._keepalive_timer = self._idle_timer = self._reader_timer = None
         self._tcp_closed = True
         if self._tls_info is not None:
             self.transport = _LostTLSTransport(self._tls_info)

@@ -297,8 +297,13 @@ class ServerConnection(Connection):
             logger.exception("connection handler failed")
             self._fail(1011, "internal error")
         else:
+            # Nobody reads any more: what comes past a full queue before the peer's close is dropped.
             if protocol.state is State.OPEN and protocol.close_sent is None:
-                await self.close(1000)
+                self.close_now(1000)
+                self._stop_waiting_for_reader()
+                await self.wait_closed()
+            elif protocol.close_sent is not None:
+                self._stop_waiting_for_reader()
         finally:
             if protocol.close_sent is None and protocol.state is State.OPEN:
                 self._fail(1011, "handler was cancelled")

@@ -316,7 +316,8 @@ async def test_closing_with_a_full_queue_reads_on_to_the_close_frame(
 
     server = await start_server(send_60, close_timeout=5, compression=None)
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        ws = await upwire.connect(uri(server), close_timeout=5, max_queue=16, compression=None)
+        # The application takes nothing: after a tenth of close_timeout, reading goes on.
+        ws = await upwire.connect(uri(server), close_timeout=2, max_queue=16, compression=None)
         queued = -1
         while ws.messages_queued != queued:  # until reading pauses with the queue full
             queued = ws.messages_queued
@@ -357,18 +358,22 @@ async def test_a_handler_returning_while_the_client_sends_closes_at_once(
         assert closed[0].close_code == 1000
 
 
+@pytest.mark.parametrize("size", [200, 30_000])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_closing_while_another_task_reads_drops_a_tail_never_the_middle(loop: str) -> None:
-    """Messages dropped past a full queue while closing are the last ones: what recv returns has no hole.
+def test_closing_while_another_task_reads_loses_no_message(loop: str, size: int) -> None:
+    """A task still reading gets every message the peer sent before its close frame, in order.
 
-    A task still reading makes room in the queue again; messages that came after the first dropped one
-    were delivered then, leaving a gap (0..472, then 2437, on uvloop).
+    It lost them: closing dropped what came past a full queue at once, so a reader that took its time
+    (1 ms a message) got a prefix, 46 of 200 30 KB messages on uvloop, and the loop ended as if that
+    were all. (Before that the dropped ones left a hole: 0..472, then 2437.)
     """
+    sent: list[int] = []
 
     async def flood(ws: upwire.ServerConnection) -> None:
         with contextlib.suppress(upwire.ConnectionClosed):
-            for index in range(3000):
-                await ws.send(f"{index:06d}" + "x" * 200)
+            for index in range(3000 if size < 1000 else 200):
+                await ws.send(f"{index:06d}" + "x" * size)
+                sent.append(index)
             await ws.wait_closed()
 
     async def run() -> list[int]:
@@ -382,17 +387,48 @@ def test_closing_while_another_task_reads_drops_a_tail_never_the_middle(loop: st
             got: list[int] = []
 
             async def read() -> None:
-                with contextlib.suppress(upwire.ConnectionClosed):
-                    while True:
-                        got.append(int((await ws.recv())[:6]))
-                        await asyncio.sleep(0.001)
+                async for message in ws:
+                    got.append(int(message[:6]))
+                    await asyncio.sleep(0.001)
 
             reader = asyncio.create_task(read())
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.05)
             await ws.close()
             assert ws.close_code == 1000
             await reader
             return got
 
     got = (uvloop.run if loop == "uvloop" else asyncio.run)(run())
-    assert got and got == list(range(len(got)))
+    # Every send that returned put its frame before the server's close frame.
+    assert len(got) >= 20
+    assert got == list(range(len(got)))
+    assert len(got) >= len(sent)
+
+
+async def test_closing_drops_what_comes_past_a_full_queue_once_nobody_reads(
+    start_server: StartServer,
+) -> None:
+    """The application took nothing for a tenth of close_timeout: reading goes on to the close frame."""
+
+    async def flood(ws: upwire.ServerConnection) -> None:
+        with contextlib.suppress(upwire.ConnectionClosed):
+            for index in range(100_000):
+                await ws.send(numbered(index))
+
+    server = await start_server(flood, close_timeout=5, compression=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server), close_timeout=2, max_queue=16, compression=None)
+        while ws.messages_queued < 16:
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await ws.close()
+        # A tenth of close_timeout (0.2 s) of waiting for the application, then the close frame.
+        assert 0.15 < loop.time() - started < 1.5
+        assert ws.close_code == 1000
+        received = []
+        with contextlib.suppress(upwire.ConnectionClosedOK):
+            while True:
+                received.append(int.from_bytes((await ws.recv())[:4], "big"))
+        assert received == list(range(len(received)))
+        assert 16 <= len(received) < 1000
