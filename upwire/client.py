@@ -228,7 +228,19 @@ def _retryable(error: Exception) -> bool:
         # The connection closed or was lost before the server answered (a server restarting, a load
         # balancer without a backend): `ClientConnection` gives these their cause.
         return isinstance(error.__cause__, OSError | EOFError)
+    if isinstance(error, ssl_module.SSLError) and not isinstance(error, _SSL_CONNECTION_LOST):
+        # TLS itself failed (plain TCP on a wss:// port, no common protocol version or cipher, an alert
+        # from the server): its configuration, not the network, so trying again gives the same.
+        return False
     return isinstance(error, OSError | TimeoutError)
+
+
+# TLS errors that say only that the connection went away (retried, as any lost connection).
+_SSL_CONNECTION_LOST = (
+    ssl_module.SSLEOFError,
+    ssl_module.SSLSyscallError,
+    ssl_module.SSLZeroReturnError,
+)
 
 
 def _retry_after(error: Exception, most: float) -> float | None:
@@ -563,10 +575,11 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         """`async for websocket in connect(uri):` a connection, then a new one each time the loop's body
         ends (the connection closed, say), reconnecting with backoff after errors that may pass.
 
-        Retried: a failed or lost TCP connection or TLS handshake (`OSError`, or the server closing
-        before its answer), `open_timeout`, an HTTP 500, 502, 503 or 504 answer (a 503's `Retry-After`
-        in seconds is honoured, within the backoff's maximum), a proxy that cannot be reached. Anything
-        else (a 403, a bad certificate, a handshake that breaks RFC 6455) is raised. A connection that
+        Retried: a failed or lost TCP connection (`OSError`, or the server closing before its answer),
+        `open_timeout`, an HTTP 500, 502, 503 or 504 answer (a 503's `Retry-After` in seconds is
+        honoured, within the backoff's maximum), a proxy that cannot be reached. Anything else (a 403, a
+        bad certificate, a TLS handshake that fails for another reason than a lost connection, such as
+        a server that does not speak TLS, a handshake that breaks RFC 6455) is raised. A connection that
         ends within `reconnect_backoff`'s first delay counts as a failed attempt. A connection is closed
         when its iteration ends; after `break` (or an exception) only when the iterator is finalized,
         so close it first if that matters.

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import socket
+import ssl
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 import pytest_asyncio
 
 import upwire
+from upwire.client import _retry_delay
 
-from .helpers import TEST_TIMEOUT_S
+from .helpers import TEST_TIMEOUT_S, StartServer
 
 
 async def path_and_headers(ws: upwire.ServerConnection) -> None:
@@ -230,8 +232,6 @@ def test_reconnect_backoff_is_checked() -> None:
 
 def test_the_backoff_stays_at_its_longest_delay_however_long_the_outage() -> None:
     # 2.0**1024 overflows a float: after 1024 failures in a row (13 h at the defaults) the loop died.
-    from upwire.client import _retry_delay
-
     refused = ConnectionRefusedError(111, "refused")
     for failures in (0, 1, 5, 1023, 1024, 10**6):
         delay = _retry_delay(refused, 1.0, 60.0, failures)
@@ -266,6 +266,24 @@ async def test_async_for_retries_a_server_that_closes_before_answering() -> None
         assert closings == []  # both early closes were met, and retried
         assert attempts == 0
     early.close()
+
+
+async def test_async_for_raises_a_tls_handshake_that_fails_by_itself(
+    start_server: StartServer,
+) -> None:
+    # wss:// to a server without TLS: its answer to the TLS hello is not TLS, and will not be next time
+    # (it was retried forever, as an OSError). A TLS connection lost mid-handshake is still retried.
+    server = await start_server()
+    attempts = 0
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(ssl.SSLError) as caught:
+            async for _ws in upwire.connect(
+                f"wss://127.0.0.1:{server.port}/", reconnect_backoff=(0.05, 0.1)
+            ):
+                attempts += 1
+    assert attempts == 0
+    assert not isinstance(caught.value, ssl.SSLEOFError)
+    assert _retry_delay(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), 1.0, 2.0, 0)
 
 
 async def test_a_connection_that_ends_at_once_counts_as_a_failed_attempt() -> None:
