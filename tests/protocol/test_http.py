@@ -171,6 +171,7 @@ def test_malformed_request_is_a_400_with_a_body_saying_what_is_wrong(
     assert what.lower() in str(error).lower().encode()
     # The server answers with `error.body`: the client must be told what is wrong.
     assert what.lower() in error.body.lower(), error.body
+    assert b"bytearray" not in error.body  # h11's quoting of the line, as a bytes literal
 
 
 def test_request_line_of_max_request_line_bytes_is_accepted() -> None:

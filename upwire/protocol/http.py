@@ -680,7 +680,11 @@ def _next_event(parser: h11.Connection) -> object:
         return parser.next_event()
     except h11.RemoteProtocolError as exc:
         exc.__traceback__ = None
-        return _Malformed(exc.error_status_hint, str(exc))
+        # h11 quotes the offending line as `bytearray(b'...')`: the bytes literal says it.
+        return _Malformed(exc.error_status_hint, _BYTEARRAY_REPR.sub(r"\1", str(exc)))
+
+
+_BYTEARRAY_REPR = re.compile(r"bytearray\((b(['\"]).*\2)\)")
 
 
 class ResponseReader:
