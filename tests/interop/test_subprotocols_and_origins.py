@@ -33,10 +33,18 @@ async def test_upwire_server_picks_its_preferred_subprotocol_among_a_websockets_
             ) as client:
                 assert client.subprotocol == "chat.v2"
                 assert await client.recv() == "subprotocol=chat.v2"
-            async with websockets_connect(
-                f"ws://127.0.0.1:{server.port}/", subprotocols=["other"]
-            ) as client:
-                assert client.subprotocol is None
+            # Nothing in common: 400, saying what each side has (as a websockets server answers).
+            with pytest.raises(WebsocketsInvalidStatus) as refused:
+                async with websockets_connect(
+                    f"ws://127.0.0.1:{server.port}/", subprotocols=["other"]
+                ):
+                    pass
+            assert refused.value.response.status_code == 400
+            assert b"the client offered other; this server speaks chat.v2, chat.v1" in (
+                refused.value.response.body or b""
+            )
+            async with websockets_connect(f"ws://127.0.0.1:{server.port}/") as client:
+                assert client.subprotocol is None  # offering none is fine
                 assert await client.recv() == "subprotocol=None"
 
 

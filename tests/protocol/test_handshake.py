@@ -154,9 +154,23 @@ def test_server_prefers_its_own_subprotocol_order() -> None:
     )
 
 
-def test_server_without_a_common_subprotocol_sends_none() -> None:
+def test_server_without_a_common_subprotocol_refuses_with_400() -> None:
+    # An answer without one would be failed by browsers and Node's ws, which asked for one.
+    req = request(add=(("Sec-WebSocket-Protocol", "chat, superchat"),))
+    error = refused(req, ServerHandshake(subprotocols=["mqtt", "amqp"]))
+    assert error.status == 400
+    assert b"the client offered chat, superchat; this server speaks mqtt, amqp" in error.body
+
+
+def test_a_client_offering_no_subprotocol_is_accepted_without_one() -> None:
+    accepted = ServerHandshake(subprotocols=["mqtt"]).accept(request())
+    assert accepted.subprotocol is None
+    assert "Sec-WebSocket-Protocol" not in accepted.response.headers
+
+
+def test_a_server_without_subprotocols_ignores_an_offer() -> None:
     req = request(add=(("Sec-WebSocket-Protocol", "chat"),))
-    accepted = ServerHandshake(subprotocols=["mqtt"]).accept(req)
+    accepted = ServerHandshake().accept(req)
     assert accepted.subprotocol is None
     assert "Sec-WebSocket-Protocol" not in accepted.response.headers
 
@@ -272,6 +286,8 @@ def test_the_head_written_with_the_101_is_its_response_serialized(
     key: str,
 ) -> None:
     # The 101's bytes are assembled from parts; they must be what serialize_response writes for it.
+    if offered and supported and not set(offered) & set(supported):
+        offered = [*offered, supported[-1]]  # no subprotocol in common is a 400
     add = [("Sec-WebSocket-Protocol", ", ".join(offered))] if offered else []
     add += [("Sec-WebSocket-Extensions", deflate)] if deflate else []
     req = request(replace={"Sec-WebSocket-Key": key}, add=tuple(add))

@@ -203,6 +203,15 @@ class ServerHandshake:
         for protocol in self._subprotocols:
             if protocol in offered:
                 return protocol
+        if self._subprotocols:
+            # RFC 6455 lets the server answer without one, but a client that asked for one fails such
+            # an answer (browsers, Node's ws) or speaks a protocol the server does not: refuse here, with
+            # what each side has (as websockets does).
+            raise http_error(
+                400,
+                f"no subprotocol in common: the client offered {', '.join(offered)}; "
+                f"this server speaks {', '.join(self._subprotocols)}",
+            )
         return None
 
 
