@@ -18,6 +18,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import weakref
 from asyncio import selector_events
 from collections import deque
@@ -1322,14 +1323,17 @@ class Connection(asyncio.BufferedProtocol):
             # Closing: nothing is sent, and the future fails with what the closing handshake under way
             # ends with (as `send` raises it), when the connection is closed.
             waiting: asyncio.Future[float] = self.loop.create_future()
-            self._pings[object()] = (waiting, self.loop.time())  # not the payload: it was not sent
+            self._pings[object()] = (
+                waiting,
+                time.perf_counter(),
+            )  # not the payload: it was not sent
             return waiting
         try:
             protocol.send_ping(payload)
         except UsageError as exc:
             raise ValueError(str(exc)) from None
         future: asyncio.Future[float] = self.loop.create_future()
-        self._pings[payload] = (future, self.loop.time())
+        self._pings[payload] = (future, time.perf_counter())
         self._flush()
         return future
 
@@ -1363,7 +1367,9 @@ class Connection(asyncio.BufferedProtocol):
     def _pong_received(self, data: bytes) -> None:
         if data not in self._pings:
             return  # RFC 6455 §5.5.3: an unsolicited pong is ignored.
-        now = self.loop.time()
+        # The clock of the round trips is time.perf_counter's, not the loop's: uvloop's counts whole
+        # milliseconds, and a round trip on a LAN is less.
+        now = time.perf_counter()
         # A pong acknowledges its ping and every earlier one (pings are answered in order).
         for payload in list(self._pings):
             future, sent_at = self._pings.pop(payload)

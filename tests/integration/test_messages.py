@@ -245,6 +245,24 @@ async def test_ping_resolves_with_the_round_trip_time_as_a_float(
         assert ws.latency == rtt  # the last ping answered
 
 
+def test_round_trips_are_measured_finer_than_uvloops_clock() -> None:
+    # uvloop's loop.time() counts whole milliseconds: a round trip on loopback measured with it was 0.0
+    # (which also reads as "no ping answered yet" in `latency`).
+    import uvloop
+
+    async def main() -> list[float]:
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0) as server,
+            upwire.connect(uri(server)) as ws,
+        ):
+            return [await ws.ping() for _ in range(5)]
+
+    rtts = uvloop.run(main())
+    assert all(rtt > 0.0 for rtt in rtts)
+    assert any(rtt < 0.001 for rtt in rtts)
+
+
 async def test_latency_follows_keepalive_pings(start_server: StartServer) -> None:
     server = await start_server()
     async with (
