@@ -10,6 +10,7 @@ serializers are held to their former field-by-field writer the same way.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -93,7 +94,9 @@ class ReferenceRequestReader:
         except h11.RemoteProtocolError as exc:
             if exc.error_status_hint == 431:
                 raise self._too_large() from None
-            raise http_error(exc.error_status_hint, f"malformed HTTP request ({exc})") from None
+            # h11's `bytearray(b'...')` quoting of the line, as upwire's reader words it (`b'...'`).
+            message = re.sub(r"bytearray\((b(['\"]).*\2)\)", r"\1", str(exc))
+            raise http_error(exc.error_status_hint, f"malformed HTTP request ({message})") from None
         if event is h11.NEED_DATA:
             return None
         assert isinstance(event, h11.Request)
