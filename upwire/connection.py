@@ -132,6 +132,12 @@ class _LostTLSTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return True
 
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return None  # type: ignore[return-value]  # as asyncio's and uvloop's, once closed
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -152,6 +158,9 @@ class _LostTLSTransport(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (0, 0)
 
     def is_reading(self) -> bool:
         return False
@@ -627,7 +636,19 @@ class Connection(asyncio.BufferedProtocol):
     __anext__ = _receive
 
     def _end_of_input(self, iterating: bool) -> BaseException:
-        """What `recv` raises once no message will come: StopAsyncIteration ends `async for` quietly."""
+        """What `recv` raises once no message will come: StopAsyncIteration ends `async for` quietly.
+
+        Not after closing dropped messages the peer sent (`_drop_past_queue`): whoever reads on must not
+        take what it got for all the peer sent.
+        """
+        if self._dropping:
+            error = self._closed_error()
+            return ConnectionClosedError(
+                error.code,
+                error.reason,
+                "messages past a full queue were dropped while closing",
+                sent=error.sent,
+            )
         if iterating and self._closed_cleanly():
             return StopAsyncIteration()
         return self._closed_error()
@@ -935,6 +956,8 @@ class Connection(asyncio.BufferedProtocol):
                     transport.write(frame)
                 else:
                     self._write_large(transport, frame)
+            else:
+                self._wrote_to_closed_transport()
             self._wrote_at_once = True
             if large:
                 # Nothing is held any more (a frame past write_limit may go out while the mark is set).
@@ -1072,8 +1095,10 @@ class Connection(asyncio.BufferedProtocol):
         self._unflushed = 0
         self._wrote_at_once = False
         out = protocol.data_to_send()
-        if out and not transport.is_closing():
-            if len(out) == 1:
+        if out:
+            if transport.is_closing():
+                self._wrote_to_closed_transport()
+            elif len(out) == 1:
                 transport.write(out[0])
             else:
                 self._flush_chunks(transport, out)
@@ -1207,6 +1232,17 @@ class Connection(asyncio.BufferedProtocol):
                 -1 if transport is None or self._tls_info is not None else _socket_fd(transport)
             )
         return fd
+
+    def _wrote_to_closed_transport(self) -> None:
+        """Frames met a transport that is closing: nothing goes out any more.
+
+        When the transport closed itself (a reset, a write error), connection_lost is scheduled and
+        runs only once the task sending yields; a task that sends in a loop to a peer that read fast
+        never had to wait, so it never did, and sent into the void forever. It waits now, as for a
+        full write buffer, until connection_lost fails its wait with the connection's end.
+        """
+        if not self._tcp_closed:
+            self._writing_paused = True
 
     async def _drain(self) -> None:
         if not self._writing_paused:
@@ -1456,10 +1492,15 @@ class Connection(asyncio.BufferedProtocol):
             self._watch_reader()
 
     def _watch_reader(self) -> None:
-        """Closing with reading paused by a full queue: give up on the application if it takes nothing."""
+        """Closing with reading paused by a full queue: give up on the application if it takes nothing
+        from the queue within the grace, counted from now (while reading is paused the queue only
+        shrinks, so a shorter queue when the timer fires means the application took some)."""
         messages = self._messages
         self._reader_mark = 0 if messages is None else len(messages)
-        if self._reader_timer is None and not self._tcp_closed:
+        if self._reader_timer is not None:
+            self._reader_timer.cancel()
+            self._reader_timer = None
+        if not self._tcp_closed:
             timeout = self.options.close_timeout
             grace = _READER_GRACE_S if timeout is None else timeout / 10
             self._reader_timer = self.loop.call_later(grace, self._reader_timed_out)
@@ -1493,13 +1534,14 @@ class Connection(asyncio.BufferedProtocol):
             logger.info("closing handshake timed out; aborting the TCP connection")
             _abort_freeing_unsent(self.transport)
 
-    def _fail(self, code: int, reason: str) -> None:
-        """Close with `code` without waiting (keepalive timeout, idle timeout, handler errors)."""
+    def _fail(self, code: int, reason: str, done_reading: bool = True) -> None:
+        """Close with `code` without waiting (keepalive timeout, idle timeout, handler errors; a server's
+        shutdown, whose handlers may still be reading: not `done_reading`)."""
         protocol = self.protocol
         if protocol is not None and protocol.close_sent is None and protocol.state is State.OPEN:
             protocol.send_close(code, reason, failing=True)
             self._flush()
-        self._closing(done_reading=True)
+        self._closing(done_reading)
 
     # ------------------------------------------------------------------ asyncio.Protocol
 

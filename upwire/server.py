@@ -297,16 +297,17 @@ class ServerConnection(Connection):
             logger.exception("connection handler failed")
             self._fail(1011, "internal error")
         else:
-            # Nobody reads any more: what comes past a full queue before the peer's close is dropped.
             if protocol.state is State.OPEN and protocol.close_sent is None:
                 self.close_now(1000)
-                self._stop_waiting_for_reader()
+                self._stop_waiting_for_reader()  # nobody reads any more (see `_closing`)
                 await self.wait_closed()
-            elif protocol.close_sent is not None:
-                self._stop_waiting_for_reader()
         finally:
             if protocol.close_sent is None and protocol.state is State.OPEN:
                 self._fail(1011, "handler was cancelled")
+            elif protocol.close_sent is not None:
+                # However the handler ended, nobody reads any more: closing goes on to the peer's close
+                # frame, dropping what comes past a full queue (see `_closing`).
+                self._stop_waiting_for_reader()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection and wake its waiters."""
@@ -484,7 +485,8 @@ class Server:
                 if connection.transport is not None:
                     connection.transport.abort()
             else:
-                connection._fail(code, reason)
+                # The handlers may still be reading what their clients sent before their close frames.
+                connection._fail(code, reason, done_reading=False)
         tasks = [c.handler_task for c in connections if c.handler_task is not None]
         tasks += self._handlers
         waits = [asyncio.ensure_future(c.wait_closed()) for c in connections]

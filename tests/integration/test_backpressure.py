@@ -6,6 +6,10 @@ import asyncio
 import contextlib
 import gc
 import random
+import socket
+import struct
+import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -13,6 +17,8 @@ import pytest
 import uvloop
 
 import upwire
+from upwire.protocol.handshake import ServerHandshake
+from upwire.protocol.http import RequestReader
 
 from .helpers import StartServer, uri
 from .wire import BINARY, PING, PONG, TEXT, RawPeer, encode_frame
@@ -206,6 +212,52 @@ async def test_a_connection_lost_while_send_waits_is_freed_without_the_garbage_c
         gc.enable()
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_task_sending_in_a_loop_learns_of_a_reset(loop: str) -> None:
+    """A peer that reads fast, then resets: `while True: await ws.send(...)` raises ConnectionClosed.
+
+    Writing never paused, so the task never yielded; after the reset the transport dropped every frame,
+    connection_lost waited for a turn of the loop that never came, and the loop sent into the void at
+    full CPU forever (websockets yields there too).
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def read_fast_then_reset() -> None:
+        # A thread with blocking reads: it keeps up with any sender, so writing never pauses.
+        sock, _ = listener.accept()
+        with sock:
+            reader, request = RequestReader(), None
+            while request is None:
+                request = reader.feed(sock.recv(65536))
+            sock.sendall(ServerHandshake().accept(request).head)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                sock.recv(1 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def main() -> int:
+        port = listener.getsockname()[1]
+        sent = 0
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            ws = await upwire.connect(f"ws://127.0.0.1:{port}/", compression=None, proxy=None)
+        started = time.monotonic()
+        with pytest.raises(upwire.ConnectionClosedError):
+            # Bounded by time (the bug never yields, so no asyncio timeout could end it).
+            while time.monotonic() - started < TEST_TIMEOUT_S:
+                await ws.send(b"x" * 1000)
+                sent += 1
+        return sent
+
+    peer = threading.Thread(target=read_fast_then_reset)
+    peer.start()
+    try:
+        sent = (uvloop.run if loop == "uvloop" else asyncio.run)(main())
+    finally:
+        peer.join(TEST_TIMEOUT_S)
+        listener.close()
+    assert sent > 0
+
+
 async def test_pong_waits_while_the_write_buffer_is_above_write_limit(
     start_server: StartServer,
 ) -> None:
@@ -329,8 +381,16 @@ async def test_closing_with_a_full_queue_reads_on_to_the_close_frame(
         assert ws.close_code == 1000
         received = [await ws.recv() for _ in range(queued)]
         assert [int.from_bytes(m[:4], "big") for m in received] == list(range(queued))
-        with pytest.raises(upwire.ConnectionClosedOK):
-            await ws.recv()
+        if queued == 60:
+            with pytest.raises(upwire.ConnectionClosedOK):
+                await ws.recv()
+        else:
+            # The rest was dropped: the end says so (a clean end would pass it off as all there was).
+            with pytest.raises(upwire.ConnectionClosedError, match="dropped while closing"):
+                await ws.recv()
+            with pytest.raises(upwire.ConnectionClosedError):
+                async for _ in ws:
+                    pass
 
 
 async def test_a_handler_returning_while_the_client_sends_closes_at_once(
@@ -358,20 +418,51 @@ async def test_a_handler_returning_while_the_client_sends_closes_at_once(
         assert closed[0].close_code == 1000
 
 
-@pytest.mark.parametrize("size", [200, 30_000])
+async def test_a_handler_that_started_closing_and_returned_does_not_wait_for_itself(
+    start_server: StartServer,
+) -> None:
+    """A handler that calls close_now() and returns reads no more: the close goes on at once, without
+    waiting a tenth of close_timeout for it to take from its full queue."""
+    closing_at: list[float] = []
+
+    async def close_and_return(ws: upwire.ServerConnection) -> None:
+        while ws.messages_queued < 4:
+            await asyncio.sleep(0.01)
+        closing_at.append(asyncio.get_running_loop().time())
+        ws.close_now()
+
+    server = await start_server(close_and_return, close_timeout=10, max_queue=4, compression=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        ws = await upwire.connect(uri(server), close_timeout=10, compression=None)
+        with contextlib.suppress(upwire.ConnectionClosed):
+            for index in range(100_000):
+                await ws.send(numbered(index))
+        await ws.wait_closed()
+        assert ws.close_code == 1000
+        assert asyncio.get_running_loop().time() - closing_at[0] < 0.5
+
+
+@pytest.mark.parametrize(
+    ("size", "count", "pause", "every", "close_timeout"),
+    [(200, 3000, 0.001, 1, 5), (30_000, 200, 0.001, 1, 5), (30_000, 40, 0.05, 1, 5)],
+    ids=["small", "large", "slow-reader"],
+)
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_closing_while_another_task_reads_loses_no_message(loop: str, size: int) -> None:
+def test_closing_while_another_task_reads_loses_no_message(
+    loop: str, size: int, count: int, pause: float, every: int, close_timeout: float
+) -> None:
     """A task still reading gets every message the peer sent before its close frame, in order.
 
     It lost them: closing dropped what came past a full queue at once, so a reader that took its time
     (1 ms a message) got a prefix, 46 of 200 30 KB messages on uvloop, and the loop ended as if that
-    were all. (Before that the dropped ones left a hole: 0..472, then 2437.)
+    were all. (Before that the dropped ones left a hole: 0..472, then 2437.) A reader that takes 50 ms a
+    message takes one well within the grace (a tenth of close_timeout, from the queue's last refill).
     """
     sent: list[int] = []
 
     async def flood(ws: upwire.ServerConnection) -> None:
         with contextlib.suppress(upwire.ConnectionClosed):
-            for index in range(3000 if size < 1000 else 200):
+            for index in range(count):
                 await ws.send(f"{index:06d}" + "x" * size)
                 sent.append(index)
             await ws.wait_closed()
@@ -382,14 +473,15 @@ def test_closing_while_another_task_reads_loses_no_message(loop: str, size: int)
             upwire.serve(flood, "127.0.0.1", 0, ping_interval=None, compression=None) as server,
         ):
             ws = await upwire.connect(
-                uri(server), max_queue=8, close_timeout=5, compression=None, proxy=None
+                uri(server), max_queue=8, close_timeout=close_timeout, compression=None, proxy=None
             )
             got: list[int] = []
 
             async def read() -> None:
                 async for message in ws:
                     got.append(int(message[:6]))
-                    await asyncio.sleep(0.001)
+                    if len(got) % every == 0:
+                        await asyncio.sleep(pause)
 
             reader = asyncio.create_task(read())
             await asyncio.sleep(0.05)
@@ -403,6 +495,89 @@ def test_closing_while_another_task_reads_loses_no_message(loop: str, size: int)
     assert len(got) >= 20
     assert got == list(range(len(got)))
     assert len(got) >= len(sent)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reader_taking_messages_in_bursts_is_not_given_up_on(loop: str) -> None:
+    """The grace counts from the queue's last refill, not from an earlier one.
+
+    A reader that takes 13 messages at once, then waits 50 ms (half the grace), refilled the queue just
+    before a timer armed at an earlier refill fired; the timer took the refilled queue for one the
+    application had not touched, and dropping started ~50 ms after the reader's last take (100 of 298
+    20 KB messages, and a close with 1000).
+    """
+
+    async def flood(ws: upwire.ServerConnection) -> None:
+        with contextlib.suppress(upwire.ConnectionClosed):
+            for index in range(1000):
+                await ws.send(f"{index:06d}" + "x" * 20_000)
+            await ws.wait_closed()
+
+    async def main() -> tuple[list[int], BaseException | None]:
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.serve(flood, "127.0.0.1", 0, ping_interval=None, compression=None) as server,
+        ):
+            ws = await upwire.connect(
+                uri(server), max_queue=16, close_timeout=1, compression=None, proxy=None
+            )
+            got: list[int] = []
+
+            async def read() -> BaseException | None:
+                while True:
+                    for _ in range(13):
+                        try:
+                            got.append(int((await ws.recv())[:6]))
+                        except upwire.ConnectionClosedOK:
+                            return None
+                        except upwire.ConnectionClosed as exc:
+                            return exc
+                    await asyncio.sleep(0.05)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.2)
+            await ws.close()
+            return got, await reader
+
+    got, ended = (uvloop.run if loop == "uvloop" else asyncio.run)(main())
+    assert got == list(range(len(got)))
+    # All the server sent before its close frame, or a close that timed out (1006): nothing dropped.
+    assert ended is None or "dropped" not in str(ended), ended
+    assert ended is not None or len(got) > 100
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_server_shutdown_lets_reading_handlers_read_what_their_clients_sent(loop: str) -> None:
+    """`server.close()` closes with 1001, and a handler still reading gets all its client sent first.
+
+    Shutdown closed as a failure, which gave up on the handlers at once: one that read 1 ms a message
+    got 537 of 3000, and its `async for` ended quietly.
+    """
+    received: list[int] = []
+
+    async def read_slowly(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            received.append(int(message[:6]))
+            await asyncio.sleep(0.001)
+
+    async def main() -> int:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            server = await upwire.serve(
+                read_slowly, "127.0.0.1", 0, max_queue=8, compression=None, ping_interval=None
+            )
+            ws = await upwire.connect(uri(server), compression=None, proxy=None)
+            sent = 0
+            for index in range(1000):
+                await ws.send(f"{index:06d}" + "x" * 200)
+                sent += 1
+            await asyncio.sleep(0.05)
+            server.close()
+            await server.wait_closed()
+            assert ws.close_code == 1001
+            return sent
+
+    sent = (uvloop.run if loop == "uvloop" else asyncio.run)(main())
+    assert received == list(range(sent))
 
 
 async def test_closing_drops_what_comes_past_a_full_queue_once_nobody_reads(
@@ -427,8 +602,9 @@ async def test_closing_drops_what_comes_past_a_full_queue_once_nobody_reads(
         assert 0.15 < loop.time() - started < 1.5
         assert ws.close_code == 1000
         received = []
-        with contextlib.suppress(upwire.ConnectionClosedOK):
+        with pytest.raises(upwire.ConnectionClosedError, match="dropped while closing") as ended:
             while True:
                 received.append(int.from_bytes((await ws.recv())[:4], "big"))
+        assert ended.value.code == 1000
         assert received == list(range(len(received)))
         assert 16 <= len(received) < 1000

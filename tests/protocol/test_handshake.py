@@ -196,6 +196,8 @@ def test_select_subprotocol_hook_chooses_from_the_offer() -> None:
         (["chat superchat"], "'chat superchat' is not a token"),
         (['"chat"'], """'"chat"' is not a token"""),
         (["chat", "caf\u00e9"], "'caf\u00e9' is not a token"),
+        (["chat\u00a0"], "'chat\\xa0' is not a token"),
+        (["\x1cchat"], "'\\x1cchat' is not a token"),
         ([""], "empty Sec-WebSocket-Protocol"),
         ([" , ,"], "empty Sec-WebSocket-Protocol"),
     ],

@@ -329,7 +329,8 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
 
 
 def _split(value: str) -> list[str]:
-    return [t.strip() for t in value.split(",") if t.strip()]
+    # Optional white space is spaces and tabs only (RFC 9110 §5.6.3): `str.strip` would take more.
+    return [t for t in (e.strip(" \t") for e in value.split(",")) if t]
 
 
 # The fields the client's request gets from the handshake itself, and what to use instead of giving them.
