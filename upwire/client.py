@@ -210,12 +210,16 @@ class ClientConnection(Connection):
         """
         if self._tls_info is None or self._reader.received:
             return error
-        return InvalidHandshake(
+        hinted = InvalidHandshake(
             f"{error}: the server closed the TLS connection without answering the Upgrade request "
             "(a server that requires a client certificate does so when none is offered: see "
             "ssl.SSLContext.load_cert_chain)",
             0,
         )
+        # The cause stays: a server restarting closes the same way, and `async for` retries it (one
+        # that wants a certificate is retried too, with the hint in each attempt's error).
+        hinted.__cause__ = error.__cause__
+        return hinted
 
 
 def _retryable(error: Exception) -> bool:
@@ -228,18 +232,27 @@ def _retryable(error: Exception) -> bool:
         # The connection closed or was lost before the server answered (a server restarting, a load
         # balancer without a backend): `ClientConnection` gives these their cause.
         return isinstance(error.__cause__, OSError | EOFError)
-    if isinstance(error, ssl_module.SSLError) and not isinstance(error, _SSL_CONNECTION_LOST):
-        # TLS itself failed (plain TCP on a wss:// port, no common protocol version or cipher, an alert
-        # from the server): its configuration, not the network, so trying again gives the same.
+    if isinstance(error, ssl_module.SSLError) and getattr(error, "reason", None) in _TLS_NOT_SPOKEN:
+        # The server does not speak TLS (plain TCP on a wss:// port), or no version both accept: the
+        # same next time. Other TLS failures are retried: an alert such as internal_error, or
+        # unrecognized_name from a router whose route is not there yet, may pass.
         return False
     return isinstance(error, OSError | TimeoutError)
 
 
-# TLS errors that say only that the connection went away (retried, as any lost connection).
-_SSL_CONNECTION_LOST = (
-    ssl_module.SSLEOFError,
-    ssl_module.SSLSyscallError,
-    ssl_module.SSLZeroReturnError,
+# OpenSSL's reasons for a TLS handshake that cannot succeed with this server as it is configured.
+_TLS_NOT_SPOKEN = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNSUPPORTED_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "NO_PROTOCOLS_AVAILABLE",
+        "VERSION_TOO_LOW",
+        "VERSION_TOO_HIGH",
+        "RECORD_LAYER_FAILURE",
+        "PACKET_LENGTH_TOO_LONG",
+        "HTTP_REQUEST",
+    }
 )
 
 
@@ -578,8 +591,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         Retried: a failed or lost TCP connection (`OSError`, or the server closing before its answer),
         `open_timeout`, an HTTP 500, 502, 503 or 504 answer (a 503's `Retry-After` in seconds is
         honoured, within the backoff's maximum), a proxy that cannot be reached. Anything else (a 403, a
-        bad certificate, a TLS handshake that fails for another reason than a lost connection, such as
-        a server that does not speak TLS, a handshake that breaks RFC 6455) is raised. A connection that
+        bad certificate, a server that does not speak TLS or no TLS version in common, a handshake that
+        breaks RFC 6455) is raised. A connection that
         ends within `reconnect_backoff`'s first delay counts as a failed attempt. A connection is closed
         when its iteration ends; after `break` (or an exception) only when the iterator is finalized,
         so close it first if that matters.

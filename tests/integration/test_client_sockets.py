@@ -17,7 +17,8 @@ import pytest_asyncio
 import upwire
 from upwire.client import _retry_delay
 
-from .helpers import TEST_TIMEOUT_S, StartServer
+from .helpers import TEST_TIMEOUT_S, StartServer, tls_contexts
+from .wire import RawPeer
 
 
 async def path_and_headers(ws: upwire.ServerConnection) -> None:
@@ -282,8 +283,43 @@ async def test_async_for_raises_a_tls_handshake_that_fails_by_itself(
             ):
                 attempts += 1
     assert attempts == 0
-    assert not isinstance(caught.value, ssl.SSLEOFError)
+    assert caught.value.reason == "WRONG_VERSION_NUMBER"
     assert _retry_delay(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), 1.0, 2.0, 0)
+    # An alert that may pass (internal_error; unrecognized_name from a router without its route yet).
+    for reason in ("TLSV1_ALERT_INTERNAL_ERROR", "TLSV1_UNRECOGNIZED_NAME"):
+        alert = ssl.SSLError(1, f"[SSL: {reason}] alert")
+        alert.reason = reason
+        assert _retry_delay(alert, 1.0, 2.0, 0)
+
+
+async def test_async_for_retries_a_tls_server_that_closes_before_answering() -> None:
+    # A TLS server restarting: the TLS handshake completes, then the connection closes before the
+    # 101. Retried, as over plain TCP (the hint about client certificates dropped the cause).
+    server_context, client_context = tls_contexts()
+    attempts: list[str] = []
+
+    async def close_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append("tls")
+        if len(attempts) == 1:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+            return
+        await RawPeer.accept(reader, writer)
+        await reader.read()  # until the client closes
+        writer.close()
+
+    server = await asyncio.start_server(close_first, "localhost", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            async for ws in upwire.connect(
+                f"wss://localhost:{port}/", ssl=client_context, reconnect_backoff=(0.05, 0.1)
+            ):
+                ws.transport.abort()  # type: ignore[union-attr]
+                break
+        assert attempts == ["tls", "tls"]
+    finally:
+        server.close()
 
 
 async def test_a_connection_that_ends_at_once_counts_as_a_failed_attempt() -> None:
