@@ -804,7 +804,8 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def writing_paused(self) -> bool:
-        """True while the transport's write buffer is above `write_limit`."""
+        """True while the transport's write buffer is above `write_limit` (and once frames met a
+        transport that closed itself, until the connection's end is known)."""
         return self._writing_paused
 
     def _wake_recv_on_end(self) -> None:

@@ -499,6 +499,21 @@ def test_client_refuses_an_empty_subprotocol(value: str) -> None:
         handshake.check_response(ok_response(Sec_WebSocket_Protocol=value))
 
 
+@pytest.mark.parametrize(
+    "value", ["chat,", ",chat", "chat, chat", "chat\u00a0", "Chat", "chat superchat"]
+)
+def test_client_refuses_a_subprotocol_field_that_is_not_one_offered_token(value: str) -> None:
+    # RFC 6455 §4.1 (6): exactly one of the offered names (Node's ws refuses these too).
+    handshake = ClientHandshake("a", "/", subprotocols=["chat", "superchat"], key=RFC_KEY)
+    with pytest.raises(InvalidHandshake, match="which was not offered"):
+        handshake.check_response(ok_response(Sec_WebSocket_Protocol=value))
+
+
+def test_client_accepts_the_chosen_subprotocol_with_white_space_around_it() -> None:
+    handshake = ClientHandshake("a", "/", subprotocols=["chat"], key=RFC_KEY)
+    assert handshake.check_response(ok_response(Sec_WebSocket_Protocol=" chat\t")) == "chat"
+
+
 def test_client_refuses_more_than_one_subprotocol() -> None:
     handshake = ClientHandshake("a", "/", subprotocols=["chat", "superchat"], key=RFC_KEY)
     with pytest.raises(InvalidHandshake):

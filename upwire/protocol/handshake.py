@@ -473,17 +473,18 @@ class ClientHandshake:
             )
         self.extensions = self._accept_extensions(headers.get_all("Sec-WebSocket-Extensions"))
         values = headers.get_all("Sec-WebSocket-Protocol")
-        chosen = [t for v in values for t in _split(v)]
-        if not chosen:
-            if values:
-                # RFC 6455 §4.1 (6) / §11.3.4: the field names one subprotocol; an empty one names none.
-                raise InvalidHandshake("empty Sec-WebSocket-Protocol in the 101 response", 101)
+        if not values:
             return None
-        if len(chosen) > 1 or chosen[0] not in self.subprotocols:
+        # RFC 6455 §4.1 (6) / §11.3.4: the field names one subprotocol, one of those offered: not a
+        # list ("chat," is not "chat"), not empty.
+        chosen = ", ".join(values).strip(" \t")
+        if not chosen.strip(" \t,"):
+            raise InvalidHandshake("empty Sec-WebSocket-Protocol in the 101 response", 101)
+        if chosen not in self.subprotocols:
             raise InvalidHandshake(
-                f"server chose subprotocol {', '.join(chosen)}, which was not offered", 101
+                f"server chose subprotocol {chosen!r}, which was not offered", 101
             )
-        return chosen[0]
+        return chosen
 
     def _accept_extensions(self, values: list[str]) -> list[Extension]:
         """RFC 6455 §4.1: an extension the client did not offer fails the connection."""
