@@ -208,8 +208,16 @@ class ClientConnection(Connection):
         a server that requires one then closes without answering (asyncio reports an EOF, uvloop only
         the connection's loss).
         """
-        if self._tls_info is None or self._reader.received:
-            return error
+        cause = error.__cause__
+        if (
+            self._tls_info is None
+            or self._reader.received
+            or (
+                isinstance(cause, ssl_module.SSLError)
+                and not isinstance(cause, _SSL_CONNECTION_LOST)
+            )
+        ):
+            return error  # an answer came, or the server's TLS alert, which the error names
         hinted = InvalidHandshake(
             f"{error}: the server closed the TLS connection without answering the Upgrade request "
             "(a server that requires a client certificate does so when none is offered: see "
@@ -218,7 +226,7 @@ class ClientConnection(Connection):
         )
         # The cause stays: a server restarting closes the same way, and `async for` retries it (one
         # that wants a certificate is retried too, with the hint in each attempt's error).
-        hinted.__cause__ = error.__cause__
+        hinted.__cause__ = cause
         return hinted
 
 
@@ -228,32 +236,35 @@ def _retryable(error: Exception) -> bool:
         return error.status in (500, 502, 503, 504)
     if isinstance(error, ProxyError):
         return error.status in (0, 500, 502, 503, 504)
+    if isinstance(error, InvalidCertificate):
+        return False  # the same certificate next time (its cause is an OSError all the same)
     if isinstance(error, InvalidHandshake):
         # The connection closed or was lost before the server answered (a server restarting, a load
-        # balancer without a backend): `ClientConnection` gives these their cause.
-        return isinstance(error.__cause__, OSError | EOFError)
-    if isinstance(error, ssl_module.SSLError) and getattr(error, "reason", None) in _TLS_NOT_SPOKEN:
-        # The server does not speak TLS (plain TCP on a wss:// port), or no version both accept: the
-        # same next time. Other TLS failures are retried: an alert such as internal_error, or
-        # unrecognized_name from a router whose route is not there yet, may pass.
-        return False
+        # balancer without a backend): `ClientConnection` gives these their cause. Over TLS 1.3 the
+        # server's refusal of the client (its certificate, say) comes as such a cause too.
+        cause = error.__cause__
+        if isinstance(cause, ssl_module.SSLError):
+            return _tls_may_pass(cause)
+        return isinstance(cause, OSError | EOFError)
+    if isinstance(error, ssl_module.SSLError):
+        return _tls_may_pass(error)
     return isinstance(error, OSError | TimeoutError)
 
 
-# OpenSSL's reasons for a TLS handshake that cannot succeed with this server as it is configured.
-_TLS_NOT_SPOKEN = frozenset(
-    {
-        "WRONG_VERSION_NUMBER",
-        "UNSUPPORTED_PROTOCOL",
-        "TLSV1_ALERT_PROTOCOL_VERSION",
-        "NO_PROTOCOLS_AVAILABLE",
-        "VERSION_TOO_LOW",
-        "VERSION_TOO_HIGH",
-        "RECORD_LAYER_FAILURE",
-        "PACKET_LENGTH_TOO_LONG",
-        "HTTP_REQUEST",
-    }
+def _tls_may_pass(error: ssl_module.SSLError) -> bool:
+    """A TLS failure worth trying again: the connection was lost, or an alert a server sends while it is
+    not ready (internal_error; unrecognized_name from a router whose route is not there yet). Any other
+    (no TLS on the port, no version or cipher in common, a certificate refused) is the same next time."""
+    return isinstance(error, _SSL_CONNECTION_LOST) or getattr(error, "reason", None) in _TLS_PASSING
+
+
+# TLS errors that say only that the connection went away (retried, as any lost connection).
+_SSL_CONNECTION_LOST = (
+    ssl_module.SSLEOFError,
+    ssl_module.SSLSyscallError,
+    ssl_module.SSLZeroReturnError,
 )
+_TLS_PASSING = frozenset({"TLSV1_ALERT_INTERNAL_ERROR", "TLSV1_UNRECOGNIZED_NAME"})
 
 
 def _retry_after(error: Exception, most: float) -> float | None:
@@ -590,9 +601,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
 
         Retried: a failed or lost TCP connection (`OSError`, or the server closing before its answer),
         `open_timeout`, an HTTP 500, 502, 503 or 504 answer (a 503's `Retry-After` in seconds is
-        honoured, within the backoff's maximum), a proxy that cannot be reached. Anything else (a 403, a
-        bad certificate, a server that does not speak TLS or no TLS version in common, a handshake that
-        breaks RFC 6455) is raised. A connection that
+        honoured, within the backoff's maximum), a proxy that cannot be reached, a TLS alert that may pass
+        (internal_error, unrecognized_name). Anything else (a 403, a bad certificate, a TLS handshake the
+        server refuses: no TLS on the port, no version or cipher in common, a client certificate
+        missing or refused; a handshake that breaks RFC 6455) is raised. A connection that
         ends within `reconnect_backoff`'s first delay counts as a failed attempt. A connection is closed
         when its iteration ends; after `break` (or an exception) only when the iterator is finalized,
         so close it first if that matters.

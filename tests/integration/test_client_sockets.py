@@ -285,11 +285,35 @@ async def test_async_for_raises_a_tls_handshake_that_fails_by_itself(
     assert attempts == 0
     assert caught.value.reason == "WRONG_VERSION_NUMBER"
     assert _retry_delay(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), 1.0, 2.0, 0)
-    # An alert that may pass (internal_error; unrecognized_name from a router without its route yet).
-    for reason in ("TLSV1_ALERT_INTERNAL_ERROR", "TLSV1_UNRECOGNIZED_NAME"):
+    # An alert that may pass (internal_error; unrecognized_name from a router without its route yet);
+    # not one that refuses this client, raised by itself or (TLS 1.3) as a lost opening's cause.
+    for reason, passes in [
+        ("TLSV1_ALERT_INTERNAL_ERROR", True),
+        ("TLSV1_UNRECOGNIZED_NAME", True),
+        ("SSLV3_ALERT_HANDSHAKE_FAILURE", False),
+        ("TLSV13_ALERT_CERTIFICATE_REQUIRED", False),
+        ("TLSV1_ALERT_UNKNOWN_CA", False),
+    ]:
         alert = ssl.SSLError(1, f"[SSL: {reason}] alert")
         alert.reason = reason
-        assert _retry_delay(alert, 1.0, 2.0, 0)
+        lost = upwire.InvalidHandshake("connection lost during the opening handshake", 0)
+        lost.__cause__ = alert
+        for error in (alert, lost):
+            assert (_retry_delay(error, 1.0, 2.0, 0) is not None) is passes, (reason, error)
+
+
+async def test_async_for_raises_a_certificate_it_cannot_verify(start_server: StartServer) -> None:
+    # InvalidCertificate's cause is an OSError (ssl.SSLCertVerificationError): it was retried forever.
+    server_context, _ = tls_contexts()
+    server = await start_server(ssl=server_context)
+    attempts = 0
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidCertificate):
+            async for _ws in upwire.connect(
+                f"wss://localhost:{server.port}/", reconnect_backoff=(0.05, 0.1)
+            ):
+                attempts += 1
+    assert attempts == 0
 
 
 async def test_async_for_retries_a_tls_server_that_closes_before_answering() -> None:

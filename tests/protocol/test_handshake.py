@@ -509,6 +509,15 @@ def test_client_refuses_a_subprotocol_field_that_is_not_one_offered_token(value:
         handshake.check_response(ok_response(Sec_WebSocket_Protocol=value))
 
 
+def test_client_refuses_two_subprotocol_fields() -> None:
+    handshake = ClientHandshake("a", "/", subprotocols=["chat"], key=RFC_KEY)
+    response = ok_response()
+    response.headers.add("Sec-WebSocket-Protocol", "chat")
+    response.headers.add("Sec-WebSocket-Protocol", "chat")
+    with pytest.raises(InvalidHandshake, match="more than one Sec-WebSocket-Protocol field"):
+        handshake.check_response(response)
+
+
 def test_client_accepts_the_chosen_subprotocol_with_white_space_around_it() -> None:
     handshake = ClientHandshake("a", "/", subprotocols=["chat"], key=RFC_KEY)
     assert handshake.check_response(ok_response(Sec_WebSocket_Protocol=" chat\t")) == "chat"

@@ -475,6 +475,10 @@ class ClientHandshake:
         values = headers.get_all("Sec-WebSocket-Protocol")
         if not values:
             return None
+        if len(values) > 1:
+            raise InvalidHandshake(
+                "more than one Sec-WebSocket-Protocol field in the 101 response", 101
+            )
         # RFC 6455 §4.1 (6) / §11.3.4: the field names one subprotocol, one of those offered: not a
         # list ("chat," is not "chat"), not empty.
         chosen = ", ".join(values).strip(" \t")
