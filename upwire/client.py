@@ -603,8 +603,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         `open_timeout`, an HTTP 500, 502, 503 or 504 answer (a 503's `Retry-After` in seconds is
         honoured, within the backoff's maximum), a proxy that cannot be reached, a TLS alert that may pass
         (internal_error, unrecognized_name). Anything else (a 403, a bad certificate, a TLS handshake the
-        server refuses: no TLS on the port, no version or cipher in common, a client certificate
-        missing or refused; a handshake that breaks RFC 6455) is raised. A connection that
+        server refuses with an alert: no TLS on the port, no version or cipher in common, a client
+        certificate missing or refused; a handshake that breaks RFC 6455) is raised. A connection that
         ends within `reconnect_backoff`'s first delay counts as a failed attempt. A connection is closed
         when its iteration ends; after `break` (or an exception) only when the iterator is finalized,
         so close it first if that matters.
