@@ -659,6 +659,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
+        if self._idle_timer is not None:
+            # The time reading was paused by a full queue did not count (`_idle_check`), up to now:
+            # what waits in the socket is read in a later turn of the loop, and a check in between
+            # must not count the pause either.
+            self._last_received = self.loop.time()
         protocol = self.protocol
         if protocol is not None and protocol.input_pending:
             # Messages the core kept back while the queue was full go first; reading resumes after them.
