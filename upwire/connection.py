@@ -1365,10 +1365,8 @@ class Connection(asyncio.BufferedProtocol):
             # Closing: nothing is sent, and the future fails with what the closing handshake under way
             # ends with (as `send` raises it), when the connection is closed.
             waiting: asyncio.Future[float] = self.loop.create_future()
-            self._pings[object()] = (
-                waiting,
-                time.perf_counter(),
-            )  # not the payload: it was not sent
+            # Keyed by a new object, not the payload: it was not sent, so no pong may answer it.
+            self._pings[object()] = (waiting, time.perf_counter())
             return waiting
         try:
             protocol.send_ping(payload)
