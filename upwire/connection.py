@@ -97,6 +97,7 @@ _WRITELINES_NEEDS_PAUSE_CHECK = sys.version_info >= (3, 12) and callable(
 )
 # The high-water mark asyncio's transports start with (`FlowControlMixin`; the low one is a quarter of it).
 _ASYNCIO_HIGH_WATER = 64 * 1024
+_ASYNCIO_LOW_WATER = _ASYNCIO_HIGH_WATER // 4
 
 # `Connection._fd` before its first use: not looked up yet (-1 means no direct writes).
 _FD_UNKNOWN = -2
@@ -300,8 +301,10 @@ class ConnectionOptions:
     Args:
         max_message_size: largest incoming message in bytes (None: no limit); past it, close 1009.
         max_frame_size: largest incoming frame payload (default: max_message_size).
-        max_queue: incoming messages buffered before reading from the socket pauses (None: no limit).
-        write_limit: bytes buffered for writing above which `send` waits (the high-water mark).
+        max_queue: incoming messages buffered before reading from the socket pauses (None: no limit);
+            reading resumes at a quarter of it, or `(high, low)` sets both (as in websockets).
+        write_limit: bytes buffered for writing above which `send` waits (the high-water mark);
+            writing resumes at a quarter of it, or `(high, low)` sets both (as in websockets).
         ping_interval: seconds between keepalive pings (None: no keepalive).
         ping_timeout: seconds to wait for the pong before failing the connection with 1011 (None: wait).
         open_timeout: seconds allowed for the opening handshake.
@@ -320,7 +323,9 @@ class ConnectionOptions:
         "open_timeout",
         "ping_interval",
         "ping_timeout",
+        "queue_low",
         "write_limit",
+        "write_low",
     )
 
     def __init__(
@@ -328,17 +333,19 @@ class ConnectionOptions:
         *,
         max_message_size: int | None = 1 << 20,
         max_frame_size: int | None = -1,
-        max_queue: int | None = 16,
-        write_limit: int = 64 * 1024,
+        max_queue: int | tuple[int | None, int | None] | None = 16,
+        write_limit: int | tuple[int, int | None] = 64 * 1024,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         open_timeout: float | None = 10.0,
         close_timeout: float | None = 10.0,
         idle_timeout: float | None = None,
     ) -> None:
+        queue_high, queue_low = _marks("max_queue", max_queue)
+        write_high, write_low = _marks("write_limit", write_limit)
         for name, value in (
             ("max_message_size", max_message_size),
-            ("max_queue", max_queue),
+            ("max_queue", queue_high),
             ("ping_interval", ping_interval),
             ("ping_timeout", ping_timeout),
             ("open_timeout", open_timeout),
@@ -347,18 +354,44 @@ class ConnectionOptions:
         ):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")
-        if write_limit <= 0:
-            raise ValueError(f"write_limit must be positive, not {write_limit!r}")
+        if write_high is None or write_high <= 0:
+            raise ValueError(f"write_limit must be positive, not {write_high!r}")
         self.max_message_size = max_message_size
         self.max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
-        self.max_queue = max_queue
-        self.write_limit = write_limit
+        self.max_queue: int | None = queue_high
+        # The low-water marks: where reading (a queue of that many messages) and sending resume.
+        self.queue_low = 0 if queue_high is None else _low_mark("max_queue", queue_high, queue_low)
+        self.write_limit: int = write_high
+        self.write_low = _low_mark("write_limit", write_high, write_low)
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.idle_timeout = idle_timeout
 
+
+def _marks(name: str, value: object) -> tuple[Any, Any]:
+    """A limit given as `high` or as websockets' `(high, low)`: (high, low or None)."""
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise TypeError(f"{name} takes a number or (high, low), not {value!r}")
+        return value[0], value[1]
+    return value, None
+
+
+def _low_mark(name: str, high: int, low: int | None) -> int:
+    """The low-water mark under `high`: a quarter of it by default (asyncio's and websockets')."""
+    if low is None:
+        return high // 4
+    if not 0 <= low <= high:
+        raise ValueError(f"{name}'s low mark must be between 0 and {high}, not {low!r}")
+    return low
+
+
+# The options a caller may give (the low marks are derived, or given as `(high, low)`).
+_OPTION_NAMES = tuple(
+    name for name in ConnectionOptions.__slots__ if name not in ("queue_low", "write_low")
+)
 
 # Names that `websockets` users bring along (or that belong to the other side), and upwire's for each.
 _OTHER_NAMES = {
@@ -375,7 +408,7 @@ def connection_options(
     """`ConnectionOptions(**options)` for `serve` and `connect`: an unknown name is reported as the
     caller's argument (the user never called ConnectionOptions), with the closest name among the
     options and the caller's `own` parameters."""
-    known = ConnectionOptions.__slots__
+    known = _OPTION_NAMES
     for name in options:
         if name not in known:
             guess = _OTHER_NAMES.get(name) or next(
@@ -654,8 +687,7 @@ class Connection(asyncio.BufferedProtocol):
         return self._closed_error()
 
     def _resume_threshold(self) -> int:
-        max_queue = self.options.max_queue
-        return 0 if max_queue is None else max_queue // 4
+        return self.options.queue_low
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
@@ -1560,10 +1592,14 @@ class Connection(asyncio.BufferedProtocol):
         if cls is _SELECTOR_SOCKET_TRANSPORT:
             # asyncio's plain socket transport: no TLS, and its limits are 64 KiB and a quarter of it
             # (asyncio's defaults), which is what the default write_limit sets anyway.
-            if self.options.write_limit != _ASYNCIO_HIGH_WATER:
-                self.transport.set_write_buffer_limits(high=self.options.write_limit)
+            options = self.options
+            if (
+                options.write_limit != _ASYNCIO_HIGH_WATER
+                or options.write_low != _ASYNCIO_LOW_WATER
+            ):
+                self.transport.set_write_buffer_limits(options.write_limit, options.write_low)
         else:
-            self.transport.set_write_buffer_limits(high=self.options.write_limit)
+            self.transport.set_write_buffer_limits(self.options.write_limit, self.options.write_low)
             if transport.get_extra_info("sslcontext") is not None:
                 self._tls_info = {name: transport.get_extra_info(name) for name in _TLS_INFO}
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import re
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
@@ -226,6 +228,7 @@ class ServerConnection(Connection):
             head = accepted.head
             if server.process_response is not None:
                 self.subprotocol = accepted.subprotocol
+                negotiated = accepted.response.headers._collect(_HANDSHAKE_FIELDS)
                 answer = server.process_response(self, request, accepted.response)
                 if answer is not None and answer is not accepted.response:
                     if not isinstance(answer, Response) or answer.status == 101:
@@ -241,6 +244,13 @@ class ServerConnection(Connection):
                     raise TypeError(
                         f"process_response changed the 101 to {accepted.response.status}: return "
                         "another Response to refuse the upgrade"
+                    )
+                if accepted.response.headers._collect(_HANDSHAKE_FIELDS) != negotiated:
+                    # The connection runs on what was negotiated (compression, the subprotocol).
+                    raise TypeError(
+                        "process_response changed the handshake's own fields of the 101 ("
+                        + ", ".join(sorted(_HANDSHAKE_FIELDS))
+                        + "): add other fields only"
                     )
                 # Written again: the hook may have added fields (checked as they are written).
                 head = serialize_response(accepted.response)
@@ -327,6 +337,17 @@ class ServerConnection(Connection):
 
 
 _OPENING_BATCH_S = 0.05
+
+# The fields of a 101 that `process_response` may not change: the connection runs on them.
+_HANDSHAKE_FIELDS = frozenset(
+    (
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    )
+)
 
 
 def _open_timed_out(connections: set[ServerConnection]) -> None:
@@ -432,6 +453,11 @@ class Server:
         # The request's path (a URL split) is only needed to route, or to say what was not found.
         return self._only_handler if routes is None else routes.get(request.path)
 
+    def is_serving(self) -> bool:
+        """Whether the server accepts connections: started, and `close()` not called."""
+        # (asyncio's own `is_serving` says False where upwire accepts the connections itself.)
+        return self._server is not None and self._closing is None
+
     @property
     def sockets(self) -> tuple[Any, ...]:
         """The listening sockets."""
@@ -531,6 +557,8 @@ class Server:
         ssl: ssl_module.SSLContext | None,
         sock: Any,
         backlog: int,
+        unix_socket: str | os.PathLike[str] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         loop = asyncio.get_running_loop()
 
@@ -540,17 +568,34 @@ class Server:
         # With TLS, the TLS handshake is part of opening (a client that connects and says nothing is
         # dropped after open_timeout, not asyncio's 60 s) and its shutdown part of closing.
         tls = ssl is not None
-        self._server = server = await loop.create_server(
-            make_connection,
-            host=None if sock is not None else host,
-            port=None if sock is not None else port,
-            ssl=ssl,
-            sock=sock,
-            backlog=backlog,
-            start_serving=False,
-            ssl_handshake_timeout=self.options.open_timeout if tls else None,
-            ssl_shutdown_timeout=self.options.close_timeout if tls else None,
-        )
+        handshake_timeout = self.options.open_timeout if tls else None
+        shutdown_timeout = self.options.close_timeout if tls else None
+        if unix_socket is not None:
+            if sock is not None:
+                raise UsageError("serve takes a Unix socket's path or a socket (sock=), not both")
+            # asyncio replaces a socket file left by a server that stopped (not another kind of file).
+            self._server = server = await loop.create_unix_server(
+                make_connection,
+                unix_socket,
+                ssl=ssl,
+                backlog=backlog,
+                start_serving=False,
+                ssl_handshake_timeout=handshake_timeout,
+                ssl_shutdown_timeout=shutdown_timeout,
+            )
+        else:
+            self._server = server = await loop.create_server(
+                make_connection,
+                host=None if sock is not None else host,
+                port=None if sock is not None else port,
+                ssl=ssl,
+                sock=sock,
+                backlog=backlog,
+                reuse_port=reuse_port,
+                start_serving=False,
+                ssl_handshake_timeout=handshake_timeout,
+                ssl_shutdown_timeout=shutdown_timeout,
+            )
         addresses = [sock.getsockname() for sock in server.sockets]
         if addresses and isinstance(addresses[0], tuple):
             self._port = int(addresses[0][1])
@@ -600,8 +645,9 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
             `ServerPerMessageDeflateFactory`'s defaults; None disables compression.
         extensions: the extension factories to negotiate, instead of what `compression` selects (for
             example a `ServerPerMessageDeflateFactory` with other parameters).
-        origins: allowed Origin header values (None in the list admits requests without Origin); other
-            origins get 403. None (the default) admits every origin.
+        origins: allowed Origin header values (None in the list admits requests without Origin; a
+            compiled pattern admits the origins it matches whole); other origins get 403. None (the
+            default) admits every origin.
         extra_headers: header fields added to every 101 response.
         max_request_line: longest request line accepted (414 past it).
         max_header_bytes: largest request head accepted (431 past it).
@@ -612,6 +658,10 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
             is believed (e.g. `["127.0.0.1"]`); for connections from them, `remote_address` is the
             forwarded client address. Default: none, so clients cannot spoof their address.
         sock: an already bound socket to serve on, instead of host and port.
+        unix_socket: the path of a Unix socket to serve on, instead of host and port (a socket file
+            left there by a server that stopped is replaced).
+        reuse_port: let several processes listen on the same port (`SO_REUSEPORT`: the kernel spreads
+            connections over them).
         backlog: the listen backlog.
         **options: the connection options of `ConnectionOptions` (max_message_size, max_queue, ...).
     """
@@ -628,7 +678,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         select_subprotocol: Callable[[Sequence[str]], str | None] | None = None,
         compression: str | None = "deflate",
         extensions: Sequence[ServerExtensionFactory] | None = None,
-        origins: Sequence[str | None] | None = None,
+        origins: Sequence[str | re.Pattern[str] | None] | None = None,
         extra_headers: HeadersLike = (),
         max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
@@ -636,6 +686,8 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         shutdown_timeout: float = 10.0,
         ssl: ssl_module.SSLContext | None = None,
         sock: Any = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        reuse_port: bool = False,
         backlog: int = 1024,
         trusted_proxies: Iterable[str] = (),
         **options: Any,
@@ -660,7 +712,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
             shutdown_timeout=shutdown_timeout,
             trusted_proxies=TrustedProxies(trusted_proxies),
         )
-        self._start_args = (host, port, ssl, sock, backlog)
+        self._start_args = (host, port, ssl, sock, backlog, unix_socket, reuse_port)
 
     async def _create(self) -> Server:
         await self._server._start(*self._start_args)

@@ -152,6 +152,49 @@ def test_a_unix_socket_and_ipv6_are_served_too(
     run_on(loop_factory, main())
 
 
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_a_server_on_a_unix_socket_path_starts_again_where_one_stopped(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], tmp_path: Path
+) -> None:
+    # The socket file a stopped server leaves behind does not stop the next one (websockets' unix_serve).
+    path = str(tmp_path / "ws.sock")
+
+    async def main() -> None:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            for round_ in range(2):
+                async with (
+                    upwire.serve(echo, unix_socket=path, ping_interval=None) as server,
+                    upwire.connect("ws://localhost/", unix_socket=path) as ws,
+                ):
+                    assert server.is_serving()
+                    await ws.send(f"round {round_}")
+                    assert await ws.recv() == f"round {round_}"
+                assert not server.is_serving()
+            with pytest.raises(upwire.UsageError):
+                await upwire.serve(echo, unix_socket=path, sock=socket.socket())
+
+    run_on(loop_factory, main())
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_servers_with_reuse_port_share_their_port(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    async def main() -> None:
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            upwire.serve(echo, "127.0.0.1", 0, reuse_port=True, ping_interval=None) as first,
+            upwire.serve(echo, "127.0.0.1", first.port, reuse_port=True, ping_interval=None),
+        ):
+            with pytest.raises(OSError):  # without it, the port is taken
+                await upwire.serve(echo, "127.0.0.1", first.port)
+            async with upwire.connect(f"ws://127.0.0.1:{first.port}/") as ws:
+                await ws.send("either")
+                assert await ws.recv() == "either"
+
+    run_on(loop_factory, main())
+
+
 # A Listener echo server that can open only a few more file descriptors than it has once it listens;
 # with TLS when given a certificate chain and key (one PEM file).
 OUT_OF_FDS_SERVER = """

@@ -319,13 +319,18 @@ async def test_a_peer_that_pings_without_reading_cannot_grow_the_servers_buffer(
         assert frame.opcode == PONG
 
 
-@pytest.mark.parametrize("write_limit", [None, 64 * 1024, 16 * 1024, 1024 * 1024])
+@pytest.mark.parametrize(
+    "write_limit",
+    [None, 64 * 1024, 16 * 1024, 1024 * 1024, (64 * 1024, 60 * 1024), (32 * 1024, None)],
+)
 @pytest.mark.parametrize(
     "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
 )
 def test_the_transport_pauses_at_write_limit_and_resumes_at_a_quarter(
-    loop_factory: Callable[[], asyncio.AbstractEventLoop], write_limit: int | None
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    write_limit: int | tuple[int, int | None] | None,
 ) -> None:
+    # Or where `(high, low)` says, as in websockets.
     # On asyncio's own transport the default (64 KiB) is asyncio's default, so upwire leaves it as is.
     limits: list[tuple[int, int]] = []
 
@@ -344,8 +349,54 @@ def test_the_transport_pauses_at_write_limit_and_resumes_at_a_quarter(
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
-    high = write_limit or 64 * 1024
-    assert limits == [(high // 4, high)]
+    high, low = write_limit if isinstance(write_limit, tuple) else (write_limit or 64 * 1024, None)
+    assert limits == [(high // 4 if low is None else low, high)]
+
+
+@pytest.mark.parametrize(("max_queue", "refilled"), [(4, False), ((4, 3), True)])
+async def test_reading_resumes_at_the_low_mark_of_max_queue(
+    start_server: StartServer, max_queue: int | tuple[int, int], refilled: bool
+) -> None:
+    # With max_queue=4 reading resumes once the queue is down to 1; with (4, 3), as soon as the
+    # application takes one message: the queue fills to 4 again.
+    connections: list[upwire.ServerConnection] = []
+    took_one = asyncio.Event()
+    checked = asyncio.Event()
+
+    async def take_one(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        while ws.messages_queued < 4:
+            await asyncio.sleep(0.01)
+        await ws.recv()
+        took_one.set()
+        await checked.wait()
+
+    server = await start_server(take_one, max_queue=max_queue, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        sending = asyncio.create_task(send_until_blocked(ws))
+        await took_one.wait()
+        (connection,) = connections
+        for _ in range(50):
+            if connection.messages_queued == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert connection.messages_queued == (4 if refilled else 3)
+        checked.set()
+        sending.cancel()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_queue": (4, 5)}, ValueError),
+        ({"max_queue": (4, -1)}, ValueError),
+        ({"write_limit": (1024, 2048)}, ValueError),
+        ({"write_limit": (1024, 1, 2)}, TypeError),
+    ],
+)
+def test_a_low_mark_outside_its_limit_is_refused(options: dict[str, object], error: type) -> None:
+    with pytest.raises(error):
+        upwire.serve(lambda ws: None, "127.0.0.1", 0, **options)  # type: ignore[arg-type,return-value]
 
 
 @pytest.mark.parametrize("size", [MESSAGE_SIZE, 4])

@@ -24,10 +24,10 @@ from .wire import (
 # ---------------------------------------------------------------------------- a good request
 
 
-async def answer_to_upgrade(port: int) -> HttpResponse:
+async def answer_to_upgrade(port: int, request: bytes | None = None) -> HttpResponse:
     """What the server answers a valid Upgrade request with, read to the end of the connection."""
     peer = await RawPeer.connect(port)
-    peer.write(upgrade_request())
+    peer.write(upgrade_request() if request is None else request)
     return await peer.read_http_response()
 
 
@@ -600,6 +600,21 @@ async def test_process_response_adds_fields_to_this_connections_101(
                 assert await ws.recv() == "still a WebSocket"
 
 
+async def test_process_response_may_set_fields_as_in_a_mapping(start_server: StartServer) -> None:
+    def set_fields(
+        connection: upwire.ServerConnection, request: upwire.Request, response: upwire.Response
+    ) -> None:
+        response.headers["X-Request-Id"] = "1"
+        response.headers["x-request-id"] = "2"  # replaces the first
+
+    server = await start_server(process_response=set_fields)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.connect(uri(server)) as ws:
+            assert ws.response.headers.get_all("X-Request-Id") == ["2"]
+            await ws.send("still a WebSocket")
+            assert await ws.recv() == "still a WebSocket"
+
+
 async def test_process_response_may_refuse_after_negotiation(start_server: StartServer) -> None:
     def refuse_without_subprotocol(
         connection: upwire.ServerConnection, request: upwire.Request, response: upwire.Response
@@ -631,7 +646,16 @@ async def test_process_response_may_refuse_after_negotiation(start_server: Start
             assert ws.subprotocol == "chat"
 
 
-@pytest.mark.parametrize("bad", ["a field with CR LF", "a new 101", "the status changed in place"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a field with CR LF",
+        "a new 101",
+        "the status changed in place",
+        "the extensions removed",
+        "the accept key replaced",
+    ],
+)
 async def test_process_response_that_breaks_the_101_gets_500(
     start_server: StartServer, bad: str
 ) -> None:
@@ -644,12 +668,20 @@ async def test_process_response_that_breaks_the_101_gets_500(
             # The head would say 403, and frames would follow it.
             response.status = 403
             return None
+        if bad == "the extensions removed":
+            # The server would compress what the client does not expect compressed.
+            del response.headers["Sec-WebSocket-Extensions"]
+            return None
+        if bad == "the accept key replaced":
+            response.headers["Sec-WebSocket-Accept"] = "injected="
+            return None
         response.headers.add("X-Bad", "a\r\nSet-Cookie: injected=1")
         return None
 
     server = await start_server(process_response=breaking)
+    offer = upgrade_request(headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        response = await answer_to_upgrade(server.port)
+        response = await answer_to_upgrade(server.port, offer)
     assert response.status == 500
     assert b"injected" not in response.raw
     assert b"Switching" not in response.raw

@@ -4,6 +4,7 @@ send) and the client's checks of the 101 answer (RFC 6455 §4)."""
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -238,6 +239,22 @@ def test_a_refused_origin_is_named_in_the_403(
     error = refused(request(add=add), ServerHandshake(origins=["https://good.example"]))
     assert error.status == 403
     assert shown in error.body
+
+
+def test_origins_may_be_patterns_that_match_the_whole_origin() -> None:
+    # As websockets 17: a compiled pattern admits the origins it matches whole (`re.fullmatch`).
+    server = ServerHandshake(origins=[re.compile(r"https://[a-z]+\.good\.example"), None])
+    for origin in ("https://app.good.example", "https://api.good.example"):
+        assert server.accept(request(add=(("Origin", origin),))).response.status == 101
+    assert server.accept(request()).response.status == 101
+    for origin in ("https://app.good.example.evil", "http://app.good.example", ""):
+        assert refused(request(add=(("Origin", origin),)), server).status == 403
+
+
+@pytest.mark.parametrize("entry", [b"https://good.example", re.compile(b"https://.*"), 1])
+def test_origins_that_are_not_strings_none_or_str_patterns_are_a_type_error(entry: object) -> None:
+    with pytest.raises(TypeError, match="origins takes"):
+        ServerHandshake(origins=[entry])  # type: ignore[list-item]
 
 
 def test_select_subprotocol_hook_may_not_invent_a_subprotocol() -> None:

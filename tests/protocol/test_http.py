@@ -96,7 +96,38 @@ def test_headers_keep_order_and_names_as_given() -> None:
 def test_headers_convert_to_a_dict_with_repeated_fields_joined() -> None:
     headers = Headers([("Host", "h"), ("Cookie", "a=1"), ("cookie", "b=2")])
     assert headers.keys() == ["Host", "Cookie"]
+    assert list(headers) == ["Host", "Cookie"]
+    assert len(headers) == 2
     assert dict(headers) == {"Host": "h", "Cookie": "a=1, b=2"}
+    assert {name: headers[name] for name in headers} == dict(headers)
+
+
+def test_setting_a_header_replaces_every_field_of_that_name_in_place() -> None:
+    headers = Headers([("Server", "a"), ("X", "1"), ("server", "b")])
+    headers["SERVER"] = "upwire"
+    assert headers.items() == [("Server", "upwire"), ("X", "1")]
+    headers["New"] = "v"
+    assert headers.items() == [("Server", "upwire"), ("X", "1"), ("New", "v")]
+
+
+def test_deleting_a_header_removes_every_field_of_that_name() -> None:
+    headers = Headers([("Cookie", "a"), ("X", "1"), ("cookie", "b")])
+    del headers["COOKIE"]
+    assert headers.items() == [("X", "1")]
+    with pytest.raises(KeyError):
+        del headers["cookie"]
+
+
+@pytest.mark.parametrize("items", ["OK", b"OK", [("A", "1", "2")], ["AB"], [1]])
+def test_headers_that_are_not_pairs_are_a_type_error(items: object) -> None:
+    with pytest.raises(TypeError, match=r"mapping or|pair"):
+        Headers(items)  # type: ignore[arg-type]
+
+
+def test_a_response_given_its_body_as_headers_names_body() -> None:
+    # websockets' `connection.respond(HTTPStatus.OK, "OK")` ported as `Response(HTTPStatus.OK, "OK")`.
+    with pytest.raises(TypeError, match="body="):
+        Response(200, "OK\n")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- RequestReader

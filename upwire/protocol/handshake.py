@@ -98,8 +98,8 @@ class ServerHandshake:
         select_subprotocol: optional hook choosing from the client's offer (returns None for none).
         extensions: the extensions this server can accept (e.g. permessage-deflate), in order of
             preference.
-        origins: the allowed values of the Origin header (None in the list allows requests without one);
-            None allows every origin.
+        origins: the allowed values of the Origin header (None in the list allows requests without one;
+            a compiled pattern allows the origins it matches whole); None allows every origin.
         extra_headers: header fields added to every 101 response.
     """
 
@@ -109,7 +109,7 @@ class ServerHandshake:
         subprotocols: Sequence[str] = (),
         select_subprotocol: SubprotocolSelector | None = None,
         extensions: Sequence[ServerExtensionFactory] = (),
-        origins: Sequence[str | None] | None = None,
+        origins: Sequence[str | re.Pattern[str] | None] | None = None,
         extra_headers: HeadersLike = (),
     ) -> None:
         self._subprotocols = check_subprotocols(subprotocols, unique=False)
@@ -119,7 +119,19 @@ class ServerHandshake:
             raise TypeError(
                 f"origins must be a list of origins, not a single string: [{origins!r}]"
             )
-        self._origins = None if origins is None else set(origins)
+        self._origins: set[str | None] | None = None
+        self._origin_patterns: list[re.Pattern[str]] = []
+        if origins is not None:
+            self._origins = set()
+            for allowed in origins:
+                if isinstance(allowed, re.Pattern) and isinstance(allowed.pattern, str):
+                    self._origin_patterns.append(allowed)
+                elif allowed is None or isinstance(allowed, str):
+                    self._origins.add(allowed)
+                else:
+                    raise TypeError(
+                        f"origins takes strings, None and compiled str patterns, not {allowed!r}"
+                    )
         self._extra_headers = Headers(extra_headers)
         # The end of every 101 head, written (and its fields checked) once, here.
         self._head_end = serialize_fields(self._extra_headers._fields) + b"\r\n"
@@ -136,7 +148,9 @@ class ServerHandshake:
         if self._origins is not None:
             origins = found.get("origin")
             origin = ", ".join(origins) if origins else None
-            if origin not in self._origins:
+            if origin not in self._origins and not (
+                origin is not None and any(p.fullmatch(origin) for p in self._origin_patterns)
+            ):
                 # RFC 6455 §4.2.2 (§10.2): a server may refuse origins it does not trust, with 403.
                 shown = "(none)" if origin is None else origin or "(empty)"
                 raise http_error(403, f"origin {shown} is not allowed")

@@ -80,11 +80,17 @@ class Headers:
         fields: list[str] = []
         if isinstance(items, Headers):
             fields.extend(items._fields)
+        elif isinstance(items, str | bytes | bytearray | memoryview):
+            raise TypeError(
+                f"headers must be a mapping or (name, value) pairs, not {type(items).__name__}"
+            )
         else:
             pairs = items.items() if isinstance(items, Mapping) else items
-            for name, value in pairs:
-                fields.append(str(name))
-                fields.append(str(value))
+            for pair in pairs:
+                if not isinstance(pair, tuple | list) or len(pair) != 2:
+                    raise TypeError(f"a header field must be a (name, value) pair, not {pair!r}")
+                fields.append(str(pair[0]))
+                fields.append(str(pair[1]))
         self._fields = fields
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -112,11 +118,44 @@ class Headers:
         lower = name.lower()
         return any(field.lower() == lower for field in self._fields[::2])
 
+    def __setitem__(self, name: str, value: str) -> None:
+        """Set `name` to `value` alone: the first field of that name takes the value, later ones go
+        (a new name is appended). `add` appends another field of a name instead."""
+        lower = name.lower()
+        fields = self._fields
+        kept: list[str] = []
+        replaced = False
+        for i in range(0, len(fields), 2):
+            if fields[i].lower() != lower:
+                kept += fields[i : i + 2]
+            elif not replaced:
+                kept += (fields[i], value)
+                replaced = True
+        if not replaced:
+            kept += (name, value)
+        self._fields = kept
+
+    def __delitem__(self, name: str) -> None:
+        """Remove every field named `name` (KeyError if there is none)."""
+        lower = name.lower()
+        fields = self._fields
+        kept = [
+            part
+            for i in range(0, len(fields), 2)
+            if fields[i].lower() != lower
+            for part in fields[i : i + 2]
+        ]
+        if len(kept) == len(fields):
+            raise KeyError(name)
+        self._fields = kept
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._fields[::2])
+        """Each field name once, as `keys()`."""
+        return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self._fields) // 2
+        """The number of distinct field names, as `keys()` gives them (`items()` has every field)."""
+        return len(self.keys())
 
     def keys(self) -> list[str]:
         """Return each field name once, as first received, in order (so `dict(headers)` works: a
@@ -226,6 +265,12 @@ class Response:
         reason: str = "",
     ) -> None:
         self.status = status
+        if isinstance(headers, str | bytes | bytearray | memoryview):
+            # websockets' `connection.respond(status, text)` ported as `Response(status, text)`.
+            raise TypeError(
+                f"Response(status, headers, body): headers must be a mapping or (name, value)"
+                f" pairs, not {type(headers).__name__}; pass the body as body=..."
+            )
         self.headers = Headers(headers)
         if isinstance(body, str):
             if "content-type" not in self.headers:
