@@ -17,6 +17,7 @@ See README.md for the meaning of each figure.
 
 import argparse
 import datetime as dt
+import gzip
 import json
 import os
 import platform
@@ -484,7 +485,8 @@ def main():
     )
     a = p.parse_args()
     if a.report:
-        with open(a.report) as f:
+        # A finished run's JSON, or one kept gzipped in bench/recorded/.
+        with (gzip.open if a.report.endswith(".gz") else open)(a.report, "rt") as f:
             print_report(json.load(f), a.report)
         return
     if a.quick:

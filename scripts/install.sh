@@ -30,7 +30,11 @@ apt_ensure() {
   command -v apt-get >/dev/null || { echo "install.sh: missing ${missing[*]} and no apt-get" >&2; exit 1; }
   local sudo=()
   if [[ "$(id -u)" -ne 0 ]]; then
-    command -v sudo >/dev/null || { echo "install.sh: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+    if ! command -v sudo >/dev/null; then
+      # What only speeds things up (the C extension's compiler and headers, for the demo) is skipped.
+      [[ "${APT_OPTIONAL:-0}" == 1 ]] && { say "note: not root and no sudo: ${missing[*]} not installed"; return 1; }
+      echo "install.sh: need root (or sudo) to install ${missing[*]}" >&2; exit 1
+    fi
     sudo=(sudo)
   fi
   say "apt-get install ${missing[*]}"
@@ -69,9 +73,11 @@ if installed all || { [[ "$MODE" == demo ]] && installed demo; }; then
 else
   # The C extension (upwire/_speedups.c) needs a C compiler and Python's headers; pip builds it as an
   # optional extension, so without them it quietly installs the pure-Python twin alone.
-  command -v cc >/dev/null || command -v gcc >/dev/null || apt_ensure gcc
+  # (The demo goes on without them when they cannot be installed; the tests need them.)
+  optional=0; [[ "$MODE" == demo ]] && optional=1
+  command -v cc >/dev/null || command -v gcc >/dev/null || APT_OPTIONAL=$optional apt_ensure gcc || true
   "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
-    apt_ensure python3-dev
+    APT_OPTIONAL=$optional apt_ensure python3-dev || true
   say "pip install -e '$target'"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$target"
   if "$VENV/bin/python" -c 'import upwire._speedups' 2>/dev/null; then

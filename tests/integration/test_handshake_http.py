@@ -343,6 +343,23 @@ async def test_absolute_form_target_upgrades_and_routes_by_its_path(
         peer.close()
 
 
+async def test_a_path_starting_with_two_slashes_is_not_routed_as_a_shorter_one(
+    start_server: StartServer,
+) -> None:
+    # `//x/admin` is a path (RFC 9112 §3.2.1), not the authority x and the path /admin: a proxy that
+    # refuses /admin passes it on, and it must not reach /admin's handler.
+    async def admin(ws: upwire.ServerConnection) -> None:
+        await ws.send("admin")
+
+    server = await start_server({"/admin": admin, "/": admin})
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        for target, status in (("/admin", 101), ("//x/admin", 404), ("//admin", 404)):
+            peer = await RawPeer.connect(server.port)
+            peer.write(upgrade_request(path=target))
+            assert (await peer.read_response_head()).status == status, target
+            peer.close()
+
+
 @pytest.mark.parametrize(
     ("key", "explanation"),
     [("not base64!", b"is not base64"), ("c2hvcnQ=", b"decodes to 5 bytes instead of 16")],

@@ -186,6 +186,27 @@ def test_path_and_query_are_parsed_from_the_target() -> None:
 
 
 @pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        # RFC 9112 §3.2.1: origin-form is absolute-path ["?" query]; empty segments are part of the
+        # path, not an authority (a proxy's rule for /admin must not be passed by //x/admin).
+        ("//x/admin?a=1", "//x/admin", "a=1"),
+        ("//admin", "//admin", ""),
+        ("/a//b?c", "/a//b", "c"),
+        ("/?", "/", ""),
+        ("/p?q#f", "/p", "q"),
+        ("http://example.com//x/admin?a=1", "//x/admin", "a=1"),
+        ("ws://example.com", "/", ""),
+    ],
+)
+def test_the_path_is_the_targets_own_even_when_it_starts_with_two_slashes(
+    target: str, path: str, query: str
+) -> None:
+    request = read_request(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert (request.path, request.query_string) == (path, query)
+
+
+@pytest.mark.parametrize(
     ("data", "what"),
     [
         (b"GARBAGE\r\n\r\n", b"request line"),
@@ -400,6 +421,35 @@ def test_malformed_response_is_an_invalid_handshake_with_status_0() -> None:
     with pytest.raises(InvalidHandshake) as info:
         ResponseReader(rfc_request()).feed(b"SSH-2.0-OpenSSH\r\n\r\n")
     assert info.value.status == 0
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"SSH-2.0-OpenSSH_9.2\r\n"],  # a banner, then the server waits for the client
+        [b"S"],
+        [b"HTT", b"P/1.1 1O1 Switching Protocols\r\n"],  # a status line that is not one
+        [b"\r\nHTTP/1.1 101 Switching Protocols\r\n"],
+        [b"+OK ready\n"],
+    ],
+)
+def test_an_answer_that_is_not_http_is_refused_by_its_first_line(pieces: list[bytes]) -> None:
+    # Without waiting for a head that would end with an empty line (websockets and Node's ws fail such
+    # an answer at once too): the client learns at once rather than at open_timeout.
+    reader = ResponseReader(rfc_request())
+    with pytest.raises(InvalidHandshake, match="malformed HTTP response: the answer starts with"):
+        for piece in pieces:
+            reader.feed(piece)
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_a_status_line_in_pieces_is_waited_for(size: int) -> None:
+    reader = ResponseReader(rfc_request())
+    pieces = [RFC_RESPONSE[i : i + size] for i in range(0, len(RFC_RESPONSE), size)]
+    results = [reader.feed(piece) for piece in pieces]
+    assert results[:-1] == [None] * (len(pieces) - 1)
+    assert results[-1] is not None
+    assert results[-1].status == 101
 
 
 def test_eof_before_any_response_is_an_invalid_handshake() -> None:

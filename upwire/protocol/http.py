@@ -227,17 +227,31 @@ class Request:
     @property
     def path(self) -> str:
         """The path part of the target, e.g. "/chat"."""
-        return urlsplit(self.target).path or "/"
+        return _split_target(self.target)[0]
 
     @property
     def query(self) -> dict[str, str]:
         """The query string as a dict (the last value wins for repeated keys)."""
-        return dict(parse_qsl(urlsplit(self.target).query, keep_blank_values=True))
+        return dict(parse_qsl(_split_target(self.target)[1], keep_blank_values=True))
 
     @property
     def query_string(self) -> str:
         """The raw query string, without "?"."""
-        return urlsplit(self.target).query
+        return _split_target(self.target)[1]
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """A request target's path and query string.
+
+    A target in origin-form is a path and a query (RFC 9112 §3.2.1), even when it starts with "//": that
+    is a path whose first segment is empty, not an authority (`urlsplit("//x/admin").path` is "/admin",
+    which would route a request for `//x/admin` as one for `/admin`, past a proxy's rule for `/admin`).
+    """
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
+        return path, query
+    parts = urlsplit(target)  # absolute-form: http://host/path?query
+    return parts.path or "/", parts.query
 
 
 @dataclass(slots=True)
@@ -731,6 +745,11 @@ def _next_event(parser: h11.Connection) -> object:
 
 _BYTEARRAY_REPR = re.compile(r"bytearray\((b(['\"]).*\2)\)")
 
+# A response's status line (RFC 9112 §4), loosely: h11 checks it exactly once the head is whole.
+_HTTP_PREFIX = b"HTTP/"
+_STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] [0-9]{3}(?: [^\r\n]*)?\r?\n")
+_STATUS_LINE_MAX = 8192
+
 
 class ResponseReader:
     """Read the response to a request on the client side (101, or an HTTP error with a bounded body).
@@ -757,6 +776,8 @@ class ResponseReader:
         self._eof = False
         self.received = 0  # bytes fed
         self.trailing_data = b""
+        # The start of the answer, until its status line is complete and looks like one (see `feed`).
+        self._status_line: bytes | None = b""
 
     def feed(self, data: bytes) -> Response | None:
         """Feed received bytes; return the response once complete (for 101: once its head is).
@@ -765,8 +786,29 @@ class ResponseReader:
             InvalidHandshake: (status 0) when the response is not valid HTTP/1.1.
         """
         self.received += len(data)
+        if self._status_line is not None:
+            self._check_status_line(data)
         self._parser.receive_data(data)
         return self._next()
+
+    def _check_status_line(self, data: bytes) -> None:
+        """Refuse an answer that is not HTTP as soon as its first bytes say so.
+
+        h11 judges a response once its whole head has arrived: a server that speaks another protocol
+        (SSH's banner, a line of a text protocol) and then waits would hold the client until
+        open_timeout.
+        """
+        start = self._status_line = (self._status_line or b"") + data[:_STATUS_LINE_MAX]
+        end = start.find(b"\n")
+        line = start if end < 0 else start[: end + 1]
+        if end < 0 and len(start) < _STATUS_LINE_MAX:
+            if _HTTP_PREFIX.startswith(start[: len(_HTTP_PREFIX)]):
+                return  # so far, the start of a status line
+        elif _STATUS_LINE.fullmatch(line):
+            self._status_line = None  # h11 reads the rest
+            return
+        shown = _BYTEARRAY_REPR.sub(r"\1", repr(line[:80]))
+        raise InvalidHandshake(f"malformed HTTP response: the answer starts with {shown}", 0)
 
     def feed_eof(self) -> Response | None:
         """Tell the reader the server closed the connection; return the response if that completes it."""
