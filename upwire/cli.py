@@ -291,6 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_connect(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of the output went away (`upwire dissect capture | head`): stop quietly, as the
+        # shell's tools do, and keep Python from complaining when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except OSError as exc:
         print(f"upwire: {exc.strerror or exc}", file=sys.stderr)
         return 1

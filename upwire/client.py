@@ -164,6 +164,7 @@ class ClientConnection(Connection):
             extensions=self._handshake.extensions,
             max_message_size=self.options.max_message_size,
             max_frame_size=self.options.max_frame_size,
+            max_fragments=self.options.max_fragments,
         )
         if not self._opening.done():
             self._opening.set_result(None)
@@ -361,7 +362,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self,
         uri: str,
         *,
-        subprotocols: Sequence[str] = (),
+        subprotocols: Sequence[str] | None = (),
         additional_headers: HeadersLike = (),
         origin: str | None = None,
         user_agent: str | None = USER_AGENT,

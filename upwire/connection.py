@@ -44,7 +44,13 @@ from upwire.exceptions import (
     WebSocketError,
 )
 from upwire.listener import Listener
-from upwire.protocol.connection import SEPARATE_PAYLOAD_SIZE, Role, State, not_utf8
+from upwire.protocol.connection import (
+    SEPARATE_PAYLOAD_SIZE,
+    Role,
+    State,
+    default_max_fragments,
+    not_utf8,
+)
 from upwire.protocol.connection import Connection as ProtocolConnection
 from upwire.protocol.events import CloseReceived, Ping, Pong, ProtocolFailure
 from upwire.protocol.frames import byte_view
@@ -301,6 +307,8 @@ class ConnectionOptions:
     Args:
         max_message_size: largest incoming message in bytes (None: no limit); past it, close 1009.
         max_frame_size: largest incoming frame payload (default: max_message_size).
+        max_fragments: most frames in one incoming message (default: one per 64 bytes of
+            max_message_size, at least 1024; None: no limit); past it, close 1009.
         max_queue: incoming messages buffered before reading from the socket pauses (None: no limit);
             reading resumes at a quarter of it, or `(high, low)` sets both (as in websockets).
         write_limit: bytes buffered for writing above which `send` waits (the high-water mark);
@@ -317,6 +325,7 @@ class ConnectionOptions:
     __slots__ = (
         "close_timeout",
         "idle_timeout",
+        "max_fragments",
         "max_frame_size",
         "max_message_size",
         "max_queue",
@@ -333,6 +342,7 @@ class ConnectionOptions:
         *,
         max_message_size: int | None = 1 << 20,
         max_frame_size: int | None = -1,
+        max_fragments: int | None = -1,
         max_queue: int | tuple[int | None, int | None] | None = 16,
         write_limit: int | tuple[int, int | None] = 64 * 1024,
         ping_interval: float | None = 20.0,
@@ -343,6 +353,22 @@ class ConnectionOptions:
     ) -> None:
         queue_high, queue_low = _marks("max_queue", max_queue)
         write_high, write_low = _marks("write_limit", write_limit)
+        for name, size in (
+            ("max_message_size", max_message_size),
+            ("max_frame_size", max_frame_size),
+            ("max_fragments", max_fragments),
+            ("max_queue", queue_high),
+            ("max_queue's low mark", queue_low),
+            ("write_limit", write_high),
+            ("write_limit's low mark", write_low),
+        ):
+            # Counts of bytes or messages: whole numbers (a float reached the parser as a slice bound).
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+                raise TypeError(f"{name} must be a whole number or None, not {size!r}")
+        if max_frame_size is not None and max_frame_size <= 0 and max_frame_size != -1:
+            raise ValueError(f"max_frame_size must be positive or None, not {max_frame_size!r}")
+        if max_fragments is not None and max_fragments <= 0 and max_fragments != -1:
+            raise ValueError(f"max_fragments must be positive or None, not {max_fragments!r}")
         for name, value in (
             ("max_message_size", max_message_size),
             ("max_queue", queue_high),
@@ -358,6 +384,9 @@ class ConnectionOptions:
             raise ValueError(f"write_limit must be positive, not {write_high!r}")
         self.max_message_size = max_message_size
         self.max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
+        self.max_fragments = (
+            default_max_fragments(max_message_size) if max_fragments == -1 else max_fragments
+        )
         self.max_queue: int | None = queue_high
         # The low-water marks: where reading (a queue of that many messages) and sending resume.
         self.queue_low = 0 if queue_high is None else _low_mark("max_queue", queue_high, queue_low)

@@ -270,6 +270,7 @@ class ServerConnection(Connection):
                 extensions=accepted.extensions,
                 max_message_size=self.options.max_message_size,
                 max_frame_size=self.options.max_frame_size,
+                max_fragments=self.options.max_fragments,
             )
             early, self._early_data = self._early_data, b""
             if listener is not None:
@@ -674,7 +675,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         *,
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
-        subprotocols: Sequence[str] = (),
+        subprotocols: Sequence[str] | None = (),
         select_subprotocol: Callable[[Sequence[str]], str | None] | None = None,
         compression: str | None = "deflate",
         extensions: Sequence[ServerExtensionFactory] | None = None,

@@ -1094,7 +1094,7 @@ def test_read_frames_helper_reads_what_encode_frame_writes() -> None:
 
 
 def test_a_stream_of_empty_continuation_frames_does_not_grow_memory() -> None:
-    conn = server()
+    conn = server(max_fragments=None)
     conn.receive_data(masked(b"\x02\x82", b"ab"))  # a binary message begins, FIN clear
     empty_continuation = masked(b"\x00\x80", b"")
     for _ in range(3):
@@ -1110,7 +1110,7 @@ def test_a_stream_of_empty_continuation_frames_does_not_grow_memory() -> None:
 def test_frames_that_make_no_message_are_parsed_in_batches() -> None:
     # 100,000 empty fragments in one read would hold the event loop for ~0.3 s: they are parsed by the
     # 4096, and the I/O layer lets other connections run in between.
-    conn = server()
+    conn = server(max_fragments=None)
     conn.receive_data(masked(b"\x02\x82", b"ab"))
     conn.receive_data(masked(b"\x00\x80", b"") * 100_000 + masked(b"\x80\x81", b"c"))
     batches = 1
@@ -1120,6 +1120,72 @@ def test_frames_that_make_no_message_are_parsed_in_batches() -> None:
         batches += 1
     assert events == [b"abc"]
     assert batches >= 100_000 // 4096
+
+
+@pytest.mark.parametrize("opcode", [0x9, 0xA])
+def test_control_frames_are_parsed_in_batches_too(opcode: int) -> None:
+    # 43,690 empty pings fit in one 256 KiB read: parsed at once they held the loop for ~125 ms.
+    conn = server()
+    frame = masked(bytes([0x80 | opcode, 0x80]), b"")
+    events = conn.receive_data(frame * 43_690 + masked(b"\x82\x81", b"z"))
+    batches = 1
+    while conn.input_pending:
+        events += conn.receive_data(b"")
+        batches += 1
+    assert len(events) == 43_691
+    assert events[-1] == b"z"
+    assert batches >= 43_690 // 4096
+
+
+@pytest.mark.parametrize(
+    ("max_message_size", "max_fragments", "allowed"),
+    [(1 << 20, -1, 16_384), (4096, -1, 1024), (1 << 20, 10, 10), (None, -1, None)],
+)
+def test_a_message_in_more_frames_than_max_fragments_fails_with_1009(
+    max_message_size: int | None, max_fragments: int, allowed: int | None
+) -> None:
+    # Each frame costs a few µs however small: the frames of one message are bounded (by default one
+    # per 64 bytes of max_message_size) as its size is.
+    conn = server(max_message_size=max_message_size, max_fragments=max_fragments)
+    frames = allowed or 50_000
+    stream = masked(b"\x02\x81", b"a") + masked(b"\x00\x80", b"") * (frames - 2)
+    events = conn.receive_data(stream + masked(b"\x80\x81", b"b"))
+    while conn.input_pending:
+        events += conn.receive_data(b"")
+    assert events == [b"ab"]  # exactly `allowed` frames: one message
+    stream = masked(b"\x02\x81", b"a") + masked(b"\x00\x80", b"") * (frames - 1)
+    events = conn.receive_data(stream + masked(b"\x80\x81", b"b"))
+    while conn.input_pending:
+        events += conn.receive_data(b"")
+    if allowed is None:
+        assert events == [b"ab"]
+    else:
+        assert_failed(conn, events, 1009)
+        assert f"more than {allowed} frames" in events[-1].message  # type: ignore[union-attr]
+
+
+def test_a_text_message_streamed_in_frames_counts_each_frame() -> None:
+    conn = server(max_fragments=3)
+    stream = masked(b"\x01\x81", b"a") + masked(b"\x00\x81", b"b") + masked(b"\x00\x85", b"cdefg")
+    # The third frame arrives in two reads (text is decoded as it arrives): still one frame.
+    assert conn.receive_data(stream[:-2]) == []
+    assert conn.receive_data(stream[-2:] + masked(b"\x80\x81", b"h")) == [] or conn.close_sent
+    assert conn.close_sent is not None and conn.close_sent[0] == 1009
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_message_size": 1e6}, TypeError),
+        ({"max_frame_size": 1.5}, TypeError),
+        ({"max_message_size": True}, TypeError),
+        ({"max_fragments": -5}, ValueError),
+        ({"max_frame_size": -5}, ValueError),
+    ],
+)
+def test_limits_that_are_not_sizes_are_refused(options: dict[str, object], error: type) -> None:
+    with pytest.raises(error, match=r"whole number|size in bytes"):
+        server(**options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -1133,7 +1199,7 @@ def test_a_message_of_one_byte_fragments_is_held_in_few_objects(
     opcode: int, payload: bytes
 ) -> None:
     # One object per byte would cost 35-50 times the message's size (a 1 MiB message, 35-56 MiB).
-    conn = server()
+    conn = server(max_fragments=None)
     frames = [
         masked(bytes([opcode if i == 0 else 0, 0x81]), payload[i : i + 1])
         for i in range(len(payload) - 1)

@@ -18,6 +18,7 @@ from upwire.protocol.handshake import (
     ServerHandshake,
     accept_key,
     check_request,
+    check_subprotocols,
     generate_key,
 )
 from upwire.protocol.http import (
@@ -239,6 +240,11 @@ def test_a_refused_origin_is_named_in_the_403(
     error = refused(request(add=add), ServerHandshake(origins=["https://good.example"]))
     assert error.status == 403
     assert shown in error.body
+
+
+def test_subprotocols_none_is_none_as_in_websockets() -> None:
+    assert check_subprotocols(None) == []
+    assert ServerHandshake(subprotocols=None).accept(request()).subprotocol is None
 
 
 def test_origins_may_be_patterns_that_match_the_whole_origin() -> None:

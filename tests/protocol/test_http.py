@@ -452,6 +452,21 @@ def test_a_status_line_in_pieces_is_waited_for(size: int) -> None:
     assert results[-1].status == 101
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nno ac",
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nno ac",
+    ],
+)
+def test_an_error_response_whose_body_is_cut_short_keeps_its_status(cut: bytes) -> None:
+    reader = ResponseReader(rfc_request())
+    assert reader.feed(cut) is None
+    response = reader.feed_eof()
+    assert response is not None
+    assert (response.status, response.body) == (403, b"no ac")
+
+
 def test_eof_before_any_response_is_an_invalid_handshake() -> None:
     reader = ResponseReader(rfc_request())
     assert reader.feed(b"HTTP/1.1 10") is None

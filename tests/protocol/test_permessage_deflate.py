@@ -630,6 +630,8 @@ def test_client_rejects_answers_its_offer_does_not_allow(
             [("server_max_window_bits", "10")],
             (False, False, 15, 10),
         ),
+        # aiohttp answers an offer of 15 without the parameter (§7.1.2.1 asks for it): 15 is no limit.
+        ({"server_max_window_bits": 15}, [], (False, False, 15, 15)),
     ],
     ids=str,
 )

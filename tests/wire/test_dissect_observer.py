@@ -3,6 +3,9 @@ after a Close frame, and a connection reset in the middle of a frame."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dpkt
@@ -129,3 +132,72 @@ def test_a_reset_in_the_middle_of_a_frame_is_named_as_such(tmp_path: Path) -> No
     assert rst_mid_frame(tmp_path, reset=False) == [
         "client-to-server: the capture ends inside a binary frame (300 of 1008 bytes)"
     ]
+
+
+def test_a_client_frame_sent_before_the_101_is_a_violation(tmp_path: Path) -> None:
+    # RFC 6455 §4.1: the client waits for the server's response before sending further data. A frame in
+    # the request's own segment was sent before the client could have read the 101.
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST + client_frame(Opcode.TEXT, b"too early"))
+    conversation.send(False, RESPONSE)
+    conversation.send(True, client_frame(Opcode.TEXT, b"in time"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert [(f.text, f.violations) for f in connection.frames] == [
+        ("too early", ["client frame sent before the server's 101 response"]),
+        ("in time", []),
+    ]
+
+
+def test_a_response_captured_before_its_request_is_matched_by_the_syn(tmp_path: Path) -> None:
+    # A capture merged from two interfaces can order the 101 before the request that it answers: the
+    # SYN says which side is the client.
+    conversation = Conversation().handshake()
+    request = conversation.send(True, REQUEST)
+    response = conversation.send(False, RESPONSE + server_frame(Opcode.TEXT, b"hello"))
+    handshake = conversation.packets[:3]
+    conversation.packets[3:5] = response + request
+    assert conversation.packets[:3] == handshake
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert connection.observer.is_websocket
+    assert connection.observer.client == f"{CLIENT[0]}:{CLIENT[1]}"
+    assert [f.text for f in connection.frames] == ["hello"]
+
+
+def test_the_tree_escapes_what_a_terminal_would_act_on(tmp_path: Path) -> None:
+    # An 8-bit CSI (U+009B) in a header, a bidi override and an ESC in a message: shown escaped.
+    request = REQUEST.replace(b"\r\n\r\n", b"\r\nX-Note: a\x9bb\r\n\r\n")
+    conversation = Conversation().handshake()
+    conversation.send(True, request)
+    conversation.send(False, RESPONSE)
+    conversation.send(False, server_frame(Opcode.TEXT, "x\u202ey\x1bz".encode()))
+    capture = write_capture(tmp_path / "c.pcap", conversation.packets)
+    shown = subprocess.run(
+        [sys.executable, "-m", "upwire", "dissect", "--color", "never", str(capture)],
+        capture_output=True,
+        check=True,
+        encoding="utf-8",
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    ).stdout
+    assert "X-Note: a\\u009bb" in shown
+    assert '"x\\u202ey\\u001bz"' in shown
+    assert not any(char in shown for char in "\x9b\u202e\x1b")
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> None:
+    # `upwire dissect capture | head`: no "Broken pipe" message, no traceback.
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    for index in range(3000):
+        conversation.send(False, server_frame(Opcode.TEXT, f"message {index}".encode() * 20))
+    capture = write_capture(tmp_path / "c.pcap", conversation.packets)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upwire", "dissect", "--color", "never", str(capture)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"stream 0")
+    process.stdout.close()
+    assert process.stderr.read() == b""
+    assert process.wait(timeout=60) == 141

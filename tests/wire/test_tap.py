@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from browser import CHROMIUM, CHROMIUM_ARGS
+from integration.wire import RawPeer
 from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
 
 import upwire
@@ -219,6 +220,56 @@ async def test_tap_passes_a_frame_past_max_frame_hold_on_as_it_comes() -> None:
         upstream.close()
     assert bytes(received) == header + bytes(sent)
     assert any("max_frame_hold=65536" in note for note in notes)
+
+
+RFC_REQUEST = (
+    b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+RFC_RESPONSE = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+
+async def test_a_frames_page_that_stops_reading_is_held_to_the_last_2000_frames() -> None:
+    # A hidden tab, say: the tap keeps at most 2000 frames for it (each up to ~25 KB of JSON), drops
+    # the oldest past that, and tells the page how many it dropped when it reads again.
+    feed = FrameFeed()
+    web = await feed.start("127.0.0.1", 0)
+    try:
+        async with asyncio.timeout(60):
+            slow = await RawPeer.upgraded(web.port, "/frames")
+            observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
+            observer.feed(True, RFC_REQUEST, 0.0, None)
+            observer.feed(False, RFC_RESPONSE, 0.0, None)
+            total = 6000
+            for index in range(total):
+                payload = f"{index:06d}".encode() + b"x" * 1000
+                frame = bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+                for record in observer.feed(False, frame, float(index), None):
+                    feed.publish(observer, record)
+                if index % 100 == 0:
+                    await asyncio.sleep(0)  # the page's sender runs, until its buffers are full
+            (page,) = feed._pages.values()
+            assert len(page.items) <= 2000
+            assert page.skipped > 0
+            # It reads again: what it gets is in order, ends with the last frame, and with the
+            # frames it was told were skipped makes up every frame published.
+            seen: list[int] = []
+            skipped = 0
+            while not seen or seen[-1] != total - 1:
+                item = json.loads((await slow.read_frame()).payload)
+                if "skipped" in item:
+                    skipped += item["skipped"]
+                else:
+                    seen.append(int(item["text"][:6]))
+            assert seen == sorted(seen)
+            assert len(seen) + skipped == total
+            slow.close()
+    finally:
+        web.close()
+        await web.wait_closed()
 
 
 async def test_tap_web_page_shows_frames_live_in_chromium() -> None:

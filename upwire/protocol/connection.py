@@ -55,7 +55,14 @@ from upwire.protocol.frames import (
 from upwire.protocol.simple_frames import take_simple_frames
 from upwire.protocol.utf8 import IncrementalUTF8Decoder
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "SEPARATE_PAYLOAD_SIZE", "Connection", "Role", "State"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "SEPARATE_PAYLOAD_SIZE",
+    "Connection",
+    "Role",
+    "State",
+    "default_max_fragments",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
@@ -105,6 +112,14 @@ _PAUSE = -2
 _PARSED_PER_CALL = 4096
 # What one `receive_data` call inflates at most before a new compressed message waits (input_pending).
 _DECODED_PER_READ = 1024 * 1024
+
+
+def default_max_fragments(max_message_size: int | None) -> int | None:
+    """The frames a message may have when `max_fragments` is not given: one per 64 bytes of
+    `max_message_size` (16,384 for 1 MiB), at least 1024; no limit without a message size limit."""
+    if max_message_size is None:
+        return None
+    return max(1024, max_message_size // 64)
 
 
 class Role(enum.Enum):
@@ -160,8 +175,10 @@ class Connection:
         "_frames_as_is",
         "_header_frame_limit",
         "_holding_pongs",
+        "_max_fragments",
         "_max_frame_size",
         "_max_message_size",
+        "_msg_frames",
         "_msg_opcode",
         "_msg_parts",
         "_msg_rsv",
@@ -196,13 +213,19 @@ class Connection:
         *,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = -1,
+        max_fragments: int | None = -1,
         extensions: Sequence[Extension] = (),
     ) -> None:
         for name, limit in (
             ("max_message_size", max_message_size),
             ("max_frame_size", max_frame_size),
+            ("max_fragments", max_fragments),
         ):
-            if limit is not None and limit < 0 and not (name == "max_frame_size" and limit == -1):
+            if limit is None:
+                continue
+            if not isinstance(limit, int) or isinstance(limit, bool):
+                raise TypeError(f"{name} must be a whole number or None, not {limit!r}")
+            if limit < 0 and not (name != "max_message_size" and limit == -1):
                 raise ValueError(f"{name} must be a size in bytes or None, not {limit!r}")
         self.role = role
         self.state = State.OPEN
@@ -210,6 +233,11 @@ class Connection:
         self.transport_should_close = False
         self._max_message_size = max_message_size
         self._max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
+        # Frames in one message: each costs a few µs to parse however small, so a message of many tiny
+        # fragments (or endless empty ones) is bounded in CPU as its size bounds memory.
+        self._max_fragments = (
+            default_max_fragments(max_message_size) if max_fragments == -1 else max_fragments
+        )
         # A data frame over max_message_size fails the message check, which names that option; the
         # frame check needs to run on its own only when max_frame_size differs.
         self._header_frame_limit = (
@@ -287,6 +315,7 @@ class Connection:
         # not inflate into hundreds of MiB at once (see `input_pending`).
         self._decoded_in_read = 0
         self._msg_size = 0
+        self._msg_frames = 0
         self._msg_rsv = 0
         self._decoder: IncrementalUTF8Decoder | None = None
         # A text frame whose payload is consumed as it arrives (to fail fast on invalid UTF-8).
@@ -499,17 +528,18 @@ class Connection:
                     pos = take_simple_frames(view, pos, masked, fast_limit, events)
                     if pos == end:
                         break
+                budget -= 1
+                if not budget:
+                    # A flood of frames that make no message (empty fragments, control frames): let the
+                    # event loop run other connections between batches (`input_pending`:
+                    # receive_data(b"") goes on).
+                    self.input_pending = True
+                    break
                 if 0x88 <= view[pos] <= 0x8A:  # FIN, no RSV bit, close, ping or pong
                     stop = self._take_control_frame(view, pos, end, events)
                     if stop >= 0:
                         pos = stop
                         continue
-                budget -= 1
-                if not budget:
-                    # A flood of frames that make no message (empty fragments): let the event loop run
-                    # other connections between batches (`input_pending`: receive_data(b"") goes on).
-                    self.input_pending = True
-                    break
                 try:
                     stop = self._parse_frame(view, pos, end, events)
                 except ProtocolError as exc:
@@ -881,6 +911,7 @@ class Connection:
         """Add a whole data frame's payload (decoded by the extensions) to its message."""
         if opcode == _CONTINUATION:
             self._message_part(payload, fin, events)
+            self._msg_frames += 1
         elif fin:
             # The common case: a whole message in one frame.
             if opcode == _TEXT:
@@ -917,6 +948,11 @@ class Connection:
             if not self._msg_opcode:
                 # RFC 6455 §5.4: a continuation frame continues a fragmented message; there is none.
                 raise ProtocolError("continuation frame without a fragmented message to continue")
+            fragments = self._max_fragments
+            if fragments is not None and self._msg_frames >= fragments:
+                raise ProtocolError(
+                    f"message in more than {fragments} frames exceeds max_fragments", 1009
+                )
             size = self._msg_size + length
             rsv = self._msg_rsv
         else:
@@ -949,6 +985,7 @@ class Connection:
         self._msg_parts = []
         self._msg_tail = []
         self._msg_size = 0
+        self._msg_frames = 1
         if decoder is None and opcode == _TEXT:
             decoder = IncrementalUTF8Decoder()
         self._decoder = decoder
@@ -1024,6 +1061,8 @@ class Connection:
     ) -> None:
         if opcode == _TEXT:
             self._begin_message(_TEXT)
+        else:
+            self._msg_frames += 1
         self._frame_remaining = length
         self._frame_mask = mask_key
         self._frame_offset = 0

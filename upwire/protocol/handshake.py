@@ -106,7 +106,7 @@ class ServerHandshake:
     def __init__(
         self,
         *,
-        subprotocols: Sequence[str] = (),
+        subprotocols: Sequence[str] | None = (),
         select_subprotocol: SubprotocolSelector | None = None,
         extensions: Sequence[ServerExtensionFactory] = (),
         origins: Sequence[str | re.Pattern[str] | None] | None = None,
@@ -364,10 +364,11 @@ def _is_zero(length: str) -> bool:
     return bool(length) and not length.strip("0")
 
 
-def check_subprotocols(subprotocols: Sequence[str], *, unique: bool = True) -> list[str]:
+def check_subprotocols(subprotocols: Sequence[str] | None, *, unique: bool = True) -> list[str]:
     """Return the subprotocols offered (by a client) or supported (by a server) as a list, once checked.
 
-    A client offers each once (`unique`); a server's list may repeat one harmlessly.
+    A client offers each once (`unique`); a server's list may repeat one harmlessly. None (websockets'
+    default) is none.
 
     Raises:
         TypeError: for a single string instead of a list of them.
@@ -377,7 +378,7 @@ def check_subprotocols(subprotocols: Sequence[str], *, unique: bool = True) -> l
         raise TypeError(
             f"subprotocols must be a list of names, not a single string: [{subprotocols!r}]"
         )
-    names = list(subprotocols)
+    names = [] if subprotocols is None else list(subprotocols)
     for i, name in enumerate(names):
         # RFC 6455 §4.1 (10): each offered subprotocol is a token, and no two are the same.
         if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):

@@ -820,8 +820,14 @@ class ResponseReader:
         while True:
             event = _next_event(self._parser)
             if type(event) is _Malformed:
-                if self._eof and self._response is None:
+                response = self._response
+                if self._eof and response is None:
                     raise InvalidHandshake("connection closed before a complete HTTP response", 0)
+                if self._eof and response is not None and response.status != 101:
+                    # The body was cut short (a chunked body without its last chunk, fewer bytes than
+                    # its Content-Length): the status and the body so far are still the answer.
+                    response.body = bytes(self._body)
+                    return response
                 if event.status_hint == 431:  # h11's bound on a head still arriving
                     raise self._too_large()
                 raise InvalidHandshake(f"malformed HTTP response: {event.message}", 0)

@@ -139,6 +139,7 @@ def dissect(
                     format_endpoint(*stream.a),
                     format_endpoint(*stream.b),
                     mid_connection=not segment.flags & 0x02,
+                    opened_by_a=segment.flags & 0x12 == 0x02,  # SYN, not SYN-ACK
                 )
                 connections[stream.index] = Connection(stream, observer)
             connection = connections[stream.index]

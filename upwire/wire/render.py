@@ -73,13 +73,28 @@ def _preview(data: bytes, limit: int = _PREVIEW_BYTES) -> str:
     return shown + (f" … ({len(data)} bytes)" if len(data) > limit else "")
 
 
+def _safe(text: str) -> str:
+    """`text` with what a terminal would act on escaped: C0 and C1 controls (U+009B is the 8-bit CSI), bidi
+    overrides and other invisible format characters, as `\\uXXXX` (what Wireshark escapes too)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char
+        if char.isprintable() or char == " "
+        else f"\\u{ord(char):04x}"
+        if ord(char) < 0x10000
+        else f"\\U{ord(char):08x}"
+        for char in text
+    )
+
+
 def _text_preview(text: str, limit: int = 200) -> str:
-    shown = json.dumps(text[:limit], ensure_ascii=False)
+    shown = _safe(json.dumps(text[:limit], ensure_ascii=False))
     return shown + (f" … ({len(text)} characters)" if len(text) > limit else "")
 
 
 def _head_lines(start: str, headers: Iterable[tuple[str, str]]) -> list[str]:
-    return [start] + [f"{name}: {value}" for name, value in headers]
+    return [_safe(start)] + [_safe(f"{name}: {value}") for name, value in headers]
 
 
 def frame_line(frame: FrameRecord, style: Style, first_time: float | None = None) -> str:
@@ -107,7 +122,7 @@ def frame_line(frame: FrameRecord, style: Style, first_time: float | None = None
     elif frame.payload_length:
         line += "  " + _preview(frame.data, 16)
     if frame.violations:
-        line += "  " + style.warn("! " + "; ".join(frame.violations))
+        line += "  " + style.warn("! " + _safe("; ".join(frame.violations)))
     return line
 
 
@@ -180,8 +195,10 @@ def print_connection_head(observer: WebSocketObserver, out: TextIO, style: Style
             print("  " + style.server("< " + line), file=out)
     if observer.is_websocket:
         print(
-            f"  subprotocol: {observer.subprotocol or '(none)'}   "
-            f"extensions: {observer.extensions or '(none)'}",
+            _safe(
+                f"  subprotocol: {observer.subprotocol or '(none)'}   "
+                f"extensions: {observer.extensions or '(none)'}"
+            ),
             file=out,
         )
 
@@ -196,7 +213,7 @@ def frame_tree(frame: FrameRecord, style: Style, first_time: float | None) -> st
 def print_notes(notes: list[str], out: TextIO, style: Style) -> None:
     """A connection's notes, one line each."""
     for note in notes:
-        print("  " + style.warn("note: " + note), file=out)
+        print("  " + style.warn("note: " + _safe(note)), file=out)
 
 
 def frame_json(frame: FrameRecord) -> Iterator[str]:

@@ -26,17 +26,29 @@ PAGE_PAYLOAD_LIMIT = 4096
 _HISTORY = 2000
 
 
+class _Page:
+    """What one open page has still to be sent: at most the last `_HISTORY` frames."""
+
+    __slots__ = ("items", "skipped", "wakeup")
+
+    def __init__(self, history: deque[str]) -> None:
+        self.items: deque[str] = deque(history, maxlen=_HISTORY)
+        self.skipped = 0  # frames dropped from the front since the last one sent
+        self.wakeup = asyncio.Event()
+
+
 class FrameFeed:
     """Serve the page and broadcast frames to the pages that are open.
 
-    New pages first get the most recent frames (up to 2000), then live ones.
+    New pages first get the most recent frames (up to 2000), then live ones. A page that falls more than
+    2000 frames behind (a hidden tab, a slow link) skips the oldest and is told how many: the tap never
+    holds more than that for it.
     """
 
     def __init__(self) -> None:
-        self._pages: set[ServerConnection] = set()
+        self._pages: dict[ServerConnection, _Page] = {}
         self._history: deque[str] = deque(maxlen=_HISTORY)
         self._page = resources.files("upwire.wire").joinpath("tap.html").read_bytes()
-        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> Server:
         """Serve the page on `http://host:port/` and the feed on `ws://host:port/frames`."""
@@ -54,29 +66,38 @@ class FrameFeed:
         return Response(404, body="not found: the frames page is at /\n")
 
     async def _handler(self, ws: ServerConnection) -> None:
-        for item in list(self._history):
-            await ws.send(item)
-        self._pages.add(ws)
+        page = self._pages[ws] = _Page(self._history)
+        sender = asyncio.create_task(self._feed(ws, page))
         try:
             async for _ in ws:
                 pass  # the page sends nothing; reading keeps the connection's close handshake going
         except ConnectionClosed:
             pass
         finally:
-            self._pages.discard(ws)
+            del self._pages[ws]
+            sender.cancel()
+
+    async def _feed(self, ws: ServerConnection, page: _Page) -> None:
+        """Send a page its frames as fast as it takes them (`send` waits while its buffer is full)."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                while page.items:
+                    if page.skipped:
+                        skipped, page.skipped = page.skipped, 0
+                        await ws.send(json.dumps({"skipped": skipped}))
+                    await ws.send(page.items.popleft())
+                page.wakeup.clear()
+                await page.wakeup.wait()
 
     def publish(self, observer: WebSocketObserver, record: FrameRecord) -> None:
-        """Send one frame to every open page (without waiting for slow pages)."""
+        """Queue one frame for every open page (without waiting for slow pages)."""
         fields = record.to_json(payload_limit=PAGE_PAYLOAD_LIMIT)
         fields["relative_time"] = round(record.time - (observer.first_time or record.time), 6)
         fields["data_length"] = len(record.data)
         item = json.dumps(fields, ensure_ascii=False)
         self._history.append(item)
-        for page in list(self._pages):
-            task = asyncio.ensure_future(self._send(page, item))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _send(self, page: ServerConnection, item: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await page.send(item)
+        for page in self._pages.values():
+            if len(page.items) == _HISTORY:
+                page.skipped += 1  # the oldest goes
+            page.items.append(item)
+            page.wakeup.set()

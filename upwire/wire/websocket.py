@@ -224,13 +224,23 @@ class WebSocketObserver:
         stream: the connection's number (Wireshark's `tcp.stream`).
         a, b: the two endpoints as "host:port".
         mid_connection: the capture started after the connection opened (no SYN seen).
+        opened_by_a: `a` sent the SYN (without ACK) that opened the connection: it is the client.
     """
 
-    def __init__(self, stream: int, a: str, b: str, *, mid_connection: bool = False) -> None:
+    def __init__(
+        self,
+        stream: int,
+        a: str,
+        b: str,
+        *,
+        mid_connection: bool = False,
+        opened_by_a: bool = False,
+    ) -> None:
         self.stream = stream
         self.a = a
         self.b = b
         self.mid_connection = mid_connection
+        self._opened_by_a = opened_by_a
         self.client: str | None = None
         self.server: str | None = None
         self.request: Request | None = None
@@ -392,6 +402,10 @@ class WebSocketObserver:
         if self._client_is_a is None:
             if from_a == self._mid_frame:
                 return []  # its frames cannot be found: only the other side may still be decoded
+            if self._opened_by_a and not from_a:
+                # The SYN says who the client is: the server's bytes seen before the request (in a
+                # capture merged from several interfaces, whose clocks interleave) wait for it.
+                return self._hold(from_a, data)
             early = self._early[from_a]
             early += data
             if not self._looks_like_request(bytes(early)):
@@ -493,7 +507,13 @@ class WebSocketObserver:
         records = self._frames(from_a, trailing, time, packet)
         pending = bytes(self._early[not from_a])
         self._early[not from_a].clear()
-        return records + self._frames(not from_a, pending, time, packet)
+        early = self._frames(not from_a, pending, time, packet)
+        for record in early:
+            # RFC 6455 §4.1: once its handshake is sent, a client waits for the server's response
+            # before sending any further data. (At one capture point, bytes seen before the 101 were
+            # sent before the client could have read it.)
+            record.violations.append("client frame sent before the server's 101 response")
+        return records + early
 
     def _plain_request(
         self, from_a: bool, request: Request, trailing: bytes, time: float, packet: int | None

@@ -408,8 +408,11 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
             raise NegotiationError("server ignored server_no_context_takeover")
         server_bits_text = found.get("server_max_window_bits")
         server_bits = 15 if server_bits_text is None else int(server_bits_text)
+        # §7.1.2.1: a server accepting the parameter must answer with it; one that leaves it out of its
+        # answer to 15 (aiohttp) still keeps to it, 15 bits being no limit at all.
         if self.server_max_window_bits is not None and (
-            server_bits_text is None or server_bits > self.server_max_window_bits
+            (server_bits_text is None and self.server_max_window_bits != 15)
+            or server_bits > self.server_max_window_bits
         ):
             raise NegotiationError(
                 f"server_max_window_bits={server_bits_text} does not honour the offered "
