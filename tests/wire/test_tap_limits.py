@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 
 import pytest
 
@@ -122,8 +124,12 @@ async def test_the_tap_prints_the_note_on_a_frame_past_max_frame_hold(json_outpu
         assert note.strip().startswith("[0] note: client-to-server: a frame larger than")
 
 
-async def test_a_frame_cut_short_by_the_connections_end_gets_a_note() -> None:
-    # As `upwire dissect` notes a frame the capture's end cut short, the tap notes one the close cut.
+@pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
+async def test_a_frame_cut_short_by_the_connections_end_gets_a_note(reset: bool) -> None:
+    # As `upwire dissect` notes a frame the capture's end cut short, the tap notes one the close cut;
+    # a client's reset reaches the upstream as a reset, as it would without the tap.
+    upstream_saw: list[str] = []
+
     async def upstream_101(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
         key = next(
@@ -135,7 +141,11 @@ async def test_a_frame_cut_short_by_the_connections_end_gets_a_note() -> None:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
         )
-        await reader.read()  # until the tap closes its side
+        try:
+            await reader.read()  # until the tap closes its side
+            upstream_saw.append("close")
+        except ConnectionResetError:
+            upstream_saw.append("reset")
         writer.close()
 
     notes: list[str] = []
@@ -152,11 +162,21 @@ async def test_a_frame_cut_short_by_the_connections_end_gets_a_note() -> None:
         # A masked binary frame of 1000 bytes announced, 300 sent, then the client leaves.
         writer.write(b"\x82\xfe\x03\xe8" + b"\x00\x00\x00\x00" + b"x" * 300)
         await writer.drain()
+        await asyncio.sleep(0.1)  # the tap relays the 308 bytes
+        if reset:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.close()
         await asyncio.wait_for(closed.wait(), 5)
+        for _ in range(50):
+            if upstream_saw:
+                break
+            await asyncio.sleep(0.02)
     finally:
         await tap.close()
         upstream.close()
+    ends = "was reset (RST)" if reset else "closed"
     assert any(
-        "the connection closed inside a binary frame (308 of 1008 bytes)" in note for note in notes
+        f"the connection {ends} inside a binary frame (308 of 1008 bytes)" in note for note in notes
     ), notes
+    assert upstream_saw == ["reset" if reset else "close"]

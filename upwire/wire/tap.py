@@ -21,6 +21,7 @@ import errno
 import os
 import socket
 import ssl as ssl_module
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,8 @@ from upwire.wire.websocket import FrameRecord, WebSocketObserver
 __all__ = ["Tap"]
 
 _READ_SIZE = 1 << 16
+# SO_LINGER on, 0 seconds: closing the socket sends a RST.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 _CLOSE_WAIT_S = 10.0
 
 FrameCallback = Callable[[WebSocketObserver, FrameRecord], None]
@@ -240,16 +243,18 @@ class Tap:
             if self._on_open:
                 self._on_open(observer)
             self._notes_shown[observer] = len(observer.notes)
+            reset = False
             try:
-                await asyncio.gather(
+                ends = await asyncio.gather(
                     self._pump(observer, True, client_r, upstream_w, bytes(early)),
                     self._pump(
                         observer, False, upstream_r, client_w, response_reader.trailing_data
                     ),
                 )
+                reset = any(ends)
             finally:
                 # A frame or message the connection's end cut short gets its note, as in a capture.
-                observer.finish(closed=True)
+                observer.finish(reset=reset, closed=not reset)
                 self._report_notes(observer)
                 self._notes_shown.pop(observer, None)
                 if self._on_close:
@@ -361,7 +366,8 @@ class Tap:
         source: asyncio.StreamReader,
         sink: asyncio.StreamWriter,
         early: bytes,
-    ) -> None:
+    ) -> bool:
+        """Relay one direction until its sender ends; return True when it reset the connection."""
         data = early
         passing = False  # past max_frame_hold: bytes go on as they come, undecoded
         while True:
@@ -387,10 +393,18 @@ class Tap:
             try:
                 data = await source.read(_READ_SIZE)
             except OSError:
-                data = b""
+                # A reset (RST): the other side gets one too, as it would without the tap (closing a
+                # socket sends a FIN unless its linger time is zero).
+                sock = sink.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                sink.transport.abort()
+                return True
             if not data:
                 break
         # The sender finished: pass the end of its stream on, so the other side sees it too.
         with contextlib.suppress(OSError, RuntimeError):
             if sink.can_write_eof():
                 sink.write_eof()
+        return False
