@@ -607,8 +607,8 @@ class Server:
                 make_connection,
                 backlog,
                 ssl,
-                self.options.open_timeout if tls else None,
-                self.options.close_timeout if tls else None,
+                handshake_timeout,
+                shutdown_timeout,
                 self._tls_handshakes,
             )
         else:

@@ -1164,13 +1164,26 @@ def test_a_message_in_more_frames_than_max_fragments_fails_with_1009(
         assert f"more than {allowed} frames" in events[-1].message  # type: ignore[union-attr]
 
 
-def test_a_text_message_streamed_in_frames_counts_each_frame() -> None:
+@pytest.mark.parametrize("piece", [1, 2, 3, 7])
+def test_a_text_frame_streamed_over_many_reads_counts_as_one_frame(piece: int) -> None:
+    # Text is decoded as it arrives, a frame in as many pieces as reads: each frame still counts once.
+    frames = [
+        masked(b"\x01\x81", b"a"),
+        masked(b"\x00\x85", b"bcdef"),
+        masked(b"\x80\x85", b"ghijk"),
+    ]
     conn = server(max_fragments=3)
-    stream = masked(b"\x01\x81", b"a") + masked(b"\x00\x81", b"b") + masked(b"\x00\x85", b"cdefg")
-    # The third frame arrives in two reads (text is decoded as it arrives): still one frame.
-    assert conn.receive_data(stream[:-2]) == []
-    assert conn.receive_data(stream[-2:] + masked(b"\x80\x81", b"h")) == [] or conn.close_sent
-    assert conn.close_sent is not None and conn.close_sent[0] == 1009
+    stream = b"".join(frames)
+    events = []
+    for start in range(0, len(stream), piece):
+        events += conn.receive_data(stream[start : start + piece])
+    assert events == ["abcdefghijk"]  # 3 frames: within max_fragments=3
+    conn = server(max_fragments=3)
+    stream = b"".join(frames[:2]) + masked(b"\x00\x85", b"ghijk") + masked(b"\x80\x81", b"l")
+    events = []
+    for start in range(0, len(stream), piece):
+        events += conn.receive_data(stream[start : start + piece])
+    assert_failed(conn, events, 1009)  # the fourth frame is one too many
 
 
 @pytest.mark.parametrize(
@@ -1180,11 +1193,12 @@ def test_a_text_message_streamed_in_frames_counts_each_frame() -> None:
         ({"max_frame_size": 1.5}, TypeError),
         ({"max_message_size": True}, TypeError),
         ({"max_fragments": -5}, ValueError),
+        ({"max_fragments": 0}, ValueError),
         ({"max_frame_size": -5}, ValueError),
     ],
 )
 def test_limits_that_are_not_sizes_are_refused(options: dict[str, object], error: type) -> None:
-    with pytest.raises(error, match=r"whole number|size in bytes"):
+    with pytest.raises(error, match=r"whole number|size in bytes|number of frames"):
         server(**options)  # type: ignore[arg-type]
 
 

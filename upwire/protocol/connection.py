@@ -225,7 +225,12 @@ class Connection:
                 continue
             if not isinstance(limit, int) or isinstance(limit, bool):
                 raise TypeError(f"{name} must be a whole number or None, not {limit!r}")
-            if limit < 0 and not (name != "max_message_size" and limit == -1):
+            if name == "max_fragments":
+                if limit <= 0 and limit != -1:
+                    raise ValueError(
+                        f"max_fragments must be a number of frames or None, not {limit!r}"
+                    )
+            elif limit < 0 and not (name == "max_frame_size" and limit == -1):
                 raise ValueError(f"{name} must be a size in bytes or None, not {limit!r}")
         self.role = role
         self.state = State.OPEN
