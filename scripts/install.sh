@@ -75,9 +75,10 @@ else
   # optional extension, so without them it quietly installs the pure-Python twin alone.
   # (The demo goes on without them when they cannot be installed; the tests need them.)
   optional=0; [[ "$MODE" == demo ]] && optional=1
-  command -v cc >/dev/null || command -v gcc >/dev/null || APT_OPTIONAL=$optional apt_ensure gcc || true
+  command -v cc >/dev/null || command -v gcc >/dev/null || APT_OPTIONAL=$optional apt_ensure gcc ||
+    [[ $optional == 1 ]]
   "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
-    APT_OPTIONAL=$optional apt_ensure python3-dev || true
+    APT_OPTIONAL=$optional apt_ensure python3-dev || [[ $optional == 1 ]]
   say "pip install -e '$target'"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$target"
   if "$VENV/bin/python" -c 'import upwire._speedups' 2>/dev/null; then

@@ -352,6 +352,8 @@ class ConnectionOptions:
         idle_timeout: float | None = None,
     ) -> None:
         queue_high, queue_low = _marks("max_queue", max_queue)
+        if queue_high is None and queue_low is not None:
+            queue_high = queue_low * 4  # websockets' reading of (None, low): a high mark 4 times it
         write_high, write_low = _marks("write_limit", write_limit)
         for name, size in (
             ("max_message_size", max_message_size),

@@ -44,7 +44,8 @@ class TrustedProxies:
     """The reverse proxies whose `X-Forwarded-For` header is believed.
 
     Args:
-        proxies: IP addresses or networks ("127.0.0.1", "10.0.0.0/8", "::1"); empty: trust none.
+        proxies: IP addresses or networks ("127.0.0.1", "10.0.0.0/8", "::1"), and "unix" for every peer
+            on a Unix socket; empty: trust none.
 
     Raises:
         ValueError: for an entry that is not an IP address or network.
@@ -57,7 +58,13 @@ class TrustedProxies:
                 f"trusted_proxies must be a list of addresses, not a single string: [{proxies!r}]"
             )
         networks: list[IPNetwork] = []
+        # "unix": a proxy that connects over a Unix socket (nginx's `proxy_pass http://unix:/path`):
+        # such a peer has no address, and reaching the socket file already takes the file's permissions.
+        self.unix = False
         for entry in proxies:
+            if str(entry).strip().lower() == "unix":
+                self.unix = True
+                continue
             try:
                 networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
             except ValueError:
@@ -67,7 +74,7 @@ class TrustedProxies:
         self.networks = tuple(networks)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return bool(self.networks) or self.unix
 
     def trusts(self, address: IPAddress | None) -> bool:
         """Tell whether `address` is one of the trusted proxies."""
@@ -84,10 +91,13 @@ class TrustedProxies:
 
         The port of a forwarded client is unknown and reported as 0.
         """
-        if not self.networks or headers is None or not isinstance(peer, tuple) or not peer:
+        if headers is None:
             return peer
-        if not self.trusts(_parse_address(str(peer[0]))):
-            return peer
+        if isinstance(peer, tuple) and peer:
+            if not self.trusts(_parse_address(str(peer[0]))):
+                return peer
+        elif not (self.unix and isinstance(peer, str)):
+            return peer  # a Unix socket's peer ("") is trusted only with "unix" in the list
         hops = [hop for value in headers.get_all("X-Forwarded-For") for hop in value.split(",")]
         client: IPAddress | None = None
         for hop in reversed(hops):

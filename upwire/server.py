@@ -9,11 +9,14 @@ shutdown (close 1001 to every client, then wait).
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
 import re
+import socket
 import ssl as ssl_module
+import stat
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -339,6 +342,30 @@ class ServerConnection(Connection):
 
 _OPENING_BATCH_S = 0.05
 
+
+async def _check_unix_path(loop: asyncio.AbstractEventLoop, path: str | os.PathLike[str]) -> None:
+    """Refuse a Unix socket path that is empty, or that a running server listens on (asyncio would
+    unlink its socket file and take its clients); a file a stopped server left is replaced."""
+    name = os.fspath(path)
+    if not name:
+        raise ValueError("unix_socket must be a path, not an empty string")
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(name).st_mode)
+    except OSError:
+        return  # nothing there (or nothing to see): binding says what is wrong
+    if not is_socket:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        await loop.sock_connect(probe, name)
+    except OSError:
+        return  # refused: left by a server that stopped
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"a server is listening on the Unix socket {name}")
+
+
 # The fields of a 101 that `process_response` may not change: the connection runs on them.
 _HANDSHAKE_FIELDS = frozenset(
     (
@@ -571,10 +598,15 @@ class Server:
         tls = ssl is not None
         handshake_timeout = self.options.open_timeout if tls else None
         shutdown_timeout = self.options.close_timeout if tls else None
+        if reuse_port and (unix_socket is not None or sock is not None):
+            raise UsageError(
+                "reuse_port applies to a TCP port serve binds itself, not to sock= or unix_socket="
+            )
         if unix_socket is not None:
             if sock is not None:
                 raise UsageError("serve takes a Unix socket's path or a socket (sock=), not both")
-            # asyncio replaces a socket file left by a server that stopped (not another kind of file).
+            await _check_unix_path(loop, unix_socket)
+            # asyncio replaces a socket file left there (not another kind of file).
             self._server = server = await loop.create_unix_server(
                 make_connection,
                 unix_socket,
@@ -656,11 +688,13 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         shutdown_timeout: seconds `close()` waits for connections and handlers before aborting them.
         ssl: an `ssl.SSLContext` to serve `wss://`.
         trusted_proxies: IP addresses or networks of reverse proxies whose `X-Forwarded-For` header
-            is believed (e.g. `["127.0.0.1"]`); for connections from them, `remote_address` is the
-            forwarded client address. Default: none, so clients cannot spoof their address.
+            is believed (e.g. `["127.0.0.1"]`; "unix" for every peer on a Unix socket); for connections
+            from them, `remote_address` is the forwarded client address. Default: none, so clients
+            cannot spoof their address.
         sock: an already bound socket to serve on, instead of host and port.
         unix_socket: the path of a Unix socket to serve on, instead of host and port (a socket file
-            left there by a server that stopped is replaced).
+            left there by a server that stopped is replaced; one a running server listens on is an
+            OSError).
         reuse_port: let several processes listen on the same port (`SO_REUSEPORT`: the kernel spreads
             connections over them).
         backlog: the listen backlog.

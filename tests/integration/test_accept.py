@@ -8,6 +8,7 @@ descriptors without spinning.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import ssl
@@ -172,6 +173,19 @@ def test_a_server_on_a_unix_socket_path_starts_again_where_one_stopped(
                 assert not server.is_serving()
             with pytest.raises(upwire.UsageError):
                 await upwire.serve(echo, unix_socket=path, sock=socket.socket())
+            with pytest.raises(upwire.UsageError):
+                await upwire.serve(echo, unix_socket=path, reuse_port=True)
+            with pytest.raises(ValueError):
+                await upwire.serve(echo, unix_socket="")
+            # A path a running server listens on is not taken from it (asyncio would unlink its file).
+            async with upwire.serve(echo, unix_socket=path, ping_interval=None) as running:
+                with pytest.raises(OSError) as refused:
+                    await upwire.serve(echo, unix_socket=path)
+                assert refused.value.errno == errno.EADDRINUSE
+                async with upwire.connect("ws://localhost/", unix_socket=path) as ws:
+                    await ws.send("still the first server's")
+                    assert await ws.recv() == "still the first server's"
+                assert running.is_serving()
 
     run_on(loop_factory, main())
 

@@ -17,6 +17,7 @@ import pytest
 import uvloop
 
 import upwire
+from upwire.connection import ConnectionOptions
 from upwire.protocol.handshake import ServerHandshake
 from upwire.protocol.http import RequestReader
 
@@ -351,6 +352,11 @@ def test_the_transport_pauses_at_write_limit_and_resumes_at_a_quarter(
         runner.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
     high, low = write_limit if isinstance(write_limit, tuple) else (write_limit or 64 * 1024, None)
     assert limits == [(high // 4 if low is None else low, high)]
+
+
+def test_max_queue_none_with_a_low_mark_is_four_times_it_as_in_websockets() -> None:
+    options = ConnectionOptions(max_queue=(None, 3))
+    assert (options.max_queue, options.queue_low) == (12, 3)
 
 
 @pytest.mark.parametrize(("max_queue", "refilled"), [(4, False), ((4, 3), True)])

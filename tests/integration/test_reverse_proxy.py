@@ -7,7 +7,9 @@ nginx connect to upwire from 127.0.0.3 (`proxy_bind`), so that the proxy (127.0.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import upwire
 from upwire.forwarded import TrustedProxies
 from upwire.protocol.http import Headers
 
-from .daemons import Daemon, remove, start_nginx
+from .daemons import Daemon, private_folder, remove, start_nginx
 from .helpers import TEST_TIMEOUT_S, StartServer
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT_S * 4)
@@ -181,9 +183,37 @@ async def test_without_trusted_proxies_the_address_is_the_proxy(
 # ------------------------------------------------------------------ the rule itself (no network)
 
 
-def client(trusted: list[str], peer: tuple[str, int], *forwarded: str) -> Any:
+def client(trusted: list[str], peer: tuple[str, int] | str, *forwarded: str) -> Any:
     headers = Headers([("X-Forwarded-For", value) for value in forwarded])
     return TrustedProxies(trusted).client_address(peer, headers)
+
+
+async def test_behind_nginx_on_a_unix_socket_unix_in_trusted_proxies_trusts_it(
+    nginx: StartNginx,
+) -> None:
+    # nginx -> upwire over a Unix socket (`server unix:/path;`): the peer has no address; "unix" in
+    # trusted_proxies makes its X-Forwarded-For count, and without it the peer stays "" as before.
+    folder = private_folder("upwire-unix-")
+    path = str(folder / "ws.sock")
+    for trusted, remote in ((["unix"], ("127.0.0.1", 0)), ([], "")):
+        recorder = Recorder()
+        async with upwire.serve(recorder, unix_socket=path, trusted_proxies=trusted):
+            os.chmod(path, 0o666)  # nginx's workers run as nobody
+            config = (
+                nginx_config(1)
+                .replace("server 127.0.0.1:1;", f"server unix:{path};")
+                .replace(f"proxy_bind {PROXY_ADDRESS};", "")  # no address to bind to
+            )
+            proxy = await start_nginx(config)
+            try:
+                async with upwire.connect(f"ws://127.0.0.1:{proxy.port}/") as ws:
+                    assert await ws.recv() == "welcome"
+            finally:
+                await proxy.stop()
+                remove(proxy)
+        assert recorder.seen[0]["forwarded_for"] == "127.0.0.1"
+        assert recorder.seen[0]["remote"] == remote
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_forwarded_for_rules() -> None:
@@ -207,6 +237,10 @@ def test_forwarded_for_rules() -> None:
     assert client(["10.0.0.2"], peer, "1.2.3.4:999") == ("1.2.3.4", 0)
     assert client(["::1"], ("::1", 1, 0, 0), "[2001:db8::1]:443") == ("2001:db8::1", 0)
     assert client(["127.0.0.1"], ("::ffff:127.0.0.1", 1, 0, 0), "1.2.3.4") == ("1.2.3.4", 0)
+    # A Unix socket's peer ("") only with "unix"; "unix" trusts no IP address.
+    assert client(["unix"], "", "1.2.3.4") == ("1.2.3.4", 0)
+    assert client(["127.0.0.1"], "", "1.2.3.4") == ""
+    assert client(["unix"], peer, "1.2.3.4") == peer
 
 
 def test_trusted_proxies_are_checked() -> None:

@@ -110,6 +110,14 @@ def test_setting_a_header_replaces_every_field_of_that_name_in_place() -> None:
     assert headers.items() == [("Server", "upwire"), ("X", "1"), ("New", "v")]
 
 
+def test_values_set_or_added_are_kept_as_text() -> None:
+    headers = Headers()
+    headers["X-Count"] = 5  # type: ignore[assignment]
+    headers.add("X-Ids", 7)  # type: ignore[arg-type]
+    assert headers.items() == [("X-Count", "5"), ("X-Ids", "7")]
+    assert headers.tokens("x-ids") == ["7"]
+
+
 def test_deleting_a_header_removes_every_field_of_that_name() -> None:
     headers = Headers([("Cookie", "a"), ("X", "1"), ("cookie", "b")])
     del headers["COOKIE"]
@@ -434,8 +442,8 @@ def test_malformed_response_is_an_invalid_handshake_with_status_0() -> None:
     ],
 )
 def test_an_answer_that_is_not_http_is_refused_by_its_first_line(pieces: list[bytes]) -> None:
-    # Without waiting for a head that would end with an empty line (websockets and Node's ws fail such
-    # an answer at once too): the client learns at once rather than at open_timeout.
+    # Without waiting for a head that would end with an empty line (Node's ws fails such an answer at
+    # once too; websockets waits for open_timeout): the client learns at once.
     reader = ResponseReader(rfc_request())
     with pytest.raises(InvalidHandshake, match="malformed HTTP response: the answer starts with"):
         for piece in pieces:

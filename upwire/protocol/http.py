@@ -121,6 +121,7 @@ class Headers:
     def __setitem__(self, name: str, value: str) -> None:
         """Set `name` to `value` alone: the first field of that name takes the value, later ones go
         (a new name is appended). `add` appends another field of a name instead."""
+        name, value = str(name), str(value)
         lower = name.lower()
         fields = self._fields
         kept: list[str] = []
@@ -176,7 +177,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        self._fields += (name, value)
+        self._fields += (str(name), str(value))
 
     def _collect(self, names: frozenset[str]) -> dict[str, list[str]]:
         """Return every value of each field named in `names` (lower-case), by name, in one pass."""
@@ -748,7 +749,6 @@ _BYTEARRAY_REPR = re.compile(r"bytearray\((b(['\"]).*\2)\)")
 # A response's status line (RFC 9112 §4), loosely: h11 checks it exactly once the head is whole.
 _HTTP_PREFIX = b"HTTP/"
 _STATUS_LINE = re.compile(rb"HTTP/[0-9]\.[0-9] [0-9]{3}(?: [^\r\n]*)?\r?\n")
-_STATUS_LINE_MAX = 8192
 
 
 class ResponseReader:
@@ -798,10 +798,11 @@ class ResponseReader:
         (SSH's banner, a line of a text protocol) and then waits would hold the client until
         open_timeout.
         """
-        start = self._status_line = (self._status_line or b"") + data[:_STATUS_LINE_MAX]
+        longest = self._max_header_bytes
+        start = self._status_line = (self._status_line or b"") + data[:longest]
         end = start.find(b"\n")
         line = start if end < 0 else start[: end + 1]
-        if end < 0 and len(start) < _STATUS_LINE_MAX:
+        if end < 0 and len(start) < longest:
             if _HTTP_PREFIX.startswith(start[: len(_HTTP_PREFIX)]):
                 return  # so far, the start of a status line
         elif _STATUS_LINE.fullmatch(line):
