@@ -18,6 +18,7 @@ from .pcapbuild import (
     DEFLATE_RESPONSE,
     REQUEST,
     RESPONSE,
+    SERVER,
     Conversation,
     Packet,
     client_frame,
@@ -165,11 +166,13 @@ def test_a_response_captured_before_its_request_is_matched_by_the_syn(tmp_path: 
 
 def test_the_tree_escapes_what_a_terminal_would_act_on(tmp_path: Path) -> None:
     # An 8-bit CSI (U+009B) in a header, a bidi override and an ESC in a message: shown escaped.
-    request = REQUEST.replace(b"\r\n\r\n", b"\r\nX-Note: a\x9bb\r\n\r\n")
+    request = REQUEST.replace(b"\r\n\r\n", b"\r\nX-Note: a\x9bb\r\nX-Tab: a\tb\r\n\r\n")
     conversation = Conversation().handshake()
     conversation.send(True, request)
     conversation.send(False, RESPONSE)
     conversation.send(False, server_frame(Opcode.TEXT, "x\u202ey\x1bz".encode()))
+    # Text that cannot drive a terminal stays as it is: non-ASCII spaces, joiners, a tab in a field.
+    conversation.send(False, server_frame(Opcode.TEXT, "a\u00a0b\u3000c 👨\u200d👩".encode()))
     capture = write_capture(tmp_path / "c.pcap", conversation.packets)
     shown = subprocess.run(
         [sys.executable, "-m", "upwire", "dissect", "--color", "never", str(capture)],
@@ -181,6 +184,8 @@ def test_the_tree_escapes_what_a_terminal_would_act_on(tmp_path: Path) -> None:
     assert "X-Note: a\\u009bb" in shown
     assert '"x\\u202ey\\u001bz"' in shown
     assert not any(char in shown for char in "\x9b\u202e\x1b")
+    assert '"a\u00a0b\u3000c 👨\u200d👩"' in shown
+    assert "X-Tab: a\tb" in shown
 
 
 def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> None:
@@ -201,3 +206,28 @@ def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> No
     process.stdout.close()
     assert process.stderr.read() == b""
     assert process.wait(timeout=60) == 141
+
+
+def test_a_client_frame_seen_before_the_101_in_its_own_segment_is_not_called_early(
+    tmp_path: Path,
+) -> None:
+    # In a capture merged from two interfaces a frame sent after the 101 arrived can be stamped before
+    # it: only bytes in the request's own segment were surely sent before the answer.
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    response = conversation.send(False, RESPONSE)
+    frame = conversation.send(True, client_frame(Opcode.TEXT, b"after the 101"))
+    conversation.packets[-2:] = frame + response
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert [(f.text, f.violations) for f in connection.frames] == [("after the 101", [])]
+
+
+def test_a_connection_the_websocket_server_opened_is_still_decoded(tmp_path: Path) -> None:
+    # A reverse tunnel: the side that sends the SYN answers the Upgrade the other side sends.
+    conversation = Conversation().handshake()
+    conversation.send(False, REQUEST)
+    conversation.send(True, RESPONSE + server_frame(Opcode.TEXT, b"from the SYN's side"))
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert connection.observer.is_websocket
+    assert connection.observer.client == f"{SERVER[0]}:{SERVER[1]}"
+    assert [f.text for f in connection.frames] == ["from the SYN's side"]

@@ -267,6 +267,17 @@ async def test_a_frames_page_that_stops_reading_is_held_to_the_last_2000_frames(
             assert seen == sorted(seen)
             assert len(seen) + skipped == total
             slow.close()
+            # A long text frame goes to a page cut, as payloads are, with its length.
+            reader = await RawPeer.upgraded(web.port, "/frames")
+            for _ in range(2000):  # the history first
+                await reader.read_frame()
+            text = "t" * 20_000
+            frame = bytes([0x81, 126]) + len(text).to_bytes(2, "big") + text.encode()
+            for record in observer.feed(False, frame, 0.0, None):
+                feed.publish(observer, record)
+            item = json.loads((await reader.read_frame()).payload)
+            assert (len(item["text"]), item["text_length"]) == (4096, 20_000)
+            reader.close()
     finally:
         web.close()
         await web.wait_closed()

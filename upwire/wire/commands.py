@@ -29,6 +29,7 @@ from upwire.wire.render import (
     print_connection_tree,
     print_notes,
     print_summary,
+    safe_text,
     summary_json,
 )
 from upwire.wire.spool import Spool
@@ -235,7 +236,7 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             line = {"type": "note", "stream": observer.stream, "note": note}
             print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
         else:
-            print(style.warn(f"[{observer.stream}] note: {note}"), file=out, flush=True)
+            print(style.warn(f"[{observer.stream}] note: {safe_text(note)}"), file=out, flush=True)
 
     def on_frame(observer: WebSocketObserver, record: FrameRecord) -> None:
         if feed is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
@@ -28,6 +29,7 @@ __all__ = [
     "print_connection_tree",
     "print_notes",
     "print_summary",
+    "safe_text",
     "summary_json",
 ]
 
@@ -73,28 +75,28 @@ def _preview(data: bytes, limit: int = _PREVIEW_BYTES) -> str:
     return shown + (f" … ({len(data)} bytes)" if len(data) > limit else "")
 
 
-def _safe(text: str) -> str:
-    """`text` with what a terminal would act on escaped: C0 and C1 controls (U+009B is the 8-bit CSI), bidi
-    overrides and other invisible format characters, as `\\uXXXX` (what Wireshark escapes too)."""
-    if text.isprintable():
-        return text
-    return "".join(
-        char
-        if char.isprintable() or char == " "
-        else f"\\u{ord(char):04x}"
-        if ord(char) < 0x10000
-        else f"\\U{ord(char):08x}"
-        for char in text
-    )
+def safe_text(text: str) -> str:
+    """`text` with what a terminal would act on escaped as `\\uXXXX`: C0 controls but the tab, DEL, C1
+    controls (U+009B is the 8-bit CSI), line separators and bidi controls (U+202E reverses what follows),
+    as Wireshark shows them. Other text, non-ASCII spaces and joiners included, stays as it is."""
+    return _UNSAFE.sub(_escape, text)
+
+
+# C0 but HTAB, DEL and C1, U+2028/2029, and the bidi marks, embeddings, overrides and isolates.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _text_preview(text: str, limit: int = 200) -> str:
-    shown = _safe(json.dumps(text[:limit], ensure_ascii=False))
+    shown = safe_text(json.dumps(text[:limit], ensure_ascii=False))
     return shown + (f" … ({len(text)} characters)" if len(text) > limit else "")
 
 
 def _head_lines(start: str, headers: Iterable[tuple[str, str]]) -> list[str]:
-    return [_safe(start)] + [_safe(f"{name}: {value}") for name, value in headers]
+    return [safe_text(start)] + [safe_text(f"{name}: {value}") for name, value in headers]
 
 
 def frame_line(frame: FrameRecord, style: Style, first_time: float | None = None) -> str:
@@ -122,7 +124,7 @@ def frame_line(frame: FrameRecord, style: Style, first_time: float | None = None
     elif frame.payload_length:
         line += "  " + _preview(frame.data, 16)
     if frame.violations:
-        line += "  " + style.warn("! " + _safe("; ".join(frame.violations)))
+        line += "  " + style.warn("! " + safe_text("; ".join(frame.violations)))
     return line
 
 
@@ -195,7 +197,7 @@ def print_connection_head(observer: WebSocketObserver, out: TextIO, style: Style
             print("  " + style.server("< " + line), file=out)
     if observer.is_websocket:
         print(
-            _safe(
+            safe_text(
                 f"  subprotocol: {observer.subprotocol or '(none)'}   "
                 f"extensions: {observer.extensions or '(none)'}"
             ),
@@ -213,7 +215,7 @@ def frame_tree(frame: FrameRecord, style: Style, first_time: float | None) -> st
 def print_notes(notes: list[str], out: TextIO, style: Style) -> None:
     """A connection's notes, one line each."""
     for note in notes:
-        print("  " + style.warn("note: " + _safe(note)), file=out)
+        print("  " + style.warn("note: " + safe_text(note)), file=out)
 
 
 def frame_json(frame: FrameRecord) -> Iterator[str]:

@@ -82,16 +82,23 @@ class FrameFeed:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 while page.items:
-                    if page.skipped:
-                        skipped, page.skipped = page.skipped, 0
+                    # Taken together: frames dropped while these go out are counted before the next.
+                    skipped, page.skipped = page.skipped, 0
+                    item = page.items.popleft()
+                    if skipped:
                         await ws.send(json.dumps({"skipped": skipped}))
-                    await ws.send(page.items.popleft())
+                    await ws.send(item)
                 page.wakeup.clear()
                 await page.wakeup.wait()
 
     def publish(self, observer: WebSocketObserver, record: FrameRecord) -> None:
         """Queue one frame for every open page (without waiting for slow pages)."""
         fields = record.to_json(payload_limit=PAGE_PAYLOAD_LIMIT)
+        text = record.text
+        if text is not None and len(text) > PAGE_PAYLOAD_LIMIT:
+            # As the payload fields: each item the page is sent stays small (2000 are kept).
+            fields["text"] = text[:PAGE_PAYLOAD_LIMIT]
+            fields["text_length"] = len(text)
         fields["relative_time"] = round(record.time - (observer.first_time or record.time), 6)
         fields["data_length"] = len(record.data)
         item = json.dumps(fields, ensure_ascii=False)

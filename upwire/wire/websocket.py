@@ -241,6 +241,7 @@ class WebSocketObserver:
         self.b = b
         self.mid_connection = mid_connection
         self._opened_by_a = opened_by_a
+        self._sent_with_request = 0  # client bytes that came in the same piece as the request's end
         self.client: str | None = None
         self.server: str | None = None
         self.request: Request | None = None
@@ -402,15 +403,16 @@ class WebSocketObserver:
         if self._client_is_a is None:
             if from_a == self._mid_frame:
                 return []  # its frames cannot be found: only the other side may still be decoded
-            if self._opened_by_a and not from_a:
-                # The SYN says who the client is: the server's bytes seen before the request (in a
-                # capture merged from several interfaces, whose clocks interleave) wait for it.
-                return self._hold(from_a, data)
             early = self._early[from_a]
             early += data
             if not self._looks_like_request(bytes(early)):
                 if len(early) < 8 and bytes(early).isalpha():
                     return []  # too short to tell yet
+                if self._opened_by_a and not from_a:
+                    # The SYN says who the client is: the server's answer seen before the request (in a
+                    # capture merged from several interfaces, whose clocks interleave) waits for it.
+                    early[:] = b""
+                    return self._hold(from_a, data)
                 if self.mid_connection:
                     return self._guess_frames(from_a, time, packet)
                 self.state = "other"
@@ -458,6 +460,9 @@ class WebSocketObserver:
         if self._exchanges:
             self.notes.append(self._plain_before())
         self._response_reader = ResponseReader(request, max_header_bytes=_MAX_HEAD_BYTES)
+        # Bytes in the request's own segment were sent before any answer (RFC 6455 §4.1); bytes seen
+        # later but before the 101 may only look early (a merged capture's clocks).
+        self._sent_with_request = len(self._early[from_a]) + len(trailing)
         self._early[from_a] += trailing
         waiting = bytes(self._early[not from_a])
         self._early[not from_a].clear()
@@ -508,11 +513,13 @@ class WebSocketObserver:
         pending = bytes(self._early[not from_a])
         self._early[not from_a].clear()
         early = self._frames(not from_a, pending, time, packet)
+        start = 0
         for record in early:
             # RFC 6455 §4.1: once its handshake is sent, a client waits for the server's response
-            # before sending any further data. (At one capture point, bytes seen before the 101 were
-            # sent before the client could have read it.)
-            record.violations.append("client frame sent before the server's 101 response")
+            # before sending any further data.
+            if start < self._sent_with_request:
+                record.violations.append("client frame sent before the server's 101 response")
+            start += record.header_length + record.payload_length
         return records + early
 
     def _plain_request(
