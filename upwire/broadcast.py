@@ -99,7 +99,9 @@ def broadcast(connections: Iterable[Connection], message: str | bytes) -> int:
                 # The socket's buffer was full (or it failed): its transport writes the rest, or reports.
                 transport = direct[position].transport
                 if transport is not None:
-                    transport.write(frame[count:])
+                    # A view, not a slice: uvloop keeps it, and every such connection shares the one
+                    # frame (a slice is a copy each). asyncio's transport copies what it keeps anyway.
+                    transport.write(memoryview(frame)[count:])
     return sent + len(fds)
 
 

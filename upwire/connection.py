@@ -678,6 +678,10 @@ class Connection(asyncio.BufferedProtocol):
             # Raised from the expression, not from a local: a local would hold the exception that holds
             # this frame (a cycle, and every closed connection would wait for the GC).
             raise self._end_of_input(iterating)
+        if self.listener is not None:
+            raise UsageError(
+                "this connection's messages go to its Listener's on_message: recv() would wait forever"
+            )
         # Typed Any, not Data | object: a `cast` of the result would cost a call per message. Made by the
         # loop: a bare `asyncio.Future()` looks the loop up, and on Python 3.11 that is a getpid system call.
         waiter: asyncio.Future[Any] = self.loop.create_future()
@@ -871,6 +875,12 @@ class Connection(asyncio.BufferedProtocol):
         return control
 
     @property
+    def fragmenting(self) -> bool:
+        """True while `send` is sending a fragmented message (an iterable): `send_now` raises meanwhile,
+        since no other message may go out between its fragments (RFC 6455 §5.4)."""
+        return self._fragmenting()
+
+    @property
     def writing_paused(self) -> bool:
         """True while the transport's write buffer is above `write_limit` (and once frames met a
         transport that closed itself, until the connection's end is known)."""
@@ -990,6 +1000,8 @@ class Connection(asyncio.BufferedProtocol):
 
         Raises:
             ConnectionClosed: when the connection is closing or closed.
+            UsageError: while a task's `send` is sending a fragmented message on this connection
+                (`fragmenting`): `send` waits its turn, `send_now` cannot.
         """
         protocol = self.protocol
         if protocol is None:

@@ -39,7 +39,8 @@ class Listener:
         """A complete message arrived: `str` for text, `bytes` for binary."""
 
     def on_ping(self, connection: Connection, data: bytes) -> None:
-        """A ping arrived (the pong is already on its way)."""
+        """A ping arrived; its pong is queued (or, while writing is paused, only the latest ping's is
+        kept, and sent once the buffer drains: RFC 6455 §5.5.3)."""
 
     def on_close(self, connection: Connection) -> None:
         """The connection is closed; `connection.close_code` and `close_reason` say how."""

@@ -282,3 +282,34 @@ def test_broadcast_over_tls_goes_through_the_transport() -> None:
             await client.close()
 
     run_on("asyncio", main)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_on_uvloop_what_full_sockets_did_not_take_shares_the_one_frame() -> None:
+    # 8 MiB to 10 peers that do not read: each socket takes a few hundred KiB, and the rest of the frame
+    # waits in each transport. uvloop keeps a view of it (shared); a slice was a copy per connection.
+    size, count = 8 << 20, 10
+
+    async def main() -> None:
+        server = await upwire.serve(idle, "127.0.0.1", 0, ping_interval=None, max_message_size=None)
+        async with server, asyncio.timeout(TEST_TIMEOUT_S):
+            peers = []
+            for _ in range(count):
+                peer = await RawPeer.upgraded(server.port)
+                peers.append(peer)
+            while len(server.connections) < count:
+                await asyncio.sleep(0.01)
+            message = os.urandom(size)
+            before = rss_bytes()
+            assert upwire.broadcast(server.connections, message) == count
+            grown = rss_bytes() - before
+            # The frame itself (8 MiB) once; ten copies would be 80 MiB.
+            assert grown < 3 * size, f"RSS grew by {grown >> 20} MiB"
+            for peer in peers:
+                peer.close()
+
+    run_on("uvloop", main)

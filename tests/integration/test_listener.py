@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import uvloop
@@ -76,6 +76,74 @@ async def test_a_failing_listener_closes_the_connection_with_1011(
         await ws.send("boom")
         await ws.wait_closed()
         assert ws.close_code == 1011
+
+
+class Streaming(upwire.Listener):
+    """Starts a fragmented message from a task on "stream"; answers other messages with send_now."""
+
+    seen: ClassVar[list[object]] = []
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        if message == "stream":
+            release = asyncio.Event()
+            Streaming.release = release
+
+            async def fragments() -> Any:
+                yield "part 1, "
+                await release.wait()
+                yield "part 2"
+
+            asyncio.get_running_loop().create_task(connection.send(fragments()))
+            return
+        Streaming.seen.append(connection.fragmenting)
+        try:
+            connection.send_now(message)
+        except upwire.UsageError as exc:
+            Streaming.seen.append(str(exc))
+
+    release: ClassVar[asyncio.Event]
+
+
+async def test_send_now_during_a_fragmented_send_is_a_usage_error_that_fragmenting_foretells(
+    start_server: StartServer,
+) -> None:
+    # No message may go between another's fragments (RFC 6455 §5.4); `send` waits its turn, send_now
+    # cannot: it raises, and `connection.fragmenting` says so beforehand.
+    Streaming.seen = []
+    server = await start_server(Streaming, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        await ws.send("stream")
+        await asyncio.sleep(0.05)
+        await ws.send("in between")
+        while len(Streaming.seen) < 2:
+            await asyncio.sleep(0.01)
+        Streaming.release.set()
+        assert await ws.recv() == "part 1, part 2"
+        await ws.send("after")
+        assert await ws.recv() == "after"
+    assert Streaming.seen[0] is True
+    assert "fragmented" in str(Streaming.seen[1])
+    assert Streaming.seen[2] is False  # "after": the fragmented message had ended
+
+
+async def test_recv_on_a_listeners_connection_is_a_usage_error(start_server: StartServer) -> None:
+    errors: list[BaseException] = []
+
+    class Receiver(upwire.Listener):
+        def on_open(self, connection: upwire.Connection) -> None:
+            async def receive() -> None:
+                try:
+                    await connection.recv()
+                except upwire.UsageError as exc:
+                    errors.append(exc)
+
+            asyncio.get_running_loop().create_task(receive())
+
+    server = await start_server(Receiver, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)):
+        while not errors:
+            await asyncio.sleep(0.01)
+    assert "on_message" in str(errors[0])
 
 
 class Closer(upwire.Listener):

@@ -348,3 +348,62 @@ async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
         await web.wait_closed()
         await peer.stop()
     assert observers and observers[0].is_websocket
+
+
+async def test_a_paused_page_holds_at_most_2000_frames_and_says_how_many_it_let_go() -> None:
+    from playwright.async_api import async_playwright
+
+    feed = FrameFeed()
+    web = await feed.start("127.0.0.1", 0)
+    observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
+    observer.feed(True, RFC_REQUEST, 0.0, None)
+    observer.feed(False, RFC_RESPONSE, 0.0, None)
+
+    def publish(first: int, count: int) -> None:
+        for index in range(first, first + count):
+            payload = f"frame {index}".encode()
+            frame = bytes([0x81, len(payload)]) + payload
+            for record in observer.feed(False, frame, 0.0, None):
+                feed.publish(observer, record)
+
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(20_000)
+                await page.goto(f"http://127.0.0.1:{web.port}/")
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent.includes('frames')"
+                )
+                await page.click("#pause")
+                publish(0, 2500)
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent === 'paused (2000 waiting)'"
+                )
+                await page.click("#pause")
+                await page.wait_for_function(
+                    "document.querySelectorAll('tr.frame').length === 2000"
+                )
+                skipped = await page.locator("tr.skipped").all_inner_texts()
+                assert skipped == ["500 frames not shown: this page fell behind"]
+                first = await page.locator("tr.frame").first.inner_text()
+                assert "frame 500" in first
+                # Live, the page keeps its newest 5000 frames (published at a pace it keeps up with).
+                for first in range(2500, 6000, 100):
+                    publish(first, 100)
+                    await asyncio.sleep(0.02)
+                await page.wait_for_function(
+                    "document.querySelector('#frames tr:last-child').previousElementSibling"
+                    ".textContent.includes('frame 5999')"
+                )
+                assert await page.locator("tr.frame").count() == 5000
+                assert "frame 1000" in await page.locator("tr.frame").first.inner_text()
+                assert await page.locator("tr.skipped").count() == 0
+            finally:
+                await browser.close()
+    finally:
+        web.close()
+        await web.wait_closed()
