@@ -638,6 +638,8 @@ class Connection(asyncio.BufferedProtocol):
             ConnectionClosedError: after an error or an abnormal closure.
             ConcurrencyError: when another task is already waiting in `recv`.
         """
+        if self.listener is not None:
+            raise _listener_receives()
         if decode is None:
             return self._receive(False)
         return self._receive_as(decode)
@@ -649,6 +651,9 @@ class Connection(asyncio.BufferedProtocol):
         return message.encode() if type(message) is str else message
 
     def __aiter__(self) -> AsyncIterator[Data]:
+        # Checked here, once per loop, and in `recv`: not in the receiving coroutine, once per message.
+        if self.listener is not None:
+            raise _listener_receives()
         return self
 
     async def _receive(self, iterating: bool = True) -> Data:
@@ -678,10 +683,6 @@ class Connection(asyncio.BufferedProtocol):
             # Raised from the expression, not from a local: a local would hold the exception that holds
             # this frame (a cycle, and every closed connection would wait for the GC).
             raise self._end_of_input(iterating)
-        if self.listener is not None:
-            raise UsageError(
-                "this connection's messages go to its Listener's on_message: recv() would wait forever"
-            )
         # Typed Any, not Data | object: a `cast` of the result would cost a call per message. Made by the
         # loop: a bare `asyncio.Future()` looks the loop up, and on Python 3.11 that is a getpid system call.
         waiter: asyncio.Future[Any] = self.loop.create_future()
@@ -1945,6 +1946,12 @@ async def _typed_async(
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _listener_receives() -> UsageError:
+    return UsageError(
+        "this connection's messages go to its Listener's on_message: recv() would wait forever"
+    )
 
 
 def _abort_freeing_unsent(transport: asyncio.Transport) -> None:

@@ -136,14 +136,19 @@ async def test_recv_on_a_listeners_connection_is_a_usage_error(start_server: Sta
                     await connection.recv()
                 except upwire.UsageError as exc:
                     errors.append(exc)
+                try:
+                    async for _ in connection:
+                        pass
+                except upwire.UsageError as exc:
+                    errors.append(exc)
 
             asyncio.get_running_loop().create_task(receive())
 
     server = await start_server(Receiver, ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)):
-        while not errors:
+        while len(errors) < 2:
             await asyncio.sleep(0.01)
-    assert "on_message" in str(errors[0])
+    assert all("on_message" in str(error) for error in errors)
 
 
 class Closer(upwire.Listener):
