@@ -27,7 +27,10 @@ apt_ensure() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
-  command -v apt-get >/dev/null || { echo "install.sh: missing ${missing[*]} and no apt-get" >&2; exit 1; }
+  if ! command -v apt-get >/dev/null; then
+    [[ "${APT_OPTIONAL:-0}" == 1 ]] && { say "note: no apt-get: ${missing[*]} not installed"; return 1; }
+    echo "install.sh: missing ${missing[*]} and no apt-get" >&2; exit 1
+  fi
   local sudo=()
   if [[ "$(id -u)" -ne 0 ]]; then
     if ! command -v sudo >/dev/null; then

@@ -353,7 +353,10 @@ class ConnectionOptions:
     ) -> None:
         queue_high, queue_low = _marks("max_queue", max_queue)
         if queue_high is None and queue_low is not None:
-            queue_high = queue_low * 4  # websockets' reading of (None, low): a high mark 4 times it
+            # websockets' reading of (None, low): a high mark 4 times it.
+            if not isinstance(queue_low, int) or isinstance(queue_low, bool) or queue_low <= 0:
+                raise ValueError(f"max_queue's low mark must be positive, not {queue_low!r}")
+            queue_high = queue_low * 4
         write_high, write_low = _marks("write_limit", write_limit)
         for name, size in (
             ("max_message_size", max_message_size),
@@ -875,11 +878,20 @@ class Connection(asyncio.BufferedProtocol):
             self._delivering = False
         return control
 
+    def _attach_listener(self, listener: Listener) -> None:
+        """Give this connection's messages to `listener` (the low-level API) from now on."""
+        self.listener = listener
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            # A recv begun during the handshake (from an async process_request) would wait forever.
+            waiter.set_exception(_listener_receives())
+
     @property
     def fragmenting(self) -> bool:
         """True while `send` is sending a fragmented message (an iterable): `send_now` raises meanwhile,
         since no other message may go out between its fragments (RFC 6455 §5.4)."""
-        return self._fragmenting()
+        protocol = self.protocol
+        return self._fragmenting() and protocol is not None and protocol.close_sent is None
 
     @property
     def writing_paused(self) -> bool:

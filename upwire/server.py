@@ -278,7 +278,7 @@ class ServerConnection(Connection):
             early, self._early_data = self._early_data, b""
             if listener is not None:
                 # The low-level API: a Listener gets callbacks; no task waits on this connection.
-                self.listener = listener
+                self._attach_listener(listener)
                 self._opened(protocol, b"")
                 self._call_listener(listener.on_open)
                 if early:
@@ -349,6 +349,8 @@ async def _check_unix_path(loop: asyncio.AbstractEventLoop, path: str | os.PathL
     name = os.fspath(path)
     if not name:
         raise ValueError("unix_socket must be a path, not an empty string")
+    if name[0] in ("\0", 0):
+        return  # Linux's abstract namespace: no file; binding says when the name is taken
     try:
         is_socket = stat.S_ISSOCK(os.stat(name).st_mode)
     except OSError:
@@ -359,8 +361,14 @@ async def _check_unix_path(loop: asyncio.AbstractEventLoop, path: str | os.PathL
     probe.setblocking(False)
     try:
         await loop.sock_connect(probe, name)
-    except OSError:
-        return  # refused: left by a server that stopped
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # left by a server that stopped (or gone meanwhile)
+    except OSError as exc:
+        # Not ours to take (no permission to connect, another kind of socket): binding there would
+        # unlink it.
+        raise OSError(
+            exc.errno, f"cannot take over the Unix socket {name}: {exc.strerror}"
+        ) from None
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, f"a server is listening on the Unix socket {name}")

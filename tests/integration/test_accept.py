@@ -177,6 +177,18 @@ def test_a_server_on_a_unix_socket_path_starts_again_where_one_stopped(
                 await upwire.serve(echo, unix_socket=path, reuse_port=True)
             with pytest.raises(ValueError):
                 await upwire.serve(echo, unix_socket="")
+            # Linux's abstract namespace has no file to check.
+            abstract = f"\0upwire-test-{os.getpid()}-{id(path)}"
+            async with upwire.serve(echo, unix_socket=abstract, ping_interval=None) as named:
+                assert named.is_serving()
+            # A live socket of another kind is not ours to take: asyncio would unlink it.
+            datagram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            other = str(tmp_path / "dgram.sock")
+            datagram.bind(other)
+            with pytest.raises(OSError, match="cannot take over"):
+                await upwire.serve(echo, unix_socket=other)
+            assert os.path.exists(other)
+            datagram.close()
             # A path a running server listens on is not taken from it (asyncio would unlink its file).
             async with upwire.serve(echo, unix_socket=path, ping_interval=None) as running:
                 with pytest.raises(OSError) as refused:

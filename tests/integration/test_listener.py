@@ -151,6 +151,32 @@ async def test_recv_on_a_listeners_connection_is_a_usage_error(start_server: Sta
     assert all("on_message" in str(error) for error in errors)
 
 
+async def test_a_recv_begun_during_a_listeners_handshake_is_a_usage_error(
+    start_server: StartServer,
+) -> None:
+    # From an async process_request: the connection gets its Listener only with the 101.
+    errors: list[BaseException] = []
+
+    async def receive(connection: upwire.ServerConnection) -> None:
+        try:
+            await connection.recv()
+        except upwire.UsageError as exc:
+            errors.append(exc)
+
+    async def hook(connection: upwire.ServerConnection, request: upwire.Request) -> None:
+        asyncio.get_running_loop().create_task(receive(connection))
+        await asyncio.sleep(0.05)
+
+    server = await start_server(Echo, process_request=hook, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S), upwire.connect(uri(server)) as ws:
+        assert await ws.recv() == "welcome"
+        for _ in range(100):
+            if errors:
+                break
+            await asyncio.sleep(0.01)
+    assert errors and "on_message" in str(errors[0])
+
+
 class Closer(upwire.Listener):
     def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
         connection.send_now(f"bye {message}")

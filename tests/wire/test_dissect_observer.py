@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dpkt
+import pytest
 
 from upwire.protocol.frames import Opcode
 from upwire.wire import dissect
@@ -220,6 +221,26 @@ def test_a_client_frame_seen_before_the_101_in_its_own_segment_is_not_called_ear
     conversation.packets[-2:] = frame + response
     [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
     assert [(f.text, f.violations) for f in connection.frames] == [("after the 101", [])]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "texts"),
+    [
+        ([RESPONSE, server_frame(Opcode.TEXT, b"hello")], ["hello"]),
+        ([RESPONSE[:4], RESPONSE[4:]], []),
+    ],
+    ids=["101-then-a-frame", "101-split-after-HTTP"],
+)
+def test_an_answer_in_several_segments_captured_before_its_request_is_kept_whole(
+    tmp_path: Path, pieces: list[bytes], texts: list[str]
+) -> None:
+    conversation = Conversation().handshake()
+    request = conversation.send(True, REQUEST)
+    answer = [packet for piece in pieces for packet in conversation.send(False, piece)]
+    conversation.packets[3:] = answer + request
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert connection.observer.is_websocket, connection.observer.notes
+    assert [f.text for f in connection.frames] == texts
 
 
 def test_a_connection_the_websocket_server_opened_is_still_decoded(tmp_path: Path) -> None:

@@ -411,8 +411,7 @@ class WebSocketObserver:
                 if self._opened_by_a and not from_a:
                     # The SYN says who the client is: the server's answer seen before the request (in a
                     # capture merged from several interfaces, whose clocks interleave) waits for it.
-                    early[:] = b""
-                    return self._hold(from_a, data)
+                    return self._hold(from_a, b"")  # all of it is in `early` (bounded there)
                 if self.mid_connection:
                     return self._guess_frames(from_a, time, packet)
                 self.state = "other"
