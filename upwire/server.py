@@ -360,7 +360,11 @@ async def _check_unix_path(loop: asyncio.AbstractEventLoop, path: str | os.PathL
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)
     try:
-        await loop.sock_connect(probe, name)
+        # A listener whose backlog is full leaves the connect pending: taken as in use after a while.
+        async with asyncio.timeout(_UNIX_PROBE_S):
+            await loop.sock_connect(probe, name)
+    except TimeoutError:
+        pass
     except (ConnectionRefusedError, FileNotFoundError):
         return  # left by a server that stopped (or gone meanwhile)
     except OSError as exc:
@@ -373,6 +377,8 @@ async def _check_unix_path(loop: asyncio.AbstractEventLoop, path: str | os.PathL
         probe.close()
     raise OSError(errno.EADDRINUSE, f"a server is listening on the Unix socket {name}")
 
+
+_UNIX_PROBE_S = 1.0
 
 # The fields of a 101 that `process_response` may not change: the connection runs on them.
 _HANDSHAKE_FIELDS = frozenset(
