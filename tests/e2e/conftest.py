@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import CHROMIUM, chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium with a fresh profile, closed after the test."""
     try:
-        from playwright.async_api import async_playwright
+        import playwright  # noqa: F401
     except ImportError:
         pytest.fail("the browser tests need Playwright: pip install -e '.[test]' (./run test does)")
     if not os.access(CHROMIUM, os.X_OK):
@@ -48,14 +48,8 @@ async def browser() -> AsyncIterator[Browser]:
             f"the browser tests need Chromium at {CHROMIUM}: apt-get install chromium "
             "(scripts/install.sh all does it); never `playwright install`"
         )
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as started:
+        yield started
 
 
 @pytest_asyncio.fixture

@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the upwire of this checkout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for browser.py
 
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import chromium
 
 import upwire
 from upwire.server import ServerConnection
@@ -111,38 +111,30 @@ async def serve_page(heads: list[bytes]) -> asyncio.Server:
 
 async def session(port: int) -> dict[str, Any]:
     """Run the session against an upwire server on `port`; return what the page reported."""
-    from playwright.async_api import async_playwright
-
     async with upwire.serve(handler, "127.0.0.1", port, max_message_size=None):
         heads: list[bytes] = []
         page_server = await serve_page(heads)
         page_port = page_server.sockets[0].getsockname()[1]
         try:
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+            async with chromium() as browser:
+                page = await browser.new_page()
+                page.set_default_timeout(20_000)
+                await page.goto(f"http://127.0.0.1:{page_port}/")
+                result: dict[str, Any] = await page.evaluate(
+                    SCRIPT,
+                    {
+                        "url": f"ws://127.0.0.1:{port}/chromium",
+                        "closeCode": CLOSE_CODE,
+                        "closeReason": CLOSE_REASON,
+                    },
                 )
-                try:
-                    page = await browser.new_page()
-                    page.set_default_timeout(20_000)
-                    await page.goto(f"http://127.0.0.1:{page_port}/")
-                    result: dict[str, Any] = await page.evaluate(
-                        SCRIPT,
-                        {
-                            "url": f"ws://127.0.0.1:{port}/chromium",
-                            "closeCode": CLOSE_CODE,
-                            "closeReason": CLOSE_REASON,
-                        },
-                    )
-                    result["user_agent"] = await page.evaluate("navigator.userAgent")
-                    # For comparison, one real polling-style request from the same page.
-                    result["fetch_status"] = await page.evaluate(
-                        "fetch('/poll', {method: 'POST', body: 'hello from chromium'})"
-                        ".then((response) => response.status)"
-                    )
-                    result["fetch_post_head_bytes"] = len(heads[-1])
-                finally:
-                    await browser.close()
+                result["user_agent"] = await page.evaluate("navigator.userAgent")
+                # For comparison, one real polling-style request from the same page.
+                result["fetch_status"] = await page.evaluate(
+                    "fetch('/poll', {method: 'POST', body: 'hello from chromium'})"
+                    ".then((response) => response.status)"
+                )
+                result["fetch_post_head_bytes"] = len(heads[-1])
         finally:
             page_server.close()
             await page_server.wait_closed()

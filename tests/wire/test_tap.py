@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import CHROMIUM, chromium
 from integration.wire import RawPeer
 from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
 
@@ -284,8 +284,6 @@ async def test_a_frames_page_that_stops_reading_is_held_to_the_last_2000_frames(
 
 
 async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
-    from playwright.async_api import async_playwright
-
     assert os.access(CHROMIUM, os.X_OK), (
         f"Chromium is needed at {CHROMIUM} (apt-get install chromium)"
     )
@@ -300,48 +298,42 @@ async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
     server = await tap.start("127.0.0.1", 0)
     web = await feed.start("127.0.0.1", 0)
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+        async with chromium() as browser:
+            page = await browser.new_page(viewport={"width": 1100, "height": 420})
+            page.set_default_timeout(10_000)
+            await page.goto(f"http://127.0.0.1:{web.port}/")
+            await page.wait_for_function(
+                "document.getElementById('status').textContent.includes('frames')"
             )
-            try:
-                page = await browser.new_page(viewport={"width": 1100, "height": 420})
-                page.set_default_timeout(10_000)
-                await page.goto(f"http://127.0.0.1:{web.port}/")
-                await page.wait_for_function(
-                    "document.getElementById('status').textContent.includes('frames')"
-                )
-                await relay_session(server.sockets[0].getsockname()[1])
-                await page.wait_for_function("document.querySelectorAll('tr.frame').length >= 12")
-                rows = await page.locator("tr.frame").all_inner_texts()
-                assert any("through the tap" in row and "text" in row for row in rows)
-                assert any("close" in row and "4002" in row for row in rows)
-                assert any("ping" in row for row in rows) and any("pong" in row for row in rows)
-                # click to expand: the full fields appear
-                await page.locator("tr.frame", has_text="through the tap").first.click()
-                details = page.locator("tr.details:not([hidden])").first
-                fields = json.loads(await details.inner_text())
-                assert fields["opcode_name"] == "text" and fields["masked"] is True
-                # the filter box hides what does not match
-                await page.fill("#filter", "pong")
-                visible = await page.locator("tr.frame:visible").all_inner_texts()
-                assert visible and all("pong" in row for row in visible)
-                await page.fill("#filter", "")
-                # pause holds new frames back
-                await page.click("#pause")
-                assert await page.locator("#pause").inner_text() == "Resume"
-                await page.evaluate(
-                    "document.querySelectorAll('tr.details').forEach(r => { r.hidden = true; })"
-                )
-                await page.set_viewport_size({"width": 1100, "height": 460})
-                # docs/tap.png is rewritten only on request, so a test run leaves the tree clean
-                shot = REPO / "docs" / "tap.png"
-                if os.environ.get("UPWIRE_UPDATE_DOCS") or not shot.exists():
-                    await page.screenshot(path=str(shot))
-                else:
-                    assert await page.screenshot()
-            finally:
-                await browser.close()
+            await relay_session(server.sockets[0].getsockname()[1])
+            await page.wait_for_function("document.querySelectorAll('tr.frame').length >= 12")
+            rows = await page.locator("tr.frame").all_inner_texts()
+            assert any("through the tap" in row and "text" in row for row in rows)
+            assert any("close" in row and "4002" in row for row in rows)
+            assert any("ping" in row for row in rows) and any("pong" in row for row in rows)
+            # click to expand: the full fields appear
+            await page.locator("tr.frame", has_text="through the tap").first.click()
+            details = page.locator("tr.details:not([hidden])").first
+            fields = json.loads(await details.inner_text())
+            assert fields["opcode_name"] == "text" and fields["masked"] is True
+            # the filter box hides what does not match
+            await page.fill("#filter", "pong")
+            visible = await page.locator("tr.frame:visible").all_inner_texts()
+            assert visible and all("pong" in row for row in visible)
+            await page.fill("#filter", "")
+            # pause holds new frames back
+            await page.click("#pause")
+            assert await page.locator("#pause").inner_text() == "Resume"
+            await page.evaluate(
+                "document.querySelectorAll('tr.details').forEach(r => { r.hidden = true; })"
+            )
+            await page.set_viewport_size({"width": 1100, "height": 460})
+            # docs/tap.png is rewritten only on request, so a test run leaves the tree clean
+            shot = REPO / "docs" / "tap.png"
+            if os.environ.get("UPWIRE_UPDATE_DOCS") or not shot.exists():
+                await page.screenshot(path=str(shot))
+            else:
+                assert await page.screenshot()
     finally:
         await tap.close()
         web.close()
@@ -351,8 +343,6 @@ async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
 
 
 async def test_a_paused_page_holds_at_most_2000_frames_and_says_how_many_it_let_go() -> None:
-    from playwright.async_api import async_playwright
-
     feed = FrameFeed()
     web = await feed.start("127.0.0.1", 0)
     observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
@@ -367,43 +357,35 @@ async def test_a_paused_page_holds_at_most_2000_frames_and_says_how_many_it_let_
                 feed.publish(observer, record)
 
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+        async with chromium() as browser:
+            page = await browser.new_page()
+            page.set_default_timeout(20_000)
+            await page.goto(f"http://127.0.0.1:{web.port}/")
+            await page.wait_for_function(
+                "document.getElementById('status').textContent.includes('frames')"
             )
-            try:
-                page = await browser.new_page()
-                page.set_default_timeout(20_000)
-                await page.goto(f"http://127.0.0.1:{web.port}/")
-                await page.wait_for_function(
-                    "document.getElementById('status').textContent.includes('frames')"
-                )
-                await page.click("#pause")
-                publish(0, 2500)
-                await page.wait_for_function(
-                    "document.getElementById('status').textContent === 'paused (2000 waiting)'"
-                )
-                await page.click("#pause")
-                await page.wait_for_function(
-                    "document.querySelectorAll('tr.frame').length === 2000"
-                )
-                skipped = await page.locator("tr.skipped").all_inner_texts()
-                assert skipped == ["500 frames not shown: this page fell behind"]
-                first = await page.locator("tr.frame").first.inner_text()
-                assert "frame 500" in first
-                # Live, the page keeps its newest 5000 frames (published at a pace it keeps up with).
-                for first in range(2500, 6000, 100):
-                    publish(first, 100)
-                    await asyncio.sleep(0.02)
-                await page.wait_for_function(
-                    "document.querySelector('#frames tr:last-child').previousElementSibling"
-                    ".textContent.includes('frame 5999')"
-                )
-                assert await page.locator("tr.frame").count() == 5000
-                assert "frame 1000" in await page.locator("tr.frame").first.inner_text()
-                assert await page.locator("tr.skipped").count() == 0
-            finally:
-                await browser.close()
+            await page.click("#pause")
+            publish(0, 2500)
+            await page.wait_for_function(
+                "document.getElementById('status').textContent === 'paused (2000 waiting)'"
+            )
+            await page.click("#pause")
+            await page.wait_for_function("document.querySelectorAll('tr.frame').length === 2000")
+            skipped = await page.locator("tr.skipped").all_inner_texts()
+            assert skipped == ["500 frames not shown: this page fell behind"]
+            first = await page.locator("tr.frame").first.inner_text()
+            assert "frame 500" in first
+            # Live, the page keeps its newest 5000 frames (published at a pace it keeps up with).
+            for first in range(2500, 6000, 100):
+                publish(first, 100)
+                await asyncio.sleep(0.02)
+            await page.wait_for_function(
+                "document.querySelector('#frames tr:last-child').previousElementSibling"
+                ".textContent.includes('frame 5999')"
+            )
+            assert await page.locator("tr.frame").count() == 5000
+            assert "frame 1000" in await page.locator("tr.frame").first.inner_text()
+            assert await page.locator("tr.skipped").count() == 0
     finally:
         web.close()
         await web.wait_closed()
