@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -272,3 +273,42 @@ async def test_tap_reports_an_upstream_it_cannot_reach_and_brackets_an_ipv6_list
     assert line["response"]["status"] == 502
     assert line["request"]["target"] == "/"
     assert f"cannot connect to the upstream 127.0.0.1:{port}: Connection refused" in line["notes"]
+
+
+async def test_a_tap_whose_reader_goes_away_stops_quietly() -> None:
+    # `upwire tap ... | head`: once its output is closed the tap stops, as a pipeline's tools do, with
+    # 128 + SIGPIPE and no traceback (it went on listening while every relay it printed for failed).
+    async with upwire.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "upwire",
+                "tap",
+                "--listen",
+                "127.0.0.1:0",
+                "--json",
+                "--upstream",
+                f"ws://127.0.0.1:{server.port}",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            banner = (await asyncio.to_thread(process.stderr.readline)).decode()
+            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/", banner)
+            assert match, banner
+            process.stdout.close()
+            with contextlib.suppress(upwire.WebSocketError, OSError):
+                async with upwire.connect(f"ws://127.0.0.1:{match.group(1)}/") as ws:
+                    await ws.send("printed to nobody")
+                    await ws.recv()
+            assert await asyncio.to_thread(process.wait, 15) == 141
+            assert process.stderr.read() == b""
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

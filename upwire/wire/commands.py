@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from upwire.exceptions import InvalidURI
@@ -206,6 +208,25 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
 
     style = _style(args, out)
     feed = FrameFeed() if args.web else None
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+    output_closed = False
+
+    def printing(callback: Callable[..., None]) -> Callable[..., None]:
+        """Call `callback`; when the reader of the output went away (`upwire tap | head`), stop the tap
+        as a pipeline's tools stop (the relays were failing one by one while it listened on)."""
+
+        def call(*arguments: Any) -> None:
+            nonlocal output_closed
+            if output_closed:
+                return
+            try:
+                callback(*arguments)
+            except BrokenPipeError:
+                output_closed = True
+                _set_once(stop)
+
+        return call
 
     def on_open(observer: WebSocketObserver) -> None:
         notes = list(observer.notes)
@@ -264,11 +285,11 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
     try:
         tap = Tap(
             args.upstream,
-            on_open=on_open,
-            on_frame=on_frame,
-            on_close=on_close,
-            on_note=on_note,
-            on_refused=on_refused,
+            on_open=printing(on_open),
+            on_frame=printing(on_frame),
+            on_close=printing(on_close),
+            on_note=printing(on_note),
+            on_refused=printing(on_refused),
             max_frame_hold=args.max_frame_hold,
             handshake_timeout=args.handshake_timeout,
         )
@@ -299,8 +320,6 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
             flush=True,
         )
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, _set_once, stop)
@@ -311,4 +330,9 @@ async def _tap(args: argparse.Namespace, out: TextIO) -> int:
         if web_server is not None:
             web_server.close()
             await web_server.wait_closed()
+    if output_closed:
+        # Python would complain when flushing the closed pipe at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as `dissect` on a closed pipe
     return 0
