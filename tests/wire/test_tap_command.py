@@ -46,9 +46,9 @@ async def client_session(port: int, compression: str | None) -> None:
         await ws.close(4003, "tap command done")
 
 
-async def start_tap(upstream_port: int, *options: str) -> asyncio.subprocess.Process:
-    """`upwire tap` on a free port in front of the server on `upstream_port`; its output piped."""
-    return await asyncio.create_subprocess_exec(
+def tap_command(upstream_port: int, *options: str) -> list[str]:
+    """`upwire tap` on a free port in front of the server on `upstream_port`."""
+    return [
         sys.executable,
         "-m",
         "upwire",
@@ -58,8 +58,18 @@ async def start_tap(upstream_port: int, *options: str) -> asyncio.subprocess.Pro
         "--upstream",
         f"ws://127.0.0.1:{upstream_port}",
         *options,
+    ]
+
+
+TAP_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+async def start_tap(upstream_port: int, *options: str) -> asyncio.subprocess.Process:
+    """`upwire tap` on a free port in front of the server on `upstream_port`; its output piped."""
+    return await asyncio.create_subprocess_exec(
+        *tap_command(upstream_port, *options),
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=TAP_ENV,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -280,19 +290,9 @@ async def test_a_tap_whose_reader_goes_away_stops_quietly() -> None:
     # 128 + SIGPIPE and no traceback (it went on listening while every relay it printed for failed).
     async with upwire.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "upwire",
-                "tap",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-                "--upstream",
-                f"ws://127.0.0.1:{server.port}",
-            ],
+            tap_command(server.port, "--json"),
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env=TAP_ENV,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
