@@ -1977,11 +1977,20 @@ def _abort_freeing_unsent(transport: asyncio.Transport) -> None:
     """
     sock = transport.get_extra_info("socket")
     if sock is not None and (transport.get_write_buffer_size() or _unsent_bytes(sock)):
+        abort_with_reset(transport)
+    else:
+        transport.abort()
+
+
+def abort_with_reset(transport: asyncio.BaseTransport) -> None:
+    """Abort the connection with a TCP reset (RST), not a FIN: SO_LINGER with a zero timeout."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except (OSError, AttributeError):
             pass  # not a TCP socket (or already closed): abort as it is
-    transport.abort()
+    cast(asyncio.Transport, transport).abort()
 
 
 def _unsent_bytes(sock: Any) -> int:

@@ -808,8 +808,7 @@ class ResponseReader:
         elif _STATUS_LINE.fullmatch(line):
             self._status_line = None  # h11 reads the rest
             return
-        shown = _BYTEARRAY_REPR.sub(r"\1", repr(line[:80]))
-        raise InvalidHandshake(f"malformed HTTP response: the answer starts with {shown}", 0)
+        raise InvalidHandshake(f"malformed HTTP response: the answer starts with {line[:80]!r}", 0)
 
     def feed_eof(self) -> Response | None:
         """Tell the reader the server closed the connection; return the response if that completes it."""

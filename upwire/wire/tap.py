@@ -21,12 +21,12 @@ import errno
 import os
 import socket
 import ssl as ssl_module
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 from upwire.client import parse_uri
+from upwire.connection import abort_with_reset
 from upwire.exceptions import InvalidHandshake
 from upwire.protocol.http import (
     Headers,
@@ -43,8 +43,6 @@ from upwire.wire.websocket import FrameRecord, WebSocketObserver
 __all__ = ["Tap"]
 
 _READ_SIZE = 1 << 16
-# SO_LINGER on, 0 seconds: closing the socket sends a RST.
-_LINGER_RESET = struct.pack("ii", 1, 0)
 _CLOSE_WAIT_S = 10.0
 
 FrameCallback = Callable[[WebSocketObserver, FrameRecord], None]
@@ -393,13 +391,8 @@ class Tap:
             try:
                 data = await source.read(_READ_SIZE)
             except OSError:
-                # A reset (RST): the other side gets one too, as it would without the tap (closing a
-                # socket sends a FIN unless its linger time is zero).
-                sock = sink.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                sink.transport.abort()
+                # A reset (RST): the other side gets one too, as it would without the tap.
+                abort_with_reset(sink.transport)
                 return True
             if not data:
                 break
