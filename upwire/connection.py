@@ -1220,7 +1220,7 @@ class Connection(asyncio.BufferedProtocol):
         A client waits for the server's FIN (`eof_received`). On a server, over TCP, this side's FIN goes
         first, and the socket closes when the peer's FIN comes; TLS has no half-close: the connection
         closes (TLS's close_notify, then TCP) once the peer has sent nothing for `_QUIET_BEFORE_CLOSE_S`,
-        or at its FIN. Either way within `close_timeout` (then aborted, see `_abort_freeing_unsent`);
+        or at its FIN. Either way within `close_timeout` (then aborted, see `abort_freeing_unsent`);
         meanwhile reading goes on, and what arrives is dropped (the core discards it). Without a timeout
         the transport is closed at once.
         """
@@ -1624,7 +1624,7 @@ class Connection(asyncio.BufferedProtocol):
         self._close_timer = None
         if self.transport is not None and not self._tcp_closed:
             logger.info("closing handshake timed out; aborting the TCP connection")
-            _abort_freeing_unsent(self.transport)
+            abort_freeing_unsent(self.transport)
 
     def _fail(self, code: int, reason: str, done_reading: bool = True) -> None:
         """Close with `code` without waiting (keepalive timeout, idle timeout, handler errors; a server's
@@ -1966,7 +1966,7 @@ def _listener_receives() -> UsageError:
     )
 
 
-def _abort_freeing_unsent(transport: asyncio.Transport) -> None:
+def abort_freeing_unsent(transport: asyncio.Transport) -> None:
     """Abort the connection; with a reset when data is still unsent, which frees it at once.
 
     A socket closed with unsent data (a peer that stopped reading) otherwise stays in FIN-WAIT-1 with its

@@ -24,6 +24,7 @@ from upwire import _accept
 from upwire.connection import (
     Connection,
     ConnectionOptions,
+    abort_freeing_unsent,
     connection_options,
     extension_factories,
 )
@@ -562,7 +563,9 @@ class Server:
             await asyncio.wait([*waits, *tasks], timeout=self.shutdown_timeout)
         for connection in connections:
             if connection.transport is not None and not connection._tcp_closed:
-                connection.transport.abort()
+                # A peer that stopped reading gets a reset: a plain abort leaves the socket in FIN-WAIT-1
+                # with its unsent data for minutes after the server is gone.
+                abort_freeing_unsent(connection.transport)
         for task in tasks:
             if not task.done():
                 task.cancel()

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import signal
 import sys
 from http.cookies import CookieError, SimpleCookie
 
@@ -102,6 +103,8 @@ async def main() -> None:
             f"login at http://{args.host}:{server.port}/login?user=NAME, then ws://.../ws",
             flush=True,
         )
+        # SIGTERM (systemd, `docker stop`, `kill`) stops it as Ctrl-C does: every client gets close 1001.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.close)
         await server.serve_forever()
 
 

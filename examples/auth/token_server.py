@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import signal
 import sys
 
 import upwire
@@ -75,6 +76,8 @@ async def main() -> None:
             f"listening on ws://{args.host}:{server.port}/ (tokens: {', '.join(TOKENS)})",
             flush=True,
         )
+        # SIGTERM (systemd, `docker stop`, `kill`) stops it as Ctrl-C does: every client gets close 1001.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.close)
         await server.serve_forever()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pathlib
+import signal
 import sys
 
 import upwire
@@ -50,6 +51,8 @@ async def main() -> None:
             f"hello server on ws://{args.host}:{server.port}/ (page: http://{args.host}:{server.port}/)",
             flush=True,
         )
+        # SIGTERM (systemd, `docker stop`, `kill`) stops it as Ctrl-C does: every client gets close 1001.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.close)
         await server.serve_forever()
 
 

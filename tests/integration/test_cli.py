@@ -50,6 +50,13 @@ async def run(*args: str, stdin: bytes = b"") -> tuple[int, str, str]:
 @contextlib.asynccontextmanager
 async def background_server(*args: str) -> AsyncIterator[int]:
     """Start a server subprocess on port 0; yield the port it prints; stop it (by its PID) at the end."""
+    async with server_process(*args) as (_, port):
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def server_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """`background_server`, yielding the process too."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *args,
@@ -64,7 +71,7 @@ async def background_server(*args: str) -> AsyncIterator[int]:
         banner = (await process.stdout.readline()).decode()
         found = re.search(r"ws://127\.0\.0\.1:(\d+)/", banner)
         assert found, f"no address in the server's first line: {banner!r}"
-        yield int(found.group(1))
+        yield process, int(found.group(1))
     finally:
         if process.returncode is None:
             process.terminate()
@@ -215,6 +222,33 @@ async def test_hello_example_client_gets_a_greeting_from_the_hello_example_serve
         )
         assert code == 0, err
         assert "<<< Hello Bob!" in out.splitlines()
+
+
+@pytest.mark.parametrize(
+    "example",
+    [HELLO / "server.py", HELLO.parent / "auth" / "token_server.py"],
+    ids=lambda p: p.stem,
+)
+async def test_example_servers_stopped_by_sigterm_close_their_clients_with_1001(
+    example: Path,
+) -> None:
+    # What systemd, `docker stop` and `kill` send: the same graceful stop as Ctrl-C, not a dead process
+    # whose clients never learn why.
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        server_process(str(example), "--host", "127.0.0.1", "--port", "0") as (process, port),
+    ):
+        headers = {"Authorization": "Bearer alice-token"} if "token" in example.stem else {}
+        async with upwire.connect(f"ws://127.0.0.1:{port}/", additional_headers=headers) as ws:
+            if headers:
+                assert await ws.recv() == "Hello alice!"  # the handler runs
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(upwire.ConnectionClosedOK):
+                await ws.recv()
+            assert (ws.close_code, ws.close_reason) == (1001, "server shutting down")
+        assert await process.wait() == 0
+        assert process.stderr is not None
+        assert b"Traceback" not in await process.stderr.read()
 
 
 async def test_hello_example_on_a_taken_port_or_without_a_server_says_so_in_one_line() -> None:

@@ -11,6 +11,7 @@ import pytest
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, StartServer, echo, uri
+from .wire import RawPeer
 
 
 def now() -> float:
@@ -98,6 +99,29 @@ async def test_handler_that_ignores_the_close_is_cancelled_after_shutdown_timeou
         await server.wait_closed()
         assert 0.25 <= now() - started < 2.0
         assert cancelled.is_set()
+
+
+async def test_shutdown_timeout_resets_a_peer_that_stopped_reading_so_the_kernel_frees_its_buffer(
+    start_server: StartServer,
+) -> None:
+    # shutdown_timeout before close_timeout: the shutdown aborts a connection whose last 4 MiB wait in the
+    # server's send buffer. A plain close() would leave the socket sending them for minutes after the
+    # server is gone (FIN-WAIT-1), and the peer's connection open; a reset frees both.
+    async def send_then_wait(ws: upwire.ServerConnection) -> None:
+        ws.send_now(bytes(4 * 1024 * 1024))
+        await ws.wait_closed()
+
+    server = await start_server(
+        send_then_wait, close_timeout=None, shutdown_timeout=0.3, ping_interval=None
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        await asyncio.sleep(0.2)  # the handler's send is in the buffers
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(ConnectionResetError):
+            while await peer.reader.read(65536):
+                pass
 
 
 async def test_leaving_async_with_serve_closes_clients_with_1001() -> None:
