@@ -407,6 +407,21 @@ def test_version_other_than_13_is_refused_with_426_listing_13(version: str | Non
     assert b"Sec-WebSocket-Version" in error.body
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"replace": {"Sec-WebSocket-Version": "9" * 15000}}, {"replace": {"Host": "h " * 7500}}],
+    ids=["version", "host"],
+)
+def test_refusal_quotes_at_most_300_characters_of_what_the_client_sent(change: dict) -> None:
+    # The message goes into the response and the server's log line: a flood of 15 kB values must not
+    # become a log as large as the flood.
+    error = refused(request(**change))
+    assert error.status in (400, 426)
+    assert len(str(error)) <= 300
+    assert str(error).endswith(" characters in all)")
+    assert len(error.body) <= 400
+
+
 def test_refusal_is_a_complete_http_response() -> None:
     error = refused(request(method="PUT"))
     data = serialize_response(Response(error.status, error.headers, error.body))

@@ -305,6 +305,10 @@ class Response:
         return response
 
 
+# What an error's message may quote of a request, in the response's body and the log (see `http_error`).
+_MESSAGE_MAX = 300
+
+
 def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidHandshake:
     """Build the error for a refused request: the response it gets has a body saying what is wrong.
 
@@ -312,7 +316,12 @@ def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidH
         status: the HTTP status to answer with (400, 405, 426, 431, ...).
         message: what is wrong, in a sentence without a final period.
         headers: extra response header fields (e.g. `Sec-WebSocket-Version: 13` for a 426).
+
+    A message longer than 300 characters is cut: it quotes what the client sent (a header's value, the
+    target), which may be kilobytes, and goes into the response and the server's log line.
     """
+    if len(message) > _MESSAGE_MAX:
+        message = f"{message[: _MESSAGE_MAX - 40]}... ({len(message)} characters in all)"
     body = f"Failed to open a WebSocket connection: {message}.\n".encode()
     all_headers = Headers(headers)
     all_headers.add("Content-Type", "text/plain; charset=utf-8")
