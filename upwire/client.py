@@ -560,11 +560,13 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             if not uri.secure:
                 raise
             # TCP was open (a refused connect is ConnectionRefusedError): TLS failed, and the server
-            # said only that. With TLS 1.2, a missing client certificate ends this way.
+            # said only that. A server without TLS that does not answer the TLS hello in plain HTTP
+            # ends this way, and with TLS 1.2 a missing client certificate.
             detail = f"{exc.strerror or str(exc) or type(exc).__name__}; "
             message = (
                 f"{uri.host}:{uri.port} closed the connection during the TLS handshake ({detail}a "
-                "server that requires a client certificate does so when none is offered: see "
+                "server without TLS on that port does so (should the URI be ws://?), and so does one "
+                "that requires a client certificate when none is offered: see "
                 "ssl.SSLContext.load_cert_chain)"
             )
             raise (

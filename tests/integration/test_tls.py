@@ -186,6 +186,23 @@ async def test_a_server_requiring_a_client_certificate_is_named_in_the_error(
             assert await ws.recv() == "with a certificate"
 
 
+async def test_wss_to_a_server_without_tls_that_closes_on_the_hello_suggests_ws() -> None:
+    # A plain server that reads the client's TLS hello as a bad request and closes without answering
+    # (websockets' does): the error names that cause, not only client certificates.
+    async def close_on_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        writer.close()
+
+    server = await asyncio.start_server(close_on_hello, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            with pytest.raises(OSError, match="should the URI be ws://"):
+                await upwire.connect(f"wss://127.0.0.1:{port}/")
+    finally:
+        server.close()
+
+
 def test_the_client_certificate_hint_on_uvloop_too(ca: trustme.CA) -> None:
     # uvloop reports the server's close during the TLS 1.3 handshake as a lost connection, without
     # eof_received: the hint must come from there too.
