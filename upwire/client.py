@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 import re
 import socket
@@ -22,6 +23,7 @@ from urllib.parse import quote, urlsplit
 from upwire.connection import (
     Connection,
     ConnectionOptions,
+    check_seconds,
     connection_options,
     extension_factories,
 )
@@ -372,13 +374,19 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         max_redirects: int = 10,
         compression: str | None = "deflate",
         extensions: Sequence[ClientExtensionFactory] | None = None,
-        unix_socket: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         reconnect_backoff: tuple[float, float] = (1.0, 60.0),
         **options: Any,
     ) -> None:
+        if not isinstance(reconnect_backoff, tuple | list) or len(reconnect_backoff) != 2:
+            raise TypeError(
+                f"reconnect_backoff must be (first, most) in seconds, not {reconnect_backoff!r}"
+            )
         first, most = reconnect_backoff
-        if not 0 < first <= most:
+        check_seconds("reconnect_backoff's first delay", first)
+        check_seconds("reconnect_backoff's longest delay", most)
+        if first is None or most is None or not first <= most:
             raise ValueError(
                 f"reconnect_backoff must be (first, most) with 0 < first <= most, not {reconnect_backoff!r}"
             )
@@ -386,7 +394,14 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self.uri = parse_uri(uri)
         if unix_socket is not None and sock is not None:
             raise TypeError("give unix_socket or sock, not both")
-        self._unix_socket = unix_socket
+        if unix_socket is not None and not isinstance(unix_socket, str | os.PathLike):
+            raise TypeError(f"unix_socket must be a path, not {unix_socket!r}")
+        if sock is not None and not isinstance(sock, socket.socket):
+            raise TypeError(f"sock must be a connected socket.socket, not {sock!r}")
+        for name, text in (("origin", origin), ("user_agent", user_agent)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{name} must be a string or None, not {text!r}")
+        self._unix_socket = None if unix_socket is None else os.fspath(unix_socket)
         self._sock = sock
         if not self.uri.secure and (ssl is not None or server_hostname is not None):
             raise InvalidURI(redact_uri(uri), "ssl and server_hostname need a wss:// URI")

@@ -374,17 +374,17 @@ class ConnectionOptions:
             raise ValueError(f"max_frame_size must be positive or None, not {max_frame_size!r}")
         if max_fragments is not None and max_fragments <= 0 and max_fragments != -1:
             raise ValueError(f"max_fragments must be positive or None, not {max_fragments!r}")
+        for name, value in (("max_message_size", max_message_size), ("max_queue", queue_high)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, not {value!r}")
         for name, value in (
-            ("max_message_size", max_message_size),
-            ("max_queue", queue_high),
             ("ping_interval", ping_interval),
             ("ping_timeout", ping_timeout),
             ("open_timeout", open_timeout),
             ("close_timeout", close_timeout),
             ("idle_timeout", idle_timeout),
         ):
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive or None, not {value!r}")
+            check_seconds(name, value)
         if write_high is None or write_high <= 0:
             raise ValueError(f"write_limit must be positive, not {write_high!r}")
         self.max_message_size = max_message_size
@@ -402,6 +402,21 @@ class ConnectionOptions:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.idle_timeout = idle_timeout
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> None:
+    """Refuse a duration option that is not a positive number of seconds (0 too with `zero`), or None.
+
+    NaN is refused: it compares false with everything, so a timeout of NaN would never expire.
+    """
+    if value is None:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not (value >= 0 if zero else value > 0):
+        raise ValueError(
+            f"{name} must be {'0 or more' if zero else 'positive'} or None, not {value!r}"
+        )
 
 
 def _marks(name: str, value: object) -> tuple[Any, Any]:
@@ -433,6 +448,12 @@ _OTHER_NAMES = {
     "user_agent_header": "user_agent",
     "extra_headers": "additional_headers",  # reaches here from connect only: serve takes it
     "additional_headers": "extra_headers",  # reaches here from serve only
+    # websockets passes its other keyword arguments on to create_connection / create_server: a socket
+    # connected or bound by the caller does what they would.
+    "host": "sock",  # reaches here from connect only: serve takes it
+    "port": "sock",
+    "family": "sock",
+    "local_addr": "sock",
 }
 
 

@@ -59,6 +59,10 @@ class RedirectChain:
     """
 
     def __init__(self, uri: str, max_redirects: int) -> None:
+        if not isinstance(max_redirects, int) or isinstance(max_redirects, bool):
+            raise TypeError(
+                f"max_redirects must be a whole number (0: none), not {max_redirects!r}"
+            )
         if max_redirects < 0:
             raise ValueError(f"max_redirects must be 0 or more, not {max_redirects!r}")
         self.max_redirects = max_redirects

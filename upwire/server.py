@@ -25,6 +25,7 @@ from upwire.connection import (
     Connection,
     ConnectionOptions,
     abort_freeing_unsent,
+    check_seconds,
     connection_options,
     extension_factories,
 )
@@ -416,7 +417,7 @@ class Server:
         max_request_line: int,
         max_header_bytes: int,
         max_headers: int,
-        shutdown_timeout: float,
+        shutdown_timeout: float | None,
         trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         # Routing by path, or the one handler of every path.
@@ -702,7 +703,8 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         max_request_line: longest request line accepted (414 past it).
         max_header_bytes: largest request head accepted (431 past it).
         max_headers: most header fields accepted (431 past it).
-        shutdown_timeout: seconds `close()` waits for connections and handlers before aborting them.
+        shutdown_timeout: seconds `close()` waits for connections and handlers before aborting them
+            (0: at once; None: no limit).
         ssl: an `ssl.SSLContext` to serve `wss://`.
         trusted_proxies: IP addresses or networks of reverse proxies whose `X-Forwarded-For` header
             is believed (e.g. `["127.0.0.1"]`; "unix" for every peer on a Unix socket); for connections
@@ -735,7 +737,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_headers: int = DEFAULT_MAX_HEADERS,
-        shutdown_timeout: float = 10.0,
+        shutdown_timeout: float | None = 10.0,
         ssl: ssl_module.SSLContext | None = None,
         sock: Any = None,
         unix_socket: str | os.PathLike[str] | None = None,
@@ -744,6 +746,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         trusted_proxies: Iterable[str] = (),
         **options: Any,
     ) -> None:
+        check_seconds("shutdown_timeout", shutdown_timeout, zero=True)
         self._server = Server(
             handler,
             options=connection_options("serve", options, _SERVE_PARAMETERS),

@@ -100,6 +100,21 @@ async def raw_server() -> AsyncIterator[StartRaw]:
         ({"subprotocols": ["a, b"]}, ValueError),
         ({"subprotocols": ["chat", "chat"]}, ValueError),
         ({"proxy": "socks5://127.0.0.1:1080"}, ValueError),
+        # Values of the wrong kind, named at once (they failed later with errors naming no option, or
+        # were sent as their str(), or, NaN, made a timeout that never expires).
+        ({"open_timeout": "5"}, TypeError),
+        ({"close_timeout": True}, TypeError),
+        ({"ping_interval": float("nan")}, ValueError),
+        ({"idle_timeout": 0}, ValueError),
+        ({"origin": 5}, TypeError),
+        ({"user_agent": b"ua"}, TypeError),
+        ({"max_redirects": 1.5}, TypeError),
+        ({"max_redirects": None}, TypeError),
+        ({"reconnect_backoff": 5}, TypeError),
+        ({"reconnect_backoff": (float("nan"), 60)}, ValueError),
+        ({"reconnect_backoff": (2, 1)}, ValueError),
+        ({"sock": "127.0.0.1:80"}, TypeError),
+        ({"unix_socket": 5}, TypeError),
     ],
 )
 async def test_bad_inputs_are_refused_before_a_connection_is_opened(
@@ -301,6 +316,10 @@ def test_a_misspelt_parameter_of_connect_or_serve_itself_is_named() -> None:
         (lambda: upwire.connect("ws://127.0.0.1:1/", extra_headers={}), "additional_headers"),
         (lambda: upwire.serve(echo, "127.0.0.1", 0, proces_request=None), "process_request"),
         (lambda: upwire.serve(echo, "127.0.0.1", 0, additional_headers={}), "extra_headers"),
+        # websockets passes these on to create_connection: a socket connected by the caller does it.
+        (lambda: upwire.connect("ws://127.0.0.1:1/", host="10.0.0.1", port=80), "sock"),
+        (lambda: upwire.connect("ws://127.0.0.1:1/", local_addr=("127.0.0.1", 0)), "sock"),
+        (lambda: upwire.serve(echo, "127.0.0.1", 0, family=2), "sock"),
     ]
     for call, meant in cases:
         with pytest.raises(TypeError, match=f"did you mean {meant}\\?$"):

@@ -373,3 +373,15 @@ async def test_connections_are_only_those_open(start_server: StartServer) -> Non
         with pytest.raises(upwire.InvalidStatus):
             await held
         silent[1].close()
+
+
+def test_shutdown_timeout_and_the_timeouts_must_be_seconds() -> None:
+    # Refused when serve is called, naming the option: a string failed at the first shutdown, NaN made a
+    # wait that never ends.
+    for value, error in (("10", TypeError), (float("nan"), ValueError), (-1, ValueError)):
+        with pytest.raises(error, match="shutdown_timeout"):
+            upwire.serve(echo, "127.0.0.1", 0, shutdown_timeout=value)
+    with pytest.raises(ValueError, match="ping_interval"):
+        upwire.serve(echo, "127.0.0.1", 0, ping_interval=float("nan"))
+    upwire.serve(echo, "127.0.0.1", 0, shutdown_timeout=0)  # abort at once: allowed
+    upwire.serve(echo, "127.0.0.1", 0, shutdown_timeout=None)  # no limit
