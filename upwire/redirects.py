@@ -81,7 +81,7 @@ class RedirectChain:
         locations = Headers(error.headers).get_all("Location")
         if len(locations) != 1 or not locations[0].strip():
             self._fail(error, f"HTTP {error.status} redirect without a single Location header")
-        location = locations[0].strip()
+        location = _as_characters(locations[0].strip())
         try:
             # urljoin knows ws:// and wss:// have a path, so "../b" and "/b?x" resolve as for http://.
             target = urlsplit(urljoin(current, location))
@@ -118,3 +118,23 @@ class RedirectChain:
 
     def _fail(self, error: InvalidStatus, why: str) -> NoReturn:
         raise InvalidRedirect(why, error.status, error.headers, error.body)
+
+
+def _as_characters(location: str) -> str:
+    """A Location field's value as the characters its bytes stand for.
+
+    Header values are read as Latin-1 (one character per byte); a server that puts a non-ASCII path in
+    Location sends it as UTF-8, as browsers and HTTP clients read it: read that way, the path is sent
+    percent-encoded as the same UTF-8 (`/caf%C3%A9`, not `/caf%C3%83%C2%A9`). Bytes that are not UTF-8
+    are percent-encoded one by one.
+    """
+    if location.isascii():
+        return location
+    try:
+        raw = location.encode("latin-1")
+    except UnicodeEncodeError:
+        return location  # not a value read from the wire: characters already
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(chr(byte) if byte < 0x80 else f"%{byte:02X}" for byte in raw)

@@ -70,6 +70,25 @@ async def test_client_follows_relative_and_absolute_locations_across_servers(
     assert seen == ["/a", "/b", "/c/d?q"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "requested"),
+    [
+        ("/caf\u00c3\u00a9", "/caf%C3%A9"),  # the bytes of "/café" in UTF-8, as servers send it
+        ("/caf\u00e9", "/caf%E9"),  # a byte that is not UTF-8: percent-encoded as it is
+        ("/caf%C3%A9", "/caf%C3%A9"),  # already encoded: unchanged
+    ],
+    ids=["utf-8", "latin-1", "encoded"],
+)
+async def test_a_non_ascii_location_is_requested_with_its_own_bytes(
+    start_server: StartServer, sent: str, requested: str
+) -> None:
+    # Header values reach the client as Latin-1 characters, one per byte; encoding those again as UTF-8
+    # asked for "/caf%C3%83%C2%A9", a path the server never named.
+    server = await start_server(whoami, process_request=redirecting({"/old": (302, sent)}))
+    async with upwire.connect(f"ws://127.0.0.1:{server.port}/old") as ws:
+        assert await ws.recv() == f"{requested} auth=None"
+
+
 async def test_http_location_means_ws(start_server: StartServer) -> None:
     final = await start_server(whoami)
     first = await start_server(
