@@ -93,6 +93,18 @@ def test_headers_keep_order_and_names_as_given() -> None:
     assert Headers(headers) == headers
 
 
+def test_headers_take_websockets_headers_with_repeated_fields_and_their_names() -> None:
+    # What a program ported from websockets passes as additional_headers: read as a mapping, a repeated
+    # field raised websockets' MultipleValuesError, and names came lower-cased.
+    from websockets.datastructures import Headers as WebsocketsHeaders
+
+    theirs = WebsocketsHeaders()
+    theirs["X-Trace"] = "a"
+    theirs["X-Trace"] = "b"  # websockets appends
+    theirs["Cookie"] = "c=1"
+    assert Headers(theirs).items() == [("X-Trace", "a"), ("X-Trace", "b"), ("Cookie", "c=1")]
+
+
 def test_headers_convert_to_a_dict_with_repeated_fields_joined() -> None:
     headers = Headers([("Host", "h"), ("Cookie", "a=1"), ("cookie", "b=2")])
     assert headers.keys() == ["Host", "Cookie"]

@@ -61,7 +61,8 @@ class Headers:
     """HTTP header fields: ordered, repeatable, looked up without regard to case.
 
     Args:
-        items: (name, value) pairs, or a mapping.
+        items: (name, value) pairs, a mapping, or an object with `raw_items()` giving the pairs
+            (websockets' `Headers`).
     """
 
     # One flat list [name, value, name, value, ...]: a server keeps every request's headers for its
@@ -85,7 +86,13 @@ class Headers:
                 f"headers must be a mapping or (name, value) pairs, not {type(items).__name__}"
             )
         else:
-            pairs = items.items() if isinstance(items, Mapping) else items
+            raw_items = getattr(items, "raw_items", None)
+            if callable(raw_items):
+                # websockets' Headers: a mapping whose items() raise for a repeated field, and whose
+                # keys are lower-cased; raw_items() gives every field as it was added.
+                pairs = raw_items()
+            else:
+                pairs = items.items() if isinstance(items, Mapping) else items
             for pair in pairs:
                 if not isinstance(pair, tuple | list) or len(pair) != 2:
                     raise TypeError(f"a header field must be a (name, value) pair, not {pair!r}")
