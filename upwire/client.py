@@ -43,6 +43,7 @@ from upwire.protocol.handshake import ClientHandshake, check_subprotocols
 from upwire.protocol.http import (
     Headers,
     HeadersLike,
+    Response,
     ResponseReader,
     basic_authorization,
     redact_uri,
@@ -443,6 +444,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self._ssl = ssl
         self._server_hostname = server_hostname
         self._stage = ""
+        self._cut_short: Response | None = None
         self.connection: ClientConnection | None = None
 
     def _handshake(self, uri: WebSocketURI, headers: Headers) -> ClientHandshake:
@@ -484,6 +486,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         except TimeoutError:
             if not timeout.expired():
                 raise
+            if self._cut_short is not None:
+                handshake.check_response(self._cut_short)  # InvalidStatus: a 403 is not retried
             raise TimeoutError(
                 f"timed out after open_timeout={self.options.open_timeout} s opening "
                 f"{redact_uri(chain.uris[-1])} ({self._stage})"
@@ -493,6 +497,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
 
     async def _open(self, uri: WebSocketURI, handshake: ClientHandshake) -> ClientConnection:
         """Connect to `uri` (through the proxy, if any) and run the opening `handshake` once."""
+        self._cut_short = None
         ssl_context = None
         server_hostname = None
         if uri.secure:
@@ -593,6 +598,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         except BaseException:
             if connection.transport is not None:
                 connection.transport.abort()
+            # An error answer whose body lasts until the server closes, from a server that keeps the
+            # connection open: if open_timeout ended the wait, its status is the answer (see `_create`).
+            self._cut_short = connection._reader.body_until_close()
             # The error's traceback holds this frame, and so the connection: the connection must not
             # hold the error in turn, or the cycle would wait for a full garbage collection.
             connection._opening = connection.loop.create_future()

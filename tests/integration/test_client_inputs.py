@@ -179,6 +179,29 @@ async def test_spaces_and_non_ascii_in_the_path_are_sent_percent_encoded(
         assert await ws.recv() == target
 
 
+async def test_an_error_answer_lasting_until_close_from_a_server_that_stays_is_its_status(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    # No length: the body lasts until the server closes (RFC 9112 §6.3), which this one never does.
+    # At open_timeout its status is the answer, not a TimeoutError, which `async for` would retry for
+    # ever on a 403.
+    async def refuse_and_stay(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nnot you")
+        await writer.drain()
+        await asyncio.sleep(TEST_TIMEOUT_S)
+
+    server = await raw_server(refuse_and_stay)
+    uri = f"ws://127.0.0.1:{server.port}/"
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            await upwire.connect(uri, open_timeout=0.3)
+        assert (caught.value.status, caught.value.body) == (403, b"not you")
+        with pytest.raises(upwire.InvalidStatus):
+            async for _ in upwire.connect(uri, open_timeout=0.3, reconnect_backoff=(0.05, 0.05)):
+                pytest.fail("connected")
+    assert server.connections == 2  # not retried
+
+
 async def _head_sent(raw_server: StartRaw, **options: Any) -> tuple[Any, bytes]:
     """Connect with `options` to a server that refuses with 403; return it and the request head it got."""
     server = await raw_server(forbid)
