@@ -174,8 +174,7 @@ class ClientConnection(Connection):
         self._opened(protocol, self._reader.trailing_data)
 
     def _handshake_failed(self, error: InvalidHandshake) -> None:
-        if not self._opening.done():
-            self._opening.set_exception(error)
+        self._fail_opening(error)
         if self.transport is not None:
             self.transport.close()
 
@@ -202,8 +201,17 @@ class ClientConnection(Connection):
                 f"connection lost during the opening handshake{f': {exc}' if exc else ''}", 0
             )
             error.__cause__ = exc or EOFError("the connection was lost")
-            self._opening.set_exception(self._with_tls_hint(error))
+            self._fail_opening(self._with_tls_hint(error))
         super().connection_lost(exc)
+
+    def _fail_opening(self, error: InvalidHandshake) -> None:
+        opening = self._opening
+        if not opening.done():
+            opening.set_exception(error)
+            # Marked as seen: `connect` may be gone already (cancelled, or its open_timeout expired
+            # while asyncio was still making the connection, which asyncio then closes), and asyncio
+            # would log "Future exception was never retrieved". An awaiter still gets it raised.
+            opening.exception()
 
     def _with_tls_hint(self, error: InvalidHandshake) -> InvalidHandshake:
         """Name the likely cause when a TLS server closes before answering at all.

@@ -554,6 +554,9 @@ class Server:
             if connection.protocol is None:
                 if connection.transport is not None:
                     connection.transport.abort()
+                if connection.handler_task is not None:
+                    # An async process_request still running: what it returns has nowhere to go now.
+                    connection.handler_task.cancel()
             else:
                 # The handlers may still be reading what their clients sent before their close frames.
                 connection._fail(code, reason, done_reading=False)

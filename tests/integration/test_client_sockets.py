@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import socket
 import ssl
@@ -364,3 +365,36 @@ async def test_a_connection_that_ends_at_once_counts_as_a_failed_attempt() -> No
                             await ws.recv()
         # Delays of 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.2-0.4 s...: a handful in one second, not hundreds.
         assert 2 <= opened <= 8, opened
+
+
+async def test_connect_cancelled_while_asyncio_makes_the_connection_logs_nothing() -> None:
+    # Cancelled just as the TCP connection is made: asyncio closes the transport it had made, whose loss
+    # fails the opening that no one awaits any more. That must not be reported as "Future exception was
+    # never retrieved" (it was, on every attempt, through the loop's exception handler).
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    connecting: asyncio.Future[object] | None = None
+
+    async def cancel_on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert connecting is not None
+        connecting.cancel()
+        await asyncio.sleep(0.1)
+        writer.close()
+
+    server = await asyncio.start_server(cancel_on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            for _ in range(10):
+                connecting = asyncio.ensure_future(upwire.connect(f"ws://127.0.0.1:{port}/"))
+                with pytest.raises(asyncio.CancelledError):
+                    await connecting
+                connecting = None
+            await asyncio.sleep(0.2)
+            gc.collect()  # a future's unretrieved exception is reported when it is freed
+            await asyncio.sleep(0)
+    finally:
+        server.close()
+        loop.set_exception_handler(None)
+    assert reported == []

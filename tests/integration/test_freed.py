@@ -83,6 +83,34 @@ async def test_a_malformed_request_answered_400_leaves_its_connection_freed(
         assert alive(ServerConnection) == before
 
 
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [(b"\x81\x81\x00\x00\x00\x00\xff", 1007), (b"\x81\x00", 1002)],
+    ids=["invalid utf-8", "unmasked"],
+)
+async def test_a_connection_failed_by_the_peers_protocol_error_is_freed(
+    start_server: StartServer, no_gc: None, frame: bytes, code: int
+) -> None:
+    # The core keeps the error (`failure`): with its traceback, it held the frame of the I/O layer's
+    # read, and so the connection, until a full collection.
+    server = await start_server(ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        before = alive(ServerConnection)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(frame)
+            answer = await reader.read()  # the close frame, then the server's FIN
+            assert (answer[0], answer[2:4]) == (0x88, code.to_bytes(2, "big"))
+            writer.close()
+        await asyncio.sleep(0.05)
+        assert alive(ServerConnection) == before
+
+
 @pytest.mark.parametrize("answer", [b"", b"garbage\r\n\r\n"], ids=["closed", "garbage"])
 async def test_a_client_whose_server_answers_nothing_or_garbage_is_freed(
     answer: bytes, no_gc: None

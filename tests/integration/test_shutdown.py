@@ -385,3 +385,35 @@ def test_shutdown_timeout_and_the_timeouts_must_be_seconds() -> None:
         upwire.serve(echo, "127.0.0.1", 0, ping_interval=float("nan"))
     upwire.serve(echo, "127.0.0.1", 0, shutdown_timeout=0)  # abort at once: allowed
     upwire.serve(echo, "127.0.0.1", 0, shutdown_timeout=None)  # no limit
+
+
+async def test_shutdown_cancels_an_async_process_request_at_once() -> None:
+    # Its connection is aborted by the shutdown: waiting shutdown_timeout for the hook's answer, which
+    # has nowhere to go, only delayed the server's end.
+    cancelled = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow_hook(
+        connection: upwire.ServerConnection, request: upwire.Request
+    ) -> upwire.Response | None:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return None
+
+    server = await upwire.serve(
+        echo, "127.0.0.1", 0, process_request=slow_hook, shutdown_timeout=5.0
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        connecting = asyncio.ensure_future(upwire.connect(uri(server)))
+        await entered.wait()
+        started = now()
+        server.close()
+        await server.wait_closed()
+        assert now() - started < 1.0
+        assert cancelled.is_set()
+        with pytest.raises(upwire.InvalidHandshake):
+            await connecting

@@ -1119,7 +1119,16 @@ class Connection:
 
     def _fail(self, error: ProtocolError, events: list[Event]) -> None:
         """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame, then drop TCP."""
+        # Kept without tracebacks (its own, its cause's): they hold the frames that parsed the input,
+        # the I/O layer's among them, and so its connection, which holds this core: a cycle only a full
+        # collection frees.
         self.failure = error
+        chained: BaseException | None = error
+        for _ in range(8):  # a chain is short (and could be made circular by hand)
+            if chained is None:
+                break
+            chained.__traceback__ = None
+            chained = chained.__cause__ or chained.__context__
         events.append(ProtocolFailure(error.close_code, str(error)))
         if self.close_sent is None:
             reason = str(error).encode("utf-8")[:123].decode("utf-8", "ignore")
