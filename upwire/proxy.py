@@ -69,6 +69,8 @@ def parse_proxy(url: str) -> Proxy:
         ValueError: for another scheme (https:// and socks proxies are not supported), no host, or a bad port.
     """
     text = url.strip()
+    if not text:
+        raise ValueError("empty proxy URL: pass None to connect directly")
     if "://" not in text:
         text = "http://" + text
     try:

@@ -219,6 +219,11 @@ class ServerConnection(Connection):
             if answer is not None:
                 if not isinstance(answer, Response):
                     raise TypeError(f"process_request returned {answer!r}, not a Response or None")
+                if answer.status == 101:
+                    # Not an upgrade: no handshake fields, and no connection would follow it.
+                    raise TypeError(
+                        "process_request returned a 101: return None to let the upgrade go on"
+                    )
                 self._answer_http(answer)
                 return None
             handler = server.handler_for(request)

@@ -140,11 +140,14 @@ async def test_a_204_answer_has_no_content_length_on_the_wire(start_server: Star
     assert raw.endswith(b"\r\n\r\n")
 
 
+@pytest.mark.parametrize("status", [100, 101])
 async def test_a_process_request_answer_that_is_not_final_gets_500(
-    start_server: StartServer,
+    start_server: StartServer, status: int
 ) -> None:
+    # A 101 too: without the handshake's fields, and with no connection following it, it was written
+    # as it was, and the client failed on a 101 without "Upgrade: websocket".
     def interim(connection: upwire.ServerConnection, request: upwire.Request) -> upwire.Response:
-        return upwire.Response(100)
+        return upwire.Response(status)
 
     server = await start_server(process_request=interim)
     async with asyncio.timeout(TEST_TIMEOUT_S):

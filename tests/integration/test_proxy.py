@@ -230,6 +230,8 @@ def test_parse_proxy_url_with_percent_encoded_credentials() -> None:
         ("http://proxy:0", "port 0"),
         ("http://alice:s3cret@proxy:99999", "invalid proxy URL"),
         ("https://alice:s3cret@proxy", "only http:// proxies"),
+        ("", "empty proxy URL"),  # not "invalid proxy URL 'http://'", a URL never written
+        (" ", "empty proxy URL"),
     ],
 )
 def test_bad_proxy_urls_are_refused(url: str, why: str) -> None:
