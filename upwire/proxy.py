@@ -91,13 +91,17 @@ def parse_proxy(url: str) -> Proxy:
 
 
 def _environment(name: str, environ: Mapping[str, str]) -> str:
-    # The lower-case name wins (curl and most tools agree); an empty value counts as unset.
+    # The lower-case name wins when it is set, even empty (as for curl and Python's urllib:
+    # `http_proxy= command` turns the proxy off for one command); "" means none.
+    lower = name.lower()
+    if lower in environ:
+        return environ[lower]
     upper = name.upper()
     if upper == "HTTP_PROXY" and "REQUEST_METHOD" in environ:
         # Under CGI a request's "Proxy:" header arrives as HTTP_PROXY ("httpoxy"): only the lower-case
         # name can be trusted there, as in Python's urllib.
-        return environ.get(name.lower()) or ""
-    return environ.get(name.lower()) or environ.get(upper) or ""
+        return ""
+    return environ.get(upper) or ""
 
 
 def proxy_bypassed(host: str, port: int, no_proxy: str) -> bool:

@@ -256,6 +256,12 @@ def test_scheme_chooses_the_variable_and_lower_case_wins() -> None:
     assert select_proxy(True, "example.com", 443, environ=environ) == Proxy("s", 3)
     assert select_proxy(True, "example.com", 443, environ={"http_proxy": "h:1"}) is None
     assert select_proxy(False, "example.com", 80, environ={"http_proxy": ""}) is None
+    # Set but empty, the lower-case name still wins: `http_proxy= command` turns the proxy off (curl, urllib).
+    both = {"http_proxy": "", "HTTP_PROXY": "http://upper:1"}
+    assert select_proxy(False, "example.com", 80, environ=both) is None
+    bypass = {"http_proxy": "h:1", "no_proxy": "", "NO_PROXY": "*"}
+    assert select_proxy(False, "example.com", 80, environ=bypass) == Proxy("h", 1)
+    assert select_proxy(False, "example.com", 80, environ={"HTTP_PROXY": "u:1"}) == Proxy("u", 1)
     assert select_proxy(False, "example.com", 80, None, environ=environ) is None
     assert select_proxy(False, "example.com", 80, False, environ=environ) is None
     # An explicit URL is used even for hosts that no_proxy covers.
