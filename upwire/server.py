@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from typing import Any
 
 from upwire import _accept
+from upwire._values import seconds
 from upwire.connection import (
     Connection,
     ConnectionOptions,
     abort_freeing_unsent,
-    check_seconds,
     connection_options,
     extension_factories,
 )
@@ -557,6 +557,8 @@ class Server:
         connections = list(self._connections)
         for connection in connections:
             if connection.protocol is None:
+                if connection._answered:
+                    continue  # a plain HTTP answer going out: it closes in stages (or is aborted below)
                 if connection.transport is not None:
                     connection.transport.abort()
                 if connection.handler_task is not None:
@@ -754,7 +756,7 @@ class serve:  # a class used like a function: `async with serve(...)` or `await 
         trusted_proxies: Iterable[str] = (),
         **options: Any,
     ) -> None:
-        check_seconds("shutdown_timeout", shutdown_timeout, zero=True)
+        shutdown_timeout = seconds("shutdown_timeout", shutdown_timeout, zero=True)
         self._server = Server(
             handler,
             options=connection_options("serve", options, _SERVE_PARAMETERS),

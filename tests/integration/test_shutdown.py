@@ -417,3 +417,37 @@ async def test_shutdown_cancels_an_async_process_request_at_once() -> None:
         assert cancelled.is_set()
         with pytest.raises(upwire.InvalidHandshake):
             await connecting
+
+
+@pytest.mark.parametrize("reading", [True, False], ids=["reading", "stopped reading"])
+async def test_a_plain_http_answer_going_out_at_shutdown_is_finished_or_reset(
+    start_server: StartServer, reading: bool
+) -> None:
+    # An 8 MiB page from process_request, most of it still in the server's buffers when the shutdown
+    # begins: a client that reads gets all of it (an abort at once cut it short), one that stopped
+    # reading is reset at shutdown_timeout (a plain abort left the socket holding megabytes).
+    page = bytes(8 * 1024 * 1024)
+
+    def serve_page(
+        connection: upwire.ServerConnection, request: upwire.Request
+    ) -> upwire.Response | None:
+        return upwire.Response(200, body=page)
+
+    server = await start_server(
+        process_request=serve_page, shutdown_timeout=2.0 if reading else 0.3
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.2)  # the answer fills the buffers
+        server.close()
+        if reading:
+            received = await peer.read_to_eof()
+            assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(page[-100:])
+            assert len(received) - received.index(b"\r\n\r\n") - 4 == len(page)
+            await server.wait_closed()
+        else:
+            await server.wait_closed()
+            with pytest.raises(ConnectionResetError):
+                while await peer.reader.read(65536):
+                    pass
