@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from upwire._values import seconds
 from upwire.connection import (
     Connection,
     ConnectionOptions,
-    check_seconds,
     connection_options,
     extension_factories,
 )
@@ -242,6 +242,18 @@ class ClientConnection(Connection):
         return hinted
 
 
+async def _unix_connected(loop: asyncio.AbstractEventLoop, path: str | bytes) -> socket.socket:
+    """A socket connected to the Unix socket `path` (a file, or a Linux abstract name: a leading NUL)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _retryable(error: Exception) -> bool:
     """True for an error that trying again later may not meet: the server or the network may be back."""
     if isinstance(error, InvalidStatus):
@@ -383,7 +395,7 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         max_redirects: int = 10,
         compression: str | None = "deflate",
         extensions: Sequence[ClientExtensionFactory] | None = None,
-        unix_socket: str | os.PathLike[str] | None = None,
+        unix_socket: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None,
         sock: socket.socket | None = None,
         reconnect_backoff: tuple[float, float] = (1.0, 60.0),
         **options: Any,
@@ -392,18 +404,18 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             raise TypeError(
                 f"reconnect_backoff must be (first, most) in seconds, not {reconnect_backoff!r}"
             )
-        first, most = reconnect_backoff
-        check_seconds("reconnect_backoff's first delay", first)
-        check_seconds("reconnect_backoff's longest delay", most)
-        if first is None or most is None or not first <= most:
+        first = seconds("reconnect_backoff's first delay", reconnect_backoff[0], optional=False)
+        most = seconds("reconnect_backoff's longest delay", reconnect_backoff[1], optional=False)
+        assert first is not None and most is not None
+        if not first <= most:
             raise ValueError(
                 f"reconnect_backoff must be (first, most) with 0 < first <= most, not {reconnect_backoff!r}"
             )
-        self._backoff = (float(first), float(most))
+        self._backoff = (first, most)
         self.uri = parse_uri(uri)
         if unix_socket is not None and sock is not None:
             raise TypeError("give unix_socket or sock, not both")
-        if unix_socket is not None and not isinstance(unix_socket, str | os.PathLike):
+        if unix_socket is not None and not isinstance(unix_socket, str | bytes | os.PathLike):
             raise TypeError(f"unix_socket must be a path, not {unix_socket!r}")
         if sock is not None and not isinstance(sock, socket.socket):
             raise TypeError(f"sock must be a connected socket.socket, not {sock!r}")
@@ -523,13 +535,20 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         proxy = None if direct else select_proxy(uri.secure, uri.host, uri.port, self._proxy)
         try:
             if unix_socket is not None:
-                self._stage = f"{connecting} (Unix socket {unix_socket})"
-                _, connection = await loop.create_unix_connection(
-                    lambda: ClientConnection(options, handshake),
-                    unix_socket,
-                    ssl=ssl_context,
-                    server_hostname=server_hostname,
-                )
+                self._stage = f"{connecting} (Unix socket {unix_socket!r})"
+                # Connected here, then handed over: uvloop's create_unix_connection refuses a Linux
+                # abstract name (b"\0name"), which serve takes.
+                unix = await _unix_connected(loop, unix_socket)
+                try:
+                    _, connection = await loop.create_unix_connection(
+                        lambda: ClientConnection(options, handshake),
+                        sock=unix,
+                        ssl=ssl_context,
+                        server_hostname=server_hostname,
+                    )
+                except BaseException:
+                    unix.close()
+                    raise
             elif sock is not None:
                 self._stage = f"{connecting} (on the socket given)"
                 _, connection = await loop.create_connection(

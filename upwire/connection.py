@@ -35,6 +35,7 @@ from collections.abc import (
 )
 from typing import Any, Literal, Self, TypeVar, cast, overload
 
+from upwire._values import seconds, whole_number
 from upwire.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -351,25 +352,22 @@ class ConnectionOptions:
         close_timeout: float | None = 10.0,
         idle_timeout: float | None = None,
     ) -> None:
+        # Counts of bytes or messages: whole numbers (a float reached the parser as a slice bound), kept
+        # as int (numpy's integers are whole numbers too).
+        max_message_size = _whole("max_message_size", max_message_size)
+        max_frame_size = _whole("max_frame_size", max_frame_size)
+        max_fragments = _whole("max_fragments", max_fragments)
         queue_high, queue_low = _marks("max_queue", max_queue)
+        queue_high = _whole("max_queue", queue_high)
+        queue_low = _whole("max_queue's low mark", queue_low)
         if queue_high is None and queue_low is not None:
             # websockets' reading of (None, low): a high mark 4 times it.
-            if not isinstance(queue_low, int) or isinstance(queue_low, bool) or queue_low <= 0:
+            if queue_low <= 0:
                 raise ValueError(f"max_queue's low mark must be positive, not {queue_low!r}")
             queue_high = queue_low * 4
         write_high, write_low = _marks("write_limit", write_limit)
-        for name, size in (
-            ("max_message_size", max_message_size),
-            ("max_frame_size", max_frame_size),
-            ("max_fragments", max_fragments),
-            ("max_queue", queue_high),
-            ("max_queue's low mark", queue_low),
-            ("write_limit", write_high),
-            ("write_limit's low mark", write_low),
-        ):
-            # Counts of bytes or messages: whole numbers (a float reached the parser as a slice bound).
-            if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
-                raise TypeError(f"{name} must be a whole number or None, not {size!r}")
+        write_high = _whole("write_limit", write_high)
+        write_low = _whole("write_limit's low mark", write_low)
         if max_frame_size is not None and max_frame_size <= 0 and max_frame_size != -1:
             raise ValueError(f"max_frame_size must be positive or None, not {max_frame_size!r}")
         if max_fragments is not None and max_fragments <= 0 and max_fragments != -1:
@@ -377,14 +375,11 @@ class ConnectionOptions:
         for name, value in (("max_message_size", max_message_size), ("max_queue", queue_high)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")
-        for name, value in (
-            ("ping_interval", ping_interval),
-            ("ping_timeout", ping_timeout),
-            ("open_timeout", open_timeout),
-            ("close_timeout", close_timeout),
-            ("idle_timeout", idle_timeout),
-        ):
-            check_seconds(name, value)
+        ping_interval = seconds("ping_interval", ping_interval)
+        ping_timeout = seconds("ping_timeout", ping_timeout)
+        open_timeout = seconds("open_timeout", open_timeout)
+        close_timeout = seconds("close_timeout", close_timeout)
+        idle_timeout = seconds("idle_timeout", idle_timeout)
         if write_high is None or write_high <= 0:
             raise ValueError(f"write_limit must be positive, not {write_high!r}")
         self.max_message_size = max_message_size
@@ -404,19 +399,11 @@ class ConnectionOptions:
         self.idle_timeout = idle_timeout
 
 
-def check_seconds(name: str, value: object, *, zero: bool = False) -> None:
-    """Refuse a duration option that is not a positive number of seconds (0 too with `zero`), or None.
-
-    NaN is refused: it compares false with everything, so a timeout of NaN would never expire.
-    """
+def _whole(name: str, value: object) -> Any:
+    """A count option as an int, or None (or a sentinel such as -1, checked by the caller)."""
     if value is None:
-        return
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-    if not (value >= 0 if zero else value > 0):
-        raise ValueError(
-            f"{name} must be {'0 or more' if zero else 'positive'} or None, not {value!r}"
-        )
+        return None
+    return whole_number(name, value, "a whole number or None")
 
 
 def _marks(name: str, value: object) -> tuple[Any, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NoReturn
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from upwire._values import whole_number
 from upwire.exceptions import InvalidRedirect, InvalidStatus
 from upwire.protocol.http import Headers, redact_uri
 
@@ -59,13 +60,10 @@ class RedirectChain:
     """
 
     def __init__(self, uri: str, max_redirects: int) -> None:
-        if not isinstance(max_redirects, int) or isinstance(max_redirects, bool):
-            raise TypeError(
-                f"max_redirects must be a whole number (0: none), not {max_redirects!r}"
-            )
-        if max_redirects < 0:
+        count = whole_number("max_redirects", max_redirects, "a whole number (0: none)")
+        if count < 0:
             raise ValueError(f"max_redirects must be 0 or more, not {max_redirects!r}")
-        self.max_redirects = max_redirects
+        self.max_redirects = count
         self.uris = [uri]
 
     def next_uri(self, error: InvalidStatus) -> str | None:

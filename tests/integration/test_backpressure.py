@@ -357,9 +357,14 @@ def test_the_transport_pauses_at_write_limit_and_resumes_at_a_quarter(
 def test_max_queue_none_with_a_low_mark_is_four_times_it_as_in_websockets() -> None:
     options = ConnectionOptions(max_queue=(None, 3))
     assert (options.max_queue, options.queue_low) == (12, 3)
-    for low in ("2", 1.5, -1, 0):
+    for low in (-1, 0):
         with pytest.raises(ValueError, match=f"low mark must be positive, not {low!r}"):
-            ConnectionOptions(max_queue=(None, low))  # type: ignore[arg-type]
+            ConnectionOptions(max_queue=(None, low))
+    for wrong in ("2", 1.5):
+        with pytest.raises(
+            TypeError, match=f"low mark must be a whole number or None, not {wrong!r}"
+        ):
+            ConnectionOptions(max_queue=(None, wrong))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("max_queue", "refilled"), [(4, False), ((4, 3), True)])

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -347,3 +348,29 @@ def test_a_misspelt_parameter_of_connect_or_serve_itself_is_named() -> None:
     for call, meant in cases:
         with pytest.raises(TypeError, match=f"did you mean {meant}\\?$"):
             call()
+
+
+def test_numbers_of_other_types_are_taken_as_numbers() -> None:
+    # numpy's float32 and int64 (a Real that is not a float, an int that is not an int) worked before the
+    # options were checked, and must still: here Fraction and a class with __index__ stand for them.
+    class Count:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def __index__(self) -> int:
+            return self.value
+
+    connect = upwire.connect(
+        "ws://127.0.0.1:1/",
+        open_timeout=Fraction(1, 2),
+        max_redirects=Count(3),
+        max_message_size=Count(4096),
+        reconnect_backoff=(Fraction(1, 4), 2),
+    )
+    assert connect.options.open_timeout == 0.5 and type(connect.options.open_timeout) is float
+    assert (
+        connect.options.max_message_size == 4096 and type(connect.options.max_message_size) is int
+    )
+    for value in (True, 1.0):
+        with pytest.raises(TypeError, match="max_redirects must be a whole number"):
+            upwire.connect("ws://127.0.0.1:1/", max_redirects=value)

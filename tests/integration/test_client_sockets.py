@@ -156,6 +156,32 @@ async def test_async_for_retries_a_503_and_raises_a_403() -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("kind", ["abstract bytes", "abstract str", "path bytes", "pathlike"])
+def test_connect_takes_the_unix_socket_names_serve_takes(loop: str, kind: str) -> None:
+    # A Linux abstract name (leading NUL) as bytes or str, a path as bytes or a Path: serve takes each.
+    import uvloop
+
+    name = f"upwire-test-{os.getpid()}-{loop}-{kind.replace(' ', '-')}"
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            given: str | bytes | Path = {
+                "abstract bytes": b"\0" + name.encode(),
+                "abstract str": "\0" + name,
+                "path bytes": os.path.join(directory, "ws.sock").encode(),
+                "pathlike": Path(directory) / "ws.sock",
+            }[kind]
+            async with (
+                asyncio.timeout(TEST_TIMEOUT_S),
+                upwire.serve(path_and_headers, unix_socket=given, ping_interval=None),
+                upwire.connect("ws://localhost/", unix_socket=given) as ws,
+            ):
+                assert await ws.recv() == "/ host=localhost"
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_refused_connection_says_which_host(loop: str) -> None:
     # uvloop's refusal names neither host nor port (asyncio's does); the type and errno stay the same.
     import uvloop
