@@ -6,6 +6,7 @@ with 1002" means a close frame carrying 1002 is on the wire, not just that an ev
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 
 import pytest
@@ -372,6 +373,26 @@ INVALID_TEXT = KOSME + b"\xed\xa0\x80" + b"edited"
 )
 def test_invalid_utf8_in_a_text_message_closes_with_1007(payload: bytes) -> None:
     fails_with(server(), masked(bytes([0x81, 0x80 | len(payload)]), payload), 1007)
+
+
+@pytest.mark.parametrize("payload", [b"\xff", b"\x00"], ids=["1007 from a decoding error", "1002"])
+def test_a_failure_is_kept_without_tracebacks_and_leaves_the_callers_exception_alone(
+    payload: bytes,
+) -> None:
+    # Its traceback (and that of the error it came from) held the caller's frames, and with them the I/O
+    # layer's connection: a reference cycle. What the caller was handling is the caller's.
+    opcode = 0x81 if payload == b"\xff" else 0x8F  # invalid UTF-8, or a reserved opcode
+    conn = server()
+    try:
+        {}["missing"]
+    except KeyError as handled:
+        caught = handled
+        frames_before = len(traceback.extract_tb(handled.__traceback__))
+        fails_with(conn, masked(bytes([opcode, 0x81]), payload), 1007 if opcode == 0x81 else 1002)
+        assert len(traceback.extract_tb(handled.__traceback__)) == frames_before == 1
+    failure = conn.failure
+    assert failure is not None and failure.__traceback__ is None
+    assert failure.__context__ is None or failure.__context__ is caught
 
 
 def test_invalid_utf8_split_across_fragments_closes_with_1007() -> None:

@@ -1119,16 +1119,14 @@ class Connection:
 
     def _fail(self, error: ProtocolError, events: list[Event]) -> None:
         """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame, then drop TCP."""
-        # Kept without tracebacks (its own, its cause's): they hold the frames that parsed the input,
-        # the I/O layer's among them, and so its connection, which holds this core: a cycle only a full
-        # collection frees.
+        # Kept without a traceback: it holds the frames that parsed the input, the I/O layer's among them,
+        # and so its connection, which holds this core: a cycle only a full collection frees. So does the
+        # exception the core raised it from, always suppressed (`from None`): dropped with it. (What the
+        # caller was handling when it called stays as it was.)
+        error.__traceback__ = None
+        if error.__suppress_context__:
+            error.__context__ = None
         self.failure = error
-        chained: BaseException | None = error
-        for _ in range(8):  # a chain is short (and could be made circular by hand)
-            if chained is None:
-                break
-            chained.__traceback__ = None
-            chained = chained.__cause__ or chained.__context__
         events.append(ProtocolFailure(error.close_code, str(error)))
         if self.close_sent is None:
             reason = str(error).encode("utf-8")[:123].decode("utf-8", "ignore")
