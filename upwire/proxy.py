@@ -178,7 +178,7 @@ def select_proxy(
         )
     environ = os.environ if environ is None else environ
     name = "https_proxy" if secure else "http_proxy"
-    url = _environment(name, environ)
+    url = _environment(name, environ).strip()
     if not url or proxy_bypassed(host, port, _environment("no_proxy", environ)):
         return None
     try:

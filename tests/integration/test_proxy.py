@@ -256,6 +256,7 @@ def test_scheme_chooses_the_variable_and_lower_case_wins() -> None:
     assert select_proxy(True, "example.com", 443, environ=environ) == Proxy("s", 3)
     assert select_proxy(True, "example.com", 443, environ={"http_proxy": "h:1"}) is None
     assert select_proxy(False, "example.com", 80, environ={"http_proxy": ""}) is None
+    assert select_proxy(False, "example.com", 80, environ={"http_proxy": " "}) is None  # blank
     # Set but empty, the lower-case name still wins: `http_proxy= command` turns the proxy off (curl, urllib).
     both = {"http_proxy": "", "HTTP_PROXY": "http://upper:1"}
     assert select_proxy(False, "example.com", 80, environ=both) is None

@@ -408,18 +408,35 @@ def test_version_other_than_13_is_refused_with_426_listing_13(version: str | Non
 
 
 @pytest.mark.parametrize(
-    "change",
-    [{"replace": {"Sec-WebSocket-Version": "9" * 15000}}, {"replace": {"Host": "h " * 7500}}],
-    ids=["version", "host"],
+    ("change", "ending"),
+    [
+        ({"replace": {"Sec-WebSocket-Version": "9" * 15000}}, "; this server speaks version 13"),
+        ({"add": (("Sec-WebSocket-Protocol", "x" * 15000),)}, "; this server speaks chat"),
+        ({"replace": {"Host": "h " * 7500}}, "h h '"),
+    ],
+    ids=["version", "subprotocol", "host"],
 )
-def test_refusal_quotes_at_most_300_characters_of_what_the_client_sent(change: dict) -> None:
+def test_refusal_quotes_at_most_300_characters_of_what_the_client_sent(
+    change: dict, ending: str
+) -> None:
     # The message goes into the response and the server's log line: a flood of 15 kB values must not
-    # become a log as large as the flood.
-    error = refused(request(**change))
+    # become a log as large as the flood. Its end, which says why, stays.
+    server = ServerHandshake(subprotocols=["chat"])
+    error = refused(request(**change), server)
     assert error.status in (400, 426)
     assert len(str(error)) <= 300
-    assert str(error).endswith(" characters in all)")
+    assert " characters ...] " in str(error)
+    assert str(error).endswith(ending)
     assert len(error.body) <= 400
+
+
+def test_refusal_escapes_control_characters_of_what_the_client_sent() -> None:
+    # One log line, without terminal escapes (C1's CSI, NEL) or line breaks, whatever the client sent.
+    server = ServerHandshake(origins=["https://ok.example"])
+    error = refused(request(add=(("Origin", "https://x\x85\x9b[2Jy"),)), server)
+    assert error.status == 403
+    assert "\\x85\\x9b[2J" in str(error)
+    assert not any(0x80 <= ord(c) <= 0x9F or ord(c) < 0x20 for c in str(error))
 
 
 def test_refusal_is_a_complete_http_response() -> None:
