@@ -859,9 +859,13 @@ class Connection(asyncio.BufferedProtocol):
         try:
             for event in remaining:
                 if (kind := type(event)) is str or kind is bytes:
+                    if self._dropping:
+                        continue  # the listener failed: it gets nothing more (see `_listener_failed`)
                     try:
                         listener.on_message(self, event)
                     except ConnectionClosed:
+                        if not self._closing_itself:
+                            raise  # another connection's closure (one it relays to): a failure
                         # An answer to a connection already closing (by this side, or the peer's close
                         # frame answered): expected, as a handler ending on it is; the rest still comes.
                         logger.debug("listener sent on a closing connection", exc_info=True)
@@ -873,18 +877,46 @@ class Connection(asyncio.BufferedProtocol):
                 if isinstance(event, Pong):
                     self._pong_received(event.data)
                 elif isinstance(event, Ping):
+                    if self._dropping:
+                        continue
                     try:
                         listener.on_ping(self, event.data)
                     except ConnectionClosed:
+                        if not self._closing_itself:
+                            raise
                         logger.debug("listener sent on a closing connection", exc_info=True)
                 elif isinstance(event, ProtocolFailure):
                     logger.info("failing the connection with %d: %s", event.code, event.message)
         except Exception:
-            logger.exception("listener failed")
-            self._fail(1011, "internal error")
+            self._listener_failed()
         finally:
             self._delivering = False
         return control
+
+    def _listener_failed(self) -> None:
+        """A Listener's callback raised: log it, fail the connection with 1011, and call the listener no
+        more but for `on_close` (a peer that goes on sending would make a traceback per read).
+
+        `_dropping` (the task API's flag for messages dropped while closing) marks it: a Listener's
+        connection has no `recv` to use it.
+        """
+        logger.exception("listener failed")
+        self._dropping = True
+        self._fail(1011, "internal error")
+
+    @property
+    def _closing_itself(self) -> bool:
+        """Whether a `ConnectionClosed` just raised can be this connection's: it is closing or closed.
+
+        Otherwise it came from another connection (one a handler or a Listener relayed to).
+        """
+        protocol = self.protocol
+        return (
+            self._tcp_closed
+            or protocol is None
+            or protocol.state is not State.OPEN
+            or protocol.close_sent is not None
+        )
 
     def _attach_listener(self, listener: Listener) -> None:
         """Give this connection's messages to `listener` (the low-level API) from now on."""
@@ -1417,11 +1449,12 @@ class Connection(asyncio.BufferedProtocol):
                 self._resume_transport()
 
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
+        if self._dropping:
+            return  # the listener failed before (see `_listener_failed`)
         try:
             callback(self)
         except Exception:
-            logger.exception("listener failed")
-            self._fail(1011, "internal error")
+            self._listener_failed()
 
     # ------------------------------------------------------------------ ping
 

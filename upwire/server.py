@@ -304,11 +304,7 @@ class ServerConnection(Connection):
         try:
             await handler(self)
         except ConnectionClosed:
-            if (
-                self._tcp_closed
-                or protocol.state is not State.OPEN
-                or protocol.close_sent is not None
-            ):
+            if self._closing_itself:
                 logger.debug("handler ended by the connection closing", exc_info=True)
             else:
                 # Another connection's closure (one the handler relayed to, say), not this one's.

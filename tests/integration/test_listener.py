@@ -78,6 +78,78 @@ async def test_a_failing_listener_closes_the_connection_with_1011(
         assert ws.close_code == 1011
 
 
+class BrokenCounting(upwire.Listener):
+    calls: ClassVar[list[str | bytes]] = []
+    closes: ClassVar[int] = 0
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        BrokenCounting.calls.append(message)
+        raise RuntimeError("listener bug")
+
+    def on_close(self, connection: upwire.Connection) -> None:
+        BrokenCounting.closes += 1
+
+
+async def test_a_failed_listener_gets_no_more_messages_and_is_logged_once(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A peer that goes on sending after the 1011 instead of answering it made a call, and a logged
+    # traceback, per read until close_timeout (thousands a second); on_close still comes.
+    BrokenCounting.calls.clear()
+    BrokenCounting.closes = 0
+    server = await start_server(BrokenCounting, ping_interval=None, close_timeout=1.0)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        peer.send_frame(TEXT, "first")
+        frame = await peer.read_frame()
+        assert (frame.opcode, frame.close_code) == (CLOSE, 1011)
+        for index in range(50):
+            peer.send_frame(TEXT, f"more {index}")
+            await asyncio.sleep(0.002)  # one read each
+        peer.send_close(1000)
+        assert await peer.read_frames_to_eof() == []
+    await asyncio.sleep(0.05)
+    assert BrokenCounting.calls == ["first"]
+    assert caplog.text.count("listener failed") == 1
+    assert BrokenCounting.closes == 1
+
+
+class Relay(upwire.Listener):
+    """/a relays to the connection on /b (if any); answers "relayed" after relaying."""
+
+    targets: ClassVar[list[upwire.Connection]] = []
+
+    def on_open(self, connection: upwire.Connection) -> None:
+        if connection.request is not None and connection.request.path == "/b":
+            Relay.targets.append(connection)
+
+    def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
+        for target in Relay.targets:
+            target.send_now(message)
+        connection.send_now("relayed")
+
+
+async def test_another_connections_closure_in_a_listener_is_a_failure_not_a_quiet_end(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As for a handler: a ConnectionClosed that is not this connection's is a bug in the callback
+    # (here: relaying to a closed connection), not this connection closing. It was logged at DEBUG,
+    # and the connection stayed open with its answer never sent.
+    Relay.targets.clear()
+    server = await start_server(Relay, ping_interval=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        async with upwire.connect(uri(server, "/b")) as b:
+            await b.send("hello")
+            assert await b.recv() == "hello"  # its own message, relayed to itself first
+            assert await b.recv() == "relayed"
+        async with upwire.connect(uri(server, "/a")) as a:
+            await a.send("to a closed one")
+            with pytest.raises(upwire.ConnectionClosedError):
+                await a.recv()
+            assert a.close_code == 1011
+    assert "listener failed" in caplog.text
+
+
 class Streaming(upwire.Listener):
     """Starts a fragmented message from a task on "stream"; answers other messages with send_now."""
 
