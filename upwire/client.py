@@ -248,6 +248,13 @@ async def _unix_connected(loop: asyncio.AbstractEventLoop, path: str | bytes) ->
     try:
         sock.setblocking(False)
         await loop.sock_connect(sock, path)
+    except OSError as exc:
+        sock.close()
+        # Named, as a TCP refusal names host and port ("[Errno 2] No such file or directory" alone
+        # does not say which file).
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        message = f"{reason} (connecting to the Unix socket {path!r})"
+        raise (type(exc)(message) if exc.errno is None else type(exc)(exc.errno, message)) from exc
     except BaseException:
         sock.close()
         raise
@@ -415,6 +422,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         self.uri = parse_uri(uri)
         if unix_socket is not None and sock is not None:
             raise TypeError("give unix_socket or sock, not both")
+        if unix_socket is not None and isinstance(proxy, str):
+            raise TypeError("give unix_socket or a proxy, not both")
         if unix_socket is not None and not isinstance(unix_socket, str | bytes | os.PathLike):
             raise TypeError(f"unix_socket must be a path, not {unix_socket!r}")
         if sock is not None and not isinstance(sock, socket.socket):

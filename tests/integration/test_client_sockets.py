@@ -86,6 +86,29 @@ async def test_connect_on_a_tcp_socket_the_caller_connected() -> None:
 def test_unix_socket_and_sock_together_are_refused() -> None:
     with socket.socket() as sock, pytest.raises(TypeError, match="not both"):
         upwire.connect("ws://localhost/", unix_socket="/tmp/x", sock=sock)
+    with pytest.raises(TypeError, match="unix_socket or a proxy, not both"):
+        upwire.connect("ws://localhost/", unix_socket="/tmp/x", proxy="http://proxy:3128")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_unix_socket_that_is_not_there_or_refuses_is_named(loop: str, tmp_path: Path) -> None:
+    # As a TCP refusal names host and port: "[Errno 2] No such file or directory" said nothing of which.
+    import uvloop
+
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(stale))  # a socket file nobody listens on: refused
+
+    async def main() -> None:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            missing = tmp_path / "missing.sock"
+            with pytest.raises(FileNotFoundError, match="missing.sock") as caught:
+                await upwire.connect("ws://localhost/", unix_socket=missing)
+            assert caught.value.errno == errno.ENOENT
+            with pytest.raises(ConnectionRefusedError, match="stale.sock"):
+                await upwire.connect("ws://localhost/", unix_socket=stale)
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(main())
 
 
 # ---------------------------------------------------------------- async for ws in connect(...)
