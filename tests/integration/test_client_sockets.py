@@ -102,10 +102,10 @@ def test_a_unix_socket_that_is_not_there_or_refuses_is_named(loop: str, tmp_path
     async def main() -> None:
         async with asyncio.timeout(TEST_TIMEOUT_S):
             missing = tmp_path / "missing.sock"
-            with pytest.raises(FileNotFoundError, match="missing.sock") as caught:
+            with pytest.raises(FileNotFoundError, match=r"missing\.sock") as caught:
                 await upwire.connect("ws://localhost/", unix_socket=missing)
             assert caught.value.errno == errno.ENOENT
-            with pytest.raises(ConnectionRefusedError, match="stale.sock"):
+            with pytest.raises(ConnectionRefusedError, match=r"stale\.sock"):
                 await upwire.connect("ws://localhost/", unix_socket=stale)
 
     (uvloop.run if loop == "uvloop" else asyncio.run)(main())
