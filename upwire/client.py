@@ -8,6 +8,7 @@ redirects (`redirects`), all within `open_timeout`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
@@ -17,7 +18,7 @@ import socket
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 from upwire._values import seconds
@@ -242,23 +243,21 @@ class ClientConnection(Connection):
         return hinted
 
 
-async def _unix_connected(loop: asyncio.AbstractEventLoop, path: str | bytes) -> socket.socket:
-    """A socket connected to the Unix socket `path` (a file, or a Linux abstract name: a leading NUL)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        await loop.sock_connect(sock, path)
-    except OSError as exc:
-        sock.close()
-        # Named, as a TCP refusal names host and port ("[Errno 2] No such file or directory" alone
-        # does not say which file).
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        message = f"{reason} (connecting to the Unix socket {path!r})"
-        raise (type(exc)(message) if exc.errno is None else type(exc)(exc.errno, message)) from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+# What connecting to a Unix socket fails with: the error names the socket (see `_naming_unix`).
+_UNIX_CONNECT_ERRORS = frozenset(
+    {errno.ENOENT, errno.ECONNREFUSED, errno.EACCES, errno.EAGAIN, errno.ENOTSOCK, errno.EINVAL}
+)
+
+
+def _naming_unix(error: OSError, path: str | bytes) -> OSError:
+    """`error` from connecting to the Unix socket `path`, as the same type, saying which (as a TCP
+    refusal names host and port: "[Errno 2] No such file or directory" alone does not say which file)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno == errno.EINVAL and path[:1] in ("\0", b"\0"):
+        # libuv's connect takes no Linux abstract name (serve takes one on either loop).
+        reason += "; this event loop cannot connect to a Linux abstract name (asyncio's can)"
+    message = f"{reason} (connecting to the Unix socket {path!r})"
+    return type(error)(message) if error.errno is None else type(error)(error.errno, message)
 
 
 def _retryable(error: Exception) -> bool:
@@ -545,19 +544,17 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         try:
             if unix_socket is not None:
                 self._stage = f"{connecting} (Unix socket {unix_socket!r})"
-                # Connected here, then handed over: uvloop's create_unix_connection refuses a Linux
-                # abstract name (b"\0name"), which serve takes.
-                unix = await _unix_connected(loop, unix_socket)
                 try:
                     _, connection = await loop.create_unix_connection(
                         lambda: ClientConnection(options, handshake),
-                        sock=unix,
+                        cast(str, unix_socket),  # or bytes, which asyncio and uvloop take too
                         ssl=ssl_context,
                         server_hostname=server_hostname,
                     )
-                except BaseException:
-                    unix.close()
-                    raise
+                except OSError as exc:
+                    if exc.errno not in _UNIX_CONNECT_ERRORS:
+                        raise
+                    raise _naming_unix(exc, unix_socket) from exc
             elif sock is not None:
                 self._stage = f"{connecting} (on the socket given)"
                 _, connection = await loop.create_connection(

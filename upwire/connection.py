@@ -859,8 +859,6 @@ class Connection(asyncio.BufferedProtocol):
         try:
             for event in remaining:
                 if (kind := type(event)) is str or kind is bytes:
-                    if self._dropping:
-                        continue  # the listener failed: it gets nothing more (see `_listener_failed`)
                     try:
                         listener.on_message(self, event)
                     except ConnectionClosed:
@@ -869,16 +867,17 @@ class Connection(asyncio.BufferedProtocol):
                         # An answer to a connection already closing (by this side, or the peer's close
                         # frame answered): expected, as a handler ending on it is; the rest still comes.
                         logger.debug("listener sent on a closing connection", exc_info=True)
-                    if self._writing_paused and self._limit_answer_backlog():
-                        self._stashed = list(remaining) or None
-                        break
+                    if self._writing_paused:
+                        if self.listener is not listener:
+                            break  # it failed in on_writing_paused: it gets nothing more
+                        if self._limit_answer_backlog():
+                            self._stashed = list(remaining) or None
+                            break
                     continue
                 control = True
                 if isinstance(event, Pong):
                     self._pong_received(event.data)
                 elif isinstance(event, Ping):
-                    if self._dropping:
-                        continue
                     try:
                         listener.on_ping(self, event.data)
                     except ConnectionClosed:
@@ -895,13 +894,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def _listener_failed(self) -> None:
         """A Listener's callback raised: log it, fail the connection with 1011, and call the listener no
-        more but for `on_close` (a peer that goes on sending would make a traceback per read).
-
-        `_dropping` (the task API's flag for messages dropped while closing) marks it: a Listener's
-        connection has no `recv` to use it.
-        """
+        more but for `on_close` (a peer that goes on sending would make a traceback per read)."""
         logger.exception("listener failed")
-        self._dropping = True
+        listener = self.listener
+        if listener is not None and type(listener) is not _FailedListener:
+            self.listener = _FailedListener(listener)
         self._fail(1011, "internal error")
 
     @property
@@ -1449,10 +1446,13 @@ class Connection(asyncio.BufferedProtocol):
                 self._resume_transport()
 
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
-        if self._dropping:
-            return  # the listener failed before (see `_listener_failed`)
         try:
             callback(self)
+        except ConnectionClosed:
+            if not self._closing_itself:
+                self._listener_failed()
+            else:  # sending on this connection while it closes: expected (see `_deliver_to_listener`)
+                logger.debug("listener sent on a closing connection", exc_info=True)
         except Exception:
             self._listener_failed()
 
@@ -2043,6 +2043,18 @@ def _unsent_bytes(sock: Any) -> int:
         return int.from_bytes(_ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
     except (OSError, ValueError, AttributeError):
         return 1
+
+
+class _FailedListener(Listener):
+    """What a connection calls once its listener failed: nothing but the listener's `on_close`."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self, failed: Listener) -> None:
+        self.failed = failed
+
+    def on_close(self, connection: Connection) -> None:
+        self.failed.on_close(connection)
 
 
 def _deliver_after_loss(connection: Connection, listener: Listener, events: list[Any]) -> None:

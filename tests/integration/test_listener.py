@@ -404,14 +404,15 @@ LOOPS = pytest.mark.parametrize(
 
 def _with_amplifier(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
-    body: Callable[[Amplify, upwire.Connection, RawPeer], Awaitable[None]],
+    body: Callable[[Any, upwire.Connection, RawPeer], Awaitable[None]],
+    listener_class: type[Amplify] = Amplify,
 ) -> None:
     """Run `body` on a fresh loop against an Amplify server, with a raw peer that completed the upgrade."""
 
     async def main() -> None:
         AMPLIFIERS.clear()
         async with upwire.serve(
-            Amplify,
+            listener_class,
             "127.0.0.1",
             0,
             ping_interval=None,
@@ -491,6 +492,66 @@ async def _reset_while_a_read_is_kept_back(
     # Every message the server read was given to the listener before on_close; the answers to those
     # after the reset could not be sent, which is not the listener's failure.
     assert listener.closed_after == delivered + kept
+
+
+class FailsWhenPaused(Amplify):
+    failed_at: int | None = None
+
+    def on_writing_paused(self, connection: upwire.Connection) -> None:
+        self.failed_at = self.delivered
+        raise RuntimeError("bug in on_writing_paused")
+
+
+@LOOPS
+def test_a_failed_listener_gets_none_of_the_messages_kept_back_when_the_connection_is_lost(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], caplog: pytest.LogCaptureFixture
+) -> None:
+    _with_amplifier(loop_factory, _reset_after_the_listener_failed, FailsWhenPaused)
+    assert caplog.text.count("listener failed") == 1
+
+
+async def _reset_after_the_listener_failed(
+    listener: FailsWhenPaused, connection: upwire.Connection, peer: RawPeer
+) -> None:
+    peer.write(_burst())
+    while listener.failed_at is None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    peer.writer.transport.abort()
+    await connection.wait_closed()
+    # The messages of the read kept back for resume_writing went to the failed listener at the loss.
+    assert listener.closed_after == listener.failed_at
+
+
+class ClosesWhenPaused(Amplify):
+    def on_writing_paused(self, connection: upwire.Connection) -> None:
+        connection.close_now(4000, "enough")
+
+    def on_writing_resumed(self, connection: upwire.Connection) -> None:
+        connection.send_now(b"resumed")  # ConnectionClosed: this connection is closing
+
+
+@LOOPS
+def test_a_listener_sending_on_its_closing_connection_from_on_writing_resumed_is_no_failure(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], caplog: pytest.LogCaptureFixture
+) -> None:
+    # As from on_message: expected, not "listener failed" (which then dropped the kept messages).
+    _with_amplifier(loop_factory, _read_to_the_close, ClosesWhenPaused)
+    assert "listener failed" not in caplog.text
+
+
+async def _read_to_the_close(
+    listener: ClosesWhenPaused, connection: upwire.Connection, peer: RawPeer
+) -> None:
+    peer.write(_burst())
+    while True:
+        frame = await peer.read_frame()
+        if frame.opcode == CLOSE:
+            break
+    assert frame.close_code == 4000
+    peer.send_close(4000)
+    await connection.wait_closed()
+    assert listener.closed_after is not None and listener.closed_after > 1
 
 
 async def test_a_listener_whose_constructor_raises_gets_a_500_not_a_101(
