@@ -20,7 +20,10 @@ def seconds(name: str, value: object, *, zero: bool = False, optional: bool = Tr
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         kind = "a number of seconds or None" if optional else "a number of seconds"
         raise TypeError(f"{name} must be {kind}, not {value!r}")
-    duration = float(value)
+    try:
+        duration = float(value)
+    except OverflowError:  # an int past a float's range
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
     if not (duration >= 0 if zero else duration > 0):
         what = ("0 or more" if zero else "positive") + (" or None" if optional else "")
         raise ValueError(f"{name} must be {what}, not {value!r}")

@@ -382,6 +382,21 @@ class ConnectionOptions:
         idle_timeout = seconds("idle_timeout", idle_timeout)
         if write_high is None or write_high <= 0:
             raise ValueError(f"write_limit must be positive, not {write_high!r}")
+        for name, size in (
+            ("max_message_size", max_message_size),
+            ("max_frame_size", max_frame_size),
+            ("max_fragments", max_fragments),
+            ("max_queue", queue_high),
+            ("write_limit", write_high),
+        ):
+            # Past these, zlib's output bound (a C ssize_t) and uvloop's write-buffer marks (C int)
+            # overflow, failing connections later; None is the way to say no limit.
+            if name == "write_limit":
+                most, unlimited = _WRITE_LIMIT_MOST, ""
+            else:
+                most, unlimited = _SIZE_MOST, " (None: no limit)"
+            if size is not None and size > most:
+                raise ValueError(f"{name} must be at most {most}{unlimited}, not {size!r}")
         self.max_message_size = max_message_size
         self.max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
         self.max_fragments = (
@@ -397,6 +412,10 @@ class ConnectionOptions:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.idle_timeout = idle_timeout
+
+
+_SIZE_MOST = 1 << 62
+_WRITE_LIMIT_MOST = (1 << 31) - 1
 
 
 def _whole(name: str, value: object) -> Any:

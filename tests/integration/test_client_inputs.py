@@ -116,6 +116,10 @@ async def raw_server() -> AsyncIterator[StartRaw]:
         ({"reconnect_backoff": (2, 1)}, ValueError),
         ({"sock": "127.0.0.1:80"}, TypeError),
         ({"unix_socket": 5}, TypeError),
+        # Past what zlib's bound and uvloop's write-buffer marks hold (they failed each connection).
+        ({"max_message_size": 1 << 63}, ValueError),
+        ({"write_limit": 1 << 31}, ValueError),
+        ({"open_timeout": 10**400}, ValueError),
     ],
 )
 async def test_bad_inputs_are_refused_before_a_connection_is_opened(
