@@ -9,6 +9,7 @@ sent on the wire), `UsageError` means *this program* misused the library (it is 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,6 +57,31 @@ class PayloadTooBig(ProtocolError):
         super().__init__(message, 1009)
 
 
+# The longest message a handshake error keeps (see `shown`).
+MESSAGE_MAX = 300
+# C0 and C1 controls, DEL: a value quoted raw would put line breaks or terminal escapes in a log.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(message: str) -> str:
+    """A handshake error's message as it is kept: control characters escaped, as `repr` would, and cut in
+    the middle past 300 characters, keeping its start and its end, which says why.
+
+    Such a message quotes what the peer sent (a header's value, a reason phrase, a target), which may be
+    kilobytes, or carry terminal escapes; it goes into logs (and, on the server, the response's body).
+    """
+    message = _CONTROLS.sub(_escaped, message)
+    if len(message) > MESSAGE_MAX:
+        head, tail = MESSAGE_MAX * 3 // 5, MESSAGE_MAX // 4
+        cut = len(message) - head - tail
+        message = f"{message[:head]} [... {cut} characters ...] {message[-tail:]}"
+    return message
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
 class InvalidHandshake(WebSocketError):
     """The opening handshake failed.
 
@@ -78,7 +104,7 @@ class InvalidHandshake(WebSocketError):
         # Imported here: the protocol's modules import this one.
         from upwire.protocol.http import Headers
 
-        super().__init__(message)
+        super().__init__(shown(message))
         self.status = status
         self.headers = Headers(headers)
         self.body = body

@@ -21,7 +21,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import h11
 
-from upwire.exceptions import InvalidHandshake, UsageError
+from upwire.exceptions import InvalidHandshake, UsageError, shown
 from upwire.protocol.request_head import read_common_head
 
 __all__ = [
@@ -312,16 +312,6 @@ class Response:
         return response
 
 
-# What an error's message may quote of a request, in the response's body and the log (see `http_error`).
-_MESSAGE_MAX = 300
-# C0 and C1 controls, DEL: a value quoted raw would put line breaks or terminal escapes in the log.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    return repr(match.group())[1:-1]
-
-
 def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidHandshake:
     """Build the error for a refused request: the response it gets has a body saying what is wrong.
 
@@ -330,16 +320,10 @@ def http_error(status: int, message: str, headers: HeadersLike = ()) -> InvalidH
         message: what is wrong, in a sentence without a final period.
         headers: extra response header fields (e.g. `Sec-WebSocket-Version: 13` for a 426).
 
-    A message longer than 300 characters is cut in the middle, keeping its start and its end, which
-    says why (`...; this server speaks v1.chat`): it quotes what the client sent (a header's value, the
-    target), which may be kilobytes, and goes into the response and the server's log line. Control
-    characters are escaped, as `repr` would: the log gets one line, without terminal escapes.
+    The message is bounded as every handshake error's is (`exceptions.shown`): it quotes what the client
+    sent, and goes into the response and the server's log line.
     """
-    message = _CONTROLS.sub(_escaped, message)
-    if len(message) > _MESSAGE_MAX:
-        head, tail = _MESSAGE_MAX * 3 // 5, _MESSAGE_MAX // 4
-        cut = len(message) - head - tail
-        message = f"{message[:head]} [... {cut} characters ...] {message[-tail:]}"
+    message = shown(message)
     body = f"Failed to open a WebSocket connection: {message}.\n".encode()
     all_headers = Headers(headers)
     all_headers.add("Content-Type", "text/plain; charset=utf-8")
