@@ -88,6 +88,8 @@ def test_unix_socket_and_sock_together_are_refused() -> None:
         upwire.connect("ws://localhost/", unix_socket="/tmp/x", sock=sock)
     with pytest.raises(TypeError, match="unix_socket or a proxy, not both"):
         upwire.connect("ws://localhost/", unix_socket="/tmp/x", proxy="http://proxy:3128")
+    with socket.socket() as sock, pytest.raises(TypeError, match="sock or a proxy, not both"):
+        upwire.connect("ws://localhost/", sock=sock, proxy="http://proxy:3128")
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
