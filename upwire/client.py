@@ -422,7 +422,9 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         if unix_socket is not None and sock is not None:
             raise TypeError("give unix_socket or sock, not both")
         if isinstance(proxy, str) and (unix_socket is not None or sock is not None):
-            raise TypeError(f"give {'sock' if sock is not None else 'unix_socket'} or a proxy, not both")
+            raise TypeError(
+                f"give {'sock' if sock is not None else 'unix_socket'} or a proxy, not both"
+            )
         if unix_socket is not None and not isinstance(unix_socket, str | bytes | os.PathLike):
             raise TypeError(f"unix_socket must be a path, not {unix_socket!r}")
         if sock is not None and not isinstance(sock, socket.socket):
