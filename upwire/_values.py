@@ -23,7 +23,7 @@ def seconds(name: str, value: object, *, zero: bool = False, optional: bool = Tr
     try:
         duration = float(value)
     except OverflowError:  # an int past a float's range
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+        raise ValueError(f"{name} is too large (None: no limit)") from None
     if not (duration >= 0 if zero else duration > 0):
         what = ("0 or more" if zero else "positive") + (" or None" if optional else "")
         raise ValueError(f"{name} must be {what}, not {value!r}")

@@ -245,7 +245,18 @@ class ClientConnection(Connection):
 
 # What connecting to a Unix socket fails with: the error names the socket (see `_naming_unix`).
 _UNIX_CONNECT_ERRORS = frozenset(
-    {errno.ENOENT, errno.ECONNREFUSED, errno.EACCES, errno.EAGAIN, errno.ENOTSOCK, errno.EINVAL}
+    {
+        errno.ENOENT,
+        errno.ECONNREFUSED,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EAGAIN,
+        errno.ENOTSOCK,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EINVAL,
+    }
 )
 
 
@@ -546,6 +557,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         try:
             if unix_socket is not None:
                 self._stage = f"{connecting} (Unix socket {unix_socket!r})"
+                if unix_socket[:1] not in ("\0", b"\0") and len(os.fsencode(unix_socket)) > 107:
+                    # asyncio says so; libuv (uvloop) says "No such file or directory".
+                    too_long = OSError(errno.ENAMETOOLONG, "AF_UNIX path too long")
+                    raise _naming_unix(too_long, unix_socket)
                 try:
                     _, connection = await loop.create_unix_connection(
                         lambda: ClientConnection(options, handshake),

@@ -903,6 +903,8 @@ class Connection(asyncio.BufferedProtocol):
                         if not self._closing_itself:
                             raise
                         logger.debug("listener sent on a closing connection", exc_info=True)
+                    if self.listener is not listener:
+                        break  # it failed in on_writing_paused (its pong's send paused writing)
                 elif isinstance(event, ProtocolFailure):
                     logger.info("failing the connection with %d: %s", event.code, event.message)
         except Exception:
@@ -2065,12 +2067,19 @@ def _unsent_bytes(sock: Any) -> int:
 
 
 class _FailedListener(Listener):
-    """What a connection calls once its listener failed: nothing but the listener's `on_close`."""
+    """What a connection calls once its listener failed: nothing but the listener's `on_close`.
+
+    Until the connection is closed it is `connection.listener`: the failed listener's own attributes
+    are read through it (`connection.listener.user`), its callbacks are not.
+    """
 
     __slots__ = ("failed",)
 
     def __init__(self, failed: Listener) -> None:
         self.failed = failed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.failed, name)
 
     def on_close(self, connection: Connection) -> None:
         self.failed.on_close(connection)

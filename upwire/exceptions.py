@@ -57,20 +57,21 @@ class PayloadTooBig(ProtocolError):
         super().__init__(message, 1009)
 
 
-# The longest message a handshake error keeps (see `shown`).
-MESSAGE_MAX = 300
+# The longest message a handshake error keeps (see `shown`): room for upwire's own long ones (a long host
+# name, a reason, a hint), not for kilobytes quoted from a peer.
+MESSAGE_MAX = 512
 # C0 and C1 controls, DEL: a value quoted raw would put line breaks or terminal escapes in a log.
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def shown(message: str) -> str:
+def shown(message: object) -> str:
     """A handshake error's message as it is kept: control characters escaped, as `repr` would, and cut in
-    the middle past 300 characters, keeping its start and its end, which says why.
+    the middle past 512 characters, keeping its start and its end, which says why.
 
     Such a message quotes what the peer sent (a header's value, a reason phrase, a target), which may be
     kilobytes, or carry terminal escapes; it goes into logs (and, on the server, the response's body).
     """
-    message = _CONTROLS.sub(_escaped, message)
+    message = _CONTROLS.sub(_escaped, str(message))
     if len(message) > MESSAGE_MAX:
         head, tail = MESSAGE_MAX * 3 // 5, MESSAGE_MAX // 4
         cut = len(message) - head - tail
@@ -96,7 +97,7 @@ class InvalidHandshake(WebSocketError):
 
     def __init__(
         self,
-        message: str,
+        message: object,
         status: int = 400,
         headers: HeadersLike = (),
         body: bytes = b"",

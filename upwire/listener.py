@@ -28,8 +28,9 @@ __all__ = ["Listener"]
 class Listener:
     """Callbacks for one connection. Subclass it and override what you need; all run in the event loop.
 
-    An exception raised by a callback closes the connection with 1011 (and is logged on `upwire`), except
-    `ConnectionClosed` from `on_message` or `on_ping` sending on a connection that is already closing.
+    An exception raised by a callback closes the connection with 1011 (and is logged on `upwire`, once):
+    the listener gets no more callbacks on that connection but `on_close`. `ConnectionClosed` from sending
+    on this connection while it is already closing is expected, not a failure.
     """
 
     def on_open(self, connection: Connection) -> None:

@@ -109,6 +109,8 @@ def test_a_unix_socket_that_is_not_there_or_refuses_is_named(loop: str, tmp_path
             assert caught.value.errno == errno.ENOENT
             with pytest.raises(ConnectionRefusedError, match=r"stale\.sock"):
                 await upwire.connect("ws://localhost/", unix_socket=stale)
+            with pytest.raises(OSError, match="AF_UNIX path too long"):  # libuv: "No such file"
+                await upwire.connect("ws://localhost/", unix_socket=tmp_path / ("x" * 200))
 
     (uvloop.run if loop == "uvloop" else asyncio.run)(main())
 

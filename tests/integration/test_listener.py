@@ -494,33 +494,72 @@ async def _reset_while_a_read_is_kept_back(
     assert listener.closed_after == delivered + kept
 
 
-class FailsWhenPaused(Amplify):
+class FailsOnResume(Amplify):
     failed_at: int | None = None
 
-    def on_writing_paused(self, connection: upwire.Connection) -> None:
-        self.failed_at = self.delivered
-        raise RuntimeError("bug in on_writing_paused")
+    def on_writing_resumed(self, connection: upwire.Connection) -> None:
+        if self.failed_at is None:
+            connection.send_now(
+                bytes(8 << 20)
+            )  # writing pauses again: the read's rest stays kept back
+            self.failed_at = self.delivered
+            raise RuntimeError("bug in on_writing_resumed")
 
 
 @LOOPS
 def test_a_failed_listener_gets_none_of_the_messages_kept_back_when_the_connection_is_lost(
     loop_factory: Callable[[], asyncio.AbstractEventLoop], caplog: pytest.LogCaptureFixture
 ) -> None:
-    _with_amplifier(loop_factory, _reset_after_the_listener_failed, FailsWhenPaused)
+    _with_amplifier(loop_factory, _reset_after_the_listener_failed, FailsOnResume)
     assert caplog.text.count("listener failed") == 1
 
 
 async def _reset_after_the_listener_failed(
-    listener: FailsWhenPaused, connection: upwire.Connection, peer: RawPeer
+    listener: FailsOnResume, connection: upwire.Connection, peer: RawPeer
 ) -> None:
     peer.write(_burst())
     while listener.failed_at is None:
+        await peer.reader.read(1 << 20)  # the answers drain: writing resumes
+    await asyncio.sleep(0.1)
+    peer.writer.transport.abort()
+    await connection.wait_closed()
+    # The messages kept back for resume_writing went to the failed listener at the loss (thousands).
+    assert listener.closed_after == listener.failed_at
+
+
+class FailsOnPingAnswer(Amplify):
+    failed = False
+
+    def on_ping(self, connection: upwire.Connection, data: bytes) -> None:
+        connection.send_now(bytes(8 << 20))  # more than the socket takes: on_writing_paused at once
+
+    def on_writing_paused(self, connection: upwire.Connection) -> None:
+        self.failed = True
+        raise RuntimeError("bug in on_writing_paused")
+
+
+@LOOPS
+def test_a_listener_that_fails_answering_a_ping_gets_none_of_the_rest_of_the_read(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], caplog: pytest.LogCaptureFixture
+) -> None:
+    _with_amplifier(loop_factory, _ping_then_messages, FailsOnPingAnswer)
+    assert caplog.text.count("listener failed") == 1
+
+
+async def _ping_then_messages(
+    listener: FailsOnPingAnswer, connection: upwire.Connection, peer: RawPeer
+) -> None:
+    peer.write(
+        encode_frame(PING, b"p", mask_key=b"\0\0\0\0")
+        + b"".join(encode_frame(BINARY, bytes(8), mask_key=b"\0\0\0\0") for _ in range(3))
+    )
+    while not listener.failed:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
     peer.writer.transport.abort()
     await connection.wait_closed()
-    # The messages of the read kept back for resume_writing went to the failed listener at the loss.
-    assert listener.closed_after == listener.failed_at
+    assert listener.delivered == 0
+    assert listener.closed_after == 0
 
 
 class ClosesWhenPaused(Amplify):

@@ -109,3 +109,14 @@ def test_connection_closed_carries_code_and_reason() -> None:
     assert "1002" in str(error)
     assert "bad frame" in str(error)
     assert ConnectionClosedOK(1000, "").code == 1000
+
+
+def test_a_handshake_errors_message_is_bounded_escaped_and_may_be_any_object() -> None:
+    # Bounded and escaped for logs (it quotes what the peer sent); any object, as for Exception.
+    assert str(InvalidHandshake(ValueError("boom"))) == "boom"
+    assert str(InvalidHandshake(42)) == "42"
+    assert str(InvalidHandshake("a\x1b[2Jb\x85")) == "a\\x1b[2Jb\\x85"
+    long = InvalidHandshake("start " + "x" * 5000 + " end")
+    assert len(str(long)) <= 512
+    assert str(long).startswith("start ") and str(long).endswith(" end")
+    assert long.args == (str(long),)
