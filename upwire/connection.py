@@ -2079,6 +2079,8 @@ class _FailedListener(Listener):
         self.failed = failed
 
     def __getattr__(self, name: str) -> Any:
+        if name == "failed":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.failed, name)
 
     def on_close(self, connection: Connection) -> None:
