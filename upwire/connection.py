@@ -881,10 +881,10 @@ class Connection(asyncio.BufferedProtocol):
                     try:
                         listener.on_message(self, event)
                     except ConnectionClosed:
-                        if not self._closing_itself:
-                            raise  # another connection's closure (one it relays to): a failure
-                        # An answer to a connection already closing (by this side, or the peer's close
-                        # frame answered): expected, as a handler ending on it is; the rest still comes.
+                        # A send on a connection already closing: this one (by this side, or the peer's
+                        # close frame answered), or another it relays to, which a client leaving makes
+                        # ordinary (failing this one for it would take down a whole room in turn). Not a
+                        # failure of this listener; the rest still comes.
                         logger.debug("listener sent on a closing connection", exc_info=True)
                     if self._writing_paused:
                         if self.listener is not listener:
@@ -900,8 +900,6 @@ class Connection(asyncio.BufferedProtocol):
                     try:
                         listener.on_ping(self, event.data)
                     except ConnectionClosed:
-                        if not self._closing_itself:
-                            raise
                         logger.debug("listener sent on a closing connection", exc_info=True)
                     if self.listener is not listener:
                         break  # it failed in on_writing_paused (its pong's send paused writing)
@@ -926,7 +924,7 @@ class Connection(asyncio.BufferedProtocol):
     def _closing_itself(self) -> bool:
         """Whether a `ConnectionClosed` just raised can be this connection's: it is closing or closed.
 
-        Otherwise it came from another connection (one a handler or a Listener relayed to).
+        Otherwise it came from another connection (one a handler relayed to).
         """
         protocol = self.protocol
         return (
@@ -1469,11 +1467,10 @@ class Connection(asyncio.BufferedProtocol):
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
         try:
             callback(self)
-        except ConnectionClosed:
-            if not self._closing_itself:
-                self._listener_failed()
-            else:  # sending on this connection while it closes: expected (see `_deliver_to_listener`)
-                logger.debug("listener sent on a closing connection", exc_info=True)
+        except (
+            ConnectionClosed
+        ):  # a send on a closing connection: expected (see `_deliver_to_listener`)
+            logger.debug("listener sent on a closing connection", exc_info=True)
         except Exception:
             self._listener_failed()
 

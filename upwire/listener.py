@@ -29,8 +29,9 @@ class Listener:
     """Callbacks for one connection. Subclass it and override what you need; all run in the event loop.
 
     An exception raised by a callback closes the connection with 1011 (and is logged on `upwire`, once):
-    the listener gets no more callbacks on that connection but `on_close`. `ConnectionClosed` from sending
-    on this connection while it is already closing is expected, not a failure.
+    the listener gets no more callbacks on that connection but `on_close`. `ConnectionClosed` from a
+    `send_now` on a connection that is closing (this one, or another it relays to) is not a failure: it
+    ends the callback, at debug level, and the next messages still come.
     """
 
     def on_open(self, connection: Connection) -> None:

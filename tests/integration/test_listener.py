@@ -129,12 +129,12 @@ class Relay(upwire.Listener):
         connection.send_now("relayed")
 
 
-async def test_another_connections_closure_in_a_listener_is_a_failure_not_a_quiet_end(
+async def test_relaying_to_a_connection_that_closed_is_no_failure_of_the_sender(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # As for a handler: a ConnectionClosed that is not this connection's is a bug in the callback
-    # (here: relaying to a closed connection), not this connection closing. It was logged at DEBUG,
-    # and the connection stayed open with its answer never sent.
+    # A member leaving a room is still in it until its on_close: a send_now to it raises
+    # ConnectionClosed, which ends the callback (at debug level) but is no failure of the sender. Made
+    # one, it failed every talker of a room in turn, each still in the room while it closed.
     Relay.targets.clear()
     server = await start_server(Relay, ping_interval=None)
     async with asyncio.timeout(TEST_TIMEOUT_S):
@@ -144,10 +144,9 @@ async def test_another_connections_closure_in_a_listener_is_a_failure_not_a_quie
             assert await b.recv() == "relayed"
         async with upwire.connect(uri(server, "/a")) as a:
             await a.send("to a closed one")
-            with pytest.raises(upwire.ConnectionClosedError):
-                await a.recv()
-            assert a.close_code == 1011
-    assert "listener failed" in caplog.text
+            await a.ping()  # answered: the connection goes on
+            assert a.close_code is None
+    assert "listener failed" not in caplog.text
 
 
 class Streaming(upwire.Listener):
