@@ -1467,9 +1467,8 @@ class Connection(asyncio.BufferedProtocol):
     def _call_listener(self, callback: Callable[[Connection], None]) -> None:
         try:
             callback(self)
-        except (
-            ConnectionClosed
-        ):  # a send on a closing connection: expected (see `_deliver_to_listener`)
+        except ConnectionClosed:
+            # A send on a closing connection: expected, as in `_deliver_to_listener`.
             logger.debug("listener sent on a closing connection", exc_info=True)
         except Exception:
             self._listener_failed()
