@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from typing import Any
 
 import pytest
@@ -309,24 +310,26 @@ async def test_node_ws_server_without_context_takeover_leaves_small_messages_unc
         assert received[0].wire_size == received[1].wire_size  # no reference to the first message
 
 
-async def test_upwire_client_told_to_use_an_8_bit_window_sends_plain_and_inflates_node_ws(
+async def test_upwire_client_told_to_use_an_8_bit_window_compresses_for_node_ws(
     node_server: StartNodeServer,
 ) -> None:
     # RFC 7692 §7.1.2.2: a client that offers client_max_window_bits without a value accepts any
-    # value, 8 included. zlib cannot compress with 8 bits: upwire sends its messages uncompressed
-    # (allowed) and still inflates the server's. It failed the handshake before.
+    # value, 8 included. zlib has no 8-bit compressor: upwire compresses with 9 bits, whose matches
+    # reach back at most 250 bytes, and Node's inflater, held to 8 bits, takes them. (It failed the
+    # handshake once, then sent its messages uncompressed.)
     peer, url = await node_server(
         "--deflate=on", "--deflate-threshold=0", "--deflate-client-window=8"
     )
-    message = "eight bits of window " * 50
+    block = "".join(random.Random(8).choices("abcdefghijklmnop", k=300))
+    messages = [block * 4, "eight bits of window " * 50, block[:200] * 6]
     async with tapped(url) as tap:
         async with asyncio.timeout(STEP_TIMEOUT_S), upwire.connect(tap.url) as ws:
-            for _ in range(3):
+            for message in messages:
                 await ws.send(message)
                 assert await ws.recv() == message
         connection = await peer.next_event("connection")
     assert connection["response_extensions"] == "permessage-deflate; client_max_window_bits=8"
-    assert [m.compressed for m in tap.client.messages()] == [False] * 3
+    assert [m.compressed for m in tap.client.messages()] == [True] * 3
     assert [m.compressed for m in tap.server.messages()] == [True] * 3
 
 

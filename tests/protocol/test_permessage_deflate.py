@@ -337,10 +337,6 @@ def test_server_answer_to_every_offer_stays_within_it_and_works(
     extension = ServerPerMessageDeflateFactory(server_max_window_bits=None).accept(
         offer_params(*combination), []
     )
-    if smwb == 8:
-        # zlib cannot compress with an 8-bit window: declining is the honest answer.
-        assert extension is None
-        return
     assert isinstance(extension, PerMessageDeflate)
     answer = answer_of(extension.response_params())
     assert set(answer) <= {
@@ -366,7 +362,7 @@ def test_server_answer_to_every_offer_stays_within_it_and_works(
         assert value is None or (value.isdigit() and 8 <= int(value) <= 15)
 
     # The server's compressor honours its answer: an inflater with exactly that window and context
-    # takeover decodes what it sends.
+    # takeover decodes what it sends (8 bits too, which zlib compresses with 9: see `_compressor`).
     server = Connection(Role.SERVER, extensions=[extension])
     reference = ReferenceInflater(smwb or 15, no_context_takeover=snct)
     probe = window_probe(smwb or 15)
@@ -380,9 +376,8 @@ def test_server_answer_to_every_offer_stays_within_it_and_works(
         assert sent[0][2] == sent[1][2]
 
 
-# upwire's client cannot offer an 8-bit client window (zlib needs 9), and the server declines an 8-bit
-# server window (checked above): the other combinations are negotiated by the two factories.
-CLIENT_COMBINATIONS = [c for c in OFFER_COMBINATIONS if c[2] != 8 and c[3] != 8]
+# Every combination is negotiated by the two factories.
+CLIENT_COMBINATIONS = OFFER_COMBINATIONS
 
 
 @pytest.mark.parametrize(
@@ -486,11 +481,10 @@ def test_server_factory_with_no_context_takeover_configured_says_so_unasked() ->
         [
             ("server_max_window_bits", "\u0661\u0662")
         ],  # Arabic-Indic 12: int() reads it, RFC 7692 does not
-        [("server_max_window_bits", "8")],  # valid, but zlib cannot compress with 8 bits
     ],
     ids=lambda offer: str(offer)[:60],
 )
-def test_server_declines_invalid_offers_and_an_8_bit_server_window(offer: ExtensionParams) -> None:
+def test_server_declines_invalid_offers(offer: ExtensionParams) -> None:
     for factory in (
         ServerPerMessageDeflateFactory(),
         ServerPerMessageDeflateFactory(server_max_window_bits=None),
@@ -533,7 +527,7 @@ def server_answer(
 
 def test_server_handshake_chooses_the_first_acceptable_of_several_offers() -> None:
     offer = (
-        "permessage-deflate; server_max_window_bits=8, "
+        "permessage-deflate; server_max_window_bits=7, "
         "permessage-deflate; x_unknown, "
         "permessage-deflate; server_max_window_bits=16, "
         "permessage-deflate; server_no_context_takeover; client_max_window_bits, "
@@ -550,7 +544,7 @@ def test_server_handshake_accepts_one_permessage_deflate_and_ignores_unknown_ext
 
 
 def test_server_handshake_with_only_declined_offers_answers_without_the_header() -> None:
-    assert server_answer("permessage-deflate; server_max_window_bits=8") is None
+    assert server_answer("permessage-deflate; server_max_window_bits=7") is None
     assert server_answer("permessage-deflate; foo=bar, x-webkit-deflate-frame") is None
     assert server_answer(None) is None
 
@@ -674,30 +668,42 @@ def test_a_large_message_deflate_cannot_shrink_is_sent_as_it_is(takeover: bool) 
         assert len(sent[4][2]) < 200
 
 
-def test_a_client_told_to_compress_with_8_bits_sends_plain_messages_and_inflates_the_servers() -> (
-    None
-):
-    extension = ClientPerMessageDeflateFactory().accept([("client_max_window_bits", "8")], [])
-    client = Connection(Role.CLIENT, extensions=[extension])
-    server_extension = PerMessageDeflate(
-        local_no_context_takeover=False,
-        remote_no_context_takeover=False,
-        local_max_window_bits=15,
-        remote_max_window_bits=8,
-        params=[],
+def test_8_bit_windows_both_ways_compress_and_inflate_within_256_bytes() -> None:
+    # RFC 7692 §7.1.2: 8 is a valid window. zlib has no 8-bit compressor; with 9 bits its matches reach
+    # back at most 250 bytes, which an inflater held to exactly 8 bits (zlib's own) decodes. Messages
+    # repeat blocks at distances from 200 to 520 bytes, with context takeover across them.
+    handshake = ClientHandshake(
+        "a",
+        "/",
+        extensions=[ClientPerMessageDeflateFactory(server_max_window_bits=8)],
+        key=RFC_KEY,
     )
-    server = Connection(Role.SERVER, extensions=[server_extension])
-    text = "compressible " * 100
-    client.send_message(text)
-    out = b"".join(client.data_to_send())
-    [(_, rsv, _)] = messages_on_the_wire(read_frames(out))
-    assert rsv == 0  # RSV1 clear: uncompressed
-    assert server.receive_data(out) == [text]
-    server.send_message(text)
-    out = b"".join(server.data_to_send())
-    [(_, rsv, _)] = messages_on_the_wire(read_frames(out))
-    assert rsv == 0b100
-    assert client.receive_data(out) == [text]
+    server_handshake = ServerHandshake(
+        extensions=[ServerPerMessageDeflateFactory(client_max_window_bits=8)]
+    )
+    accepted = server_handshake.accept(
+        ws_request(handshake.request.headers.get_all("Sec-WebSocket-Extensions")[0])
+    )
+    assert accepted.response.headers.get_all("Sec-WebSocket-Extensions") == [
+        "permessage-deflate; server_max_window_bits=8; client_max_window_bits=8"
+    ]
+    handshake.check_response(ok_response(accepted.response.headers.get("Sec-WebSocket-Extensions")))
+    client = Connection(Role.CLIENT, extensions=handshake.extensions)
+    server = Connection(Role.SERVER, extensions=accepted.extensions)
+    rng = random.Random(8)
+    messages = []
+    for _ in range(40):
+        block = bytes(rng.choice(b"abcdefghijklmnop") for _ in range(rng.randrange(200, 520)))
+        messages.append(block * rng.randrange(2, 6))
+    for sender, receiver in ((client, server), (server, client)):
+        strict = ReferenceInflater(8, no_context_takeover=False)
+        for message in messages:
+            sender.send_message(message)
+        wire = b"".join(sender.data_to_send())
+        sent = list(messages_on_the_wire(read_frames(wire)))
+        assert [rsv for _, rsv, _ in sent] == [0b100] * len(messages)
+        assert [strict.message(data) for _, _, data in sent] == messages
+        assert receiver.receive_data(wire) == messages
 
 
 def ok_response(extensions: str | None) -> Response:
@@ -759,6 +765,43 @@ def test_client_handshake_accepts_a_quoted_answer() -> None:
     (extension,) = handshake.extensions
     assert isinstance(extension, PerMessageDeflate)
     assert extension.remote_max_window_bits == 9
+
+
+def test_client_handshake_takes_an_answer_to_any_of_its_offers() -> None:
+    # RFC 7692 §5: offers in order of preference; the server may accept a later one. The answer to the
+    # second offer below breaks the first's server_max_window_bits=10, and fits the second.
+    handshake = ClientHandshake(
+        "a",
+        "/",
+        extensions=[
+            ClientPerMessageDeflateFactory(
+                server_max_window_bits=10, client_no_context_takeover=True
+            ),
+            ClientPerMessageDeflateFactory(compress_level=1),
+        ],
+        key=RFC_KEY,
+    )
+    assert handshake.request.headers.get_all("Sec-WebSocket-Extensions") == [
+        "permessage-deflate; client_no_context_takeover; server_max_window_bits=10; "
+        "client_max_window_bits, permessage-deflate; client_max_window_bits"
+    ]
+    handshake.check_response(ok_response("permessage-deflate; server_max_window_bits=12"))
+    (extension,) = handshake.extensions
+    assert isinstance(extension, PerMessageDeflate)
+    assert extension.remote_max_window_bits == 12
+    assert not extension.local_no_context_takeover  # the second offer's settings, not the first's
+    # An answer that fits none of the offers names why for each.
+    handshake = ClientHandshake(
+        "a",
+        "/",
+        extensions=[
+            ClientPerMessageDeflateFactory(server_max_window_bits=10),
+            ClientPerMessageDeflateFactory(server_max_window_bits=11),
+        ],
+        key=RFC_KEY,
+    )
+    with pytest.raises(InvalidHandshake, match=r"offer 1: .* 10; offer 2: .* 11"):
+        handshake.check_response(ok_response("permessage-deflate; server_max_window_bits=12"))
 
 
 def test_client_and_server_handshakes_agree_end_to_end() -> None:
@@ -835,19 +878,71 @@ def test_client_receives_the_rfc_hello_in_a_no_compression_block() -> None:
     ]
 
 
+# RFC 7692 §7.2.3.4: "Hello" in a DEFLATE block with BFINAL set (7 octets, what Z_FINISH gives), then one
+# octet 0x00: the header bits of the empty stored block the appended 00 00 ff ff completes.
+HELLO_BFINAL = bytes.fromhex("f348cdc9c9070000")
+
+
 def test_client_receives_the_rfc_hello_in_a_block_with_bfinal_set() -> None:
     # §7.2.3.4: a sender may end a message with a final block instead of an empty stored block.
     conn = deflate_client()
-    assert conn.receive_data(from_server(0xC1, bytes.fromhex("f348cdc9c907000000"))) == ["Hello"]
+    assert conn.receive_data(from_server(0xC1, HELLO_BFINAL)) == ["Hello"]
+
+
+@pytest.mark.parametrize(
+    "payloads",
+    [
+        [HELLO_BFINAL],
+        [HELLO_BFINAL[:-1]],  # without the 0x00 (a bare Z_FINISH): the appended tail is no data
+        [HELLO_BFINAL, b""],  # the stream ends inside the first frame; the last one is empty
+        [HELLO_BFINAL[:-1], b"\x00"],
+        [HELLO_BFINAL[:-1], b""],
+        [HELLO_BFINAL[:-1], b"", b""],
+        [HELLO_BFINAL[:3], HELLO_BFINAL[3:-1], b"", b"\x00", b""],
+    ],
+    ids=lambda payloads: "|".join(p.hex() for p in payloads),
+)
+def test_a_message_ended_by_bfinal_reads_the_same_however_it_is_fragmented(
+    payloads: list[bytes],
+) -> None:
+    # What follows the final block is the next stream's start, whichever frame it is in: the message
+    # after it (compressed in a new stream) reads right each time.
+    conn = deflate_client()
+    wire = b""
+    for index, payload in enumerate(payloads):
+        opcode = 0x1 if index == 0 else 0x0
+        fin = 0x80 if index == len(payloads) - 1 else 0
+        wire += from_server(fin | (0x40 if index == 0 else 0) | opcode, payload)
+    wire += from_server(0xC1, HELLO_BFINAL) + from_server(0xC1, HELLO_DEFLATED)
+    assert conn.receive_data(wire) == ["Hello", "Hello", "Hello"]
+
+
+def test_a_stream_after_a_final_block_in_the_same_frame_is_inflated_too() -> None:
+    # A sender that flushes with BFINAL blocks (§7.2.3.4) may flush twice in one message: the bytes
+    # after the first final block are a new stream, which may refer to the first one's output.
+    first = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payload = first.compress(b"Hello, ") + first.flush(zlib.Z_FINISH)
+    second = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=b"Hello, ")
+    payload += second.compress(b"Hello, world") + second.flush(zlib.Z_SYNC_FLUSH)
+    assert payload.endswith(b"\x00\x00\xff\xff")
+    conn = deflate_client()
+    assert conn.receive_data(from_server(0xC1, payload[:-4])) == ["Hello, Hello, world"]
+
+
+def test_an_empty_compressed_message_is_empty_and_the_stream_goes_on() -> None:
+    # No compressed byte at all (the smallest well-formed payload is 0x00): an empty message, and the
+    # inflater is not left inside a stored block's header for the next message.
+    conn = deflate_client()
+    wire = from_server(0xC1, b"") + from_server(0x41, b"") + from_server(0x80, b"")
+    wire += from_server(0xC1, HELLO_DEFLATED)
+    assert conn.receive_data(wire) == ["", "", "Hello"]
 
 
 def test_client_receives_the_message_after_one_that_ended_with_bfinal_set() -> None:
     # §7.2.3.4: after a final block the sender starts a new DEFLATE stream for the next message; the
     # inflater must not swallow it (it would otherwise sit at the end of its stream and return nothing).
     conn = deflate_client()
-    wire = from_server(0xC1, bytes.fromhex("f348cdc9c907000000")) + from_server(
-        0xC1, HELLO_DEFLATED
-    )
+    wire = from_server(0xC1, HELLO_BFINAL) + from_server(0xC1, HELLO_DEFLATED)
     assert conn.receive_data(wire) == ["Hello", "Hello"]
 
 

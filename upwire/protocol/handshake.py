@@ -515,13 +515,27 @@ class ClientHandshake:
             raise InvalidHandshake(str(exc), 101) from None
         accepted: list[Extension] = []
         for name, params in answers:
-            factory = next((f for f in self._extension_factories if f.name == name), None)
-            if factory is None:
+            # RFC 7692 §5: a client may offer an extension several times, in its order of preference;
+            # the answer is valid when it accepts one of those offers.
+            offers = [f for f in self._extension_factories if f.name == name]
+            if not offers:
                 raise InvalidHandshake(
                     f"server accepted extension {name}, which was not offered", 101
                 )
-            try:
-                accepted.append(factory.accept(params, accepted))
-            except NegotiationError as exc:
-                raise InvalidHandshake(f"invalid {name} answer: {exc}", 101) from None
+            refusals: list[str] = []
+            for factory in offers:
+                try:
+                    accepted.append(factory.accept(params, accepted))
+                    break
+                except NegotiationError as exc:
+                    refusals.append(str(exc))
+            else:
+                why = (
+                    refusals[0]
+                    if len(refusals) == 1
+                    else "; ".join(
+                        f"offer {number}: {reason}" for number, reason in enumerate(refusals, 1)
+                    )
+                )
+                raise InvalidHandshake(f"invalid {name} answer: {why}", 101)
         return accepted

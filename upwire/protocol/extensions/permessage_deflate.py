@@ -49,6 +49,21 @@ _PARAMETERS = frozenset(
 )
 
 
+def _inflate(decoder: zlib._Decompress, data: bytes, room: int | None) -> bytes:
+    """Inflate `data`; past `room` bytes of output, PayloadTooBig (inflating stops one byte past it)."""
+    try:
+        if room is None:
+            out = decoder.decompress(data)
+        else:
+            # At most one byte past the limit: a 1 KiB bomb never allocates its gigabyte.
+            out = decoder.decompress(data, room + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"invalid compressed data ({exc})", 1007) from None
+    if room is not None and len(out) > room:
+        raise PayloadTooBig("message exceeds max_message_size once decompressed")
+    return out
+
+
 class PerMessageDeflate(Extension):
     """A negotiated permessage-deflate extension for one connection.
 
@@ -56,8 +71,8 @@ class PerMessageDeflate(Extension):
         local_no_context_takeover: reset the compressor after each message this side sends.
         remote_no_context_takeover: the peer resets its compressor after each message (so we reset the
             inflater too).
-        local_max_window_bits: window of this side's compressor (9-15). 8, which zlib cannot compress
-            with, is accepted when a server sets it: this side then sends its messages uncompressed.
+        local_max_window_bits: window of this side's compressor (8-15). zlib has no 8-bit compressor:
+            for 8 it compresses with 9 bits, whose matches reach back at most 250 bytes (see `_compressor`).
         remote_max_window_bits: the largest window the peer may use (8-15).
         params: the parameters of the handshake answer that produced this extension.
         compress_level: zlib level (1 fastest - 9 smallest).
@@ -98,6 +113,10 @@ class PerMessageDeflate(Extension):
         self._recent: list[bytes] = []
         self._recent_size = 0
         self._peer_ends_streams = False
+        # Whether this message had a compressed byte yet, and whether the stream ended (a BFINAL block)
+        # with the last frame's last byte.
+        self._message_fed = False
+        self._stream_ended = False
         self._compressing = False
 
     def __repr__(self) -> str:
@@ -117,26 +136,45 @@ class PerMessageDeflate(Extension):
         """Inflate one frame of a compressed message (RFC 7692 §7.2.2); other messages pass unchanged."""
         if not message_rsv & _RSV1:
             return payload
-        decoder = self._decoder
-        if decoder is None:
-            # A window at least as large as the peer's decodes its stream; zlib's inflate wants 9 or more.
-            decoder = self._decoder = zlib.decompressobj(wbits=-max(self.remote_max_window_bits, 9))
-        data = payload + _TAIL if fin else payload
-        try:
-            if max_size is None:
-                out = decoder.decompress(data)
-            else:
-                # Inflate at most one byte past the limit: a 1 KiB bomb never allocates its gigabyte.
-                out = decoder.decompress(data, max_size + 1)
-        except zlib.error as exc:
-            raise ProtocolError(f"invalid compressed data ({exc})", 1007) from None
-        if max_size is not None and len(out) > max_size:
-            raise PayloadTooBig("message exceeds max_message_size once decompressed")
-        if decoder.eof:
-            # RFC 7692 §7.2.3.4: the peer ended the DEFLATE stream with a BFINAL block; what follows is
-            # a new stream. It may still refer to the window (the last 2^W bytes inflated, from this
-            # frame and those before it): preset it with them. Bytes after the final block (padding,
-            # the appended 00 00 ff ff) are not data: ignore them.
+        if payload:
+            self._message_fed = True
+        elif not fin:
+            return b""  # nothing to inflate yet
+        elif not self._message_fed:
+            # A compressed message of no bytes at all: empty. (Its smallest well-formed payload is 0x00;
+            # inflating the bare 00 00 ff ff would leave the inflater inside a stored block's header.)
+            return b""
+        if fin:
+            self._message_fed = False
+            if not payload and self._stream_ended:
+                # The stream ended exactly at the previous frame's end, with nothing after its final
+                # block: the appended tail is not data either (as when the frames are one, below).
+                self._stream_ended = False
+                return b""
+            data = payload + _TAIL
+        else:
+            data = payload
+        self._stream_ended = False
+        pieces: list[bytes] = []
+        room = max_size
+        while True:
+            decoder = self._decoder
+            if decoder is None:
+                # A window at least as large as the peer's decodes its stream; zlib's inflate wants 9+.
+                decoder = self._decoder = zlib.decompressobj(
+                    wbits=-max(self.remote_max_window_bits, 9)
+                )
+            out = _inflate(decoder, data, room)
+            pieces.append(out)
+            if room is not None:
+                room -= len(out)
+            if not decoder.eof:
+                break
+            # RFC 7692 §7.2.3.4: the peer ended the DEFLATE stream with a BFINAL block; what follows is a
+            # new stream. It may still refer to the window (the last 2^W bytes inflated, from this frame
+            # and those before it): preset it with them.
+            data = decoder.unused_data
+            self._stream_ended = True
             self._decoder = None
             preset = b""
             if not (fin and self.remote_no_context_takeover):
@@ -148,6 +186,15 @@ class PerMessageDeflate(Extension):
                 self._peer_ends_streams = not self.remote_no_context_takeover
             self._recent = [preset] if preset else []
             self._recent_size = len(preset)
+            if not data or (fin and data == _TAIL):
+                # Nothing after the final block, or only the appended tail (a peer that did not end
+                # the message with the empty block's first octet, which §7.2.3.4 says it needs).
+                break
+            # More after the final block: the new stream's first bytes (at least the 0x00 of the
+            # empty stored block that ends the message, which leaves the new stream between blocks).
+            self._stream_ended = False
+        if self._stream_ended:
+            pass  # the window to refer to is kept above
         elif fin:
             if self.remote_no_context_takeover:
                 self._decoder = None
@@ -162,7 +209,7 @@ class PerMessageDeflate(Extension):
             # A message in several frames: a later one may end the stream, and the next stream may
             # refer to these bytes. (A whole message in one frame, the usual case, keeps nothing.)
             self._keep_recent(out)
-        return out
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _latest(self, out: bytes) -> bytes:
         """The last window's worth of what was inflated, `out` last (the preset of a new stream)."""
@@ -189,18 +236,13 @@ class PerMessageDeflate(Extension):
     def encode_frame(self, payload: bytes, first: bool, fin: bool) -> tuple[bytes, int]:
         """Compress one frame of an outgoing message; set RSV1 on the first frame of a compressed one."""
         if first:
-            # A whole message below min_size goes out uncompressed; a fragmented one is always compressed;
-            # nothing is compressed with a window of 8 bits (zlib has none).
-            self._compressing = self.local_max_window_bits > 8 and not (
-                fin and len(payload) < self._min_size
-            )
+            # A whole message below min_size goes out uncompressed; a fragmented one is always compressed.
+            self._compressing = not (fin and len(payload) < self._min_size)
         if not self._compressing:
             return payload, 0
         encoder = self._encoder
         if encoder is None:
-            encoder = self._encoder = zlib.compressobj(
-                self._level, zlib.DEFLATED, -self.local_max_window_bits, self._mem_level
-            )
+            encoder = self._encoder = self._compressor()
         data = encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)
         if fin:
             if data.endswith(_TAIL):
@@ -217,6 +259,13 @@ class PerMessageDeflate(Extension):
             if self.local_no_context_takeover:
                 self._encoder = None
         return data, _RSV1 if first else 0
+
+    def _compressor(self) -> zlib._Compress:
+        # zlib refuses an 8-bit window for raw deflate. With 9 bits its matches reach back at most
+        # 512 - 262 = 250 bytes (deflate.c's MAX_DIST: the window less the lookahead it keeps), so the
+        # output fits a 256-byte window: a peer that asked for 8 inflates it (Chromium and Node do the same).
+        bits = max(self.local_max_window_bits, 9)
+        return zlib.compressobj(self._level, zlib.DEFLATED, -bits, self._mem_level)
 
     def response_params(self) -> ExtensionParams:
         """The parameters of the handshake answer."""
@@ -260,11 +309,10 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
     Args:
         server_no_context_takeover: always reset the server's compressor after each message.
         client_no_context_takeover: ask clients to reset theirs after each message.
-        server_max_window_bits: the window of the server's compressor (9-15; None: 15, or what the client
+        server_max_window_bits: the window of the server's compressor (8-15; None: 15, or what the client
             asks for). Default 12: 4 KiB of history compresses typical messages almost as well as 32 KiB.
         client_max_window_bits: the window clients should use, when they offer to limit it (8-15; None:
-            theirs). With 8, which zlib cannot compress with, an upwire client sends uncompressed
-            messages; `websockets` (17.4) clients fail the handshake.
+            theirs). `websockets` (17.4) clients fail the handshake on 8.
         compress_level, mem_level, min_size: see `PerMessageDeflate`.
     """
 
@@ -281,7 +329,7 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
         mem_level: int = 5,
         min_size: int = 0,
     ) -> None:
-        _check_window_bits("server_max_window_bits", server_max_window_bits, 9)
+        _check_window_bits("server_max_window_bits", server_max_window_bits, 8)
         _check_window_bits("client_max_window_bits", client_max_window_bits, 8)
         self.server_no_context_takeover = server_no_context_takeover
         self.client_no_context_takeover = client_no_context_takeover
@@ -294,7 +342,7 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
         }
 
     def accept(self, offer: ExtensionParams, accepted: Sequence[Extension]) -> Extension | None:
-        """Answer one offer; None declines it (invalid, or a window of 8 bits this server cannot use)."""
+        """Answer one offer; None declines it (invalid parameters, or permessage-deflate accepted already)."""
         if any(ext.name == NAME for ext in accepted):
             return None  # RFC 7692 §5: at most one permessage-deflate per connection
         try:
@@ -317,8 +365,6 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
         server_bits = self.server_max_window_bits
         if offered is not None:
             server_bits = int(offered) if server_bits is None else min(server_bits, int(offered))
-        if server_bits == 8:
-            return None  # zlib cannot compress with an 8-bit window: decline rather than break the limit
         if server_bits is not None:
             answer.append(("server_max_window_bits", str(server_bits)))
         # client_max_window_bits: only when the client offered it (§7.1.2.2); its value is a ceiling.
@@ -348,9 +394,8 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
         server_no_context_takeover: ask the server to reset its compressor after each message.
         client_no_context_takeover: reset the client's compressor after each message (and say so).
         server_max_window_bits: ask the server to use at most this window (8-15; None: no request).
-        client_max_window_bits: offer to limit the client's window to this (9-15), or True to let the
-            server choose (the default, as browsers do), or None not to offer it. A server that chooses
-            8 (zlib cannot compress with it) gets this side's messages uncompressed.
+        client_max_window_bits: offer to limit the client's window to this (8-15), or True to let the
+            server choose (the default, as browsers do), or None not to offer it.
         compress_level, mem_level, min_size: see `PerMessageDeflate`.
     """
 
@@ -369,7 +414,7 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
     ) -> None:
         _check_window_bits("server_max_window_bits", server_max_window_bits, 8)
         if not isinstance(client_max_window_bits, bool):
-            _check_window_bits("client_max_window_bits", client_max_window_bits, 9)
+            _check_window_bits("client_max_window_bits", client_max_window_bits, 8)
         self.server_no_context_takeover = server_no_context_takeover
         self.client_no_context_takeover = client_no_context_takeover
         self.server_max_window_bits = server_max_window_bits
@@ -437,9 +482,6 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
             self.client_max_window_bits, bool
         ):
             client_bits = self.client_max_window_bits
-        # With client_max_window_bits=8 (valid, RFC 7692 §7.1.2.2) this side cannot compress (zlib has
-        # no 8-bit window, and 9 bits could break the server's limit): it sends uncompressed messages,
-        # which the extension allows, and still inflates the server's.
         return PerMessageDeflate(
             local_no_context_takeover=(
                 self.client_no_context_takeover or "client_no_context_takeover" in found
