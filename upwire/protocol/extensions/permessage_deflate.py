@@ -55,7 +55,7 @@ def _inflate(decoder: zlib._Decompress, data: bytes, room: int | None) -> bytes:
         if room is None:
             out = decoder.decompress(data)
         else:
-            # At most one byte past the limit: a 1 KiB bomb never allocates its gigabyte.
+            # At most one byte past the limit: a 1 MiB bomb never allocates its gigabyte.
             out = decoder.decompress(data, room + 1)
     except zlib.error as exc:
         raise ProtocolError(f"invalid compressed data ({exc})", 1007) from None
