@@ -159,7 +159,7 @@ class ClientConnection(Connection):
             if response is None:
                 return
             self.response = response
-            self.subprotocol = self._handshake.check_response(response)
+            self.subprotocol = self._handshake.check_response(response, self._reader.http_version)
         except InvalidHandshake as exc:
             self._handshake_failed(exc)
             return
@@ -186,7 +186,7 @@ class ClientConnection(Connection):
                 response = self._reader.feed_eof()
                 if response is not None:
                     self.response = response
-                    self._handshake.check_response(response)
+                    self._handshake.check_response(response, self._reader.http_version)
                 raise InvalidHandshake("connection closed during the opening handshake", 0)
             except InvalidHandshake as exc:
                 if exc.status == 0 and exc.__cause__ is None:

@@ -156,6 +156,7 @@ class ServerConnection(Connection):
         handler = self._accept(request, answer)
         if handler is not None:
             self.handler_task = self.loop.create_task(self._run_handler(handler))
+            self._take_early_data()
 
     async def _run_async(self, request: Request, pending: Awaitable[object]) -> None:
         try:
@@ -164,11 +165,23 @@ class ServerConnection(Connection):
             self._internal_error()
             return
         handler = self._accept(request, answer)
+        if handler is not None:
+            self._take_early_data()
         # Reading was paused for the hook; it resumes unless something else holds it paused since
         # (a full queue, a batch of early data still to parse).
         self._resume_transport()
         if handler is not None:
             await self._run_handler(handler)
+
+    def _take_early_data(self) -> None:
+        """Parse the frames that came with the request, once the handler's task is there.
+
+        After it, not before: messages with a close frame behind them are answered before the close
+        goes out only if the handler runs before the rest of the batch (`_schedule_input`) is parsed.
+        """
+        early, self._early_data = self._early_data, b""
+        if early:
+            self.data_received(early)
 
     def _reject(self, error: InvalidHandshake) -> None:
         logger.info("rejecting the opening handshake from %s: %s", self.remote_address, error)
@@ -282,16 +295,14 @@ class ServerConnection(Connection):
                 max_frame_size=self.options.max_frame_size,
                 max_fragments=self.options.max_fragments,
             )
-            early, self._early_data = self._early_data, b""
+            self._opened(protocol, b"")
             if listener is not None:
                 # The low-level API: a Listener gets callbacks; no task waits on this connection.
                 self._attach_listener(listener)
-                self._opened(protocol, b"")
                 self._call_listener(listener.on_open)
-                if early:
-                    self.data_received(early)
+                self._take_early_data()
                 return None
-            self._opened(protocol, early)
+            # The frames that came with the request wait for the handler's task (`_take_early_data`).
             assert not isinstance(handler, type)
             return handler
         except Exception:

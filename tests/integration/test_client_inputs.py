@@ -8,6 +8,7 @@ that a bad input was refused before a socket was opened (none leaks) and what we
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 import upwire
+from upwire.protocol.handshake import accept_key
 
 from .helpers import TEST_TIMEOUT_S, StartServer, echo
 from .test_redirects import Routes, redirecting
@@ -205,6 +207,34 @@ async def test_an_error_answer_lasting_until_close_from_a_server_that_stays_is_i
             async for _ in upwire.connect(uri, open_timeout=0.3, reconnect_backoff=(0.05, 0.05)):
                 pytest.fail("connected")
     assert server.connections == 2  # not retried
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+async def test_a_101_must_be_http_1_1(
+    raw_server: StartRaw, no_proxy_environment: Any, version: str
+) -> None:
+    # The Upgrade is HTTP/1.1's, and HTTP/1.0 has no 1xx status: such a 101 is no handshake.
+    server: RawServer
+
+    async def switch(writer: asyncio.StreamWriter) -> None:
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", server.heads[-1])
+        assert key is not None
+        writer.write(
+            f"HTTP/{version} 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key[1].decode())}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(TEST_TIMEOUT_S)
+
+    server = await raw_server(switch)
+    uri = f"ws://127.0.0.1:{server.port}/"
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        if version == "1.1":
+            ws = await upwire.connect(uri, close_timeout=0.1)
+            await ws.close()
+        else:
+            with pytest.raises(upwire.InvalidHandshake, match=r"101 response in HTTP/1\.0"):
+                await upwire.connect(uri)
 
 
 async def _head_sent(raw_server: StartRaw, **options: Any) -> tuple[Any, bytes]:

@@ -211,3 +211,38 @@ async def test_after_an_async_process_request_reading_stays_paused_while_early_i
         assert (await peer.read_response_head()).status == 101
         assert (await peer.read_frame()).payload == b"end"
     assert seen == [(True, False)]
+
+
+@pytest.mark.parametrize("hook", [None, "async"], ids=["no-hook", "async-process_request"])
+async def test_messages_sent_with_the_request_are_answered_before_a_close_behind_them(
+    start_server: StartServer, hook: str | None
+) -> None:
+    # The rule for any batch (messages before a close frame are answered before the close goes out)
+    # holds for the frames that come in the request's own segment too: the handler's task is there
+    # before they are parsed. The close was answered first, and the handler's send raised.
+    failures: list[BaseException] = []
+
+    async def echo(ws: upwire.ServerConnection) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except upwire.ConnectionClosed as exc:
+            failures.append(exc)
+
+    async def wait_a_little(connection: upwire.ServerConnection, request: upwire.Request) -> None:
+        await asyncio.sleep(0.01)
+
+    server = await start_server(echo, process_request=wait_a_little if hook else None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.connect(server.port)
+        peer.write(
+            upgrade_request()
+            + encode_frame(TEXT, b"hello")
+            + encode_frame(BINARY, b"world")
+            + encode_frame(CLOSE, (1000).to_bytes(2, "big"))
+        )
+        assert (await peer.read_response_head()).status == 101
+        frames = await peer.read_frames_to_eof()
+    assert [(f.opcode, f.payload) for f in frames[:2]] == [(TEXT, b"hello"), (BINARY, b"world")]
+    assert [(f.opcode, f.close_code) for f in frames[2:]] == [(CLOSE, 1000)]
+    assert failures == []

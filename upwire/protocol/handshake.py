@@ -454,8 +454,12 @@ class ClientHandshake:
         self.request = Request("GET", target, Headers._of(fields + extra._fields))
         self.head = checked_request_head(self.request)
 
-    def check_response(self, response: Response) -> str | None:
+    def check_response(self, response: Response, http_version: str = "1.1") -> str | None:
         """Check the server's answer; return the negotiated subprotocol (or None).
+
+        Args:
+            response: the answer.
+            http_version: the version its status line named.
 
         Raises:
             InvalidStatus: when the status is not 101.
@@ -468,6 +472,9 @@ class ClientHandshake:
                 response.headers.items(),
                 response.body,
             )
+        if http_version != "1.1":
+            # The Upgrade is HTTP/1.1's (RFC 6455 §4.1, RFC 9110 §7.8); HTTP/1.0 has no 1xx status.
+            raise InvalidHandshake(f"101 response in HTTP/{http_version}, not HTTP/1.1", 101)
         headers = response.headers
         # RFC 6455 §4.1 (2): an Upgrade field with any value other than "websocket" fails the connection.
         upgrade = headers.tokens("Upgrade")

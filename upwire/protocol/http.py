@@ -787,6 +787,8 @@ class ResponseReader:
         self._eof = False
         self.received = 0  # bytes fed
         self.trailing_data = b""
+        # The HTTP version of the response's status line ("1.1", "1.0"), once it is read.
+        self.http_version = ""
         # The start of the answer, until its status line is complete and looks like one (see `feed`).
         self._status_line: bytes | None = b""
 
@@ -852,6 +854,7 @@ class ResponseReader:
             if isinstance(event, h11.InformationalResponse | h11.Response):
                 # h11 bounds only a head still arriving; one that arrived whole is measured here.
                 self._check_head_size(event)
+                self.http_version = event.http_version.decode("ascii")
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     self._response = Response(
