@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from browser import CHROMIUM, chromium
-from integration.wire import RawPeer
+from browser import CHROMIUM, CHROMIUM_ARGS, chromium
+from integration.wire import RawPeer, upgrade_request
 from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
 
 import upwire
+from upwire.protocol.http import Response
 from upwire.wire.tap import Tap
 from upwire.wire.web import FrameFeed
 from upwire.wire.websocket import FrameRecord, WebSocketObserver
@@ -232,6 +233,125 @@ RFC_RESPONSE = (
 )
 
 
+async def frames_reader(port: int) -> RawPeer:
+    """A script reading the frames feed (no Origin, the Host a client sends)."""
+    peer = await RawPeer.connect(port)
+    peer.write(upgrade_request("/frames", headers={"Host": f"127.0.0.1:{port}"}))
+    response = await peer.read_response_head()
+    assert response.status == 101, response
+    return peer
+
+
+async def http_request(port: int, path: str, **headers: str) -> tuple[int, bytes]:
+    """An Upgrade request (a GET of the page answers it too) with these fields: the status and body."""
+    peer = await RawPeer.connect(port)
+    peer.write(upgrade_request(path, headers=dict(headers)))
+    head = await peer.read_response_head()
+    body = b"" if head.status == 101 else await peer.read_to_eof()
+    peer.close()
+    return head.status, body
+
+
+async def test_the_frames_feed_answers_only_its_own_page_by_host_and_origin() -> None:
+    # RFC 6455 §10.2: any page in the user's browser can open a WebSocket to the feed and read it,
+    # unless the server checks the Origin; and a site whose name resolves to 127.0.0.1 (DNS
+    # rebinding) is same-origin with what it loads from there unless the Host is checked.
+    feed = FrameFeed()
+    web = await feed.start("127.0.0.1", 0)
+    here = f"127.0.0.1:{web.port}"
+    local = f"localhost:{web.port}"
+
+    async def status(path: str, **headers: str) -> int:
+        return (await http_request(web.port, path, **headers))[0]
+
+    try:
+        async with asyncio.timeout(20):
+            # the page's own origin, as the browser loaded it by IP or by "localhost"
+            assert await status("/frames", Host=here, Origin=f"http://{here}") == 101
+            assert await status("/frames", Host=local, Origin=f"http://{local}") == 101
+            assert await status("/frames", Host=here) == 101  # a script: no Origin
+            # another site's page: another port, name or scheme, or an opaque origin
+            for origin in ("http://localhost:1", "http://evil.example", f"https://{here}", "null"):
+                assert await status("/frames", Host=here, Origin=origin) == 403, origin
+            # the right server under another name than the one the page was loaded by
+            assert await status("/frames", Host=here, Origin=f"http://{local}") == 403
+            code, body = await http_request(
+                web.port, "/frames", Host=here, Origin="http://localhost:1"
+            )
+            assert b"not a page from origin http://localhost:1" in body
+            # DNS rebinding: a Host that is not this address, for the page and the feed alike
+            rebound = f"evil.example:{web.port}"
+            for path in ("/", "/frames"):
+                assert await status(path, Host=rebound, Origin=f"http://{rebound}") == 403, path
+            code, body = await http_request(web.port, "/", Host=rebound)
+            assert code == 403 and b"does not answer to Host evil.example:" in body
+            assert await status("/", Host="127.0.0.1") == 403  # port 80
+            assert await status("/", Host=here) == 200
+            assert await status("/", Host=local) == 200
+    finally:
+        web.close()
+        await web.wait_closed()
+
+
+async def test_a_page_of_another_origin_in_chromium_cannot_read_the_frames() -> None:
+    """The hijacking itself, in a real browser: a page from another origin opens the feed."""
+    feed = FrameFeed()
+    web = await feed.start("127.0.0.1", 0)
+    other = await upwire.serve(
+        lambda ws: ws.wait_closed(),
+        "127.0.0.1",
+        0,
+        process_request=lambda connection, request: Response(
+            200, [("Content-Type", "text/html")], "<!doctype html><title>another site</title>"
+        ),
+    )
+    observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
+    observer.feed(True, RFC_REQUEST, 0.0, None)
+    observer.feed(False, RFC_RESPONSE, 0.0, None)
+    for record in observer.feed(False, b"\x81\x06secret", 0.0, None):
+        feed.publish(observer, record)
+    open_feed = """(url) => new Promise(resolve => {
+        const got = [];
+        const ws = new WebSocket(url);
+        ws.onmessage = e => got.push(e.data);
+        ws.onclose = () => resolve(got);
+        setTimeout(() => { ws.close(); resolve(got); }, 3000);
+    })"""
+    try:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as playwright:
+            # "rebind.example" resolves to 127.0.0.1 for this browser, as a rebinding DNS would make it
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP rebind.example 127.0.0.1"],
+                timeout=30_000,
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(10_000)
+                feed_url = f"ws://127.0.0.1:{web.port}/frames"
+                await page.goto(f"http://localhost:{other.port}/")
+                assert await page.evaluate(open_feed, feed_url) == []
+                # the page's own origin reads it
+                await page.goto(f"http://127.0.0.1:{web.port}/")
+                got = await page.evaluate(open_feed, feed_url)
+                assert got and "secret" in got[0]
+                # a rebinding site gets neither the page nor the feed
+                response = await page.goto(f"http://rebind.example:{web.port}/")
+                assert response is not None and response.status == 403
+                assert (
+                    await page.evaluate(open_feed, f"ws://rebind.example:{web.port}/frames") == []
+                )
+            finally:
+                await browser.close()
+    finally:
+        web.close()
+        await web.wait_closed()
+        other.close()
+        await other.wait_closed()
+
+
 async def test_a_frames_page_that_stops_reading_is_held_to_the_last_2000_frames() -> None:
     # A hidden tab, say: the tap keeps at most 2000 frames for it (each up to ~25 KB of JSON), drops
     # the oldest past that, and tells the page how many it dropped when it reads again.
@@ -239,7 +359,7 @@ async def test_a_frames_page_that_stops_reading_is_held_to_the_last_2000_frames(
     web = await feed.start("127.0.0.1", 0)
     try:
         async with asyncio.timeout(60):
-            slow = await RawPeer.upgraded(web.port, "/frames")
+            slow = await frames_reader(web.port)
             observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
             observer.feed(True, RFC_REQUEST, 0.0, None)
             observer.feed(False, RFC_RESPONSE, 0.0, None)
@@ -268,7 +388,7 @@ async def test_a_frames_page_that_stops_reading_is_held_to_the_last_2000_frames(
             assert len(seen) + skipped == total
             slow.close()
             # A long text frame goes to a page cut, as payloads are, with its length.
-            reader = await RawPeer.upgraded(web.port, "/frames")
+            reader = await frames_reader(web.port)
             for _ in range(2000):  # the history first
                 await reader.read_frame()
             text = "t" * 20_000

@@ -1,7 +1,8 @@
 """`upwire tap --web`: a page that shows the frames live, fed over a WebSocket served by upwire itself.
 
 Owns: the page (one self-contained HTML file: a table of frames with a filter box, pause, and rows that
-expand to every field) and `FrameFeed`, which sends each frame's JSON to every open page.
+expand to every field) and `FrameFeed`, which sends each frame's JSON to every open page, and only to the
+page it served itself: the Host and Origin checks below keep other sites' pages out.
 
 Must not know: how the tap relays frames.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 from collections import deque
 from importlib import resources
+from urllib.parse import urlsplit
 
 from upwire.exceptions import ConnectionClosed
 from upwire.protocol.http import Request, Response
@@ -49,12 +52,69 @@ class FrameFeed:
         self._pages: dict[ServerConnection, _Page] = {}
         self._history: deque[str] = deque(maxlen=_HISTORY)
         self._page = resources.files("upwire.wire").joinpath("tap.html").read_bytes()
+        self._names: set[str] = set()  # the Host names (lower case, IPv6 unbracketed) answered to
+        # Listening on every address (0.0.0.0, ::): any IP literal is a Host answered to.
+        self._any_address = False
+        self._port = 0
+        self._shown = ""  # the page's address, for the refusals' wording
 
     async def start(self, host: str, port: int) -> Server:
-        """Serve the page on `http://host:port/` and the feed on `ws://host:port/frames`."""
-        return await serve(self._handler, host, port, process_request=self._process_request)
+        """Serve the page on `http://host:port/` and the feed on `ws://host:port/frames`.
+
+        Only requests whose Host is this address are answered (the listen host as given, the addresses
+        bound, `localhost` for a loopback one), and `/frames` only to the page this server served
+        (an Origin of `http://` and that Host) or to a client that sends no Origin (a script).
+        """
+        server = await serve(self._handler, host, port, process_request=self._process_request)
+        self._port = server.port
+        self._shown = f"http://{_format_authority(host, server.port)}/"
+        names = {host.strip("[]").lower()}
+        names.update(str(sock.getsockname()[0]).lower() for sock in server.sockets)
+        for name in list(names):
+            address = _ip(name)
+            if name == "localhost" or (address is not None and address.is_loopback):
+                names.update(("localhost", "127.0.0.1", "::1"))
+            elif address is not None and address.is_unspecified:
+                self._any_address = True
+        self._names = names
+        return server
+
+    def _refusal(self, request: Request) -> str | None:
+        """Why a request may not be answered, or None.
+
+        A page of another site can open a WebSocket to any address, and the browser lets it read what
+        comes back: the server must check the Origin (RFC 6455 §10.2; §4.1 has browsers send it). A
+        site whose name it makes resolve to this address (DNS rebinding) is same-origin with what it
+        loads from here, so its Host, its own name, is refused first.
+        """
+        host = request.headers.get("host")
+        authority = _authority(f"http://{host or ''}")
+        if authority is None or not self._answers_to(*authority):
+            return (
+                f"forbidden: this is the upwire tap's frames page, at {self._shown}; "
+                f"it does not answer to Host {host or '(none)'}\n"
+            )
+        if request.path != "/frames":
+            return None
+        origin = request.headers.get("origin")
+        if origin is None:
+            return None  # not a browser: a script that reads the frames is no other site's page
+        if _authority(origin) != authority:
+            return (
+                f"forbidden: only the frames page served here (origin http://{host}) may read the "
+                f"frames, not a page from origin {origin}\n"
+            )
+        return None
+
+    def _answers_to(self, name: str, port: int) -> bool:
+        if port != self._port:
+            return False
+        return name in self._names or (self._any_address and _ip(name) is not None)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return Response(403, body=refusal)
         if request.path == "/frames":
             return None
         if request.path in ("/", "/index.html"):
@@ -108,3 +168,33 @@ class FrameFeed:
                 page.skipped += 1  # the oldest goes
             page.items.append(item)
             page.wakeup.set()
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _authority(url: str) -> tuple[str, int] | None:
+    """(host in lower case, port) of an `http://host[:port]` URL (an Origin, or a Host field so written).
+
+    None for anything else. The port defaults to 80, as an `http://` URL's (RFC 9110 §4.2.1): a
+    browser leaves it out of both the Origin and the Host then.
+    """
+    if any(c.isspace() or c in "/?#@\\" for c in url.partition("://")[2]):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "http" or not parts.hostname:
+        return None  # the page is served over http:// only: an https:// or "null" origin is another
+    return parts.hostname, 80 if port is None else port
+
+
+def _format_authority(name: str, port: int) -> str:
+    name = name.strip("[]")
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
