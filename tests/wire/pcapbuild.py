@@ -99,6 +99,14 @@ class Conversation:
         self.packets += added
         return added
 
+    def close(self, from_client: bool) -> Packet:
+        """Send a FIN (it takes one sequence number)."""
+        src, dst = (self.client, self.server) if from_client else (self.server, self.client)
+        packet = Packet(src, dst, self.next[src], self.next[dst], dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
+        self.next[src] = (self.next[src] + 1) % (1 << 32)
+        self.packets.append(packet)
+        return packet
+
 
 def _ip(packet: Packet) -> bytes:
     tcp = dpkt.tcp.TCP(

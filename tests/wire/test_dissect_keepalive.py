@@ -187,6 +187,35 @@ def test_an_upgrade_tried_again_after_a_refusal_on_the_same_connection_is_decode
     ]
 
 
+def test_a_refused_upgrade_on_a_connection_left_open_shows_the_exchange_and_how_it_ended(
+    tmp_path: Path,
+) -> None:
+    # A 400 with a Content-Length and no "Connection: close" leaves the connection open (RFC 9112
+    # §9.3): the request and the answer are still the connection's handshake, and its end is told.
+    refusal = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\n\r\nbad request"
+    endings = {
+        "server first": (
+            [False, True],
+            "the server closed the connection (FIN, packet 6), then the client (packet 7)",
+        ),
+        "client only": ([True], "the client closed the connection (FIN, packet 6)"),
+        "none": ([], "the capture ends with the connection open"),
+    }
+    for name, (closers, ending) in endings.items():
+        conversation = Conversation().handshake()
+        conversation.send(True, REQUEST)
+        conversation.send(False, refusal)
+        for from_client in closers:
+            conversation.close(from_client)
+        observer = one_connection(tmp_path, conversation).observer
+        assert not observer.is_websocket, name
+        assert observer.request is not None and observer.request.target == "/chat", name
+        assert observer.response is not None and observer.response.status == 400, name
+        assert observer.notes == [
+            f"the server refused the Upgrade: HTTP 400 Bad Request; then {ending}"
+        ], name
+
+
 def test_bytes_waiting_for_an_answer_are_bounded() -> None:
     observer = WebSocketObserver(0, "10.0.0.1:1", "10.0.0.2:2")
     observer.feed(True, GET, 0.0, None)

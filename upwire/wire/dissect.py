@@ -151,7 +151,10 @@ def dissect(
     for connection in connections.values():
         _deliver(connection, True, connection.tcp.from_a.flush(), chosen, sink)
         _deliver(connection, False, connection.tcp.from_b.flush(), chosen, sink)
-        connection.observer.finish(reset=connection.tcp.reset)
+        tcp = connection.tcp
+        connection.observer.finish(
+            reset=tcp.reset, fins=(tcp.from_a.fin_packet, tcp.from_b.fin_packet)
+        )
         connection.observer.mid_connection = connection.tcp.started_mid_connection
     kept = [c for c in connections.values() if chosen.wants_stream(c)]
     return Dissection(str(path), kept, problems, stats.packets)

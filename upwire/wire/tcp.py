@@ -59,6 +59,7 @@ class HalfStream:
 
     syn_seen: bool = False
     fin_seen: bool = False
+    fin_packet: int = 0  # the packet number of this direction's first FIN (0: none seen)
     rst_seen: bool = False
     started: bool = False
     retransmitted_bytes: int = 0
@@ -80,6 +81,8 @@ class HalfStream:
             self._next_seq = (segment.seq + 1) % _WRAP
             # A SYN repeated (retransmitted) changes nothing.
         if segment.flags & _FIN:
+            if not self.fin_seen:
+                self.fin_packet = segment.number
             self.fin_seen = True
         if segment.flags & _RST:
             self.rst_seen = True

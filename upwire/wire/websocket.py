@@ -269,6 +269,9 @@ class WebSocketObserver:
         self._exchanges = 0
         self._first_exchange = ""
         self._refused = False  # an Upgrade was refused, and the connection went on
+        # The last refused Upgrade, its answer and its note's index, until another request comes: shown
+        # as the connection's handshake if none does.
+        self._refusal: tuple[Request, Response, int] | None = None
         # Mid-connection: the side whose first bytes are not a frame header, while the other is tried.
         self._mid_frame: bool | None = None
 
@@ -338,13 +341,16 @@ class WebSocketObserver:
                 f"{size} bytes are missing from the capture before the handshake completed"
             )
 
-    def finish(self, *, reset: bool = False, closed: bool = False) -> None:
+    def finish(
+        self, *, reset: bool = False, closed: bool = False, fins: tuple[int, int] = (0, 0)
+    ) -> None:
         """The capture has ended, or the connection (live): report frames and messages left incomplete.
 
         Args:
             reset: the connection ended with a TCP RST that the capture holds, so an incomplete frame
                 was cut by the reset, not by the end of the capture.
             closed: the connection was seen to close (`upwire tap`), not a capture that ends.
+            fins: the packet numbers of the FINs of `a` and of `b` that the capture holds (0: none).
         """
         if reset:
             ends = "the connection was reset (RST)"
@@ -353,7 +359,13 @@ class WebSocketObserver:
         else:
             ends = "the capture ends"
         if self.state == "handshake":
-            if self._exchanges and self.request is None:
+            if self._refusal is not None:
+                # A refused Upgrade on a connection left open, and no request after it: it is the
+                # connection's handshake, and how the connection ended is said.
+                request, response, note = self._refusal
+                self.request, self.response = request, response
+                self.notes[note] += f"; then {self._ending(reset, fins)}"
+            elif self._exchanges and self.request is None:
                 # Ordinary requests only, the last one answered or not (a refused Upgrade has its note).
                 if not self._refused:
                     self._not_websocket(self._plain_text())
@@ -451,6 +463,9 @@ class WebSocketObserver:
             return self._not_websocket(f"bad HTTP request ({exc})")
         if request is None:
             return []
+        if self._refusal is not None:
+            self.notes[self._refusal[2]] += "; the connection stays open"
+            self._refusal = None
         self.request = request
         trailing = self._request_reader.trailing_data
         self.request_head_bytes = self._request_seen - len(trailing)
@@ -495,10 +510,11 @@ class WebSocketObserver:
                 self.notes.append(refused)
                 return []
             # The connection stays open: the client may try again on it (after a 401, with
-            # credentials: RFC 6455 §4.1).
-            self.notes.append(f"{refused}; the connection stays open")
+            # credentials: RFC 6455 §4.1). The note says so if it does, or how it ended.
             request = self.request
             assert request is not None
+            self._refusal = (request, response, len(self.notes))
+            self.notes.append(refused)
             self._exchanges += 1
             if self._exchanges == 1:
                 self._first_exchange = (
@@ -586,6 +602,28 @@ class WebSocketObserver:
                 f"more than {_MAX_EARLY_BYTES} bytes came before the answer they wait for"
             )
         return []
+
+    def _ending(self, reset: bool, fins: tuple[int, int]) -> str:
+        """How a connection ended, in words: who closed it (FIN) or reset it, or that the capture ends."""
+        if reset:
+            return "the connection was reset (RST)"
+        closers = sorted(
+            (packet, self._role(is_a))
+            for packet, is_a in zip(fins, (True, False), strict=True)
+            if packet
+        )
+        if not closers:
+            return "the capture ends with the connection open"
+        (packet, first), *rest = closers
+        text = f"the {first} closed the connection (FIN, packet {packet})"
+        for packet, other in rest:
+            text += f", then the {other} (packet {packet})"
+        return text
+
+    def _role(self, is_a: bool) -> str:
+        """ "client" or "server" for endpoint `a` or `b` (`a`, which opened the connection, until known)."""
+        client_is_a = True if self._client_is_a is None else self._client_is_a
+        return "client" if is_a == client_is_a else "server"
 
     def _plain_text(self) -> str:
         """Why a connection of ordinary HTTP requests is not WebSocket."""
