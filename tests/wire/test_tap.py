@@ -440,6 +440,17 @@ async def test_tap_web_page_shows_frames_live_in_chromium() -> None:
             await page.fill("#filter", "pong")
             visible = await page.locator("tr.frame:visible").all_inner_texts()
             assert visible and all("pong" in row for row in visible)
+            # it matches what the rows show: the direction as written, its arrow, and a ping's
+            # payload as the text it is (shown quoted), not only its hex
+            upstream = await page.locator("tr.frame.client-to-server").count()
+            for needle in ("client to server", "→"):
+                await page.fill("#filter", needle)
+                visible = await page.locator("tr.frame:visible").all_inner_texts()
+                assert len(visible) == upstream, needle
+                assert all("→ client to server" in row for row in visible), needle
+            await page.fill("#filter", "tap-ping")
+            visible = await page.locator("tr.frame:visible").all_inner_texts()
+            assert len(visible) == 2 and all('"tap-ping"' in row for row in visible), visible
             await page.fill("#filter", "")
             # pause holds new frames back
             await page.click("#pause")
