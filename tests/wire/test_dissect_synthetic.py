@@ -199,6 +199,51 @@ def test_a_truncated_capture_keeps_what_came_before_and_says_so(tmp_path: Path) 
     assert "truncated" in message or "missing" in message, message
 
 
+def pcap_record_offsets(data: bytes) -> list[int]:
+    """Where each record of a little-endian classic pcap file starts."""
+    offsets, at = [], 24
+    while at < len(data):
+        offsets.append(at)
+        at += 16 + struct.unpack_from("<I", data, at + 8)[0]
+    return offsets
+
+
+def test_a_truncated_capture_names_the_record_it_ends_in(tmp_path: Path) -> None:
+    # Wireshark counts packet records from 1: the record cut is the one after the last whole one,
+    # whether the file ends in its header or in its bytes.
+    data = write_capture(tmp_path / "c.pcap", echo_conversation().packets).read_bytes()
+    offsets = pcap_record_offsets(data)
+    ng = write_capture(tmp_path / "c.pcapng", echo_conversation().packets, pcapng=True)
+    cuts = {
+        "in the header of record 6": (data[: offsets[5] + 8], 6),
+        "in the bytes of record 6": (data[: offsets[5] + 30], 6),
+        "in the last pcapng block": (ng.read_bytes()[:-7], len(offsets)),
+    }
+    for name, (cut, record) in cuts.items():
+        path = tmp_path / "cut.cap"
+        path.write_bytes(cut)
+        assert dissect(path).problems == [
+            f"the capture is truncated: it ends in the middle of packet record {record}; "
+            "decoding what came before"
+        ], name
+
+
+def test_a_record_longer_than_any_packet_is_damage_not_truncation(tmp_path: Path) -> None:
+    # tshark: "File has 2147483647-byte packet, bigger than maximum of 262144".
+    data = bytearray(write_capture(tmp_path / "c.pcap", echo_conversation().packets).read_bytes())
+    struct.pack_into("<I", data, pcap_record_offsets(bytes(data))[6] + 8, 0x7FFFFFFF)
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(bytes(data))
+    result = dissect(damaged)
+    assert result.problems == [
+        "the capture is damaged after packet 6 (the next packet record claims 2147483647 bytes; "
+        "no packet of this file can have more than 262144 (its snap length is 1500)); "
+        "decoding what came before"
+    ]
+    [connection] = result.connections
+    assert [f.text for f in connection.frames] == ["hello"]  # packet 6, the last whole one
+
+
 def test_truncated_and_garbage_files_give_one_line_and_no_traceback(tmp_path: Path) -> None:
     path = write_capture(tmp_path / "c.pcap", echo_conversation().packets)
     cut = tmp_path / "cut.pcap"
@@ -270,7 +315,7 @@ def test_damage_after_a_whole_section_header_is_damage_even_on_the_first_packet(
         for file in (damaged, not_one)
     ]
     assert runs[0].returncode == 0, runs[0]
-    assert "damaged or truncated after packet 0" in runs[0].stderr
+    assert "damaged after packet 0 (block of 2147483644 bytes)" in runs[0].stderr
     assert runs[1].returncode == 1
     assert "not a pcap or pcapng capture" in runs[1].stderr
 

@@ -122,8 +122,12 @@ def read_segments(
         except (ValueError, dpkt.UnpackError, struct.error) as exc:
             raise CaptureError(f"not a pcap or pcapng capture ({_why(exc)})") from None
         _check_linktype(reader.datalink())
+        # A record's length is read before its bytes: one past any packet is damage, not data to read.
+        watched.max_record = max(reader.snaplen, _MAX_PACKET)
+        watched.snaplen = reader.snaplen
         packets = ((reader.datalink(), float(ts), bytes(data)) for ts, data in reader)
     number = 0
+    cut = 0  # the record the file ends in, when it came whole enough to be read (its bytes cut)
     undecodable = 0
     fragments = Reassembler()
     while True:
@@ -134,16 +138,21 @@ def read_segments(
         except CaptureError:
             raise
         except Exception as exc:  # dpkt raises assorted errors on a damaged record
-            if not watched.short_read:  # else the file just ends: said once, below
-                what = (
-                    _why(exc) if isinstance(exc, _Damaged) else f"{type(exc).__name__}: {_why(exc)}"
-                )
+            if watched.short_read:
+                pass  # the file just ends: said once, below
+            elif isinstance(exc, _Damaged):
                 problems.append(
-                    f"the capture is damaged or truncated after packet {number} ({what}); "
-                    "decoding what came before"
+                    f"the capture is damaged after packet {number} ({exc}); decoding what came before"
+                )
+            else:
+                problems.append(
+                    f"the capture is damaged or truncated after packet {number} "
+                    f"({type(exc).__name__}: {_why(exc)}); decoding what came before"
                 )
             break
         number += 1
+        if watched.short_read and not cut:
+            cut = number  # a classic pcap record whose bytes the file's end cut (dpkt yields it)
         if stats is not None:
             stats.packets = number
         linktype, timestamp, data = item
@@ -159,8 +168,9 @@ def read_segments(
         if segment is not None:
             yield segment
     if watched.short_read:
+        # Else the file ends inside the next record's header (or a pcapng block), not yielded.
         problems.append(
-            f"the capture is truncated: it ends in the middle of packet record {number}; "
+            f"the capture is truncated: it ends in the middle of packet record {cut or number + 1}; "
             "decoding what came before"
         )
     if undecodable:
@@ -296,6 +306,9 @@ def _raising(error: Exception) -> Iterator[tuple[int, float, bytes]]:
 
 
 _MAX_BLOCK = 1 << 28  # no real block is near this; a larger length is damage, not data
+# The largest packet a capture holds (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD, tcpdump's default snap
+# length): a classic pcap record claiming more than this and than the file's snap length is damage.
+_MAX_PACKET = 262144
 
 
 def _tick(options: bytes, order: str) -> float:
@@ -318,8 +331,16 @@ class _ShortReadDetector:
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
         self.short_read = False
+        self.max_record = 0  # the most bytes one read may ask for (0: any): a pcap record's limit
+        self.snaplen = 0
 
     def read(self, size: int = -1) -> bytes:
+        if self.max_record and size > self.max_record:
+            # A classic pcap record's length, read before its bytes (dpkt reads headers of 16 bytes).
+            raise _Damaged(
+                f"the next packet record claims {size} bytes; no packet of this file can have more "
+                f"than {self.max_record} (its snap length is {self.snaplen})"
+            )
         data = self._file.read(size)
         if 0 < len(data) < size:
             self.short_read = True
