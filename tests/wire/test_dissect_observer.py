@@ -136,6 +136,48 @@ def test_a_reset_in_the_middle_of_a_frame_is_named_as_such(tmp_path: Path) -> No
     ]
 
 
+def test_a_fin_in_the_middle_of_a_frame_is_named_as_such(tmp_path: Path) -> None:
+    # The sender's FIN ends its direction (RFC 9293 §3.6): the frame was cut by the close, not by
+    # the capture. The other side's FIN alone does not end it (a half-close).
+    def cut(closers: list[bool]) -> list[str]:
+        conversation = Conversation().handshake()
+        conversation.send(True, REQUEST)
+        conversation.send(False, RESPONSE)
+        conversation.send(True, client_frame(Opcode.BINARY, bytes(1000))[:300])
+        for from_client in closers:
+            conversation.close(from_client)
+        [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+        return [n for n in connection.observer.notes if "inside" in n]
+
+    assert cut([True, False]) == [
+        "client-to-server: the client closed the connection (FIN, packet 7) inside a binary frame "
+        "(300 of 1008 bytes)"
+    ]
+    assert cut([False]) == [
+        "client-to-server: the capture ends inside a binary frame (300 of 1008 bytes)"
+    ]
+
+
+def test_a_connection_closed_before_the_101_says_so(tmp_path: Path) -> None:
+    def notes(closers: list[bool]) -> list[str]:
+        conversation = Conversation().handshake()
+        conversation.send(True, REQUEST)
+        for from_client in closers:
+            conversation.close(from_client)
+        [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+        return connection.observer.notes
+
+    assert notes([True, False]) == [
+        "the server did not answer the Upgrade request: the client closed the connection "
+        "(FIN, packet 5), then the server (packet 6)"
+    ]
+    assert notes([False]) == [
+        "the server did not answer the Upgrade request: the server closed the connection "
+        "(FIN, packet 5)"
+    ]
+    assert notes([]) == ["the capture ends before the server answered the Upgrade request"]
+
+
 def test_a_client_frame_sent_before_the_101_is_a_violation(tmp_path: Path) -> None:
     # RFC 6455 §4.1: the client waits for the server's response before sending further data. A frame in
     # the request's own segment was sent before the client could have read the 101.

@@ -370,7 +370,15 @@ class WebSocketObserver:
                 if not self._refused:
                     self._not_websocket(self._plain_text())
             elif self.request is not None and self.response is None:
-                self.notes.append("the capture ends before the server answered the Upgrade request")
+                if reset or any(fins):
+                    self.notes.append(
+                        "the server did not answer the Upgrade request: "
+                        f"{self._ending(reset, fins)}"
+                    )
+                else:
+                    self.notes.append(
+                        "the capture ends before the server answered the Upgrade request"
+                    )
             elif self.request is None:
                 seen = sum(len(b) for b in self._early.values())
                 if (seen or self._mid_frame is not None) and self.mid_connection:
@@ -381,9 +389,16 @@ class WebSocketObserver:
                 elif seen:
                     self.notes.append("not a WebSocket connection: no HTTP Upgrade request")
             return
-        for direction in self._dirs.values():
+        for from_a, direction in self._dirs.items():
             if direction.stopped:
                 continue
+            fin = fins[0 if from_a else 1]
+            # The sender's FIN ends its direction: the frame can never complete, whatever follows.
+            cut = (
+                f"the {self._role(from_a)} closed the connection (FIN, packet {fin})"
+                if fin and not reset
+                else ends
+            )
             buffered = direction.parser.buffered
             if buffered:
                 header = decode_header(direction.raw)
@@ -395,12 +410,12 @@ class WebSocketObserver:
                         f"; its header breaks RFC 6455: {violation.message}" if violation else ""
                     )
                     self.notes.append(
-                        f"{direction.name}: {ends} inside a {opcode_name(header.opcode)} "
+                        f"{direction.name}: {cut} inside a {opcode_name(header.opcode)} "
                         f"frame ({buffered} of {header.header_length + header.length} bytes){broken}"
                     )
                 else:
                     self.notes.append(
-                        f"{direction.name}: {ends} inside a frame header ({buffered} bytes)"
+                        f"{direction.name}: {cut} inside a frame header ({buffered} bytes)"
                     )
             if direction.message is not None:
                 self.notes.append(
