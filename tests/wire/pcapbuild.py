@@ -154,11 +154,18 @@ LINKTYPES = {"ethernet": 1, "null": 0, "sll": 113, "sll2": 276}
 
 
 def write_capture(
-    path: Path, packets: list[Packet], *, linktype: str = "ethernet", pcapng: bool = False
+    path: Path,
+    packets: list[Packet],
+    *,
+    linktype: str = "ethernet",
+    pcapng: bool = False,
+    snap: int = 0,
 ) -> Path:
+    """Write the packets; `snap` keeps only that many bytes of each (a capture's snap length)."""
     with path.open("wb") as file:
         writer_class = dpkt.pcapng.Writer if pcapng else dpkt.pcap.Writer
         writer = writer_class(file, linktype=LINKTYPES[linktype])
         for number, packet in enumerate(packets):
-            writer.writepkt(_link(linktype, _ip(packet)), ts=1_700_000_000 + number / 1000)
+            data = _link(linktype, _ip(packet))
+            writer.writepkt(data[:snap] if snap else data, ts=1_700_000_000 + number / 1000)
     return path

@@ -36,9 +36,9 @@ class Connection:
     def tcp_notes(self) -> list[str]:
         """Retransmissions, reordering and gaps, in words."""
         notes = []
-        for name, half in (
-            ("from " + format_endpoint(*self.tcp.a), self.tcp.from_a),
-            ("from " + format_endpoint(*self.tcp.b), self.tcp.from_b),
+        for from_a, name, half in (
+            (True, "from " + format_endpoint(*self.tcp.a), self.tcp.from_a),
+            (False, "from " + format_endpoint(*self.tcp.b), self.tcp.from_b),
         ):
             if half.retransmitted_bytes:
                 notes.append(f"{name}: {half.retransmitted_bytes} retransmitted bytes ignored")
@@ -46,8 +46,14 @@ class Connection:
                 notes.append(
                     f"{name}: {half.out_of_order_segments} out-of-order segment(s) put back in order"
                 )
-            if half.gap_bytes:
-                notes.append(f"{name}: {half.gap_bytes} bytes missing from the capture")
+            # Said once: here only when the observer's notes did not say all of it.
+            if half.gap_bytes and half.gap_bytes != self.observer.noted_gap_bytes[from_a]:
+                snapped = (
+                    f" ({half.snapped_packets} packet(s) cut by the capture's snap length)"
+                    if half.snapped_packets
+                    else ""
+                )
+                notes.append(f"{name}: {half.gap_bytes} bytes missing from the capture{snapped}")
         return notes
 
 
@@ -171,7 +177,7 @@ def _deliver(
     wanted = chosen.wants_stream(connection)
     for item in deliveries:
         if isinstance(item, Gap):
-            observer.gap(from_a, item.size)
+            observer.gap(from_a, item.size, item.packet if item.snapped else None)
             continue
         for frame in observer.feed(from_a, item.data, item.time, item.packet):
             if wanted and chosen.wants_frame(frame):

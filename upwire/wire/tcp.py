@@ -43,11 +43,16 @@ class Data:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Bytes of a direction that are missing from the capture."""
+    """Bytes of a direction that are missing from the capture.
+
+    `snapped`: they are the tail of packet `packet`, which the capture cut (its snap length); else
+    segments the capture never saw.
+    """
 
     size: int
     time: float
     packet: int
+    snapped: bool = False
 
 
 Delivery = Data | Gap
@@ -63,8 +68,9 @@ class HalfStream:
     rst_seen: bool = False
     started: bool = False
     retransmitted_bytes: int = 0
-    out_of_order_segments: int = 0
+    out_of_order_segments: int = 0  # segments that waited for a hole, and got it filled
     gap_bytes: int = 0
+    snapped_packets: int = 0  # packets whose tail the capture cut (its snap length)
     _next_seq: int = 0  # the 32-bit sequence number of the next byte expected
     _next_offset: int = 0  # the same byte's offset from the direction's first byte
     _pending: dict[int, tuple[bytes, float, int]] = field(default_factory=dict)
@@ -98,7 +104,6 @@ class HalfStream:
         offset = self._offset(seq)
         out: list[Delivery] = []
         if offset > self._next_offset:
-            self.out_of_order_segments += 1
             self._keep(offset, segment)
             if self._pending_bytes > _MAX_PENDING_BYTES:
                 out += self._skip_hole()
@@ -156,8 +161,9 @@ class HalfStream:
             out.append(Data(fresh, time, packet))
         lost = missing - max(skip - len(payload), 0)
         if lost > 0:
-            out.append(Gap(lost, time, packet))
+            out.append(Gap(lost, time, packet, snapped=True))
             self.gap_bytes += lost
+            self.snapped_packets += 1
         advance = len(fresh) + max(lost, 0)
         self._next_offset += advance
         self._next_seq = (self._next_seq + advance) % _WRAP
@@ -170,7 +176,10 @@ class HalfStream:
             payload, time, packet = self._pending.pop(offset)
             self._pending_bytes -= len(payload)
             if now is not None:
+                # A hole filled: this segment came out of order and is put back in order. (Without
+                # `now`, the hole before it never filled: it follows a gap.)
                 time, packet = now
+                self.out_of_order_segments += 1
             self._deliver(offset, payload, 0, time, packet, out)
 
     def _skip_hole(self) -> list[Delivery]:

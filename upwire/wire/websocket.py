@@ -254,6 +254,8 @@ class WebSocketObserver:
         self.state = "handshake"  # handshake -> websocket | other
         self.notes: list[str] = []
         self.frames = 0
+        # Bytes missing from each direction (`a`'s: True) that a note has told of.
+        self.noted_gap_bytes = {True: 0, False: 0}
         self._messages = 0
         self._request_reader = RequestReader(max_header_bytes=_MAX_HEAD_BYTES)
         self._response_reader: ResponseReader | None = None
@@ -323,22 +325,36 @@ class WebSocketObserver:
             self.notes.append(f"{direction.name}: {why}; the rest of this direction is not decoded")
         return held
 
-    def gap(self, from_a: bool, size: int) -> None:
-        """Bytes of one direction are missing from the capture."""
+    def gap(self, from_a: bool, size: int, cut_packet: int | None = None) -> None:
+        """Bytes of one direction are missing from the capture.
+
+        Args:
+            cut_packet: the packet whose tail they are, when the capture cut it (its snap length); None
+                when they are segments the capture never saw.
+        """
+        cause = (
+            "a gap"
+            if cut_packet is None
+            else f"packet {cut_packet} was cut by the capture's snap length"
+        )
         if self.state == "websocket":
+            self.noted_gap_bytes[from_a] += size
             direction = self._dirs[from_a]
             if direction.stopped is None:
                 direction.stopped = f"{size} bytes missing from the capture"
                 self.notes.append(
-                    f"{direction.name}: {size} bytes are missing from the capture (a gap); "
-                    "frames after it in this direction cannot be found reliably and are not decoded"
+                    f"{direction.name}: {size} bytes are missing from the capture ({cause}); "
+                    "frames after them in this direction cannot be found reliably and are not "
+                    "decoded"
                 )
             else:
-                self.notes.append(f"{direction.name}: another gap of {size} bytes")
+                self.notes.append(f"{direction.name}: another {size} bytes missing ({cause})")
         elif self.state == "handshake":
+            self.noted_gap_bytes[from_a] += size
             self.state = "other"
             self.notes.append(
-                f"{size} bytes are missing from the capture before the handshake completed"
+                f"from {self.a if from_a else self.b}: {size} bytes are missing from the capture "
+                f"before the handshake completed ({cause})"
             )
 
     def finish(
