@@ -180,6 +180,49 @@ async def test_tap_relays_a_request_with_latin_1_bytes_in_a_header() -> None:
         upstream.close()
 
 
+async def test_a_client_frame_sent_before_the_101_is_flagged_as_dissect_flags_it() -> None:
+    # RFC 6455 §4.1: the client waits for the 101 before sending further data. The tap holds the
+    # frame until the upstream answers, passes it on, and reports it as early.
+    from upwire.protocol.frames import encode_frame
+
+    key = b"\x0a\x0b\x0c\x0d"
+    received = bytearray()
+    early, late = (
+        encode_frame(1, b"too soon", mask_key=key),
+        encode_frame(1, b"in time", mask_key=key),
+    )
+
+    async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.1)  # the early frame waits in the tap meanwhile
+        writer.write(SWITCHING)
+        while len(received) < len(early) + len(late):
+            if not (chunk := await reader.read(1024)):
+                break
+            received.extend(chunk)
+        writer.close()
+
+    records: list[FrameRecord] = []
+    upstream, tap, port = await start_tap(
+        raw_upstream, on_frame=lambda observer, record: records.append(record)
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UPGRADE + early)  # in the request's own segment
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.write(late)
+        await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        await tap.close()
+        upstream.close()
+    assert bytes(received) == early + late
+    assert [(r.text, r.violations) for r in records] == [
+        ("too soon", ["client frame sent before the server's 101 response"]),
+        ("in time", []),
+    ]
+
+
 async def test_tap_passes_a_frame_past_max_frame_hold_on_as_it_comes() -> None:
     """A peer announcing a huge frame cannot make the relay hold it: past the limit, bytes flow on."""
     received = bytearray()
@@ -220,7 +263,7 @@ async def test_tap_passes_a_frame_past_max_frame_hold_on_as_it_comes() -> None:
         await tap.close()
         upstream.close()
     assert bytes(received) == header + bytes(sent)
-    assert any("max_frame_hold=65536" in note for note in notes)
+    assert any("--max-frame-hold 65536 bytes" in note for note in notes)
 
 
 RFC_REQUEST = (

@@ -281,6 +281,13 @@ async def test_tap_reports_an_upstream_it_cannot_reach_and_brackets_an_ipv6_list
         await stop(process)
     assert (line["type"], line["stream"], line["websocket"]) == ("connection", 0, False)
     assert line["response"]["status"] == 502
+    # the header fields the client got, those serialize_response adds included
+    assert [name for name, _ in line["response"]["headers"]] == [
+        "Content-Type",
+        "Content-Length",
+        "Connection",
+    ]
+    assert line["response"]["headers"][2] == ["Connection", "close"]
     assert line["request"]["target"] == "/"
     assert f"cannot connect to the upstream 127.0.0.1:{port}: Connection refused" in line["notes"]
 

@@ -105,20 +105,21 @@ async def test_the_tap_prints_the_note_on_a_frame_past_max_frame_hold(json_outpu
                 await ws.send(bytes(200_000))
                 assert await ws.recv() == bytes(200_000)
             lines = []
-            while not any("max_frame_hold=100000" in line for line in lines):
+            while not any("--max-frame-hold 100000" in line for line in lines):
                 line = await asyncio.wait_for(process.stdout.readline(), 10)
                 assert line, f"the tap's output ended without the note: {lines}"
                 lines.append(line.decode())
         finally:
             process.kill()
             await process.wait()
-    [note] = [line for line in lines if "max_frame_hold" in line]
+    [note] = [line for line in lines if "max-frame-hold" in line]
     if json_output:
         assert json.loads(note) == {
             "type": "note",
             "stream": 0,
-            "note": "client-to-server: a frame larger than max_frame_hold=100000 bytes was passed "
-            "on undecoded; the rest of this direction is not decoded",
+            # the option as the command's user knows it
+            "note": "client-to-server: a frame larger than --max-frame-hold 100000 bytes was "
+            "passed on undecoded; the rest of this direction is not decoded",
         }
     else:
         assert note.strip().startswith("[0] note: client-to-server: a frame larger than")

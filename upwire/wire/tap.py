@@ -56,6 +56,19 @@ def _address(peer: Any) -> str:
     return str(peer)
 
 
+def _answer(client_w: asyncio.StreamWriter, response: Response) -> Response:
+    """Send a client an answer that ends the relay; return it as sent.
+
+    `serialize_response` adds Content-Length and "Connection: close": what a report shows is what the
+    client got, those fields included.
+    """
+    data = serialize_response(response)
+    client_w.write(data)
+    lines = data[: data.index(b"\r\n\r\n")].decode("latin-1").split("\r\n")[1:]
+    fields = [(name, value) for name, _, value in (line.partition(": ") for line in lines)]
+    return Response(response.status, fields, response.body, response.reason)
+
+
 def _connect_failure(exc: OSError) -> str:
     """Why connecting failed, in words: asyncio's own message only repeats the address."""
     if isinstance(exc, TimeoutError):
@@ -180,8 +193,7 @@ class Tap:
                         return
                     request = request_reader.feed(data)
         except InvalidHandshake as exc:
-            answer = Response(exc.status or 400, exc.headers, exc.body)
-            client_w.write(serialize_response(answer))
+            answer = _answer(client_w, Response(exc.status or 400, exc.headers, exc.body))
             self._refused(client_w, None, answer, f"the client's request is not valid: {exc}")
             return
         except TimeoutError:
@@ -207,8 +219,7 @@ class Tap:
                 f"{_connect_failure(exc)}\n"
             )
             status = 504 if isinstance(exc, TimeoutError) else 502
-            answer = Response(status, body=body)
-            client_w.write(serialize_response(answer))
+            answer = _answer(client_w, Response(status, body=body))
             self._refused(client_w, forwarded, answer, body.removeprefix("upwire tap: ").strip())
             return
         try:
@@ -221,22 +232,20 @@ class Tap:
             if isinstance(response, tuple):
                 self._refused(client_w, forwarded, *response)
                 return
-            client_w.write(
-                serialize_response(response, close=False)
-                if response.status == 101
-                else serialize_response(response)
-            )
             if response.status != 101:
+                # Passed on with "Connection: close" (the relay ends): shown as the client got it.
                 why = f"the upstream refused the Upgrade: HTTP {response.status} {response.reason}"
-                self._refused(client_w, forwarded, response, why)
+                self._refused(client_w, forwarded, _answer(client_w, response), why)
                 return
+            client_w.write(serialize_response(response, close=False))
             observer = WebSocketObserver(
                 self._streams,
                 _address(client_w.get_extra_info("peername")),
                 format_endpoint(uri.host, uri.port),
             )
             self._streams += 1
-            observer.open(forwarded, response, observer.a, observer.b)
+            # What the client sent before the 101 reached it: sent before any answer (RFC 6455 §4.1).
+            observer.open(forwarded, response, observer.a, observer.b, sent_early=len(early))
             observer.first_time = time.time()
             if self._on_open:
                 self._on_open(observer)
@@ -304,8 +313,7 @@ class Tap:
                 f"upwire tap: the upstream did not answer the Upgrade within "
                 f"{self._handshake_timeout:g} s\n"
             )
-            answer_504 = Response(504, body=body)
-            client_w.write(serialize_response(answer_504))
+            answer_504 = _answer(client_w, Response(504, body=body))
             return answer_504, body.removeprefix("upwire tap: ").strip()
         finally:
             for task in (answer, left):
@@ -321,8 +329,7 @@ class Tap:
             if response is not None:
                 return response
             body = "upwire tap: the upstream closed without answering the Upgrade\n"
-        answer_502 = Response(502, body=body)
-        client_w.write(serialize_response(answer_502))
+        answer_502 = _answer(client_w, Response(502, body=body))
         return answer_502, body.removeprefix("upwire tap: ").strip()
 
     @staticmethod
@@ -382,8 +389,8 @@ class Tap:
                     sink.write(
                         observer.release(
                             from_client,
-                            f"a frame larger than max_frame_hold={self._max_frame_hold} bytes "
-                            "was passed on undecoded",
+                            f"a frame larger than --max-frame-hold {self._max_frame_hold} "
+                            "bytes was passed on undecoded",
                         )
                     )
                 self._report_notes(observer)

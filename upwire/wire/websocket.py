@@ -242,6 +242,8 @@ class WebSocketObserver:
         self.mid_connection = mid_connection
         self._opened_by_a = opened_by_a
         self._sent_with_request = 0  # client bytes that came in the same piece as the request's end
+        # Client bytes still to decode that were sent before the 101 (their frames are flagged).
+        self._sent_early = 0
         self.client: str | None = None
         self.server: str | None = None
         self.request: Request | None = None
@@ -558,15 +560,10 @@ class WebSocketObserver:
         records = self._frames(from_a, trailing, time, packet)
         pending = bytes(self._early[not from_a])
         self._early[not from_a].clear()
-        early = self._frames(not from_a, pending, time, packet)
-        start = 0
-        for record in early:
-            # RFC 6455 §4.1: once its handshake is sent, a client waits for the server's response
-            # before sending any further data.
-            if start < self._sent_with_request:
-                record.violations.append("client frame sent before the server's 101 response")
-            start += record.header_length + record.payload_length
-        return records + early
+        # Bytes in the request's own segment were sent before any answer could come: their frames
+        # are flagged (`_frames`).
+        self._sent_early = self._sent_with_request
+        return records + self._frames(not from_a, pending, time, packet)
 
     def _plain_request(
         self, from_a: bool, request: Request, trailing: bytes, time: float, packet: int | None
@@ -683,16 +680,27 @@ class WebSocketObserver:
         method, sep, _ = data.partition(b" ")
         return bool(sep) and method.isalpha() and method.isupper() and len(method) <= 16
 
-    def open(self, request: Request, response: Response, client: str, server: str) -> None:
+    def open(
+        self,
+        request: Request,
+        response: Response,
+        client: str,
+        server: str,
+        *,
+        sent_early: int = 0,
+    ) -> None:
         """Start decoding frames after a handshake seen elsewhere (the tap reads it itself).
 
-        `feed(True, ...)` then means client-to-server.
+        `feed(True, ...)` then means client-to-server. The first `sent_early` client bytes are known to
+        have been sent before the 101 (the tap got them before it passed the 101 on): their frames
+        break RFC 6455 §4.1 and are flagged.
         """
         self.request = request
         self.response = response
         self.client, self.server = client, server
         self._client_is_a = True
         self._open(response)
+        self._sent_early = sent_early
 
     def _open(self, response: Response) -> None:
         self.state = "websocket"
@@ -827,6 +835,11 @@ class WebSocketObserver:
             )
             self.frames += 1
             self._meaning(direction, record)
+            if direction.client and self._sent_early > 0:
+                # RFC 6455 §4.1: once its handshake is sent, a client waits for the server's response
+                # before sending any further data.
+                record.violations.append("client frame sent before the server's 101 response")
+                self._sent_early -= header.header_length + header.length
             records.append(record)
 
     def _meaning(self, direction: _Direction, record: FrameRecord) -> None:
