@@ -706,3 +706,26 @@ def test_a_compression_bomb_in_a_capture_is_reported_not_inflated_without_bound(
     else:
         raise AssertionError("an 8 MiB message inflated past a 1 MiB bound")
     assert inflater.broken
+
+
+def test_options_out_of_range_or_that_do_not_combine_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_capture(tmp_path / "c.pcap", echo_conversation().packets)
+    # The summary is of whole connections: an --opcode filter would be silently ignored.
+    assert main(["dissect", str(path), "--summary", "--opcode", "control"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--summary counts every frame of a connection and cannot be combined with --opcode" in (
+        captured.err
+    )
+    for argv in (
+        ["dissect", str(path), "--stream", "-1"],
+        ["dissect", str(path), "--port", "70000"],
+        ["dissect", str(path), "--port", "-5"],
+        ["tap", "--listen", "127.0.0.1:70000", "--upstream", "ws://127.0.0.1:1/"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+        assert "error: argument" in capsys.readouterr().err, argv

@@ -43,9 +43,21 @@ __all__ = ["add_subcommands", "run_dissect", "run_tap"]
 
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (a port up to 65535), got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _stream_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a stream number (0, 1, …), not {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (0 to 65535), not {text!r}")
+    return int(text)
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -73,15 +85,15 @@ def add_subcommands(commands: Any) -> None:
     dissect_cmd.add_argument("capture", help="a pcap or pcapng file (tcpdump, dumpcap, Wireshark)")
     _output_options(dissect_cmd)
     dissect_cmd.add_argument(
-        "--stream", type=int, help="only TCP stream N (as Wireshark numbers them)"
+        "--stream", type=_stream_number, help="only TCP stream N (as Wireshark numbers them)"
     )
     dissect_cmd.add_argument(
-        "--port", type=int, help="only connections with TCP port P at either end"
+        "--port", type=_port, help="only connections with TCP port P at either end"
     )
     dissect_cmd.add_argument(
         "--opcode",
         choices=("text", "binary", "control"),
-        help="only frames of text or binary messages, or control frames",
+        help="only frames of text or binary messages, or control frames (not with --summary)",
     )
 
     tap_cmd = commands.add_parser(
@@ -139,6 +151,16 @@ def _style(args: argparse.Namespace, out: TextIO) -> Style:
 def run_dissect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `upwire dissect`."""
     out = out or sys.stdout
+    if args.summary and args.opcode:
+        # The summary is of whole connections (framing against HTTP polling for all their messages):
+        # a summary of some frames only would price something no connection sent.
+        print(
+            "upwire dissect: error: --summary counts every frame of a connection and cannot be "
+            "combined with --opcode (use --opcode to list some frames, --stream or --port to choose "
+            "the connections summarized)",
+            file=sys.stderr,
+        )
+        return 2
     chosen = FrameFilter(stream=args.stream, port=args.port, opcode=args.opcode)
     style = _style(args, out)
     spool = Spool()
