@@ -91,3 +91,51 @@ def test_a_hole_that_never_fills_releases_what_waits_behind_it_in_order() -> Non
     assert [gap.size for gap in gaps] == [10]  # piece 1 alone never came
     delivered = b"".join(item.data for item in out if isinstance(item, tcp.Data))
     assert delivered == data[:10] + data[20:]
+
+
+def test_overlapping_copies_keep_the_in_sequence_bytes_and_differing_ones_are_noted(
+    tmp_path: Path,
+) -> None:
+    # Wireshark (tshark: "overlap conflict") keeps the bytes passed on in sequence: the first copy
+    # captured, or, when a later-starting segment waited out of order, the earlier one that filled the
+    # hole before it. Copies that agree are plain retransmissions.
+    conversation = Conversation().handshake()
+    conversation.send(True, REQUEST)
+    conversation.send(False, RESPONSE)
+    base = conversation.next[conversation.server]
+
+    def segment(offset: int, data: bytes) -> Packet:
+        return Packet(
+            conversation.server,
+            conversation.client,
+            (base + offset) % (1 << 32),
+            conversation.next[conversation.client],
+            dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
+            data,
+        )
+
+    first, second, third = (server_frame(Opcode.BINARY, bytes([n]) * 200) for n in b"ABC")
+    altered = [bytearray(frame) for frame in (first, second)]
+    for frame in altered:
+        frame[50:100] = b"Z" * 50
+    at = len(first)
+    conversation.packets += [
+        # in order, then a copy overlapping it with other bytes: the first copy stays
+        segment(0, first[:100]),
+        segment(50, bytes(altered[0][50:150])),
+        segment(150, first[150:]),
+        # out of order: the altered copy waits, the earlier segment fills the hole and stays
+        segment(at + 50, bytes(altered[1][50:150])),
+        segment(at, second[:100]),
+        segment(at + 150, second[150:]),
+        # a retransmission with the same bytes is no conflict
+        segment(2 * at, third),
+        segment(2 * at, third),
+    ]
+    [connection] = dissect(write_capture(tmp_path / "c.pcap", conversation.packets)).connections
+    assert [f.payload for f in connection.frames] == [b"A" * 200, b"B" * 200, b"C" * 200]
+    first_conflict = 7  # the 3 of the TCP handshake, request, response, then the first frame's
+    assert (
+        f"from 10.0.0.2:8080: 2 overlapping segment(s) carry other bytes than the copy kept (an "
+        f"overlap conflict; the first in packet {first_conflict})"
+    ) in connection.tcp_notes()

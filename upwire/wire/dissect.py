@@ -42,6 +42,11 @@ class Connection:
         ):
             if half.retransmitted_bytes:
                 notes.append(f"{name}: {half.retransmitted_bytes} retransmitted bytes ignored")
+            if half.overlap_conflicts:
+                notes.append(
+                    f"{name}: {half.overlap_conflicts} overlapping segment(s) carry other bytes than "
+                    f"the copy kept (an overlap conflict; the first in packet {half.conflict_packet})"
+                )
             if half.out_of_order_segments:
                 notes.append(
                     f"{name}: {half.out_of_order_segments} out-of-order segment(s) put back in order"

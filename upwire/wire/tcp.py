@@ -2,7 +2,10 @@
 
 Owns: telling TCP connections apart (the 4-tuple, and a new SYN on a reused one), putting each direction's
 segments back in sequence order (out-of-order segments wait, retransmitted bytes are dropped, sequence
-numbers wrap), and reporting gaps: bytes the capture never saw. The first copy of a byte wins.
+numbers wrap), and reporting gaps: bytes the capture never saw. The copy of a byte passed on in sequence
+wins: the first one captured, unless an out-of-order segment waited and an earlier one overlapping it filled
+the hole (then the earlier one's, as Wireshark keeps). Overlapping copies that differ are counted (tshark's
+"overlap conflict").
 
 Must not know: what the bytes mean (`websocket` does).
 """
@@ -71,6 +74,8 @@ class HalfStream:
     out_of_order_segments: int = 0  # segments that waited for a hole, and got it filled
     gap_bytes: int = 0
     snapped_packets: int = 0  # packets whose tail the capture cut (its snap length)
+    overlap_conflicts: int = 0  # segments whose overlapping bytes differ from the copy kept
+    conflict_packet: int = 0  # the first such segment's packet
     _next_seq: int = 0  # the 32-bit sequence number of the next byte expected
     _next_offset: int = 0  # the same byte's offset from the direction's first byte
     _pending: dict[int, tuple[bytes, float, int]] = field(default_factory=dict)
@@ -78,6 +83,9 @@ class HalfStream:
     # every waiting segment per release made a long wait quadratic.
     _waiting: list[int] = field(default_factory=list)
     _pending_bytes: int = 0  # exactly the bytes `_pending` holds
+    # The last bytes passed on (ending at `_next_offset`), to compare an overlapping copy with: one
+    # segment's worth, so memory stays one segment per direction.
+    _last: bytes = b""
 
     def add(self, segment: Segment) -> list[Delivery]:
         """Take one segment of this direction; return what it makes deliverable, in order."""
@@ -111,6 +119,8 @@ class HalfStream:
         self._deliver(offset, segment.payload, segment.missing, segment.time, segment.number, out)
         # Segments that waited for this one complete now: they count as this packet's, as in Wireshark.
         self._drain(out, (segment.time, segment.number))
+        if segment.flags & _FIN:
+            self._last = b""  # the direction has ended: nothing more to compare with
         return out
 
     def flush(self) -> list[Delivery]:
@@ -128,6 +138,10 @@ class HalfStream:
 
     def _keep(self, offset: int, segment: Segment) -> None:
         known = self._pending.get(offset)
+        if known is not None:
+            common = min(len(known[0]), len(segment.payload))
+            if known[0][:common] != segment.payload[:common]:
+                self._conflict(segment.number)
         if known is not None and len(known[0]) >= len(segment.payload):
             self.retransmitted_bytes += len(segment.payload)
             return
@@ -151,6 +165,15 @@ class HalfStream:
         out: list[Delivery],
     ) -> None:
         skip = self._next_offset - offset  # bytes already delivered: a retransmission or an overlap
+        if skip > 0:
+            # The bytes this copy shares with the last ones passed on, compared where both are known.
+            last_start = self._next_offset - len(self._last)
+            start, end = max(offset, last_start), min(offset + len(payload), self._next_offset)
+            if start < end and (
+                payload[start - offset : end - offset]
+                != self._last[start - last_start : end - last_start]
+            ):
+                self._conflict(packet)
         if skip >= len(payload) + missing:
             self.retransmitted_bytes += len(payload)
             return
@@ -159,8 +182,10 @@ class HalfStream:
         fresh = payload[skip:] if skip < len(payload) else b""
         if fresh:
             out.append(Data(fresh, time, packet))
+            self._last = fresh
         lost = missing - max(skip - len(payload), 0)
         if lost > 0:
+            self._last = b""
             out.append(Gap(lost, time, packet, snapped=True))
             self.gap_bytes += lost
             self.snapped_packets += 1
@@ -182,12 +207,18 @@ class HalfStream:
                 self.out_of_order_segments += 1
             self._deliver(offset, payload, 0, time, packet, out)
 
+    def _conflict(self, packet: int) -> None:
+        self.overlap_conflicts += 1
+        if not self.conflict_packet:
+            self.conflict_packet = packet
+
     def _skip_hole(self) -> list[Delivery]:
         first = self._waiting[0]
         _, time, packet = self._pending[first]
         size = first - self._next_offset
         out: list[Delivery] = []
         if size > 0:
+            self._last = b""
             out.append(Gap(size, time, packet))
             self.gap_bytes += size
             self._next_offset = first
