@@ -60,6 +60,8 @@ USER_AGENT = "upwire (Python)"
 # OpenSSL's verify codes for a certificate valid for other names (X509_V_ERR_HOSTNAME_MISMATCH,
 # X509_V_ERR_IP_ADDRESS_MISMATCH): another CA would not help.
 _NAME_MISMATCH = frozenset({62, 64})
+# X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED: the dates, or the clock.
+_OUT_OF_DATE = frozenset({9, 10})
 
 
 @dataclass(frozen=True, slots=True)
@@ -620,11 +622,27 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
             reason = exc.verify_message or str(exc)
             if exc.verify_code in _NAME_MISMATCH:
                 hint = "the certificate is for another name: connect by a name it is for, or pass server_hostname="
+            elif exc.verify_code in _OUT_OF_DATE:
+                hint = "check the certificate's dates and this machine's clock"
             else:
-                hint = "to trust a private CA, pass ssl=ssl.create_default_context(cafile=...)"
+                # SSL_CERT_FILE serves a ws:// URI redirected to wss:// and the CLI, which take no ssl=.
+                hint = (
+                    "to trust a private CA, pass ssl=ssl.create_default_context(cafile=...), or set "
+                    "SSL_CERT_FILE to its certificate file"
+                )
             raise InvalidCertificate(
                 f"the TLS certificate of {uri.host}:{uri.port} could not be verified: {reason} ({hint})",
                 reason,
+            ) from exc
+        except ssl_module.SSLError as exc:
+            if exc.reason != "WRONG_VERSION_NUMBER":
+                raise
+            # What came back is no TLS record: a server without TLS that answered the hello in plain
+            # HTTP (a 400), as upwire's own and nginx's do.
+            raise ssl_module.SSLError(
+                exc.errno,
+                f"{uri.host}:{uri.port} answered the TLS handshake with something that is not TLS "
+                f"({exc.reason}): a server without TLS on that port does so (should the URI be ws://?)",
             ) from exc
         except (ConnectionResetError, ConnectionAbortedError) as exc:
             if not uri.secure:

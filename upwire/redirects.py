@@ -98,7 +98,7 @@ class RedirectChain:
         uri = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
         # Messages show URIs without their credentials.
         shown = [redact_uri(u) for u in [*self.uris, uri]]
-        if current.startswith("wss:") and scheme == "ws":
+        if urlsplit(current).scheme == "wss" and scheme == "ws":  # urlsplit lower-cases the scheme
             self._fail(
                 error, f"redirect from {shown[-2]} to {shown[-1]} would drop TLS; not followed"
             )

@@ -222,8 +222,10 @@ async def test_wss_is_never_redirected_to_ws(start_server: StartServer) -> None:
             {"/down": (302, f"ws://127.0.0.1:{plain.port}/"), "/stay": (302, "/here")}
         ),
     )
-    with pytest.raises(upwire.InvalidRedirect, match="would drop TLS"):
-        await upwire.connect(f"wss://127.0.0.1:{secure.port}/down", ssl=client_context)
+    # Schemes are case-insensitive (RFC 3986 §3.1): WSS:// is wss:// here too.
+    for scheme in ("wss", "WSS", "Wss"):
+        with pytest.raises(upwire.InvalidRedirect, match="would drop TLS"):
+            await upwire.connect(f"{scheme}://127.0.0.1:{secure.port}/down", ssl=client_context)
     async with upwire.connect(f"wss://127.0.0.1:{secure.port}/stay", ssl=client_context) as ws:
         assert await ws.recv() == "/here auth=None"
 

@@ -85,6 +85,7 @@ class Recorder:
                 "peer": ws.peer_address,
                 "forwarded_for": ws.request.headers.get("X-Forwarded-For"),
                 "proto": ws.request.headers.get("X-Forwarded-Proto"),
+                "host": ws.request.headers.get("Host"),
             }
         )
         await ws.send("welcome")
@@ -110,6 +111,8 @@ async def test_websocket_through_nginx_both_ways(
     assert ws.close_code == 1000
     assert recorder.seen[0]["proto"] == "http"
     assert recorder.seen[0]["peer"][0] == PROXY_ADDRESS
+    # The Host as the client sent it, port included: an Origin check compares a page's origin with it.
+    assert recorder.seen[0]["host"] == f"127.0.0.1:{proxy.port}"
 
 
 async def test_server_closing_through_nginx_reaches_the_client(

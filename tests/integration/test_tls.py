@@ -7,6 +7,7 @@ refuses, with `InvalidCertificate`, one from an unknown CA or for another host n
 from __future__ import annotations
 
 import asyncio
+import datetime
 import socket
 import ssl
 
@@ -86,6 +87,29 @@ async def test_certificate_for_another_host_name_is_refused(
     assert "localhost" in caught.value.verify_message
     # Another CA would not help: the hint says what would.
     assert "server_hostname=" in str(caught.value)
+    assert "private CA" not in str(caught.value)
+
+
+@pytest.mark.parametrize("when", ["expired", "not-yet-valid"])
+async def test_a_certificate_out_of_its_dates_is_refused_with_a_hint_at_dates(
+    start_server: StartServer, ca: trustme.CA, when: str
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    if when == "expired":
+        dates = {"not_before": now - 10 * day, "not_after": now - day}
+    else:
+        dates = {"not_before": now + day, "not_after": now + 10 * day}
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", **dates).configure_cert(context)
+    server = await start_server(ssl=context)
+    with pytest.raises(upwire.InvalidCertificate) as caught:
+        await upwire.connect(f"wss://localhost:{server.port}/", ssl=client_context(ca))
+    assert (
+        "expired" in caught.value.verify_message or "not yet valid" in caught.value.verify_message
+    )
+    # Another CA would not help.
+    assert "dates and this machine's clock" in str(caught.value)
     assert "private CA" not in str(caught.value)
 
 
@@ -201,6 +225,18 @@ async def test_wss_to_a_server_without_tls_that_closes_on_the_hello_suggests_ws(
                 await upwire.connect(f"wss://127.0.0.1:{port}/")
     finally:
         server.close()
+
+
+async def test_wss_to_a_server_without_tls_that_answers_in_plain_http_suggests_ws(
+    start_server: StartServer,
+) -> None:
+    # upwire's own server (and nginx) answer the TLS hello with a plain HTTP 400: OpenSSL then says
+    # only "wrong version number"; the error says why, and names the server.
+    server = await start_server()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(ssl.SSLError, match="should the URI be ws://") as caught:
+            await upwire.connect(f"wss://127.0.0.1:{server.port}/")
+    assert f"127.0.0.1:{server.port}" in str(caught.value)
 
 
 def test_the_client_certificate_hint_on_uvloop_too(ca: trustme.CA) -> None:

@@ -126,6 +126,12 @@ def test_fields_the_handshake_sets_are_refused_in_extra_headers(name: str, inste
         ClientHandshake("a", "/", extra_headers={name: "x"})
 
 
+def test_proxy_credentials_in_extra_headers_are_refused() -> None:
+    # They would be sent to the server (through the proxy's tunnel), never to the proxy.
+    with pytest.raises(UsageError, match="would go to the server, not to the proxy"):
+        ClientHandshake("a", "/", extra_headers={"proxy-authorization": "Basic c2VjcmV0"})
+
+
 def test_a_host_in_extra_headers_replaces_the_one_from_the_uri() -> None:
     handshake = ClientHandshake("10.0.0.5:8080", "/", extra_headers={"host": "api.example"})
     assert handshake.request.headers.get_all("Host") == ["api.example"]

@@ -433,6 +433,13 @@ class ClientHandshake:
             instead = _HANDSHAKE_FIELDS.get(name.lower())
             if instead is not None:
                 raise UsageError(f"the {name} header is set by the opening handshake; {instead}")
+            if name.lower() == "proxy-authorization":
+                # Sent in the request, it would reach the server (through a proxy's tunnel too), not
+                # the proxy: the proxy's credentials would go to a third party.
+                raise UsageError(
+                    "the Proxy-Authorization header would go to the server, not to the proxy; put the "
+                    "proxy's credentials in its URL (proxy='http://user:password@host:port')"
+                )
         # A Host field among the extra headers replaces the one made from `host` (a virtual host reached
         # by its IP address, for example).
         fields = [] if "host" in extra else ["Host", host]
