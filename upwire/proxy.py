@@ -263,10 +263,18 @@ async def open_tunnel(
         details = (response.status, response.headers.items(), response.body)
         if response.status in (401, 407):
             what = "refused the credentials" if proxy.authorization else "requires credentials"
+            how = "put them in the proxy URL: http://user:password@host:port"
+            schemes = {
+                challenge.split(None, 1)[0].lower()
+                for field in ("Proxy-Authenticate", "WWW-Authenticate")
+                for challenge in response.headers.get_all(field)
+                if challenge.strip()
+            }
+            if schemes and "basic" not in schemes:
+                # Only Basic is sent: a proxy that offers Digest or Negotiate alone never takes it.
+                how = f"it asks for {', '.join(sorted(schemes))}, and only Basic is supported"
             raise ProxyAuthenticationError(
-                f"the proxy {proxy.url} {what} ({status}); "
-                "put them in the proxy URL: http://user:password@host:port",
-                *details,
+                f"the proxy {proxy.url} {what} ({status}); {how}", *details
             )
         if not 200 <= response.status < 300:
             raise ProxyError(

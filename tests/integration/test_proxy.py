@@ -200,6 +200,36 @@ async def test_a_refusal_without_a_length_on_a_connection_kept_open_is_reported_
         await proxy.wait_closed()
 
 
+@pytest.mark.parametrize(
+    ("challenges", "hint"),
+    [
+        ([b"Digest realm=x, nonce=1"], "it asks for digest, and only Basic is supported"),
+        ([b"Negotiate", b"Digest realm=x"], "it asks for digest, negotiate, and only Basic"),
+        ([b"Digest realm=x", b'Basic realm="x"'], "put them in the proxy URL"),
+        ([], "put them in the proxy URL"),
+    ],
+)
+async def test_a_proxy_asking_for_another_scheme_than_basic_says_so(
+    challenges: list[bytes], hint: str, no_proxy_environment: Any
+) -> None:
+    async def challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        fields = b"".join(b"Proxy-Authenticate: " + c + b"\r\n" for c in challenges)
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n" + fields)
+        writer.write(b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(challenge, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(upwire.ProxyAuthenticationError, match=hint):
+            await upwire.connect("ws://127.0.0.1:9/", proxy=f"http://u:p@127.0.0.1:{port}")
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+
+
 async def test_unreachable_proxy_is_a_proxy_error(no_proxy_environment: Any) -> None:
     port = free_port()
     with pytest.raises(
