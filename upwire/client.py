@@ -639,11 +639,13 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 raise
             # What came back is no TLS record: a server without TLS that answered the hello in plain
             # HTTP (a 400), as upwire's own and nginx's do.
-            raise ssl_module.SSLError(
+            error = ssl_module.SSLError(
                 exc.errno,
                 f"{uri.host}:{uri.port} answered the TLS handshake with something that is not TLS "
                 f"({exc.reason}): a server without TLS on that port does so (should the URI be ws://?)",
-            ) from exc
+            )
+            error.reason, error.library = exc.reason, exc.library  # what code that tells errors apart reads
+            raise error from exc
         except (ConnectionResetError, ConnectionAbortedError) as exc:
             if not uri.secure:
                 raise
@@ -666,9 +668,10 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
         except BaseException:
             if connection.transport is not None:
                 connection.transport.abort()
-            # An error answer whose body lasts until the server closes, from a server that keeps the
-            # connection open: if open_timeout ended the wait, its status is the answer (see `_create`).
-            self._cut_short = connection._reader.body_until_close()
+            # An error answer whose body has not ended (it lasts until the server closes, from a server
+            # that keeps the connection open; or its length or last chunk never comes): if open_timeout
+            # ended the wait, its status is the answer (see `_create`), not a TimeoutError to retry.
+            self._cut_short = connection._reader.answer_so_far()
             # The error's traceback holds this frame, and so the connection: the connection must not
             # hold the error in turn, or the cycle would wait for a full garbage collection.
             connection._opening = connection.loop.create_future()

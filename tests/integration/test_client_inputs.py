@@ -186,14 +186,22 @@ async def test_spaces_and_non_ascii_in_the_path_are_sent_percent_encoded(
         assert await ws.recv() == target
 
 
-async def test_an_error_answer_lasting_until_close_from_a_server_that_stays_is_its_status(
-    raw_server: StartRaw, no_proxy_environment: Any
+@pytest.mark.parametrize(
+    "framing",
+    [b"", b"Content-Length: 100000000000\r\n", b"Transfer-Encoding: chunked\r\n"],
+    ids=["until-close", "length-never-reached", "chunks-never-ending"],
+)
+async def test_an_error_answer_whose_body_never_ends_is_its_status(
+    raw_server: StartRaw, no_proxy_environment: Any, framing: bytes
 ) -> None:
-    # No length: the body lasts until the server closes (RFC 9112 §6.3), which this one never does.
-    # At open_timeout its status is the answer, not a TimeoutError, which `async for` would retry for
-    # ever on a 403.
+    # The body lasts until the server closes (RFC 9112 §6.3), which this one never does, or its length
+    # or last chunk never comes. At open_timeout its status is the answer, not a TimeoutError, which
+    # `async for` would retry for ever on a 403.
+    body = b"7\r\nnot you\r\n" if b"chunked" in framing else b"not you"
+
     async def refuse_and_stay(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nnot you")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n" + framing)
+        writer.write(b"\r\n" + body)
         await writer.drain()
         await asyncio.sleep(TEST_TIMEOUT_S)
 

@@ -237,6 +237,7 @@ async def test_wss_to_a_server_without_tls_that_answers_in_plain_http_suggests_w
         with pytest.raises(ssl.SSLError, match="should the URI be ws://") as caught:
             await upwire.connect(f"wss://127.0.0.1:{server.port}/")
     assert f"127.0.0.1:{server.port}" in str(caught.value)
+    assert caught.value.reason == "WRONG_VERSION_NUMBER"
 
 
 def test_the_client_certificate_hint_on_uvloop_too(ca: trustme.CA) -> None:

@@ -888,10 +888,20 @@ class ResponseReader:
         refusing a tunnel may keep the connection open after such an answer.
         """
         response = self._response
-        if response is None or response.status == 101:
+        if response is None or "Content-Length" in response.headers:
             return None
-        headers = response.headers
-        if "Content-Length" in headers or "Transfer-Encoding" in headers:
+        if "Transfer-Encoding" in response.headers:
+            return None
+        return self.answer_so_far()
+
+    def answer_so_far(self) -> Response | None:
+        """The answer other than 101 whose head arrived, with its body so far; else None.
+
+        For a caller out of time: the status is the answer, however its body's end was to come (a
+        length, a last chunk, the connection's close) and whether or not it ever would.
+        """
+        response = self._response
+        if response is None or response.status == 101:
             return None
         response.body = bytes(self._body)
         return response
