@@ -644,7 +644,8 @@ class connect:  # a class used like a function: `async with connect(...)` or `aw
                 f"{uri.host}:{uri.port} answered the TLS handshake with something that is not TLS "
                 f"({exc.reason}): a server without TLS on that port does so (should the URI be ws://?)",
             )
-            error.reason, error.library = exc.reason, exc.library  # what code that tells errors apart reads
+            # What code that tells TLS errors apart reads.
+            error.reason, error.library = exc.reason, exc.library
             raise error from exc
         except (ConnectionResetError, ConnectionAbortedError) as exc:
             if not uri.secure:
