@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from upwire.client import connect, parse_uri
+from upwire.client import connect, parse_uri, redact_uri
 from upwire.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
@@ -72,16 +72,29 @@ def _parse_size(text: str) -> int | None:
         ) from None
 
 
+def _why(exc: OSError) -> str:
+    """What an OSError from connecting or listening says, in words ("Connection refused"): asyncio's own
+    messages for a refused connection only repeat the address."""
+    if isinstance(exc, ConnectionError) and exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     handler = echo_handler if args.mode == "echo" else hello_handler
     ping_interval = None if args.no_ping else 20.0
-    async with serve(
-        handler,
-        args.host,
-        args.port,
-        max_message_size=args.max_message_size,
-        ping_interval=ping_interval,
-    ) as server:
+    try:
+        server = await serve(
+            handler,
+            args.host,
+            args.port,
+            max_message_size=args.max_message_size,
+            ping_interval=ping_interval,
+        )
+    except OSError as exc:
+        print(f"upwire: cannot listen on {args.host}:{args.port}: {_why(exc)}", file=sys.stderr)
+        return 1
+    async with server:
         print(f"upwire {args.mode} server listening on ws://{args.host}:{server.port}/", flush=True)
         loop = asyncio.get_running_loop()
         stop: asyncio.Future[None] = loop.create_future()
@@ -146,31 +159,34 @@ def _read_lines(
 
 async def _connect(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
+    shown = redact_uri(args.uri)  # credentials in the URI are never printed
     try:
         ws = await connect(args.uri, max_message_size=args.max_message_size)
     except InvalidStatus as exc:
         print(f"upwire: {exc}", file=sys.stderr)
         return 1
     except InvalidHandshake as exc:
-        print(f"upwire: handshake with {args.uri} failed: {exc}", file=sys.stderr)
+        print(f"upwire: handshake with {shown} failed: {exc}", file=sys.stderr)
         return 1
     except InvalidURI as exc:
         print(f"upwire: {exc}", file=sys.stderr)
         return 1
-    except TimeoutError:
-        print(f"upwire: timed out connecting to {args.uri}", file=sys.stderr)
+    except TimeoutError as exc:
+        print(f"upwire: {exc or f'timed out connecting to {shown}'}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"upwire: cannot connect to {args.uri}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"upwire: cannot connect to {shown}: {_why(exc)}", file=sys.stderr)
         return 1
     if interactive:
-        print(
-            f"connected to {args.uri}; type a message and press Enter (Ctrl-D to quit)", flush=True
-        )
+        print(f"connected to {shown}; type a message and press Enter (Ctrl-D to quit)", flush=True)
+
+    loop = asyncio.get_running_loop()
+    last_message = [loop.time()]  # when the latest message came (`--wait`)
 
     async def receive() -> int:
         try:
             async for message in ws:
+                last_message[0] = loop.time()
                 _show(message, interactive)
         except ConnectionClosed as exc:
             print(f"upwire: {exc}", file=sys.stderr)
@@ -178,7 +194,6 @@ async def _connect(args: argparse.Namespace) -> int:
         return 0
 
     receiver = asyncio.create_task(receive())
-    loop = asyncio.get_running_loop()
     # SIGTERM ends the session as Ctrl-D does, with the closing handshake (RFC 6455 §7.1.2).
     stop = loop.create_future()
     with contextlib.suppress(NotImplementedError):
@@ -186,6 +201,7 @@ async def _connect(args: argparse.Namespace) -> int:
     lines: asyncio.Queue[str | _NotText | None] = asyncio.Queue()
     threading.Thread(target=_read_lines, args=(loop, lines), daemon=True).start()
     failure = None
+    ended = False  # the input ended (not Ctrl-C, SIGTERM or the connection)
     try:
         while not receiver.done():
             getter = asyncio.ensure_future(lines.get())
@@ -195,6 +211,7 @@ async def _connect(args: argparse.Namespace) -> int:
                 break
             line = getter.result()
             if line is None:
+                ended = True
                 break
             if isinstance(line, _NotText):
                 failure = line
@@ -208,6 +225,10 @@ async def _connect(args: argparse.Namespace) -> int:
         await ws.close()
         receiver.cancel()
         raise
+    if ended and args.wait:
+        # A server may still be answering what it got (a slow handler, a long input): closing now
+        # would cut those replies off. Wait until it has been quiet for `--wait` seconds.
+        await _until_quiet(receiver, last_message, args.wait)
     # Closing is in order with the messages: every reply sent before the server saw our close arrives.
     await ws.close()
     status = await receiver
@@ -219,6 +240,30 @@ async def _connect(args: argparse.Namespace) -> int:
             f"closed: code {ws.close_code}" + (f" ({ws.close_reason})" if ws.close_reason else "")
         )
     return status
+
+
+async def _until_quiet(
+    receiver: asyncio.Task[int], last_message: list[float], quiet: float
+) -> None:
+    """Return once no message has come for `quiet` seconds, or the connection ended."""
+    loop = asyncio.get_running_loop()
+    # Counted from the end of the input at the earliest.
+    last_message[0] = max(last_message[0], loop.time())
+    while not receiver.done():
+        left = last_message[0] + quiet - loop.time()
+        if left <= 0:
+            return
+        await asyncio.wait({receiver}, timeout=left)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
+    return value
 
 
 def _check_uri(text: str) -> str:
@@ -273,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_parse_size,
         default=1 << 20,
         help="largest message accepted (default: 1m)",
+    )
+    connect_cmd.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="when the input ends, print what comes until the server has been quiet this long, "
+        "then close (default: 0.5; 0: close at once)",
     )
     wire_commands.add_subcommands(commands)
     return parser

@@ -983,6 +983,14 @@ class Connection(asyncio.BufferedProtocol):
                 if code is None:
                     code, reason = sent[0] or 1005, sent[1]
                 clean = code in _CLEAN_CODES
+            failure = protocol.failure
+            if failure is not None and protocol.local_failure is None:
+                # The peer broke the protocol after this side's close frame: no close frame can say so
+                # any more, and the connection ends without the peer's (1006), as no clean close does.
+                detail = f"the peer broke the protocol while closing: {failure}"
+                if self._tcp_closed:
+                    detail = f"no close frame received; {detail}"
+                code, reason, clean = 1006, "", False
         error = ConnectionClosedOK if clean else ConnectionClosedError
         return error(code or 1006, reason, detail, sent=sent)
 

@@ -181,6 +181,41 @@ async def test_connect_to_a_closed_port_exits_1_with_a_one_line_error() -> None:
     assert_one_line_error(err)
     assert err.startswith("upwire: ")
     assert str(port) in err
+    assert "Connection refused" in err  # asyncio's own message only repeats the address
+    # Credentials in the URI are never printed.
+    code, out, err = await run("-m", "upwire", "connect", f"ws://alice:s3cret@127.0.0.1:{port}/")
+    assert code == 1
+    assert "s3cret" not in err and "ws://***@127.0.0.1" in err, err
+
+
+async def test_connect_from_a_pipe_waits_for_replies_still_coming_when_the_input_ends(
+    start_server: StartServer,
+) -> None:
+    # A server that answers late: closing as soon as the input ends cut the replies off (exit 0, no
+    # output). The client waits until the server has been quiet for --wait seconds.
+    async def late_echo(ws: upwire.ServerConnection) -> None:
+        async for message in ws:
+            await asyncio.sleep(0.2)
+            await ws.send(message)
+
+    server = await start_server(late_echo)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, out, err = await run("-m", "upwire", "connect", uri(server), stdin=b"a\nb\n")
+        assert (code, out, err) == (0, "a\nb\n", "")
+        code, out, err = await run(
+            "-m", "upwire", "connect", "--wait", "0", uri(server), stdin=b"a\nb\n"
+        )
+        assert (code, out) == (0, "")  # closes at once: what comes after is not waited for
+
+
+async def test_serve_on_an_address_it_cannot_listen_on_says_which_in_one_line() -> None:
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        code, out, err = await run(
+            "-m", "upwire", "serve", "--echo", "--host", "256.1.1.1", "--port", "0"
+        )
+    assert (code, out) == (1, "")
+    assert_one_line_error(err)
+    assert "cannot listen on 256.1.1.1:0" in err
 
 
 async def test_connect_with_a_uri_that_is_not_websocket_exits_2() -> None:

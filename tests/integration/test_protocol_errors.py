@@ -246,3 +246,46 @@ async def test_messages_sent_with_the_request_are_answered_before_a_close_behind
     assert [(f.opcode, f.payload) for f in frames[:2]] == [(TEXT, b"hello"), (BINARY, b"world")]
     assert [(f.opcode, f.close_code) for f in frames[2:]] == [(CLOSE, 1000)]
     assert failures == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (encode_frame(TEXT, b"hi", mask_key=None), "unmasked"),
+        (encode_frame(TEXT, b"\xff"), "invalid UTF-8"),
+        (encode_frame(0x3, b""), "reserved opcode"),
+    ],
+    ids=["unmasked", "bad-utf8", "reserved-opcode"],
+)
+async def test_a_protocol_error_while_our_close_is_pending_is_no_clean_close(
+    start_server: StartServer, frame: bytes, why: str
+) -> None:
+    # This side sent its close frame; before answering it the peer breaks the protocol. No close frame
+    # can say so any more, and the end is not clean: ConnectionClosedError naming the error (it was
+    # ConnectionClosedOK with the code this side sent, 1000, the error nowhere).
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def close_while_reading(ws: upwire.ServerConnection) -> None:
+        async def read() -> None:
+            try:
+                async for _ in ws:
+                    pass
+                ended.set_result(None)
+            except upwire.ConnectionClosed as exc:
+                ended.set_result(exc)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0)
+        await ws.close()
+        await reader
+
+    server = await start_server(close_while_reading)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        assert (await peer.read_frame()).opcode == CLOSE
+        peer.write(frame + encode_frame(CLOSE, (1000).to_bytes(2, "big")))
+        await peer.read_to_eof()
+        error = await ended
+    assert isinstance(error, upwire.ConnectionClosedError), error
+    assert why in str(error)
+    assert error.code == 1006
