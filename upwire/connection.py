@@ -510,6 +510,7 @@ class Connection(asyncio.BufferedProtocol):
         "_holding_for_input",
         "_idle_timer",
         "_iteration_flush",
+        "_keepalive_ping",
         "_keepalive_timer",
         "_kept_at_close",
         "_large_queued",
@@ -614,6 +615,8 @@ class Connection(asyncio.BufferedProtocol):
         self._pings: dict[object, tuple[asyncio.Future[float], float]] = {}
         self._close_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        # The last keepalive ping without ping_timeout, while it waits for its pong (see `_keepalive`).
+        self._keepalive_ping: asyncio.Future[float] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_received = 0.0
 
@@ -1911,7 +1914,24 @@ class Connection(asyncio.BufferedProtocol):
         if timeout is not None:
             timer = self.loop.call_later(timeout, self._keepalive_timed_out, waiter)
             waiter.add_done_callback(lambda _: timer.cancel())
-        waiter.add_done_callback(self._keepalive_answered)
+            waiter.add_done_callback(self._keepalive_answered)
+            return
+        # No timeout: a ping at every interval, pong or not (what keeps a proxy's or a NAT's idle
+        # timer from expiring, as websockets does). The previous one, if still unanswered, is
+        # forgotten: a peer that never answers costs one waiting ping, not one per interval.
+        self._forget_ping(self._keepalive_ping)
+        self._keepalive_ping = waiter
+        waiter.add_done_callback(_retrieved)
+        self._schedule_keepalive()
+
+    def _forget_ping(self, waiter: asyncio.Future[float] | None) -> None:
+        if waiter is None or waiter.done():
+            return
+        for payload, (future, _) in self._pings.items():
+            if future is waiter:
+                del self._pings[payload]
+                break
+        waiter.cancel()
 
     def _keepalive_answered(self, waiter: asyncio.Future[float]) -> None:
         if not waiter.cancelled() and waiter.exception() is None:
@@ -1959,6 +1979,12 @@ class Connection(asyncio.BufferedProtocol):
             return True
         waiting = _bytes_waiting(sock.fileno())
         return waiting is None or waiting > 0
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception retrieved (a keepalive ping failed by the connection's end)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _encoded(text: str) -> bytes:

@@ -61,6 +61,34 @@ async def test_keepalive_closes_with_1011_when_the_peer_never_answers_pings(
         assert await peer.read_to_eof() == b""
 
 
+async def test_keepalive_without_ping_timeout_pings_on_when_no_pong_comes(
+    start_server: StartServer,
+) -> None:
+    # ping_timeout=None: never closed for a missing pong, and the pings go on at every interval (what
+    # keeps a proxy's idle timer from expiring; one ping was sent, then none). Only the latest
+    # unanswered ping is kept waiting.
+    connections: list[upwire.ServerConnection] = []
+
+    async def hold(ws: upwire.ServerConnection) -> None:
+        connections.append(ws)
+        await ws.wait_closed()
+
+    server = await start_server(hold, ping_interval=0.1, ping_timeout=None)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        peer = await RawPeer.upgraded(server.port)
+        opened = now()
+        pings = [await peer.read_frame() for _ in range(5)]
+        assert [p.opcode for p in pings] == [PING] * 5
+        assert len({p.payload for p in pings}) == 5
+        assert now() - opened < 2.0
+        (ws,) = connections
+        assert len(ws._pings) == 1  # type: ignore[attr-defined]
+        assert ws.state is upwire.State.OPEN
+        peer.send_close(1000)
+        frames = await peer.read_frames_to_eof()
+        assert [(f.opcode, f.close_code) for f in frames if f.opcode == CLOSE] == [(CLOSE, 1000)]
+
+
 async def test_keepalive_keeps_open_a_connection_whose_peer_answers_pings(
     start_server: StartServer,
 ) -> None:

@@ -90,6 +90,18 @@ def test_build_close_payload_writes_code_then_utf8_reason() -> None:
     assert build_close_payload(None) == b""
 
 
+@pytest.mark.parametrize(
+    ("code", "reason"), [("1000", ""), (1000.0, ""), (True, ""), (1000, b"bye"), (None, b"")]
+)
+def test_build_close_payload_refuses_values_of_the_wrong_type_by_name(
+    code: object, reason: object
+) -> None:
+    # close(1000, b"bye") raised AttributeError ('bytes' object has no attribute 'encode'), and
+    # close("1000") a TypeError about '<='.
+    with pytest.raises(TypeError, match=r"close (code|reason) must be"):
+        build_close_payload(code, reason)  # type: ignore[arg-type]
+
+
 def test_build_close_payload_accepts_a_123_byte_reason_and_refuses_124() -> None:
     assert len(build_close_payload(1000, "x" * 123)) == 125
     with pytest.raises(UsageError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http
+
 import pytest
 
 from upwire.exceptions import InvalidHandshake, UsageError
@@ -148,6 +150,33 @@ def test_a_response_given_its_body_as_headers_names_body() -> None:
     # websockets' `connection.respond(HTTPStatus.OK, "OK")` ported as `Response(HTTPStatus.OK, "OK")`.
     with pytest.raises(TypeError, match="body="):
         Response(200, "OK\n")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (1000, b"", ValueError),
+        (12345678, b"", ValueError),
+        (99, b"", ValueError),
+        (200.0, b"", TypeError),
+        ("200", b"", TypeError),
+        (True, b"", TypeError),
+        (200, 12345, TypeError),
+        (200, None, TypeError),
+    ],
+)
+def test_a_response_that_cannot_be_written_is_refused_when_made(
+    status: object, body: object, error: type[Exception]
+) -> None:
+    # RFC 9112 §4: three digits. "HTTP/1.1 1000 Unknown" and "HTTP/1.1 200.0 OK" went out as they were.
+    with pytest.raises(error):
+        Response(status, body=body)  # type: ignore[arg-type]
+
+
+def test_a_response_takes_any_whole_number_and_bytes_like_body() -> None:
+    response = Response(http.HTTPStatus.NO_CONTENT, body=bytearray(b""))
+    assert (response.status, response.body, type(response.body)) == (204, b"", bytes)
+    assert Response(299, body=memoryview(b"x")).body == b"x"
 
 
 # ---------------------------------------------------------------- RequestReader

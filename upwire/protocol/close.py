@@ -7,6 +7,7 @@ Must not know: connection state; `connection` decides when a close frame is sent
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass
 
 from upwire.exceptions import ProtocolError, UsageError
@@ -95,12 +96,18 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
             most 125 bytes, two of which are the code).
 
     Raises:
+        TypeError: for a code that is not an int or a reason that is not a str.
         UsageError: for a code that must not be sent or a reason that is too long.
     """
+    if not isinstance(reason, str):
+        raise TypeError(f"the close reason must be a str, not {type(reason).__name__}")
     if code is None:
         if reason:
             raise UsageError("a close reason needs a close code")
         return b""
+    if isinstance(code, bool) or not hasattr(code, "__index__"):
+        raise TypeError(f"the close code must be an int or None, not {code!r}")
+    code = operator.index(code)
     if not is_valid_close_code(code):
         raise UsageError(
             f"close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import http
+import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -267,10 +268,11 @@ class Response:
     """An HTTP response.
 
     Args:
-        status: the status code.
+        status: the status code: three digits (TypeError or ValueError otherwise).
         headers: header fields; Content-Length is added when writing a response (one given must be the
             body's length).
-        body: the body; a `str` is encoded as UTF-8 (and gets a text/plain content type if none is set).
+        body: the body, bytes-like or `str`; a `str` is encoded as UTF-8 (and a non-empty one gets a
+            text/plain content type if none is set).
         reason: the reason phrase; the standard one when empty.
     """
 
@@ -286,6 +288,12 @@ class Response:
         body: bytes | str = b"",
         reason: str = "",
     ) -> None:
+        # RFC 9112 §4: a status code is three digits. (A float, 1000 or 12345678 went out as it was.)
+        if isinstance(status, bool) or not hasattr(status, "__index__"):
+            raise TypeError(f"Response status must be a whole number, not {status!r}")
+        status = operator.index(status)
+        if not 100 <= status <= 999:
+            raise ValueError(f"Response status must be three digits (100-599 in use), not {status}")
         self.status = status
         if isinstance(headers, str | bytes | bytearray | memoryview):
             # websockets' `connection.respond(status, text)` ported as `Response(status, text)`.
@@ -295,9 +303,13 @@ class Response:
             )
         self.headers = Headers(headers)
         if isinstance(body, str):
-            if "content-type" not in self.headers:
+            if body and "content-type" not in self.headers:  # (a 204 or 304 has no content to type)
                 self.headers.add("Content-Type", "text/plain; charset=utf-8")
             body = body.encode("utf-8")
+        elif isinstance(body, bytearray | memoryview):
+            body = bytes(body)
+        elif not isinstance(body, bytes):
+            raise TypeError(f"Response body must be bytes or str, not {type(body).__name__}")
         self.body = body
         self.reason = reason or _reason(status)
 
