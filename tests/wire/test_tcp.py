@@ -15,6 +15,18 @@ from upwire.wire.capture import Segment
 from .pcapbuild import REQUEST, RESPONSE, Conversation, Packet, server_frame, write_capture
 
 
+def server_segment(conversation: Conversation, base: int, offset: int, data: bytes) -> Packet:
+    """A segment of the server's direction carrying `data` at `offset` bytes past `base`."""
+    return Packet(
+        conversation.server,
+        conversation.client,
+        (base + offset) % (1 << 32),
+        conversation.next[conversation.client],
+        dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
+        data,
+    )
+
+
 def test_a_longer_retransmission_of_a_waiting_segment_is_not_counted_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -29,14 +41,7 @@ def test_a_longer_retransmission_of_a_waiting_segment_is_not_counted_twice(
     base = conversation.next[conversation.server]
 
     def segment(offset: int, data: bytes) -> Packet:
-        return Packet(
-            conversation.server,
-            conversation.client,
-            (base + offset) % (1 << 32),
-            conversation.next[conversation.client],
-            dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
-            data,
-        )
+        return server_segment(conversation, base, offset, data)
 
     position = 0
     for _ in range(rounds):
@@ -105,14 +110,7 @@ def test_overlapping_copies_keep_the_in_sequence_bytes_and_differing_ones_are_no
     base = conversation.next[conversation.server]
 
     def segment(offset: int, data: bytes) -> Packet:
-        return Packet(
-            conversation.server,
-            conversation.client,
-            (base + offset) % (1 << 32),
-            conversation.next[conversation.client],
-            dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
-            data,
-        )
+        return server_segment(conversation, base, offset, data)
 
     first, second, third = (server_frame(Opcode.BINARY, bytes([n]) * 200) for n in b"ABC")
     altered = [bytearray(frame) for frame in (first, second)]
