@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from upwire.client import connect, parse_uri, redact_uri
 from upwire.exceptions import (
@@ -220,15 +221,15 @@ async def _connect(args: argparse.Namespace) -> int:
                 await ws.send(line)
             except ConnectionClosed:
                 break
+        if ended and args.wait:
+            # A server may still be answering what it got (a slow handler, a long input): closing now
+            # would cut those replies off. Wait until it has been quiet for `--wait` seconds.
+            await _until_quiet(receiver, stop, last_message, args.wait)
     except asyncio.CancelledError:
         # Ctrl-C (asyncio.run cancels this task): leave with the closing handshake all the same.
         await ws.close()
         receiver.cancel()
         raise
-    if ended and args.wait:
-        # A server may still be answering what it got (a slow handler, a long input): closing now
-        # would cut those replies off. Wait until it has been quiet for `--wait` seconds.
-        await _until_quiet(receiver, last_message, args.wait)
     # Closing is in order with the messages: every reply sent before the server saw our close arrives.
     await ws.close()
     status = await receiver
@@ -243,17 +244,26 @@ async def _connect(args: argparse.Namespace) -> int:
 
 
 async def _until_quiet(
-    receiver: asyncio.Task[int], last_message: list[float], quiet: float
+    receiver: asyncio.Task[int], stop: asyncio.Future[Any], last_message: list[float], quiet: float
 ) -> None:
-    """Return once no message has come for `quiet` seconds, or the connection ended."""
+    """Return once no message has come for `quiet` seconds, the connection ended or SIGTERM came; at the
+    latest after ten times `quiet` (a server that never falls quiet, a ticker, does not hold it open)."""
     loop = asyncio.get_running_loop()
     # Counted from the end of the input at the earliest.
-    last_message[0] = max(last_message[0], loop.time())
-    while not receiver.done():
-        left = last_message[0] + quiet - loop.time()
+    start = loop.time()
+    last_message[0] = max(last_message[0], start)
+    deadline = start + _WAIT_AT_MOST * quiet
+    while not receiver.done() and not stop.done():
+        now = loop.time()
+        left = min(last_message[0] + quiet, deadline) - now
         if left <= 0:
             return
-        await asyncio.wait({receiver}, timeout=left)
+        waits: set[asyncio.Future[Any]] = {receiver, stop}
+        await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+
+
+# `upwire connect --wait`: the longest wait at the end of the input, in times the quiet it waits for.
+_WAIT_AT_MOST = 10
 
 
 def _seconds(text: str) -> float:
@@ -324,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=0.5,
         metavar="SECONDS",
-        help="when the input ends, print what comes until the server has been quiet this long, "
-        "then close (default: 0.5; 0: close at once)",
+        help="when the input ends, print what comes until the server has been quiet this long "
+        "(at most ten times this long in all), then close (default: 0.5; 0: close at once)",
     )
     wire_commands.add_subcommands(commands)
     return parser

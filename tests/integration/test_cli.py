@@ -208,6 +208,57 @@ async def test_connect_from_a_pipe_waits_for_replies_still_coming_when_the_input
         assert (code, out) == (0, "")  # closes at once: what comes after is not waited for
 
 
+@pytest.mark.parametrize("stop_signal", [None, signal.SIGTERM, signal.SIGINT])
+async def test_the_wait_at_the_end_of_the_input_is_bounded_and_a_signal_ends_it_with_1000(
+    start_server: StartServer, stop_signal: signal.Signals | None
+) -> None:
+    # A server that never falls quiet (a ticker): the wait for quiet ends at ten times --wait, and
+    # SIGTERM or Ctrl-C during it closes with 1000 at once (it waited for ever, ignoring SIGTERM).
+    closes: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def ticker(ws: upwire.ServerConnection) -> None:
+        with contextlib.suppress(upwire.ConnectionClosed):
+            while True:
+                await ws.send("tick")
+                await asyncio.sleep(0.05)
+        await ws.wait_closed()
+        closes.put_nowait(ws.close_code)
+
+    server = await start_server(ticker)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "upwire",
+        "connect",
+        "--wait",
+        "0.3" if stop_signal is None else "5",
+        uri(server),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=ENV,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            assert await process.stdout.readline() == b"tick\n"  # the input has ended: waiting
+            started = asyncio.get_running_loop().time()
+            if stop_signal is not None:
+                await asyncio.sleep(0.3)
+                process.send_signal(stop_signal)
+            _, err = await process.communicate()
+            took = asyncio.get_running_loop().time() - started
+            assert await closes.get() == 1000
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == {None: 0, signal.SIGTERM: 0, signal.SIGINT: 130}[stop_signal], err
+    assert took < (4.0 if stop_signal is None else 2.0), took
+    assert b"Traceback" not in err, err
+
+
 async def test_serve_on_an_address_it_cannot_listen_on_says_which_in_one_line() -> None:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         code, out, err = await run(
