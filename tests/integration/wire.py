@@ -178,9 +178,9 @@ class RawPeer:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int) -> RawPeer:
-        """Open a TCP connection to 127.0.0.1:`port`."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> RawPeer:
+        """Open a TCP connection to `host`:`port` (127.0.0.1 unless told)."""
+        reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
     @classmethod

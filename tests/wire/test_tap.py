@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, chromium
 from integration.wire import RawPeer, upgrade_request
 from interop.peers import NodePeer  # tests/ is on sys.path (rootdir-relative packages)
@@ -285,9 +286,11 @@ async def frames_reader(port: int) -> RawPeer:
     return peer
 
 
-async def http_request(port: int, path: str, **headers: str) -> tuple[int, bytes]:
+async def http_request(
+    port: int, path: str, address: str = "127.0.0.1", **headers: str
+) -> tuple[int, bytes]:
     """An Upgrade request (a GET of the page answers it too) with these fields: the status and body."""
-    peer = await RawPeer.connect(port)
+    peer = await RawPeer.connect(port, address)
     peer.write(upgrade_request(path, headers=dict(headers)))
     head = await peer.read_response_head()
     body = b"" if head.status == 101 else await peer.read_to_eof()
@@ -328,9 +331,34 @@ async def test_the_frames_feed_answers_only_its_own_page_by_host_and_origin() ->
                 assert await status(path, Host=rebound, Origin=f"http://{rebound}") == 403, path
             code, body = await http_request(web.port, "/", Host=rebound)
             assert code == 403 and b"does not answer to Host evil.example:" in body
-            assert await status("/", Host="127.0.0.1") == 403  # port 80
             assert await status("/", Host=here) == 200
             assert await status("/", Host=local) == 200
+            # The name decides, not the port: a forwarded port (ssh -L, docker -p) or a proxy on 80.
+            assert await status("/", Host="127.0.0.1") == 200
+            assert await status("/", Host="localhost:8080") == 200
+            forwarded = "localhost:8080"
+            assert await status("/frames", Host=forwarded, Origin=f"http://{forwarded}") == 101
+    finally:
+        web.close()
+        await web.wait_closed()
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0", "::"])
+async def test_the_frames_page_listening_on_every_address_answers_localhost_and_ip_addresses(
+    listen: str,
+) -> None:
+    # Opened by localhost most of all (it was refused with 403 there), or by any of the addresses.
+    feed = FrameFeed()
+    web = await feed.start(listen, 0)
+    try:
+        async with asyncio.timeout(20):
+            # asyncio binds :: for IPv6 only.
+            address = "::1" if listen == "::" else "127.0.0.1"
+            for host in ("localhost", "127.0.0.1", "[::1]", "192.0.2.7"):
+                code, _ = await http_request(web.port, "/", address, Host=f"{host}:{web.port}")
+                assert code == 200, host
+            code, _ = await http_request(web.port, "/", address, Host=f"evil.example:{web.port}")
+            assert code == 403
     finally:
         web.close()
         await web.wait_closed()

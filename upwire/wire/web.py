@@ -61,8 +61,9 @@ class FrameFeed:
     async def start(self, host: str, port: int) -> Server:
         """Serve the page on `http://host:port/` and the feed on `ws://host:port/frames`.
 
-        Only requests whose Host is this address are answered (the listen host as given, the addresses
-        bound, `localhost` for a loopback one), and `/frames` only to the page this server served
+        Only requests whose Host names this server are answered (the listen host as given, the
+        addresses bound, `localhost` and the loopback addresses, any IP address when it listens on all),
+        whatever the port (a forwarded port, a proxy), and `/frames` only to the page this server served
         (an Origin of `http://` and that Host) or to a client that sends no Origin (a script).
         """
         server = await serve(self._handler, host, port, process_request=self._process_request)
@@ -70,11 +71,11 @@ class FrameFeed:
         self._shown = f"http://{_format_authority(host, server.port)}/"
         names = {host.strip("[]").lower()}
         names.update(str(sock.getsockname()[0]).lower() for sock in server.sockets)
-        for name in list(names):
+        # The loopback names are never another site's: a rebinding attack needs a name of its own.
+        names.update(("localhost", "127.0.0.1", "::1"))
+        for name in names:
             address = _ip(name)
-            if name == "localhost" or (address is not None and address.is_loopback):
-                names.update(("localhost", "127.0.0.1", "::1"))
-            elif address is not None and address.is_unspecified:
+            if address is not None and address.is_unspecified:
                 self._any_address = True
         self._names = names
         return server
@@ -107,8 +108,9 @@ class FrameFeed:
         return None
 
     def _answers_to(self, name: str, port: int) -> bool:
-        if port != self._port:
-            return False
+        # The name only: a DNS-rebinding site is told apart by its name; the port is the one the browser
+        # used, which a forwarded port (ssh -L, docker -p) or a proxy changes.
+        del port
         return name in self._names or (self._any_address and _ip(name) is not None)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
