@@ -137,3 +137,21 @@ def test_overlapping_copies_keep_the_in_sequence_bytes_and_differing_ones_are_no
         f"from 10.0.0.2:8080: 2 overlapping segment(s) carry other bytes than the copy kept (an "
         f"overlap conflict; the first in packet {first_conflict})"
     ) in connection.tcp_notes()
+
+
+def test_a_direction_keeps_at_most_1_kib_of_what_it_passed_on() -> None:
+    # What an overlapping copy is compared with: the latest bytes, not the last segment (a capture of
+    # thousands of connections that never send FIN held a whole segment for each), and nothing after
+    # a reset.
+    half = tcp.HalfStream()
+    ends = (("10.0.0.1", 1), ("10.0.0.2", 2))
+    half.add(Segment(1, 0.0, *ends, 1000, 0, 0x02, b""))  # SYN
+    big = bytes(range(256)) * 160  # 40 KiB
+    [data] = half.add(Segment(2, 0.1, *ends, 1001, 0, 0x18, big))
+    assert isinstance(data, tcp.Data) and data.data == big
+    assert half._last == big[-1024:]
+    # A retransmission of the tail with other bytes is still told apart.
+    half.add(Segment(3, 0.2, *ends, 1001 + len(big) - 100, 0, 0x18, b"\0" * 100))
+    assert (half.overlap_conflicts, half.conflict_packet) == (1, 3)
+    half.add(Segment(4, 0.3, *ends, 1001 + len(big), 0, 0x04, b""))  # RST
+    assert half._last == b""

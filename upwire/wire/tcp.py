@@ -44,6 +44,10 @@ class Data:
     packet: int
 
 
+# The most bytes of a direction kept to compare an overlapping copy with (its latest ones).
+_COMPARED = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Bytes of a direction that are missing from the capture.
@@ -83,8 +87,8 @@ class HalfStream:
     # every waiting segment per release made a long wait quadratic.
     _waiting: list[int] = field(default_factory=list)
     _pending_bytes: int = 0  # exactly the bytes `_pending` holds
-    # The last bytes passed on (ending at `_next_offset`), to compare an overlapping copy with: one
-    # segment's worth, so memory stays one segment per direction.
+    # The last bytes passed on (ending at `_next_offset`), at most `_COMPARED` of them, to compare an
+    # overlapping copy with: a capture of many connections holds that much per direction, not a segment.
     _last: bytes = b""
 
     def add(self, segment: Segment) -> list[Delivery]:
@@ -100,6 +104,7 @@ class HalfStream:
             self.fin_seen = True
         if segment.flags & _RST:
             self.rst_seen = True
+            self._last = b""
         length = len(segment.payload) + segment.missing
         if length == 0:
             return []
@@ -182,7 +187,7 @@ class HalfStream:
         fresh = payload[skip:] if skip < len(payload) else b""
         if fresh:
             out.append(Data(fresh, time, packet))
-            self._last = fresh
+            self._last = fresh[-_COMPARED:]  # a copy of the tail only: the segment is not kept
         lost = missing - max(skip - len(payload), 0)
         if lost > 0:
             self._last = b""
