@@ -102,6 +102,11 @@ def test_build_close_payload_refuses_values_of_the_wrong_type_by_name(
         build_close_payload(code, reason)  # type: ignore[arg-type]
 
 
+def test_build_close_payload_takes_no_reason_as_none() -> None:
+    assert build_close_payload(None, None) == b""  # type: ignore[arg-type]
+    assert build_close_payload(1000, None) == b"\x03\xe8"  # type: ignore[arg-type]
+
+
 def test_build_close_payload_accepts_a_123_byte_reason_and_refuses_124() -> None:
     assert len(build_close_payload(1000, "x" * 123)) == 125
     with pytest.raises(UsageError):

@@ -99,7 +99,9 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
         TypeError: for a code that is not an int or a reason that is not a str.
         UsageError: for a code that must not be sent or a reason that is too long.
     """
-    if not isinstance(reason, str):
+    if reason is None:
+        reason = ""  # as websockets takes it
+    elif not isinstance(reason, str):
         raise TypeError(f"the close reason must be a str, not {type(reason).__name__}")
     if code is None:
         if reason:

@@ -136,43 +136,65 @@ class PerMessageDeflate(Extension):
         """Inflate one frame of a compressed message (RFC 7692 §7.2.2); other messages pass unchanged."""
         if not message_rsv & _RSV1:
             return payload
-        if payload:
-            self._message_fed = True
-        elif not fin:
-            return b""  # nothing to inflate yet
-        elif not self._message_fed:
-            # A compressed message of no bytes at all: empty. (Its smallest well-formed payload is 0x00;
-            # inflating the bare 00 00 ff ff would leave the inflater inside a stored block's header.)
-            return b""
         if fin:
-            self._message_fed = False
-            if not payload and self._stream_ended:
-                # The stream ended exactly at the previous frame's end, with nothing after its final
-                # block: the appended tail is not data either (as when the frames are one, below).
-                self._stream_ended = False
+            if self._message_fed:  # (flags written only when they change: this is the hot path)
+                self._message_fed = False
+            elif not payload:
+                # A compressed message of no bytes at all: empty. (Its smallest well-formed payload is
+                # 0x00; inflating the bare 00 00 ff ff would leave the inflater inside a stored block's
+                # header.)
                 return b""
+            if self._stream_ended:
+                self._stream_ended = False
+                if not payload:
+                    # The stream ended exactly at the previous frame's end, with nothing after its
+                    # final block: the appended tail is not data either (as in one frame, below).
+                    return b""
             data = payload + _TAIL
-        else:
+        elif payload:
+            self._message_fed = True
+            self._stream_ended = False
             data = payload
-        self._stream_ended = False
-        pieces: list[bytes] = []
-        room = max_size
+        else:
+            return b""  # nothing to inflate yet
+        decoder = self._decoder
+        if decoder is None:
+            # A window at least as large as the peer's decodes its stream; zlib's inflate wants 9 or more.
+            decoder = self._decoder = zlib.decompressobj(wbits=-max(self.remote_max_window_bits, 9))
+        out = _inflate(decoder, data, max_size)
+        if decoder.eof:
+            return self._after_final_block(decoder, out, fin, max_size)
+        self._keep_window(out, fin)
+        return out
+
+    def _keep_window(self, out: bytes, fin: bool) -> None:
+        """What the next stream may refer to, after a frame that did not end the stream."""
+        if fin:
+            if self.remote_no_context_takeover:
+                self._decoder = None
+            if self._peer_ends_streams:
+                # The next message may start a new stream that refers to this one's bytes.
+                self._keep_recent(out)
+            elif self._recent:
+                # The stream goes on in the inflater's own window: nothing to keep past the message.
+                self._recent = []
+                self._recent_size = 0
+        elif out:
+            # A message in several frames: a later one may end the stream, and the next stream may
+            # refer to these bytes. (A whole message in one frame, the usual case, keeps nothing.)
+            self._keep_recent(out)
+
+    def _after_final_block(
+        self, decoder: zlib._Decompress, out: bytes, fin: bool, max_size: int | None
+    ) -> bytes:
+        """Go on after a BFINAL block (RFC 7692 §7.2.3.4): what follows in the frame is a new stream.
+
+        The new stream may still refer to the window (the last 2^W bytes inflated, from this frame and
+        those before it): its inflater is preset with them.
+        """
+        pieces = [out]
+        room = None if max_size is None else max_size - len(out)
         while True:
-            decoder = self._decoder
-            if decoder is None:
-                # A window at least as large as the peer's decodes its stream; zlib's inflate wants 9+.
-                decoder = self._decoder = zlib.decompressobj(
-                    wbits=-max(self.remote_max_window_bits, 9)
-                )
-            out = _inflate(decoder, data, room)
-            pieces.append(out)
-            if room is not None:
-                room -= len(out)
-            if not decoder.eof:
-                break
-            # RFC 7692 §7.2.3.4: the peer ended the DEFLATE stream with a BFINAL block; what follows is a
-            # new stream. It may still refer to the window (the last 2^W bytes inflated, from this frame
-            # and those before it): preset it with them.
             data = decoder.unused_data
             self._stream_ended = True
             self._decoder = None
@@ -190,25 +212,19 @@ class PerMessageDeflate(Extension):
                 # Nothing after the final block, or only the appended tail (a peer that did not end
                 # the message with the empty block's first octet, which §7.2.3.4 says it needs).
                 break
-            # More after the final block: the new stream's first bytes (at least the 0x00 of the
-            # empty stored block that ends the message, which leaves the new stream between blocks).
+            # More after the final block: the new stream's first bytes (at least the 0x00 of the empty
+            # stored block that ends the message, which leaves the new stream between blocks).
             self._stream_ended = False
-        if self._stream_ended:
-            pass  # the window to refer to is kept above
-        elif fin:
-            if self.remote_no_context_takeover:
-                self._decoder = None
-            if self._peer_ends_streams:
-                # The next message may start a new stream that refers to this one's bytes.
-                self._keep_recent(out)
-            elif self._recent:
-                # The stream goes on in the inflater's own window: nothing to keep past the message.
-                self._recent = []
-                self._recent_size = 0
-        elif out:
-            # A message in several frames: a later one may end the stream, and the next stream may
-            # refer to these bytes. (A whole message in one frame, the usual case, keeps nothing.)
-            self._keep_recent(out)
+            if self._decoder is None:
+                self._decoder = zlib.decompressobj(wbits=-max(self.remote_max_window_bits, 9))
+            decoder = self._decoder
+            out = _inflate(decoder, data, room)
+            pieces.append(out)
+            if room is not None:
+                room -= len(out)
+            if not decoder.eof:
+                self._keep_window(out, fin)
+                break
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _latest(self, out: bytes) -> bytes:
