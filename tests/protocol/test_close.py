@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from upwire.exceptions import ProtocolError, UsageError
+from upwire.protocol import Connection, Role
 from upwire.protocol.close import (
     CloseCode,
     ClosePayload,
@@ -105,6 +106,15 @@ def test_build_close_payload_refuses_values_of_the_wrong_type_by_name(
 def test_build_close_payload_takes_no_reason_as_none() -> None:
     assert build_close_payload(None, None) == b""  # type: ignore[arg-type]
     assert build_close_payload(1000, None) == b"\x03\xe8"  # type: ignore[arg-type]
+
+
+def test_a_close_sent_with_reason_none_is_kept_with_an_empty_reason() -> None:
+    # The state says what the frame says: "" (a None kept there reached ConnectionClosed.sent and
+    # close_reason, typed str).
+    connection = Connection(Role.CLIENT)
+    connection.send_close(1011, None, failing=True)  # type: ignore[arg-type]
+    assert connection.close_sent == (1011, "")
+    assert (connection.close_code, connection.close_reason) == (1011, "")
 
 
 def test_build_close_payload_accepts_a_123_byte_reason_and_refuses_124() -> None:

@@ -153,5 +153,11 @@ def test_a_direction_keeps_at_most_1_kib_of_what_it_passed_on() -> None:
     # A retransmission of the tail with other bytes is still told apart.
     half.add(Segment(3, 0.2, *ends, 1001 + len(big) - 100, 0, 0x18, b"\0" * 100))
     assert (half.overlap_conflicts, half.conflict_packet) == (1, 3)
-    half.add(Segment(4, 0.3, *ends, 1001 + len(big), 0, 0x04, b""))  # RST
+    # Small segments add to what is kept: the latest 1 KiB, across segments.
+    half.add(Segment(4, 0.3, *ends, 1001 + len(big), 0, 0x18, b"abcd"))
+    assert half._last == big[-1020:] + b"abcd"
+    # The same last segment again, but with other bytes before it: compared too.
+    half.add(Segment(5, 0.4, *ends, 1001 + len(big) - 10, 0, 0x18, b"\0" * 10 + b"abcd"))
+    assert half.overlap_conflicts == 2  # a difference before the last segment is seen too
+    half.add(Segment(6, 0.5, *ends, 1001 + len(big) + 4, 0, 0x04, b""))  # RST
     assert half._last == b""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import mmap
+import operator
 import threading
 from collections.abc import Sequence
 from typing import AnyStr
@@ -1309,6 +1310,9 @@ class Connection:
         if self.state is State.CLOSED:
             raise UsageError("cannot send a close frame: the connection is closed")
         payload = build_close_payload(code, reason)
+        # Kept as the frame says them: an int code (not numpy's), "" for no reason (None taken too).
+        code = None if code is None else operator.index(code)
+        reason = reason or ""
         self.close_sent = (code, reason)
         if failing and code is not None:
             self.local_failure = (code, reason)

@@ -187,7 +187,9 @@ class HalfStream:
         fresh = payload[skip:] if skip < len(payload) else b""
         if fresh:
             out.append(Data(fresh, time, packet))
-            self._last = fresh[-_COMPARED:]  # a copy of the tail only: the segment is not kept
+            # The latest bytes passed on, at most _COMPARED: a copy of a tail, not the segment.
+            last = fresh if len(fresh) >= _COMPARED else self._last + fresh
+            self._last = last[-_COMPARED:]
         lost = missing - max(skip - len(payload), 0)
         if lost > 0:
             self._last = b""
