@@ -163,22 +163,24 @@ async def test_a_flood_of_empty_frames_leaves_the_event_loop_to_other_connection
             return echo
 
     loop = asyncio.get_running_loop()
-    worst_lag = 0.0
+    lags: list[float] = []
     most_buffered = 0
     async with asyncio.timeout(TEST_TIMEOUT_S * 3):
         flooding = loop.run_in_executor(None, send_flood)
         while not flooding.done():
             before = loop.time()
             await asyncio.sleep(0)  # one loop turn: as long as the work queued for it
-            worst_lag = max(worst_lag, loop.time() - before)
+            lags.append(loop.time() - before)
             for connection in server._connections:
                 if connection.protocol is not None:
                     most_buffered = max(most_buffered, len(connection.protocol._buffer))
             await asyncio.sleep(0.001)
         assert await flooding == b"\x82\x03end"
     # One batch of 4096 empty frames takes a few ms (~25 ms measured for a whole turn); before, each
-    # read added a batch to every turn (~200 ms), and the buffer grew past 600 KiB.
-    assert worst_lag < 0.12, f"a loop turn took {worst_lag * 1000:.0f} ms"
+    # read added a batch to every turn (~200 ms), and the buffer grew past 600 KiB. One slow turn is
+    # the shared machine's (a preempted VM, a collection), not a batch per read: it is let pass.
+    slow = sorted(lag for lag in lags if lag >= 0.12)
+    assert len(slow) <= 1, f"{len(slow)} loop turns took 120 ms or more: {slow[-3:]}"
     # At most one read (256 KiB) and the rest of a batch.
     assert most_buffered <= 320 * 1024, f"{most_buffered} bytes held in the core's buffer"
 
