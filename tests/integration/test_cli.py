@@ -83,6 +83,22 @@ async def server_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.P
                 await process.wait()
 
 
+async def connect_process(*args: str, stdin: int) -> asyncio.subprocess.Process:
+    """`upwire connect ARGS` running, its output piped (stop it by its PID)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "upwire",
+        "connect",
+        *args,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=ENV,
+    )
+
+
 def assert_one_line_error(stderr: str) -> None:
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
@@ -129,18 +145,7 @@ async def test_connect_stopped_by_a_signal_closes_with_1000(
         closes.put_nowait(ws.close_code)
 
     server = await start_server(watch)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "upwire",
-        "connect",
-        uri(server),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        env=ENV,
-    )
+    process = await connect_process(uri(server), stdin=asyncio.subprocess.PIPE)
     assert process.stdin is not None and process.stdout is not None
     try:
         async with asyncio.timeout(TEST_TIMEOUT_S):
@@ -225,20 +230,8 @@ async def test_the_wait_at_the_end_of_the_input_is_bounded_and_a_signal_ends_it_
         closes.put_nowait(ws.close_code)
 
     server = await start_server(ticker)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "upwire",
-        "connect",
-        "--wait",
-        "0.3" if stop_signal is None else "5",
-        uri(server),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        env=ENV,
-    )
+    wait = "0.3" if stop_signal is None else "5"
+    process = await connect_process("--wait", wait, uri(server), stdin=asyncio.subprocess.DEVNULL)
     assert process.stdout is not None
     try:
         async with asyncio.timeout(TEST_TIMEOUT_S):

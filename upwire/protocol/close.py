@@ -7,9 +7,9 @@ Must not know: connection state; `connection` decides when a close frame is sent
 from __future__ import annotations
 
 import enum
-import operator
 from dataclasses import dataclass
 
+from upwire._values import whole_number
 from upwire.exceptions import ProtocolError, UsageError
 
 __all__ = [
@@ -107,9 +107,7 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
         if reason:
             raise UsageError("a close reason needs a close code")
         return b""
-    if isinstance(code, bool) or not hasattr(code, "__index__"):
-        raise TypeError(f"the close code must be an int or None, not {code!r}")
-    code = operator.index(code)
+    code = whole_number("the close code", code, "an int or None")
     if not is_valid_close_code(code):
         raise UsageError(
             f"close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"

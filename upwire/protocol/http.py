@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import http
-import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import h11
 
+from upwire._values import whole_number
 from upwire.exceptions import InvalidHandshake, UsageError, shown
 from upwire.protocol.request_head import read_common_head
 
@@ -289,9 +289,7 @@ class Response:
         reason: str = "",
     ) -> None:
         # RFC 9112 §4: a status code is three digits. (A float, 1000 or 12345678 went out as it was.)
-        if isinstance(status, bool) or not hasattr(status, "__index__"):
-            raise TypeError(f"Response status must be a whole number, not {status!r}")
-        status = operator.index(status)
+        status = whole_number("Response status", status)
         if not 100 <= status <= 999:
             raise ValueError(f"Response status must be three digits (100-599 in use), not {status}")
         self.status = status
@@ -900,9 +898,9 @@ class ResponseReader:
         refusing a tunnel may keep the connection open after such an answer.
         """
         response = self._response
-        if response is None or "Content-Length" in response.headers:
-            return None
-        if "Transfer-Encoding" in response.headers:
+        if response is not None and (
+            "Content-Length" in response.headers or "Transfer-Encoding" in response.headers
+        ):
             return None
         return self.answer_so_far()
 
