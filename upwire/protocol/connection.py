@@ -91,6 +91,12 @@ _SINK_STEP = 256 * 1024
 _STREAM_BATCH = 256 * 1024
 _STREAM_MIN_FRAME = 16 * 1024
 _READ_AHEAD = 512 * 1024
+# A whole binary message in a frame of _STREAM_IN_PLACE bytes or more is received in place even while the
+# peer streams: reading ahead past it saves a read or two, but then its payload is unmasked out of the
+# read-ahead buffer into its bytes (a second pass over it, written into memory long out of the cache) and
+# the next frame's start moves; from about this size that costs more than the reads it saves (measured:
+# docs/design.md).
+_STREAM_IN_PLACE = 512 * 1024
 # A binary message in one frame of _SINK_MIN_FRAME bytes or more, with a payload of at most _PAYLOAD_MAX,
 # is received straight into the bytes object the application gets (`payload_buffer`) and unmasked where it
 # lies: no buffer to grow, no copy after the kernel's (a larger one grows a buffer as above, so that its
@@ -387,8 +393,9 @@ class Connection:
             waiting: how many more bytes the operating system already holds for this connection, when the
                 I/O layer knows (`FIONREAD`); only a hint. When `data` ends inside a whole binary message
                 of 256 KiB or more, its rest is received in place (`receive_buffer`) into the bytes object
-                delivered, unless more than that rest is waiting: then the peer streams, and reading ahead
-                past the frame's end (one read for the rest and the next frames) costs less.
+                delivered, unless the message is under 512 KiB and more than its rest is waiting: then the
+                peer streams, and reading ahead past the frame's end (one read for the rest and the next
+                frames) costs less.
 
         The end of input comes in a batch of its own: when complete messages precede a close frame or a
         frame that breaks the protocol, parsing stops before that frame, `input_pending` becomes True
@@ -485,7 +492,10 @@ class Connection:
             total = _large_frame_total(rest, _STREAM_MIN_FRAME if streaming else _SINK_MIN_FRAME)
         if (
             total >= _SINK_MIN_FRAME
-            and not (streaming and waiting is not None and waiting > total - len(rest))
+            and (
+                total >= _STREAM_IN_PLACE
+                or not (streaming and waiting is not None and waiting > total - len(rest))
+            )
             and self._begin_payload(rest)
         ):
             return
@@ -584,7 +594,8 @@ class Connection:
         call to `receive_written` or `receive_data`.
 
         The view holds at most the rest of that frame, except while the peer streams: when a batch of
-        256 KiB or more ended inside a data frame of 16 KiB or more, that frame's view reaches 512 KiB
+        256 KiB or more ended inside a data frame of 16 KiB or more (other than a whole binary message of
+        512 KiB or more, which always goes into its own bytes object), that frame's view reaches 512 KiB
         past its end, so that one read takes the frames after it too. The frame still arriving at the end
         of such a read stays in the same buffer, moved to its start, and the next view follows it.
         `frames_ahead` caps that read-ahead at so many frames of the size of the one arriving (an I/O
@@ -678,10 +689,14 @@ class Connection:
                 total = 0
                 if self._sink_ahead and not self.input_pending:
                     total = _large_frame_total(tail, _STREAM_MIN_FRAME)
-                if total >= _SINK_MIN_FRAME and nbytes < room and self._begin_payload(tail):
-                    # The read stopped short of the read-ahead: the stream paused, and the next frame, a whole
-                    # binary message, is received into its own buffer. A read that filled the view suggests
-                    # more is waiting: reading ahead goes on.
+                if (
+                    total >= _SINK_MIN_FRAME
+                    and (nbytes < room or total >= _STREAM_IN_PLACE)
+                    and self._begin_payload(tail)
+                ):
+                    # The next frame, a whole binary message, is received into its own buffer when the read
+                    # stopped short of the read-ahead (the stream paused) or when it is large enough. A read
+                    # that filled the view suggests more is waiting: reading ahead goes on.
                     pass
                 elif total:
                     # The next frame is arriving in the same stream: it moves to the buffer's start
