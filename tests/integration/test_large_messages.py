@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
 import uvloop
 
 import upwire
+from upwire.protocol.frames import encode_frame
 
 from .helpers import tls_contexts
 from .wire import MASK_KEY, RawPeer
@@ -201,6 +205,132 @@ def test_large_messages_sent_in_one_loop_turn_arrive_whole_and_in_order(loop_nam
 class ListenerEcho(upwire.Listener):
     def on_message(self, connection: upwire.Connection, message: str | bytes) -> None:
         connection.send_now(message)
+
+
+def masked_binary_frame(data: bytes) -> bytes:
+    return encode_frame(0x2, data, mask_key=MASK_KEY)
+
+
+def count_direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of each read the connection makes on its socket itself (not the transport)."""
+    sizes: list[int] = []
+    readv = os.readv
+
+    def spy(fd: int, buffers: list[memoryview]) -> int:
+        nbytes = readv(fd, buffers)
+        sizes.append(nbytes)
+        return nbytes
+
+    monkeypatch.setattr(os, "readv", spy)
+    return sizes
+
+
+@pytest.mark.parametrize("api", ["handler", "listener"])
+def test_on_asyncios_loop_the_rest_of_a_large_message_is_read_in_the_same_wake_up(
+    api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # asyncio's socket transport reads 256 KiB per wake-up of the loop. When a 1 MiB binary message is
+    # arriving into its bytes and the socket holds more of it, the connection reads that at once (libuv
+    # does the same under uvloop): the message's pieces arrive together instead of a loop turn apart.
+    direct = count_direct_reads(monkeypatch)
+    messages = [payload(MiB, 40 + i) for i in range(3)]
+
+    async def main() -> None:
+        handler = ListenerEcho if api == "listener" else echo
+        async with upwire.serve(
+            handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None
+        ) as server:
+            peer = await RawPeer.upgraded(server.port)
+            peer.write(b"".join(masked_binary_frame(m) for m in messages))
+            for message in messages:
+                frame = await peer.read_frame()
+                assert (frame.fin, frame.opcode, frame.masked) == (True, 0x2, False)
+                assert frame.payload == message
+            peer.close()
+
+    run("asyncio", main)
+    assert direct and all(size > 0 for size in direct), direct
+
+
+def test_a_reset_in_the_middle_of_a_large_message_read_at_once_is_a_1006(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reads made at once take only what the socket holds (FIONREAD), so a reset behind the data is
+    # met by the transport's next read: the handler sees the connection end with 1006, and the server
+    # goes on.
+    direct = count_direct_reads(monkeypatch)
+
+    async def main() -> None:
+        outcome: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+        async def handler(ws: upwire.ServerConnection) -> None:
+            try:
+                await ws.recv()
+            except upwire.ConnectionClosedError:
+                outcome.set_result(ws.close_code)
+
+        async with upwire.serve(
+            handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None
+        ) as server:
+            peer = await RawPeer.upgraded(server.port)
+            peer.write(masked_binary_frame(payload(MiB, 7))[:700_000])
+            await peer.writer.drain()
+            await asyncio.sleep(0.2)
+            sock = peer.writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.writer.transport.abort()  # a reset, not a FIN
+            assert await asyncio.wait_for(outcome, 10) == 1006
+            async with upwire.connect(
+                f"ws://127.0.0.1:{server.port}/", max_message_size=LIMIT, compression=None
+            ) as ws:
+                await ws.send(payload(MiB, 8))
+
+    run("asyncio", main)
+    assert direct, "the message's rest was not read at once"
+
+
+def test_reading_at_once_stops_while_the_recv_queue_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With max_queue=1 and a handler that does not read yet, the server stops reading once a message
+    # is queued (TCP pushes back on the peer). A read that queued a short message and began a 1 MiB one
+    # must not go on reading that one's rest at once while reading is paused.
+    reads_while: list[bool] = []  # for each read made at once: was the transport reading?
+    readv = os.readv
+    connections: list[upwire.ServerConnection] = []
+
+    def spy(fd: int, buffers: list[memoryview]) -> int:
+        transport = connections[0].transport
+        reads_while.append(transport is not None and transport.is_reading())
+        return readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", spy)
+    messages = [m for i in range(8) for m in (payload(100, i), payload(MiB, 70 + i))]
+
+    async def main() -> None:
+        go = asyncio.Event()
+
+        async def handler(ws: upwire.ServerConnection) -> None:
+            connections.append(ws)
+            await go.wait()
+            async for message in ws:
+                await ws.send(message)
+
+        async with upwire.serve(
+            handler, "127.0.0.1", 0, max_message_size=LIMIT, compression=None, max_queue=1
+        ) as server:
+            peer = await RawPeer.upgraded(server.port)
+            peer.write(b"".join(masked_binary_frame(m) for m in messages))
+            await asyncio.sleep(0.3)
+            # 8 MiB and more do not fit in the two sockets' buffers: the rest waits in the peer.
+            assert peer.writer.transport.get_write_buffer_size() > 0
+            go.set()
+            for message in messages:
+                assert (await peer.read_frame()).payload == message
+            peer.close()
+
+    run("asyncio", main)
+    assert reads_while and all(reads_while), reads_while
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)

@@ -374,6 +374,12 @@ class Connection:
         """True when both close frames were exchanged."""
         return self.close_sent is not None and self.close_received is not None
 
+    @property
+    def receiving_message(self) -> bool:
+        """True while a whole binary message is being received into its own bytes (`receive_buffer` offers
+        the rest of it): an I/O layer that can read more at once should, so that its pieces arrive together."""
+        return self._payload_view is not None
+
     def data_to_send(self) -> list[bytes]:
         """Return the bytes queued for the peer, in order, and forget them."""
         out = self._outgoing
