@@ -77,8 +77,11 @@ _HAS_WRITEV = hasattr(os, "writev")
 _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16) if _HAS_WRITEV else 0  # POSIX guarantees 16
 # What one read takes at most (asyncio's own read size), into a buffer shared by the thread's connections.
 _READ_SIZE = 256 * 1024
-# At most this many reads more of a large message after one wake-up of asyncio's loop (`_read_message_on`).
+# After one wake-up of asyncio's loop, at most this many reads more of a large message, of at most this
+# many bytes in all (`_read_message_on`): what one connection does before the others get their turn stays
+# bounded however large its messages are.
 _READS_AT_ONCE = 16
+_READ_AT_ONCE_BYTES = 4 * _READ_SIZE
 _read_buffers = threading.local()
 # FIONREAD: how many bytes a socket holds, not yet read (`_bytes_waiting`; not on Windows).
 _HAS_FIONREAD = sys.platform != "win32"
@@ -1800,12 +1803,15 @@ class Connection(asyncio.BufferedProtocol):
         connections, server CPU per message ~25 % lower). uvloop (libuv) already reads on while reads fill
         the buffer. Only what FIONREAD counts is read, so an error or the end of the stream behind it stays
         for the transport's next read; the reading stops when the message is whole, when the application
-        paused reading (a full `recv` queue) or after _READS_AT_ONCE reads.
+        paused reading (a full `recv` queue), or after _READS_AT_ONCE reads or _READ_AT_ONCE_BYTES bytes
+        (1 MiB: the rest of a larger message comes a wake-up later, as before, so that one connection's
+        16 MiB message does not hold up the others' turns for its whole length).
         """
         transport = self.transport
         fd = self._direct_fd()
         if transport is None or fd < 0:
             return
+        budget = _READ_AT_ONCE_BYTES
         for _ in range(_READS_AT_ONCE):
             if transport.is_closing() or not transport.is_reading():
                 return
@@ -1815,13 +1821,14 @@ class Connection(asyncio.BufferedProtocol):
             view = protocol.receive_buffer()
             if view is None:
                 return
-            with view[:waiting] as part:
+            with view[: min(waiting, budget)] as part:
                 try:
                     nbytes = os.readv(fd, [part])
                 except (BlockingIOError, InterruptedError):
                     return
             self._received(protocol, protocol.receive_written(nbytes))
-            if not protocol.receiving_message:
+            budget -= nbytes
+            if budget <= 0 or not protocol.receiving_message:
                 return
 
     def data_received(self, data: bytes | memoryview) -> None:

@@ -252,6 +252,40 @@ def test_on_asyncios_loop_the_rest_of_a_large_message_is_read_in_the_same_wake_u
     assert direct and all(size > 0 for size in direct), direct
 
 
+def test_reading_at_once_takes_at_most_1_mib_per_wake_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 4 MiB message written at once: the reads made at once after one wake-up stop at 1 MiB in all,
+    # so one connection's large message does not hold up the loop's other connections for its length.
+    per_wake_up: list[int] = []
+    readv = os.readv
+    buffer_updated = upwire.ServerConnection.buffer_updated
+
+    def spy_readv(fd: int, buffers: list[memoryview]) -> int:
+        nbytes = readv(fd, buffers)
+        per_wake_up[-1] += nbytes
+        return nbytes
+
+    def spy_updated(self: upwire.ServerConnection, nbytes: int) -> None:
+        per_wake_up.append(0)
+        buffer_updated(self, nbytes)
+
+    monkeypatch.setattr(os, "readv", spy_readv)
+    monkeypatch.setattr(upwire.ServerConnection, "buffer_updated", spy_updated)
+    message = payload(4 * MiB, 9)
+
+    async def main() -> None:
+        async with upwire.serve(
+            ListenerEcho, "127.0.0.1", 0, max_message_size=8 * MiB, compression=None
+        ) as server:
+            peer = await RawPeer.upgraded(server.port)
+            peer.write(masked_binary_frame(message))
+            assert (await peer.read_frame()).payload == message
+            peer.close()
+
+    run("asyncio", main)
+    assert max(per_wake_up) > 0
+    assert max(per_wake_up) <= MiB, per_wake_up
+
+
 def test_a_reset_in_the_middle_of_a_large_message_read_at_once_is_a_1006(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
