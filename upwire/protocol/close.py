@@ -16,6 +16,7 @@ __all__ = [
     "CloseCode",
     "ClosePayload",
     "build_close_payload",
+    "close_values",
     "is_valid_close_code",
     "parse_close_payload",
 ]
@@ -87,6 +88,22 @@ def parse_close_payload(payload: bytes) -> ClosePayload:
     return ClosePayload(code, reason)
 
 
+def close_values(code: int | None, reason: str | None) -> tuple[int | None, str]:
+    """The close code and reason as a close frame carries them: an int (numpy's and other integers with
+    `__index__` taken, not bool) or None, and a str ("" for None, as websockets takes it).
+
+    Raises:
+        TypeError: for a code that is not an int or a reason that is not a str.
+    """
+    if reason is None:
+        reason = ""
+    elif not isinstance(reason, str):
+        raise TypeError(f"the close reason must be a str, not {type(reason).__name__}")
+    if code is not None:
+        code = whole_number("the close code", code, "an int or None")
+    return code, reason
+
+
 def build_close_payload(code: int | None, reason: str = "") -> bytes:
     """Build the payload of a close frame to send.
 
@@ -99,15 +116,11 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
         TypeError: for a code that is not an int or a reason that is not a str.
         UsageError: for a code that must not be sent or a reason that is too long.
     """
-    if reason is None:
-        reason = ""  # as websockets takes it
-    elif not isinstance(reason, str):
-        raise TypeError(f"the close reason must be a str, not {type(reason).__name__}")
+    code, reason = close_values(code, reason)
     if code is None:
         if reason:
             raise UsageError("a close reason needs a close code")
         return b""
-    code = whole_number("the close code", code, "an int or None")
     if not is_valid_close_code(code):
         raise UsageError(
             f"close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"

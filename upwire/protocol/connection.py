@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import enum
 import mmap
-import operator
 import threading
 from collections.abc import Sequence
 from typing import AnyStr
 
 from upwire.exceptions import ProtocolError, UsageError
-from upwire.protocol.close import build_close_payload, parse_close_payload
+from upwire.protocol.close import build_close_payload, close_values, parse_close_payload
 from upwire.protocol.events import CloseReceived, Event, Ping, Pong, ProtocolFailure
 from upwire.protocol.extensions.base import Extension
 from upwire.protocol.frames import (
@@ -1330,10 +1329,8 @@ class Connection:
             raise UsageError("a close frame was already sent")
         if self.state is State.CLOSED:
             raise UsageError("cannot send a close frame: the connection is closed")
+        code, reason = close_values(code, reason)  # kept as the frame says them
         payload = build_close_payload(code, reason)
-        # Kept as the frame says them: an int code (not numpy's), "" for no reason (None taken too).
-        code = None if code is None else operator.index(code)
-        reason = reason or ""
         self.close_sent = (code, reason)
         if failing and code is not None:
             self.local_failure = (code, reason)
