@@ -1786,15 +1786,16 @@ class Connection(asyncio.BufferedProtocol):
         ):
             # A full read: more may be waiting. The core reads a large frame's rest in place unless the
             # next frames are waiting behind it too (a stream, which reading ahead serves better).
-            self._received(protocol, protocol.receive_data(buffer, _bytes_waiting(fd)))
+            waiting = _bytes_waiting(fd)
+            self._received(protocol, protocol.receive_data(buffer, waiting))
             if self._reads_once and protocol.receiving_message:
-                self._read_message_on(protocol)
+                self._read_message_on(protocol, waiting)
         elif protocol is not None:
             self._received(protocol, protocol.receive_data(buffer[:nbytes]))
         else:
             self._handshake_data(bytes(buffer[:nbytes]))
 
-    def _read_message_on(self, protocol: ProtocolConnection) -> None:
+    def _read_message_on(self, protocol: ProtocolConnection, waiting: int | None = None) -> None:
         """Read more of the large binary message arriving into its bytes now, while the socket holds it.
 
         asyncio's socket transport reads once per wake-up of the loop, so on many connections a 1 MiB
@@ -1805,7 +1806,8 @@ class Connection(asyncio.BufferedProtocol):
         for the transport's next read; the reading stops when the message is whole, when the application
         paused reading (a full `recv` queue), or after _READS_AT_ONCE reads or _READ_AT_ONCE_BYTES bytes
         (1 MiB: the rest of a larger message comes a wake-up later, as before, so that one connection's
-        16 MiB message does not hold up the others' turns for its whole length).
+        16 MiB message does not hold up the others' turns for its whole length). `waiting`: what FIONREAD
+        said just before, if the caller asked (the socket holds at least that much still).
         """
         transport = self.transport
         fd = self._direct_fd()
@@ -1815,7 +1817,8 @@ class Connection(asyncio.BufferedProtocol):
         for _ in range(_READS_AT_ONCE):
             if transport.is_closing() or not transport.is_reading():
                 return
-            waiting = _bytes_waiting(fd)
+            if waiting is None:
+                waiting = _bytes_waiting(fd)
             if not waiting:
                 return
             view = protocol.receive_buffer()
@@ -1830,6 +1833,7 @@ class Connection(asyncio.BufferedProtocol):
             budget -= nbytes
             if budget <= 0 or not protocol.receiving_message:
                 return
+            waiting = None
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Feed received bytes to the core, deliver its events and write its answers."""
