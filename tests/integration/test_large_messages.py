@@ -211,28 +211,14 @@ def masked_binary_frame(data: bytes) -> bytes:
     return encode_frame(0x2, data, mask_key=MASK_KEY)
 
 
-def count_direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the size of each read the connection makes on its socket itself (not the transport)."""
-    sizes: list[int] = []
-    readv = os.readv
-
-    def spy(fd: int, buffers: list[memoryview]) -> int:
-        nbytes = readv(fd, buffers)
-        sizes.append(nbytes)
-        return nbytes
-
-    monkeypatch.setattr(os, "readv", spy)
-    return sizes
-
-
 @pytest.mark.parametrize("api", ["handler", "listener"])
 def test_on_asyncios_loop_the_rest_of_a_large_message_is_read_in_the_same_wake_up(
-    api: str, monkeypatch: pytest.MonkeyPatch
+    api: str, direct_reads: list[int]
 ) -> None:
     # asyncio's socket transport reads 256 KiB per wake-up of the loop. When a 1 MiB binary message is
     # arriving into its bytes and the socket holds more of it, the connection reads that at once (libuv
     # does the same under uvloop): the message's pieces arrive together instead of a loop turn apart.
-    direct = count_direct_reads(monkeypatch)
+    direct = direct_reads
     messages = [payload(MiB, 40 + i) for i in range(3)]
 
     async def main() -> None:
@@ -287,12 +273,12 @@ def test_reading_at_once_takes_at_most_1_mib_per_wake_up(monkeypatch: pytest.Mon
 
 
 def test_a_reset_in_the_middle_of_a_large_message_read_at_once_is_a_1006(
-    monkeypatch: pytest.MonkeyPatch,
+    direct_reads: list[int],
 ) -> None:
     # The reads made at once take only what the socket holds (FIONREAD), so a reset behind the data is
     # met by the transport's next read: the handler sees the connection end with 1006, and the server
     # goes on.
-    direct = count_direct_reads(monkeypatch)
+    direct = direct_reads
 
     async def main() -> None:
         outcome: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()

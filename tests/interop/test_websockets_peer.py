@@ -8,7 +8,6 @@ observed: the exact messages, the pong, the close code and reason.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import pytest
@@ -93,6 +92,25 @@ async def test_upwire_server_echoes_each_payload_to_a_websockets_client(
     assert handler.record.close_code == 1000
 
 
+async def echo_pipelined(url: str, handler: UpwireEchoHandler, messages: list[Message]) -> None:
+    """A websockets client sends `messages` to the upwire echo server at `url` from a task while
+    receiving their echoes: each must come back equal and in order, and the server must have had them
+    all when the connection closed."""
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        async with websockets_connect(url, compression=None, max_size=None) as ws:
+
+            async def send_all() -> None:
+                for message in messages:
+                    await ws.send(message)
+
+            sender = asyncio.create_task(send_all())
+            for message in messages:
+                assert_same_message(await ws.recv(), message)
+            await sender
+        await handler.record.wait_finished()
+    assert len(handler.record.messages) == len(messages)
+
+
 async def test_upwire_server_reads_ahead_a_websockets_clients_pipelined_large_messages(
     upwire_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,57 +141,24 @@ async def test_upwire_server_reads_ahead_a_websockets_clients_pipelined_large_me
     monkeypatch.setattr(upwire.protocol.Connection, "receive_data", spy_data)
     handler = UpwireEchoHandler()
     url = await upwire_server(handler, max_message_size=None)
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        async with websockets_connect(url, compression=None, max_size=None) as ws:
-
-            async def send_all() -> None:
-                for message in messages:
-                    await ws.send(message)
-
-            sender = asyncio.create_task(send_all())
-            for message in messages:
-                assert_same_message(await ws.recv(), message)
-            await sender
-        await handler.record.wait_finished()
-    assert len(handler.record.messages) == len(messages)
+    await echo_pipelined(url, handler, messages)
     assert max(per_read) > 1, "no read took more than one frame"
     # One read per frame would be 60 reads (and the handshake's); whole reads take far fewer.
     assert len(per_read) < len(messages) * 2 // 3, f"{len(per_read)} reads"
 
 
 async def test_upwire_server_reads_a_websockets_clients_streamed_1_mib_messages_at_once(
-    upwire_server: StartServer, monkeypatch: pytest.MonkeyPatch
+    upwire_server: StartServer, direct_reads: list[int]
 ) -> None:
     # Streamed 1 MiB binary messages go into their own bytes (no read-ahead past them), and on asyncio's
     # loop the rest of each is read at once from the socket (os.readv); every echo must come back whole
     # and in order.
-    direct: list[int] = []
-    readv = os.readv
-
-    def spy(fd: int, buffers: list[memoryview]) -> int:
-        nbytes = readv(fd, buffers)
-        direct.append(nbytes)
-        return nbytes
-
-    monkeypatch.setattr(os, "readv", spy)
     messages = [bytes([i]) * (1 << 20) + bytes([255 - i]) * i for i in range(12)]
     handler = UpwireEchoHandler()
     url = await upwire_server(handler, max_message_size=None)
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        async with websockets_connect(url, compression=None, max_size=None) as ws:
-
-            async def send_all() -> None:
-                for message in messages:
-                    await ws.send(message)
-
-            sender = asyncio.create_task(send_all())
-            for message in messages:
-                assert_same_message(await ws.recv(), message)
-            await sender
-        await handler.record.wait_finished()
-    assert len(handler.record.messages) == len(messages)
+    await echo_pipelined(url, handler, messages)
     assert handler.record.close_code == 1000
-    assert direct and all(nbytes > 0 for nbytes in direct), direct
+    assert direct_reads and all(nbytes > 0 for nbytes in direct_reads), direct_reads
 
 
 async def test_upwire_server_assembles_fragmented_messages_from_a_websockets_client(
