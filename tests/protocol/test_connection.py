@@ -1216,11 +1216,21 @@ def test_a_text_frame_streamed_over_many_reads_counts_as_one_frame(piece: int) -
         ({"max_fragments": -5}, ValueError),
         ({"max_fragments": 0}, ValueError),
         ({"max_frame_size": -5}, ValueError),
+        ({"max_message_size": [1 << 20]}, TypeError),
     ],
 )
 def test_limits_that_are_not_sizes_are_refused(options: dict[str, object], error: type) -> None:
-    with pytest.raises(error, match=r"whole number|size in bytes|number of frames"):
+    with pytest.raises(error, match=r"whole number|size in bytes|number of frames") as caught:
         server(**options)  # type: ignore[arg-type]
+    assert caught.value.__context__ is None  # one error, not one raised while handling another
+
+
+def test_limits_are_checked_whatever_connections_had_equal_ones() -> None:
+    # Connections with the same limits share them, checked once: True equals 1 but is not a size.
+    assert server(max_message_size=1, max_fragments=1)._max_message_size == 1
+    for options in ({"max_message_size": True}, {"max_fragments": True}):
+        with pytest.raises(TypeError, match="whole number"):
+            server(**({"max_message_size": 1, "max_fragments": 1} | options))
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ client drains until the server closes (§7.1.1: the server holds TIME_WAIT), wit
 from __future__ import annotations
 
 import enum
+import functools
 import mmap
 import threading
 from collections.abc import Sequence
@@ -152,6 +153,57 @@ def not_utf8(error: UnicodeEncodeError) -> UsageError:
     )
 
 
+def _limits(
+    max_message_size: int | None, max_frame_size: int | None, max_fragments: int | None
+) -> tuple[int | None, int | None, int | None, int | None, int, int | None]:
+    """Check a connection's size limits and derive what its parser compares against.
+
+    Returns:
+        max_message_size, max_frame_size and max_fragments with their defaults applied (-1: the default),
+        the limit a frame header is checked against on its own (None when max_message_size's check covers
+        it), the largest frame the fast path may take, and the largest compressed frame.
+    """
+    for name, limit in (
+        ("max_message_size", max_message_size),
+        ("max_frame_size", max_frame_size),
+        ("max_fragments", max_fragments),
+    ):
+        if limit is None:
+            continue
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise TypeError(f"{name} must be a whole number or None, not {limit!r}")
+        if name == "max_fragments":
+            if limit <= 0 and limit != -1:
+                raise ValueError(f"max_fragments must be a number of frames or None, not {limit!r}")
+        elif limit < 0 and not (name == "max_frame_size" and limit == -1):
+            raise ValueError(f"{name} must be a size in bytes or None, not {limit!r}")
+    frame_size = max_message_size if max_frame_size == -1 else max_frame_size
+    return (
+        max_message_size,
+        frame_size,
+        # Frames in one message: each costs a few µs to parse however small, so a message of many tiny
+        # fragments (or endless empty ones) is bounded in CPU as its size bounds memory.
+        default_max_fragments(max_message_size) if max_fragments == -1 else max_fragments,
+        # A data frame over max_message_size fails the message check, which names that option; the
+        # frame check needs to run on its own only when max_frame_size differs.
+        None if frame_size == max_message_size else frame_size,
+        # The largest frame the fast path of `_consume` may take: within both limits.
+        min(
+            _NO_LIMIT if max_message_size is None else max_message_size,
+            _NO_LIMIT if frame_size is None else frame_size,
+        ),
+        # A compressed frame may be larger than what it inflates to: zlib's deflateBound for any settings
+        # is n + n/8 + n/64 + 5. Its inflated size is bounded by max_message_size when it is decoded.
+        None
+        if max_message_size is None
+        else max_message_size + (max_message_size + 7) // 8 + (max_message_size + 63) // 64 + 64,
+    )
+
+
+# A server's connections share their limits: checked and derived once (typed: True is not the limit 1).
+_cached_limits = functools.lru_cache(maxsize=64, typed=True)(_limits)
+
+
 class Connection:
     """A sans-I/O WebSocket connection: bytes in, events out; commands in, bytes out.
 
@@ -222,43 +274,26 @@ class Connection:
         max_fragments: int | None = -1,
         extensions: Sequence[Extension] = (),
     ) -> None:
-        for name, limit in (
-            ("max_message_size", max_message_size),
-            ("max_frame_size", max_frame_size),
-            ("max_fragments", max_fragments),
-        ):
-            if limit is None:
-                continue
-            if not isinstance(limit, int) or isinstance(limit, bool):
-                raise TypeError(f"{name} must be a whole number or None, not {limit!r}")
-            if name == "max_fragments":
-                if limit <= 0 and limit != -1:
-                    raise ValueError(
-                        f"max_fragments must be a number of frames or None, not {limit!r}"
-                    )
-            elif limit < 0 and not (name == "max_frame_size" and limit == -1):
-                raise ValueError(f"{name} must be a size in bytes or None, not {limit!r}")
+        try:
+            limits = _cached_limits(max_message_size, max_frame_size, max_fragments)
+        except TypeError:
+            limits = None
+        if limits is None:
+            # A limit of the wrong type (or not hashable): the checks, run again, say which (raised here,
+            # not while handling the first error, whose context would only repeat it).
+            limits = _limits(max_message_size, max_frame_size, max_fragments)
+        (
+            self._max_message_size,
+            self._max_frame_size,
+            self._max_fragments,
+            self._header_frame_limit,
+            self._fast_limit,
+            self._compressed_frame_limit,
+        ) = limits
         self.role = role
         self.state = State.OPEN
         # True once the I/O layer should close the TCP connection (after flushing `data_to_send`).
         self.transport_should_close = False
-        self._max_message_size = max_message_size
-        self._max_frame_size = max_message_size if max_frame_size == -1 else max_frame_size
-        # Frames in one message: each costs a few µs to parse however small, so a message of many tiny
-        # fragments (or endless empty ones) is bounded in CPU as its size bounds memory.
-        self._max_fragments = (
-            default_max_fragments(max_message_size) if max_fragments == -1 else max_fragments
-        )
-        # A data frame over max_message_size fails the message check, which names that option; the
-        # frame check needs to run on its own only when max_frame_size differs.
-        self._header_frame_limit = (
-            None if self._max_frame_size == max_message_size else self._max_frame_size
-        )
-        # The largest frame the fast path of `_consume` may take: within both limits.
-        self._fast_limit = min(
-            _NO_LIMIT if max_message_size is None else max_message_size,
-            _NO_LIMIT if self._max_frame_size is None else self._max_frame_size,
-        )
         self._expect_masked = role is Role.SERVER
         # Negotiated extensions (permessage-deflate); with none, RSV bits are errors and no frame pays.
         self._extensions = list(extensions)
@@ -268,13 +303,6 @@ class Connection:
         # A server with no extension sends a data frame as its header and the payload as is: the same
         # bytes for every connection (`can_share_frames`).
         self._frames_as_is = role is Role.SERVER and not self._extensions
-        # A compressed frame may be larger than what it inflates to: zlib's deflateBound for any settings
-        # is n + n/8 + n/64 + 5. Its inflated size is bounded by max_message_size when it is decoded.
-        self._compressed_frame_limit = (
-            None
-            if max_message_size is None
-            else max_message_size + (max_message_size + 7) // 8 + (max_message_size + 63) // 64 + 64
-        )
         self._buffer = bytearray()
         # True when the input so far ends inside a frame (its first bytes are kept): only then may
         # `receive_buffer` offer a view, so an I/O layer may skip calling it otherwise. Set as
