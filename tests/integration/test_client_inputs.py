@@ -217,6 +217,45 @@ async def test_an_error_answer_whose_body_never_ends_is_its_status(
     assert server.connections == 2  # not retried
 
 
+async def test_an_error_answer_with_a_malformed_body_is_its_status(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    # A bad chunk header after a whole head: the status and its fields are what the server said.
+    async def refuse_badly(writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(TEST_TIMEOUT_S)
+
+    server = await raw_server(refuse_badly)
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidStatus) as caught:
+            await upwire.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=TEST_TIMEOUT_S / 2)
+    assert caught.value.status == 401
+    assert caught.value.headers.get("WWW-Authenticate") == "Basic realm=x"
+
+
+async def test_endless_interim_answers_are_refused_at_the_head_size_limit(
+    raw_server: StartRaw, no_proxy_environment: Any
+) -> None:
+    # RFC 9110 §15.2: 1xx answers are read and skipped, but not without end: together they are bounded
+    # as a head is (16 KiB), so the client stops long before open_timeout.
+    async def continue_for_ever(writer: asyncio.StreamWriter) -> None:
+        for _ in range(100_000):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+            await writer.drain()
+
+    server = await raw_server(continue_for_ever)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with pytest.raises(upwire.InvalidHandshake, match="interim 1xx answers"):
+            await upwire.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=TEST_TIMEOUT_S / 2)
+    assert loop.time() - start < TEST_TIMEOUT_S / 4
+
+
 @pytest.mark.parametrize("version", ["1.0", "1.1"])
 async def test_a_101_must_be_http_1_1(
     raw_server: StartRaw, no_proxy_environment: Any, version: str

@@ -466,6 +466,42 @@ def test_informational_responses_before_the_101_are_skipped() -> None:
     assert response.status == 101
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\n", b"7\r\nnot you\r\nzz\r\n", b"7\r\nnot you!!"],
+    ids=["bad-chunk-size", "bad-chunk-after-one", "chunk-without-crlf"],
+)
+def test_an_error_answer_with_a_malformed_body_is_still_its_status(body: bytes) -> None:
+    # The head was whole: its status (and Retry-After, say) is the answer, with the body read so far.
+    reader = ResponseReader(rfc_request())
+    head = (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    response = reader.feed(head + body)
+    assert response is not None
+    assert (response.status, response.headers.get("Retry-After")) == (503, "3")
+    assert response.body in (b"", b"not you")
+    assert not reader.keeps_alive
+
+
+def test_interim_answers_count_against_max_header_bytes() -> None:
+    # RFC 9110 §15.2: a client reads 1xx answers and goes on; a server that sends them without end is
+    # bounded like one long head, and said to be so.
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"  # 25 bytes as measured
+    reader = ResponseReader(rfc_request(), max_header_bytes=1000)
+    assert reader.feed(interim * 39) is None
+    with pytest.raises(
+        InvalidHandshake, match=r"with 40 interim 1xx answers\) larger than max_header"
+    ) as info:
+        reader.feed(interim * 2)
+    assert info.value.status == 0
+    # Fewer of them, and a 101 within the bound: the handshake goes on.
+    response = ResponseReader(rfc_request(), max_header_bytes=1000).feed(
+        interim * 20 + RFC_RESPONSE
+    )
+    assert response is not None and response.status == 101
+
+
 def test_malformed_response_is_an_invalid_handshake_with_status_0() -> None:
     with pytest.raises(InvalidHandshake) as info:
         ResponseReader(rfc_request()).feed(b"SSH-2.0-OpenSSH\r\n\r\n")

@@ -801,6 +801,9 @@ class ResponseReader:
         self.http_version = ""
         # The start of the answer, until its status line is complete and looks like one (see `feed`).
         self._status_line: bytes | None = b""
+        # The heads read so far (interim 1xx ones and the final one), and how many were interim.
+        self._head_bytes = 0
+        self._interim = 0
 
     def feed(self, data: bytes) -> Response | None:
         """Feed received bytes; return the response once complete (for 101: once its head is).
@@ -846,9 +849,10 @@ class ResponseReader:
                 response = self._response
                 if self._eof and response is None:
                     raise InvalidHandshake("connection closed before a complete HTTP response", 0)
-                if self._eof and response is not None and response.status != 101:
-                    # The body was cut short (a chunked body without its last chunk, fewer bytes than
-                    # its Content-Length): the status and the body so far are still the answer.
+                if response is not None and response.status != 101:
+                    # The head was whole and the body is cut short (a chunked body without its last
+                    # chunk, fewer bytes than its Content-Length) or malformed (a bad chunk header):
+                    # the status and the body so far are still the answer.
                     response.body = bytes(self._body)
                     return response
                 if event.status_hint == 431:  # h11's bound on a head still arriving
@@ -923,13 +927,19 @@ class ResponseReader:
 
     def _check_head_size(self, event: h11.InformationalResponse | h11.Response) -> None:
         # The status line and each field line as written with the least white space: "HTTP/1.1 NNN
-        # reason", "name: value", each with its CRLF, and the blank line.
+        # reason", "name: value", each with its CRLF, and the blank line. Interim (1xx) heads count
+        # together with the final one: a server that sends them without end would otherwise keep the
+        # client parsing until open_timeout.
         size = 15 + len(event.reason) + 2
         size += sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
-        if size > self._max_header_bytes:
+        self._head_bytes += size
+        if self._head_bytes > self._max_header_bytes:
             raise self._too_large()
+        if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+            self._interim += 1
 
     def _too_large(self) -> InvalidHandshake:
+        heads = f" (with {self._interim} interim 1xx answers)" if self._interim else ""
         return InvalidHandshake(
-            f"response head larger than max_header_bytes={self._max_header_bytes} bytes", 0
+            f"response head{heads} larger than max_header_bytes={self._max_header_bytes} bytes", 0
         )
