@@ -497,6 +497,11 @@ class ClientHandshake:
             raise InvalidHandshake("101 response without 'Connection: Upgrade'", 101)
         accepts = headers.get_all("Sec-WebSocket-Accept")
         if accepts != [accept_key(self.key)]:
+            if len(accepts) > 1:
+                raise InvalidHandshake(
+                    f"{len(accepts)} Sec-WebSocket-Accept fields ({', '.join(accepts)}); one is required",
+                    101,
+                )
             raise InvalidHandshake(
                 f"wrong Sec-WebSocket-Accept {', '.join(accepts) or '(missing)'}", 101
             )
