@@ -516,7 +516,7 @@ def test_client_refuses_two_accept_headers() -> None:
     response = ok_response()
     response.headers.add("Sec-WebSocket-Accept", RFC_ACCEPT)
     # Both right: the error says there are two, not that the value is wrong.
-    with pytest.raises(InvalidHandshake, match="^2 Sec-WebSocket-Accept fields .*one is required"):
+    with pytest.raises(InvalidHandshake, match=r"^2 Sec-WebSocket-Accept fields .*one is required"):
         ClientHandshake("a", "/", key=RFC_KEY).check_response(response)
 
 
