@@ -338,12 +338,22 @@ async def test_empty_lines_before_the_request_line_are_ignored(start_server: Sta
 async def test_absolute_form_target_upgrades_and_routes_by_its_path(
     start_server: StartServer,
 ) -> None:
-    server = await start_server()
+    # RFC 9112 §3.2.2: the target's authority is the request's host, whatever the Host field says.
+    async def where(ws: upwire.ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(f"{ws.request.host} {ws.request.path}")
+
+    server = await start_server({"/chat": where})
     async with asyncio.timeout(TEST_TIMEOUT_S):
-        peer = await RawPeer.connect(server.port)
-        peer.write(upgrade_request(path="ws://127.0.0.1/chat?x=1"))
-        assert (await peer.read_response_head()).status == 101
-        peer.close()
+        for target, host in (
+            ("ws://example.test:81/chat?x=1", "example.test:81"),
+            ("/chat", "127.0.0.1"),
+        ):
+            peer = await RawPeer.connect(server.port)
+            peer.write(upgrade_request(path=target))
+            assert (await peer.read_response_head()).status == 101
+            assert (await peer.read_frame()).payload == f"{host} /chat".encode()
+            peer.close()
 
 
 async def test_a_path_starting_with_two_slashes_is_not_routed_as_a_shorter_one(

@@ -502,6 +502,22 @@ def test_interim_answers_count_against_max_header_bytes() -> None:
     assert response is not None and response.status == 101
 
 
+@pytest.mark.parametrize(
+    ("target", "fields", "host"),
+    [
+        ("/chat", [("Host", "a.example:8765")], "a.example:8765"),
+        ("ws://b.example:81/chat?x=1", [("Host", "a.example")], "b.example:81"),
+        ("https://user:pw@b.example/chat", [("Host", "a.example")], "b.example"),
+        ("/chat", [], None),
+    ],
+)
+def test_the_request_host_is_the_absolute_targets_authority_else_the_host_field(
+    target: str, fields: list[tuple[str, str]], host: str | None
+) -> None:
+    # RFC 9112 §3.2.2: a server ignores Host when the target is in absolute form.
+    assert Request("GET", target, Headers(fields)).host == host
+
+
 def test_malformed_response_is_an_invalid_handshake_with_status_0() -> None:
     with pytest.raises(InvalidHandshake) as info:
         ResponseReader(rfc_request()).feed(b"SSH-2.0-OpenSSH\r\n\r\n")

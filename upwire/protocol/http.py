@@ -248,6 +248,16 @@ class Request:
         """The raw query string, without "?"."""
         return _split_target(self.target)[1]
 
+    @property
+    def host(self) -> str | None:
+        """The host (and port) the request is for: an absolute-form target's authority, which a server must
+        use instead of the Host field (RFC 9112 §3.2.2), else the Host field's value; None without either."""
+        if not self.target.startswith("/"):
+            authority = urlsplit(self.target).netloc.rpartition("@")[2]
+            if authority:
+                return authority
+        return self.headers.get("Host")
+
 
 def _split_target(target: str) -> tuple[str, str]:
     """A request target's path and query string.
