@@ -187,6 +187,10 @@ BAD_REQUESTS = {
     # RFC 6455 §3 / RFC 9112 §3.2: a path or an absolute URI, no fragment, not asterisk-form.
     "asterisk-target": (upgrade_request(path="*"), 400),
     "fragment-in-target": (upgrade_request(path="/chat#frag"), 400),
+    # RFC 9112 §3.2.2: an absolute-form target's authority is the request's host: it must be one.
+    "absolute-form-unclosed-ip-literal": (upgrade_request(path="ws://[::1/chat"), 400),
+    "absolute-form-without-host": (upgrade_request(path="ws:///chat"), 400),
+    "absolute-form-bad-host": (upgrade_request(path="ws://a^b/chat"), 400),
 }
 
 

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from upwire.exceptions import InvalidHandshake, InvalidStatus, UsageError
 from upwire.protocol.extensions.base import (
@@ -260,6 +261,17 @@ _HOST = re.compile(
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://", re.ASCII)
 
 
+def _absolute_form_host(target: str) -> bool:
+    """Whether `target` is an absolute URI with a valid host (RFC 9112 §3.2.2: the request's host then)."""
+    if not _ABSOLUTE_FORM.match(target):
+        return False
+    try:
+        authority = urlsplit(target).netloc
+    except ValueError:  # an unclosed IP literal, a bad port
+        return False
+    return _HOST.fullmatch(authority.rpartition("@")[2]) is not None
+
+
 def check_request(request: Request) -> str:
     """Validate an opening handshake request; return its Sec-WebSocket-Key.
 
@@ -287,7 +299,7 @@ def _check_request(request: Request, found: dict[str, list[str]]) -> str:
     # (1) The Request-URI: a path (origin-form) or an absolute URI, without a fragment (RFC 6455 §3,
     # RFC 9112 §3.2): not `*` nor an authority.
     target = request.target
-    if "#" in target or not (target.startswith("/") or _ABSOLUTE_FORM.match(target)):
+    if "#" in target or not (target.startswith("/") or _absolute_form_host(target)):
         raise http_error(400, f"request target {target!r} is neither a path nor an absolute URI")
     # A handshake request has no content (RFC 6455 §4.1); bytes sent as one would be read as frames.
     lengths = found.get("content-length")
