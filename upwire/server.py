@@ -1,7 +1,7 @@
 """The asyncio WebSocket server: `serve(handler, host, port)`.
 
-Owns: accepting TCP connections (on asyncio's selector loops through `_accept`), reading the HTTP request
-under limits, the `process_request` hook and routing by path, answering with 101 (through
+Owns: accepting connections (through `_accept` on asyncio's selector loops and uvloop), reading the HTTP
+request under limits, the `process_request` hook and routing by path, answering with 101 (through
 `protocol.handshake`) or a plain HTTP response, running one handler task per connection, and graceful
 shutdown (close 1001 to every client, then wait).
 """
@@ -461,6 +461,8 @@ class Server:
         self._opening: set[ServerConnection] = set()
         self._opening_until = 0.0
         self._server: asyncio.Server | None = None
+        # The listening sockets' read callbacks where upwire accepts itself (`_accept`).
+        self._acceptors: list[_accept._Acceptor] = []
         self._port: int | None = None  # kept once the server is closed
         self._closing: asyncio.Task[None] | None = None
         # Set by close() for the wait_closed() calls made before it.
@@ -559,6 +561,7 @@ class Server:
     async def _shutdown(self, code: int, reason: str) -> None:
         if self._server is not None:
             self._server.close()
+        _accept.stop_accepting(self._acceptors)
         for transport in list(self._tls_handshakes):
             transport.abort()
         connections = list(self._connections)
@@ -628,6 +631,16 @@ class Server:
         def make_connection() -> ServerConnection:
             return ServerConnection(self, loop)
 
+        # What the loop's own accept calls (uvloop's, one connection per turn of the loop): the
+        # connections waiting behind that one are accepted too (`_accept.accept_waiting`).
+        waiting: list[_accept._Acceptor] = []
+
+        def accept_connection() -> ServerConnection:
+            connection = ServerConnection(self, loop)
+            if waiting:
+                _accept.accept_waiting(waiting)
+            return connection
+
         # With TLS, the TLS handshake is part of opening (a client that connects and says nothing is
         # dropped after open_timeout, not asyncio's 60 s) and its shutdown part of closing.
         tls = ssl is not None
@@ -643,7 +656,7 @@ class Server:
             await _check_unix_path(loop, unix_socket)
             # asyncio replaces a socket file left there (not another kind of file).
             self._server = server = await loop.create_unix_server(
-                make_connection,
+                accept_connection,
                 unix_socket,
                 ssl=ssl,
                 backlog=backlog,
@@ -653,7 +666,7 @@ class Server:
             )
         else:
             self._server = server = await loop.create_server(
-                make_connection,
+                accept_connection,
                 host=None if sock is not None else host,
                 port=None if sock is not None else port,
                 ssl=ssl,
@@ -668,7 +681,7 @@ class Server:
         if addresses and isinstance(addresses[0], tuple):
             self._port = int(addresses[0][1])
         if _accept.supported(loop, server, ssl):
-            _accept.start_accepting(
+            self._acceptors = _accept.start_accepting(
                 loop,
                 server,
                 make_connection,
@@ -679,6 +692,9 @@ class Server:
                 self._tls_handshakes,
             )
         else:
+            if _accept.drains(loop, server, ssl):
+                self._acceptors = _accept.start_draining(loop, server, make_connection, backlog)
+                waiting.extend(self._acceptors)
             await server.start_serving()
 
     async def __aenter__(self) -> Server:

@@ -1,8 +1,8 @@
-"""Accepting connections: upwire's own accept on asyncio's selector loop, asyncio's elsewhere.
+"""Accepting connections: upwire's own accept on asyncio's selector loop, the loop's own on uvloop.
 
-On the default loop the server accepts without a task per connection (`upwire._accept`); on uvloop it uses
-the loop's own. Both must give the same connections, close the same way, and survive running out of file
-descriptors without spinning.
+The server accepts without a task per connection and takes every connection waiting in one turn of the loop
+(`upwire._accept`; on uvloop, plain TCP, those waiting behind the one the loop accepted). All must give the
+same connections, close the same way, and survive running out of file descriptors without spinning.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import uvloop
 import upwire
 
 from .helpers import TEST_TIMEOUT_S, echo
-from .wire import TEXT, RawPeer
+from .wire import TEXT, RawPeer, upgrade_request
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -49,7 +49,10 @@ class Echo(upwire.Listener):
         connection.send_now(message)
 
 
-def test_accepting_on_the_default_loop_makes_no_task_per_connection() -> None:
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_accepting_makes_no_task_per_connection(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     created: list[object] = []
 
     def counting_factory(
@@ -81,7 +84,51 @@ def test_accepting_on_the_default_loop_makes_no_task_per_connection() -> None:
                 for ws in clients + more:
                     await ws.close()
 
-    run_on(asyncio.new_event_loop, main())
+    run_on(loop_factory, main())
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
+def test_the_connections_waiting_are_accepted_in_one_turn_of_the_loop(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    # libuv accepts one connection per turn: with many clients connecting at once, a turn per client.
+    tasks: list[object] = []
+
+    def counting_factory(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        tasks.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main() -> None:
+        async with asyncio.timeout(TEST_TIMEOUT_S):
+            server = await upwire.serve(Echo, "127.0.0.1", 0, ping_interval=None)
+            peers = []
+            try:
+                # Connected and their requests sent while the loop does not run: all wait at once.
+                for _ in range(20):
+                    peer = socket.create_connection(("127.0.0.1", server.port))
+                    peer.sendall(upgrade_request())
+                    peers.append(peer)
+                asyncio.get_running_loop().set_task_factory(counting_factory)
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                assert len(server.connections) == 20
+                assert tasks == []  # a Listener's connections, however accepted, make no task
+                for connection in server.connections:
+                    assert connection.transport is not None
+                    sock = connection.transport.get_extra_info("socket")
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                for peer in peers:
+                    peer.settimeout(TEST_TIMEOUT_S)
+                    assert peer.recv(4096).startswith(b"HTTP/1.1 101 ")
+            finally:
+                for peer in peers:
+                    peer.close()
+                server.close()
+                await server.wait_closed()
+
+    run_on(loop_factory, main())
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
@@ -334,3 +381,46 @@ def test_the_retry_after_running_out_does_nothing_once_the_server_is_closed() ->
     started = time.monotonic()
     run_on(asyncio.new_event_loop, main())
     assert time.monotonic() - started < TEST_TIMEOUT_S
+
+
+def test_on_uvloop_the_sockets_taking_the_waiting_connections_close_with_the_server() -> None:
+    # Duplicates of the listening sockets (uvloop keeps its own): closed too, nothing listens after close().
+    async def main() -> None:
+        server = await upwire.serve(echo, "localhost", 0, ping_interval=None)
+        duplicates = [acceptor.sock for acceptor in server._acceptors]
+        assert len(duplicates) == len(server.sockets) >= 1
+        assert {sock.fileno() for sock in duplicates}.isdisjoint(
+            sock.fileno() for sock in server.sockets
+        )
+        async with upwire.connect(f"ws://localhost:{server.port}/") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        server.close()
+        await server.wait_closed()
+        assert all(sock.fileno() == -1 for sock in duplicates)
+        with pytest.raises(OSError):  # nothing listens on the port any more
+            await asyncio.open_connection("127.0.0.1", server.port)
+
+    started = time.monotonic()
+    run_on(uvloop.new_event_loop, main())
+    assert time.monotonic() - started < TEST_TIMEOUT_S
+
+
+def test_linux_says_how_many_connections_wait_on_a_listening_socket() -> None:
+    # What each readiness accepts, so that no accept has to fail with EAGAIN to say there are no more.
+    from upwire import _accept
+
+    with socket.socket() as listening, socket.socket() as unbound:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        assert _accept._waiting(listening) == 0
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+        try:
+            assert _accept._waiting(listening) == 3
+            conn, _ = listening.accept()
+            conn.close()
+            assert _accept._waiting(listening) == 2
+        finally:
+            for client in clients:
+                client.close()
+        assert _accept._waiting(unbound) is None  # not listening: no count to read
