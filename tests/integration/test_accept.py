@@ -49,17 +49,24 @@ class Echo(upwire.Listener):
         connection.send_now(message)
 
 
+def task_factory_noting(
+    created: list[object],
+) -> Callable[..., asyncio.Task[Any]]:
+    """A task factory that notes the coroutine of every task made, into `created`."""
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    return factory
+
+
 @pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
 def test_accepting_makes_no_task_per_connection(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
     created: list[object] = []
-
-    def counting_factory(
-        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
-    ) -> asyncio.Task[Any]:
-        created.append(coro)
-        return asyncio.Task(coro, loop=loop, **kwargs)
+    counting_factory = task_factory_noting(created)
 
     async def main() -> None:
         async with upwire.serve(Echo, "127.0.0.1", 0, ping_interval=None) as server:
@@ -93,12 +100,7 @@ def test_the_connections_waiting_are_accepted_in_one_turn_of_the_loop(
 ) -> None:
     # libuv accepts one connection per turn: with many clients connecting at once, a turn per client.
     tasks: list[object] = []
-
-    def counting_factory(
-        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
-    ) -> asyncio.Task[Any]:
-        tasks.append(coro)
-        return asyncio.Task(coro, loop=loop, **kwargs)
+    counting_factory = task_factory_noting(tasks)
 
     async def main() -> None:
         async with asyncio.timeout(TEST_TIMEOUT_S):
