@@ -23,13 +23,15 @@ socket, that is per turn of the loop, so with many clients connecting at once th
 connection (one `epoll_pwait` and one `io_uring_enter` each, measured). There the server's protocol factory,
 which libuv's accept calls, also takes the connections still waiting (`accept_waiting`): through a
 duplicate of each listening socket (`dup`, never watched; `stop_accepting` closes it), each into the loop's
-`connect_accepted_socket`, run as a plain coroutine (`_run`: all a task would do for it). Linux says how
-many wait (`_waiting`, one system call), so a lone connection costs one `getsockopt` more and nothing else.
-Those transports are not attached to uvloop's `Server`, whose `wait_closed` does not wait for them:
-upwire's shutdown waits for its connections itself. Running out of file descriptors is libuv's to handle.
+`connect_accepted_socket`, run as a plain coroutine (`_run`: all a task would do for it). Those transports
+are not attached to uvloop's `Server`, whose `wait_closed` does not wait for them: upwire's shutdown waits
+for its connections itself. Running out of file descriptors is libuv's to handle there.
 
-It also backs off for a second when the process runs out of file descriptors: asyncio's accept (Python
-3.11 to 3.13) retries at once up to a backlog's worth of times per readiness, logging each failure.
+On both loops Linux says how many connections wait (`_waiting`, one `getsockopt`), so a readiness takes
+those and no `accept` has to fail to say there are no more; on uvloop a lone connection costs that call
+and nothing else. On the selector loops, accepting backs off for a second when the process runs out of
+file descriptors: asyncio's accept (Python 3.11 to 3.13) retries at once up to a backlog's worth of times
+per readiness, logging each failure.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ _UNACKED_OFFSET = 24
 def _waiting(sock: socket.socket) -> int | None:
     """How many connections wait in listening TCP socket `sock`'s accept queue, where Linux says; else None.
 
-    Accepting until `accept` fails costs a system call and an exception (~4.5 µs, most of accepting one
-    connection) at every readiness; this one call costs a sixth of that.
+    Accepting until `accept` fails costs a system call and an exception at every readiness (~4.5 µs on the
+    machine of docs/benchmarks.md); this one call costs a sixth of that.
     """
     assert _TCP_INFO is not None
     try:
