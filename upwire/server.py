@@ -461,7 +461,8 @@ class Server:
         self._opening: set[ServerConnection] = set()
         self._opening_until = 0.0
         self._server: asyncio.Server | None = None
-        # The listening sockets' read callbacks where upwire accepts itself (`_accept`).
+        # Where upwire accepts itself (`_accept`): the listening sockets' read callbacks, or on uvloop
+        # what takes the connections waiting behind the one the loop accepted.
         self._acceptors: list[_accept._Acceptor] = []
         self._port: int | None = None  # kept once the server is closed
         self._closing: asyncio.Task[None] | None = None
