@@ -509,6 +509,8 @@ def test_interim_answers_count_against_max_header_bytes() -> None:
         ("ws://b.example:81/chat?x=1", [("Host", "a.example")], "b.example:81"),
         ("https://user:pw@b.example/chat", [("Host", "a.example")], "b.example"),
         ("/chat", [], None),
+        # An authority that does not parse (such a request gets 400 from the server): the Host field.
+        ("ws://[::1/chat", [("Host", "a.example")], "a.example"),
     ],
 )
 def test_the_request_host_is_the_absolute_targets_authority_else_the_host_field(

@@ -16,7 +16,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 from upwire.exceptions import InvalidHandshake, InvalidStatus, UsageError
 from upwire.protocol.extensions.base import (
@@ -39,6 +38,7 @@ from upwire.protocol.http import (
     list_tokens,
     serialize_fields,
     serialize_response,
+    target_authority,
 )
 
 __all__ = [
@@ -263,13 +263,9 @@ _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://", re.ASCII)
 
 def _absolute_form_host(target: str) -> bool:
     """Whether `target` is an absolute URI with a valid host (RFC 9112 §3.2.2: the request's host then)."""
-    if not _ABSOLUTE_FORM.match(target):
-        return False
-    try:
-        authority = urlsplit(target).netloc
-    except ValueError:  # an unclosed IP literal, a bad port
-        return False
-    return _HOST.fullmatch(authority.rpartition("@")[2]) is not None
+    return (
+        bool(_ABSOLUTE_FORM.match(target)) and _HOST.fullmatch(target_authority(target)) is not None
+    )
 
 
 def check_request(request: Request) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "serialize_fields",
     "serialize_request",
     "serialize_response",
+    "target_authority",
 ]
 
 DEFAULT_MAX_REQUEST_LINE = 8192
@@ -252,11 +253,18 @@ class Request:
     def host(self) -> str | None:
         """The host (and port) the request is for: an absolute-form target's authority, which a server must
         use instead of the Host field (RFC 9112 §3.2.2), else the Host field's value; None without either."""
-        if not self.target.startswith("/"):
-            authority = urlsplit(self.target).netloc.rpartition("@")[2]
-            if authority:
-                return authority
-        return self.headers.get("Host")
+        return target_authority(self.target) or self.headers.get("Host")
+
+
+def target_authority(target: str) -> str:
+    """An absolute-form request target's host and port, without user info; "" for a path (origin-form)
+    or a target whose authority does not parse (an unclosed IP literal, a port that is not a number)."""
+    if target.startswith("/"):
+        return ""
+    try:
+        return urlsplit(target).netloc.rpartition("@")[2]
+    except ValueError:
+        return ""
 
 
 def _split_target(target: str) -> tuple[str, str]:
