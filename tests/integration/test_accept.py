@@ -94,9 +94,10 @@ def test_accepting_makes_no_task_per_connection(
     run_on(loop_factory, main())
 
 
+@pytest.mark.parametrize("api", ["listener", "high-level"])
 @pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
 def test_the_connections_waiting_are_accepted_in_one_turn_of_the_loop(
-    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], api: str
 ) -> None:
     # libuv accepts one connection per turn: with many clients connecting at once, a turn per client.
     tasks: list[object] = []
@@ -104,7 +105,8 @@ def test_the_connections_waiting_are_accepted_in_one_turn_of_the_loop(
 
     async def main() -> None:
         async with asyncio.timeout(TEST_TIMEOUT_S):
-            server = await upwire.serve(Echo, "127.0.0.1", 0, ping_interval=None)
+            handler = Echo if api == "listener" else echo
+            server = await upwire.serve(handler, "127.0.0.1", 0, ping_interval=None)
             peers = []
             try:
                 # Connected and their requests sent while the loop does not run: all wait at once.
@@ -116,14 +118,21 @@ def test_the_connections_waiting_are_accepted_in_one_turn_of_the_loop(
                 for _ in range(5):
                     await asyncio.sleep(0)
                 assert len(server.connections) == 20
-                assert tasks == []  # a Listener's connections, however accepted, make no task
+                # However accepted: no task for a Listener's connection, its handler's for the other.
+                names = [getattr(c, "__qualname__", repr(c)) for c in tasks]
+                assert names == (
+                    [] if api == "listener" else ["ServerConnection._run_handler"] * 20
+                )
                 for connection in server.connections:
                     assert connection.transport is not None
                     sock = connection.transport.get_extra_info("socket")
                     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-                for peer in peers:
-                    peer.settimeout(TEST_TIMEOUT_S)
-                    assert peer.recv(4096).startswith(b"HTTP/1.1 101 ")
+                for sock in peers:  # each answered with 101, and echoing
+                    raw = RawPeer(*await asyncio.open_connection(sock=sock))
+                    assert (await raw.read_response_head()).status == 101
+                    raw.send_frame(TEXT, "echoed")
+                    assert (await raw.read_frame()).payload == b"echoed"
+                    raw.close()
             finally:
                 for peer in peers:
                     peer.close()
